@@ -1,0 +1,136 @@
+"""The result of one PET/CT analysis: the contract between `analysis` and `reports`.
+
+Analysis fills it from arrays and metadata; report writers (SEG, SR, HL7, FHIR, PDF) read it and never
+recompute a number. Everything a physician reads is here, with the inputs that produced it.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SuvInputs:
+    """Every input that turned stored pixel values into SUV, so a physicist can check the arithmetic."""
+
+    suv_type: str                      # "bw" | "lbm_james" | "lbm_janmahasatian" | "bsa"
+    units: str                         # Units (0054,1001): BQML, CNTS, GML, CM2ML
+    decay_correction: str              # DecayCorrection (0054,1102): START, ADMIN, NONE
+    radionuclide: str | None           # e.g. "^18^Fluorine" or the code meaning
+    half_life_s: float | None
+    injected_dose_bq: float | None     # after any MBq-recorded-as-Bq repair
+    injection_datetime: str | None     # ISO 8601
+    reference_datetime: str | None     # ISO 8601, the decay-correction reference chosen by the QIBA rule
+    reference_source: str | None       # "series", "ge_private_scan_datetime", "earliest_acquisition", …
+    patient_weight_kg: float | None
+    patient_height_m: float | None
+    patient_sex: str | None
+    scale_factor: float | None         # factor from the stored unit to SUV (g/ml), when one factor applies
+    vendor: str | None
+    notes: tuple[str, ...] = ()        # repairs and warnings applied (e.g. "dose recorded in MBq")
+
+
+@dataclass(frozen=True)
+class LiverReference:
+    """PERCIST liver reference: a 3 cm sphere in the right lobe."""
+
+    suv_mean: float
+    suv_sd: float
+    center_mm: tuple[float, float, float]   # patient coordinates (LPS, mm)
+    radius_mm: float
+    method: str                               # "auto: …" or "user"
+
+    @property
+    def percist_threshold(self) -> float:
+        """1.5 × mean + 2 SD, the PERCIST measurability threshold."""
+        return 1.5 * self.suv_mean + 2.0 * self.suv_sd
+
+
+@dataclass(frozen=True)
+class Lesion:
+    """One connected lesion. `label` is its value in `AnalysisResult.label_map` (1…N)."""
+
+    label: int
+    suv_max: float
+    suv_mean: float
+    suv_peak: float
+    volume_ml: float
+    tlg: float                                 # SUVmean × volume (ml), in g (for SUVbw)
+    centroid_mm: tuple[float, float, float]   # patient coordinates (LPS, mm)
+    max_position_mm: tuple[float, float, float]
+    voxel_count: int
+    radiomics: dict[str, float] | None = None
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """How lesions were found: enough to reproduce it and to name the algorithm in SEG/SR."""
+
+    method: str                 # "fixed" | "percent_max" | "percist" | "model"
+    threshold: float | None     # SUV for fixed/percist, fraction (0.41) for percent_max
+    min_volume_ml: float
+    algorithm_name: str         # e.g. "NeuroPETRIX SUV threshold" or the model's name
+    algorithm_version: str
+    model_file: str | None = None
+
+
+@dataclass
+class AnalysisResult:
+    """One study's analysis.
+
+    `label_map` is an int array shaped like the PET volume (slices, rows, columns) in the order of
+    `pet_sop_instance_uids` (slice k of the array is the instance at index k), so a SEG frame can
+    reference its source image exactly. 0 is background, lesion n is `Lesion.label == n`.
+    """
+
+    study_instance_uid: str
+    pet_series_instance_uid: str
+    pet_sop_instance_uids: list[str]
+    ct_series_instance_uid: str | None
+    frame_of_reference_uid: str | None
+    suv: SuvInputs
+    segmentation: Segmentation
+    lesions: list[Lesion]
+    label_map: np.ndarray
+    voxel_spacing_mm: tuple[float, float, float]   # (slice, row, column)
+    liver: LiverReference | None = None
+    device: str = "cpu"
+    software_version: str = ""
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def suv_max(self) -> float | None:
+        return max((les.suv_max for les in self.lesions), default=None)
+
+    @property
+    def tmtv_ml(self) -> float:
+        return float(sum(les.volume_ml for les in self.lesions))
+
+    @property
+    def tlg_total(self) -> float:
+        return float(sum(les.tlg for les in self.lesions))
+
+    def to_json(self) -> dict[str, Any]:
+        """The `analysis.json` document (no arrays)."""
+        return {
+            "study_instance_uid": self.study_instance_uid,
+            "pet_series_instance_uid": self.pet_series_instance_uid,
+            "ct_series_instance_uid": self.ct_series_instance_uid,
+            "frame_of_reference_uid": self.frame_of_reference_uid,
+            "suv_type": self.suv.suv_type,
+            "suv_inputs": asdict(self.suv),
+            "segmentation": asdict(self.segmentation),
+            "liver_reference": None if self.liver is None else {
+                **asdict(self.liver), "percist_threshold": self.liver.percist_threshold},
+            "lesion_count": len(self.lesions),
+            "suv_max": self.suv_max,
+            "tmtv_ml": self.tmtv_ml,
+            "tlg_total": self.tlg_total,
+            "lesions": [asdict(les) for les in self.lesions],
+            "voxel_spacing_mm": list(self.voxel_spacing_mm),
+            "device": self.device,
+            "software_version": self.software_version,
+            "timings_s": self.timings_s,
+        }

@@ -1,0 +1,147 @@
+"""The configuration schema: one YAML file, every key with a default, validated with pydantic.
+
+Unknown keys and bad values are refused (pydantic `extra="forbid"`), and `load_settings` turns
+pydantic's errors into one message that names the key, e.g. ``node.dicom_port: …``.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")   # PS3.5 AE: no backslash, no control chars
+
+
+def check_ae_title(value: str) -> str:
+    """An AE title as PS3.5 defines it: 1–16 characters, no backslash or control characters."""
+    if not _AE_TITLE.match(value) or not value.strip():
+        raise ValueError(f"{value!r} is not a valid AE title (1-16 printable characters, no backslash)")
+    return value.strip()
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class NodeSettings(Section):
+    ae_title: str = "NEUROPETRIX"
+    dicom_host: str = "0.0.0.0"
+    dicom_port: Port = 11112
+    api_host: str = "127.0.0.1"
+    api_port: Port = 8080
+    data_dir: Path = Path("./var")
+    database_url: str | None = None
+    accept_unknown_callers: bool = False
+    study_quiet_seconds: float = Field(30.0, gt=0)
+    # Sized for a department: several scanners and a PACS sending at once, plus stragglers.
+    max_associations: int = Field(32, ge=1, le=1000)
+    acse_timeout: float = Field(30.0, gt=0)        # association negotiation
+    dimse_timeout: float = Field(60.0, gt=0)       # waiting for the next DIMSE message
+    network_timeout: float = Field(60.0, gt=0)     # a silent connection is closed after this
+    max_pdu_size: int = Field(0, ge=0)             # 0 = unlimited: callers send large PDUs
+    fsync: bool = True                             # fsync each instance before acknowledging it
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    _ae = field_validator("ae_title")(classmethod(lambda cls, v: check_ae_title(v)))
+
+    @property
+    def storage_dir(self) -> Path:
+        return self.data_dir / "storage"
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'neuropetrix.db').resolve()}"
+
+
+class Peer(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    ae_title: str
+    host: str
+    port: Port
+
+    _ae = field_validator("ae_title")(classmethod(lambda cls, v: check_ae_title(v)))
+
+
+class HostPort(Section):
+    host: str
+    port: Port
+
+
+class MllpOut(HostPort):
+    host: str = "127.0.0.1"
+    port: Port = 2575
+    version: Literal["2.3.1", "2.5", "2.5.1"] = "2.5"
+    charset: Literal["UNICODE UTF-8", "8859/9", "8859/1"] = "UNICODE UTF-8"
+    timeout: float = Field(30.0, gt=0)
+
+
+class MllpIn(HostPort):
+    host: str = "0.0.0.0"
+    port: Port = 2576
+
+
+class FhirSettings(Section):
+    base_url: str = "http://127.0.0.1:8081/fhir"
+    token: str | None = None
+    timeout: float = Field(30.0, gt=0)
+
+
+class HbysSettings(Section):
+    mllp: MllpOut = MllpOut()
+    mllp_listen: MllpIn = MllpIn()
+    fhir: FhirSettings = FhirSettings()
+    # No national OID/URI is published for the T.C. Kimlik No: each site names its own.
+    patient_id_system: str = "urn:oid:2.16.792.1.2.1.1.5.1.1.1"   # site-configurable
+
+
+class PushSettings(Section):
+    fcm_endpoint: str | None = None
+    credentials_file: Path | None = None
+
+
+class AnalysisSettings(Section):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    model: Path | None = None                     # site-supplied MONAI weights
+    suv_type: Literal["bw", "lbm_james", "lbm_janmahasatian", "bsa"] = "bw"
+    method: Literal["fixed", "percent_max", "percist", "model"] = "fixed"
+    threshold: float = Field(4.0, gt=0)           # SUV for fixed, fraction of SUVmax for percent_max
+    min_volume_ml: float = Field(0.5, ge=0)
+    radiomics: bool = False
+
+
+class Route(Section):
+    name: str
+    match: dict[str, Any] = {}
+    actions: list[str | dict[str, Any]] = []
+
+
+class Settings(Section):
+    node: NodeSettings = NodeSettings()
+    peers: list[Peer] = []
+    hbys: HbysSettings = HbysSettings()
+    push: PushSettings = PushSettings()
+    analysis: AnalysisSettings = AnalysisSettings()
+    routes: list[Route] = []
+
+    @model_validator(mode="after")
+    def _unique_peers(self) -> "Settings":
+        names = [p.name for p in self.peers]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"peers: duplicate peer name(s) {', '.join(dupes)}")
+        return self
+
+    def peer(self, name: str) -> Peer:
+        """The configured peer called `name`; KeyError names the known ones."""
+        for p in self.peers:
+            if p.name == name:
+                return p
+        raise KeyError(f"no peer named {name!r} (configured: {', '.join(p.name for p in self.peers) or 'none'})")
+
+    def peer_by_ae(self, ae_title: str) -> Peer | None:
+        return next((p for p in self.peers if p.ae_title == ae_title), None)
