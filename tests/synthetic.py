@@ -234,7 +234,8 @@ def write_pet_series(spec: StudySpec, out_dir: Path,
     base.RescaleIntercept = "0"
     recumbent = _code("102538003", "SCT", "recumbent")
     recumbent.PatientOrientationModifierCodeSequence = Sequence([_code("40199007", "SCT", "supine")])
-    base.PatientOrientationCodeSequence = Sequence([recumbent])
+    base.PatientOrientationCodeSequence = Sequence([recumbent])   # replaces PatientPosition on PET
+    del base.PatientPosition
     base.PatientGantryRelationshipCodeSequence = Sequence([_code("102540008", "SCT", "headfirst")])
     rp = Dataset()
     rp.Radiopharmaceutical = "Fluorodeoxyglucose"
