@@ -37,10 +37,11 @@ class NodeSettings(Section):
     data_dir: Path = Path("./var")
     database_url: str | None = None
     accept_unknown_callers: bool = False
+    check_called_ae: bool = True                   # refuse callers that address another AE title
     study_quiet_seconds: float = Field(30.0, gt=0)
     # Sized for a department: several scanners and a PACS sending at once, plus stragglers.
     max_associations: int = Field(32, ge=1, le=1000)
-    acse_timeout: float = Field(30.0, gt=0)        # association negotiation
+    acse_timeout: float = Field(15.0, gt=0)        # association negotiation
     dimse_timeout: float = Field(60.0, gt=0)       # waiting for the next DIMSE message
     network_timeout: float = Field(60.0, gt=0)     # a silent connection is closed after this
     max_pdu_size: int = Field(0, ge=0)             # 0 = unlimited: callers send large PDUs

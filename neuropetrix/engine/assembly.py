@@ -1,0 +1,77 @@
+"""Study assembly: a study is complete `study_quiet_seconds` after its last instance.
+
+Completion is a state change and a `study.complete` event written in one transaction; the same
+study receiving more instances is re-opened by the index and completes again later.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from neuropetrix.store.db import utcnow
+from neuropetrix.store.models import Event, Instance, Series, Study
+
+log = logging.getLogger("neuropetrix.engine")
+
+
+def study_summary(s: Session, study_pk: int) -> dict:
+    """Modalities, series and instance counts of one study."""
+    modalities = sorted(m for m in s.scalars(
+        select(Series.modality).where(Series.study_pk == study_pk).distinct()) if m)
+    series = s.scalar(select(func.count(Series.id)).where(Series.study_pk == study_pk)) or 0
+    instances = s.scalar(select(func.count(Instance.id)).join(Series)
+                         .where(Series.study_pk == study_pk)) or 0
+    return {"modalities": modalities, "series": series, "instances": instances}
+
+
+class CompletionWatcher:
+    def __init__(self, sessions: sessionmaker[Session], quiet_seconds: float) -> None:
+        self.sessions = sessions
+        self.quiet = timedelta(seconds=quiet_seconds)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def sweep(self, now: datetime | None = None) -> list[str]:
+        """Complete every study quiet for long enough; returns their UIDs."""
+        now = now or utcnow()
+        cutoff = now - self.quiet
+        done: list[str] = []
+        with self.sessions.begin() as s:
+            quiet = s.execute(select(Study.id, Study.study_uid).where(
+                Study.state == "receiving", Study.last_received_at <= cutoff)).all()
+            for pk, uid in quiet:
+                changed = s.execute(
+                    update(Study).where(Study.id == pk, Study.state == "receiving",
+                                        Study.last_received_at <= cutoff)
+                    .values(state="complete", completed_at=now,
+                            completion_count=Study.completion_count + 1)).rowcount
+                if not changed:
+                    continue
+                summary = study_summary(s, pk)
+                s.add(Event(kind="study.complete", study_uid=uid, created_at=now, payload=summary))
+                done.append(uid)
+                log.info("study %s complete: %d series (%s), %d instances", uid, summary["series"],
+                         ", ".join(summary["modalities"]) or "-", summary["instances"])
+        return done
+
+    def start(self) -> None:
+        interval = min(1.0, self.quiet.total_seconds() / 4)
+
+        def loop() -> None:
+            while not self._stop.wait(interval):
+                try:
+                    self.sweep()
+                except Exception:
+                    log.exception("study completion sweep failed; will retry")
+
+        self._thread = threading.Thread(target=loop, name="completion", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)

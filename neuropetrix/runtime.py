@@ -1,0 +1,44 @@
+"""The node in one process: database, storage, DICOM SCP and study completion, started and stopped
+together. `neuropetrix serve` runs it; tests start it in a subprocess the same way."""
+from __future__ import annotations
+
+import logging
+
+from neuropetrix.config.settings import Settings
+from neuropetrix.engine.assembly import CompletionWatcher
+from neuropetrix.node.scp.dicom import AcceptancePolicy, DicomServer, ServerLimits
+from neuropetrix.store.db import open_database
+from neuropetrix.store.files import FileStore
+from neuropetrix.store.index import StudyIndex
+from neuropetrix.store.ingest import Ingest
+
+log = logging.getLogger("neuropetrix")
+
+
+class Node:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        node = settings.node
+        self.engine, self.sessions = open_database(node.db_url)
+        self.files = FileStore(node.storage_dir, fsync=node.fsync)
+        stale = self.files.clean_incoming()
+        if stale:
+            log.warning("removed %d unfinished incoming file(s) left by an earlier stop", stale)
+        self.ingest = Ingest(self.files, StudyIndex(self.sessions))
+        policy = AcceptancePolicy(ae_title=node.ae_title,
+                                  known_callers=frozenset(p.ae_title for p in settings.peers),
+                                  accept_unknown_callers=node.accept_unknown_callers,
+                                  check_called_ae=node.check_called_ae)
+        limits = ServerLimits(max_associations=node.max_associations, acse_timeout=node.acse_timeout,
+                              network_timeout=node.network_timeout, max_pdu_size=node.max_pdu_size)
+        self.scp = DicomServer(node.dicom_host, node.dicom_port, policy, self.ingest, limits, node.fsync)
+        self.completion = CompletionWatcher(self.sessions, node.study_quiet_seconds)
+
+    def start(self) -> None:
+        self.completion.start()
+        self.scp.start()
+
+    def stop(self) -> None:
+        self.scp.stop()
+        self.completion.stop()
+        self.engine.dispose()

@@ -1,0 +1,108 @@
+"""Instance files under `storage/`, laid out by UIDs, written so that nothing acknowledged is lost.
+
+An instance is written to `storage/.incoming/<random>.part`, fsync'd, renamed to
+`storage/<study>/<series>/<sop>.dcm` and the directory fsync'd. Only UIDs that match the PS3.5 UID
+grammar become path components, so a hostile UID can never climb out of the storage folder.
+"""
+from __future__ import annotations
+
+import os
+import re
+import threading
+import uuid
+from pathlib import Path
+
+_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")
+
+
+class InvalidUID(ValueError):
+    """A value that should be a DICOM UID is not one."""
+
+
+def check_uid(value: object, what: str) -> str:
+    """`value` as a UID string, or InvalidUID naming `what` (e.g. "SOPInstanceUID")."""
+    text = str(value or "").strip("\0 ")
+    if not text:
+        raise InvalidUID(f"{what} is missing")
+    if len(text) > 64 or not _UID.match(text):
+        raise InvalidUID(f"{what} {text[:80]!r} is not a valid UID")
+    return text
+
+
+def relative_path(study_uid: str, series_uid: str, sop_uid: str) -> str:
+    return f"{check_uid(study_uid, 'StudyInstanceUID')}/{check_uid(series_uid, 'SeriesInstanceUID')}/" \
+           f"{check_uid(sop_uid, 'SOPInstanceUID')}.dcm"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FileStore:
+    """The storage folder. Thread-safe: each association's thread writes its own temporary files."""
+
+    def __init__(self, root: Path, fsync: bool = True) -> None:
+        self.root = Path(root)
+        self.incoming = self.root / ".incoming"
+        self.incoming.mkdir(parents=True, exist_ok=True)
+        self.fsync = fsync
+        self._known_dirs: set[Path] = set()
+        self._lock = threading.Lock()
+
+    def path_of(self, relative: str) -> Path:
+        return self.root / relative
+
+    def new_temp(self) -> Path:
+        return self.incoming / f"{uuid.uuid4().hex}.part"
+
+    def place(self, temp: Path, relative: str, replace: bool = False) -> bool:
+        """Move a finished temporary file to its place. False, leaving `temp`, when a file is already
+        there (the first copy of an instance is kept) unless `replace` is set."""
+        final = self.root / relative
+        try:
+            placed = self._move(temp, final, replace)
+        except FileNotFoundError:          # its folder was removed behind our back: make it again
+            with self._lock:
+                self._known_dirs.discard(final.parent)
+            self._ensure_dir(final.parent)
+            placed = self._move(temp, final, replace)
+        if placed and self.fsync:
+            _fsync_dir(final.parent)
+        return placed
+
+    def _move(self, temp: Path, final: Path, replace: bool) -> bool:
+        if final.parent not in self._known_dirs:
+            self._ensure_dir(final.parent)
+        if replace:
+            os.replace(temp, final)
+            return True
+        try:
+            os.link(temp, final)     # atomic, and fails rather than overwrite
+        except FileExistsError:
+            return False
+        os.unlink(temp)
+        return True
+
+    def _ensure_dir(self, folder: Path) -> None:
+        new = not folder.exists()
+        folder.mkdir(parents=True, exist_ok=True)
+        if new and self.fsync:
+            _fsync_dir(folder.parent)
+            _fsync_dir(folder.parent.parent)
+        with self._lock:
+            self._known_dirs.add(folder)
+
+    def discard(self, temp: Path) -> None:
+        temp.unlink(missing_ok=True)
+
+    def clean_incoming(self) -> int:
+        """Remove temporary files left by a crash: they were never acknowledged."""
+        count = 0
+        for stale in self.incoming.glob("*.part"):
+            stale.unlink(missing_ok=True)
+            count += 1
+        return count

@@ -1,0 +1,147 @@
+"""Taking in one received instance: check it, put its file in place, index it, say how it went.
+
+The SCP streams what arrived into a temporary file (file meta + the dataset bytes exactly as sent) and
+hands it here. The answer is a DIMSE status: success only once the file is fsync'd, renamed and
+indexed, so a scanner that got 0x0000 never loses that image.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from pydicom import dcmread
+from pydicom.dataset import FileMetaDataset
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
+from sqlalchemy.exc import OperationalError
+
+from neuropetrix.store.files import FileStore, InvalidUID, check_uid, relative_path
+from neuropetrix.store.index import InstanceRecord, StudyIndex
+
+log = logging.getLogger("neuropetrix.store")
+
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700           # Refused: Out of Resources
+DOES_NOT_MATCH_SOP_CLASS = 0xA900   # Error: Data Set does not match SOP Class
+CANNOT_UNDERSTAND = 0xC000          # Error: Cannot understand
+
+IMPLEMENTATION_VERSION = "NEUROPETRIX_01"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: int
+    message: str = ""
+    duplicate: bool = False
+    study_uid: str = ""
+
+
+def write_file_header(fp: BinaryIO, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str,
+                      source_ae: str) -> None:
+    """Preamble, 'DICM' and the file meta group (PS3.10) in front of the dataset as received."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class_uid
+    meta.MediaStorageSOPInstanceUID = sop_instance_uid
+    meta.TransferSyntaxUID = transfer_syntax
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION
+    if source_ae:
+        meta.SourceApplicationEntityTitle = source_ae
+    fp.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(fp, meta, enforce_standard=True)
+
+
+def _text(ds, keyword: str, limit: int = 64) -> str:
+    value = ds.get(keyword, "")
+    return str(value if value is not None else "")[:limit]
+
+
+def _int(ds, keyword: str) -> int | None:
+    try:
+        value = ds.get(keyword)
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+class Ingest:
+    def __init__(self, files: FileStore, index: StudyIndex) -> None:
+        self.files = files
+        self.index = index
+
+    def new_temp(self) -> Path:
+        return self.files.new_temp()
+
+    def discard(self, temp: Path) -> None:
+        self.files.discard(temp)
+
+    def accept(self, temp: Path, *, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str,
+               calling_ae: str, calling_host: str) -> Outcome:
+        """Check, place and index the instance in `temp`; never raises for bad input."""
+        try:
+            return self._accept(temp, sop_class_uid, sop_instance_uid, transfer_syntax, calling_ae,
+                                calling_host)
+        except Exception as exc:
+            self.files.discard(temp)
+            if is_disk_full(exc) or isinstance(exc, OperationalError) and "full" in str(exc).lower():
+                log.error("out of storage space, refusing %s from %s: %s", sop_instance_uid, calling_ae, exc)
+                return Outcome(OUT_OF_RESOURCES, "out of storage space")
+            log.exception("storing %s from %s failed", sop_instance_uid, calling_ae)
+            return Outcome(OUT_OF_RESOURCES, f"cannot store: {type(exc).__name__}")
+
+    def _accept(self, temp: Path, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str,
+                calling_ae: str, calling_host: str) -> Outcome:
+        try:
+            ds = dcmread(temp, stop_before_pixels=True)
+        except Exception as exc:
+            self.files.discard(temp)
+            log.warning("rejected %s from %s (%s): cannot parse the dataset: %s",
+                        sop_instance_uid, calling_ae, calling_host, exc)
+            return Outcome(CANNOT_UNDERSTAND, f"cannot parse dataset: {exc}"[:64])
+        try:
+            sop = check_uid(ds.get("SOPInstanceUID"), "SOPInstanceUID")
+            if sop != sop_instance_uid:
+                raise InvalidUID(f"SOPInstanceUID {sop} differs from the request's {sop_instance_uid}")
+            if str(ds.get("SOPClassUID", "")) != sop_class_uid:
+                raise InvalidUID(f"SOPClassUID {ds.get('SOPClassUID', '')!s} differs from the request's")
+            rel = relative_path(ds.get("StudyInstanceUID"), ds.get("SeriesInstanceUID"), sop)
+        except InvalidUID as exc:
+            self.files.discard(temp)
+            log.warning("rejected %s from %s (%s): %s", sop_instance_uid, calling_ae, calling_host, exc)
+            return Outcome(DOES_NOT_MATCH_SOP_CLASS, str(exc)[:64])
+
+        study_uid = str(ds.StudyInstanceUID)
+        size = temp.stat().st_size
+        if not self.files.place(temp, rel):
+            if self.index.contains(sop):
+                self.files.discard(temp)
+                log.info("duplicate %s from %s: already stored, kept the first", sop, calling_ae)
+                return Outcome(SUCCESS, duplicate=True, study_uid=study_uid)
+            self.files.place(temp, rel, replace=True)   # a file an interrupted run placed, never indexed
+        final = self.files.path_of(rel)
+        rec = InstanceRecord(
+            sop_class_uid=sop_class_uid, sop_instance_uid=sop, study_uid=study_uid,
+            series_uid=str(ds.SeriesInstanceUID), transfer_syntax_uid=transfer_syntax, path=rel,
+            size_bytes=size, patient_id=_text(ds, "PatientID"), issuer=_text(ds, "IssuerOfPatientID"),
+            patient_name=_text(ds, "PatientName", 324), birth_date=_text(ds, "PatientBirthDate", 8),
+            sex=_text(ds, "PatientSex", 16), study_date=_text(ds, "StudyDate", 8),
+            study_time=_text(ds, "StudyTime", 16), accession_number=_text(ds, "AccessionNumber"),
+            study_description=_text(ds, "StudyDescription", 256), modality=_text(ds, "Modality", 16),
+            series_number=_int(ds, "SeriesNumber"), series_description=_text(ds, "SeriesDescription", 256),
+            body_part=_text(ds, "BodyPartExamined"), frame_of_reference_uid=_text(ds, "FrameOfReferenceUID"),
+            instance_number=_int(ds, "InstanceNumber"), calling_ae=calling_ae, calling_host=calling_host)
+        try:
+            added = self.index.add(rec)
+        except Exception:
+            final.unlink(missing_ok=True)   # not indexed → not acknowledged → not kept
+            raise
+        if not added:
+            log.info("duplicate %s from %s arrived concurrently, kept the first", sop, calling_ae)
+        return Outcome(SUCCESS, duplicate=not added, study_uid=study_uid)
