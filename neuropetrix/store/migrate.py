@@ -18,8 +18,9 @@ def _config() -> Config:
     return cfg
 
 
-def upgrade(engine: Engine, revision: str = "head") -> str | None:
-    """Bring the schema to `revision`; returns the revision now current."""
+def upgrade(engine: Engine, revision: str = "heads") -> str | None:
+    """Bring the schema to `revision` (all heads by default: parts of the schema may evolve on
+    separate branches of the migration graph); returns the revision(s) now current."""
     cfg = _config()
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
@@ -29,8 +30,9 @@ def upgrade(engine: Engine, revision: str = "head") -> str | None:
 
 def current_revision(engine: Engine) -> str | None:
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        heads = MigrationContext.configure(conn).get_current_heads()
+    return ", ".join(sorted(heads)) or None
 
 
-def head_revision() -> str | None:
-    return ScriptDirectory.from_config(_config()).get_current_head()
+def head_revisions() -> tuple[str, ...]:
+    return tuple(sorted(ScriptDirectory.from_config(_config()).get_heads()))
