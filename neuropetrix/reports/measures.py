@@ -1,0 +1,127 @@
+"""The measures every report carries, with their codes and units, in one catalogue.
+
+SR, HL7, FHIR and the PDF print the same numbers under the same concepts, so they all take them from
+`measures(result)`. Concepts and units follow DICOM PS3.16: the SUV quantity by SUV type (CID 218),
+its derivation (CID 7464: Maximum, Mean, Peak Value Within ROI), UCUM units from CID 85 as the current
+standard spells them (``g/ml{SUVbw}``; editions before 2020 wrote ``{SUVbw}g/ml``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from pydicom.sr.coding import Code
+
+from neuropetrix.analysis.results import AnalysisResult, Lesion
+from neuropetrix.reports.errors import require
+
+UCUM = "UCUM"
+
+# suv_type → (quantity concept, unit concept)
+_SUV = {
+    "bw": (Code("126401", "DCM", "SUVbw"),
+           Code("g/ml{SUVbw}", UCUM, "Standardized Uptake Value body weight")),
+    "lbm_james": (Code("126406", "DCM", "SUVlbm(James128)"),
+                  Code("g/ml{SUVlbm(James128)}", UCUM,
+                       "Standardized Uptake Value lean body mass (James 128 multiplier)")),
+    "lbm_janmahasatian": (Code("126405", "DCM", "SUVlbm(Janma)"),
+                          Code("g/ml{SUVlbm(Janma)}", UCUM, "Standardized Uptake Value lean body mass (Janma)")),
+    "bsa": (Code("126403", "DCM", "SUVbsa"),
+            Code("cm2/ml{SUVbsa}", UCUM, "Standardized Uptake Value body surface area")),
+}
+
+MAXIMUM = Code("56851009", "SCT", "Maximum")
+MEAN = Code("373098007", "SCT", "Mean")
+PEAK = Code("126031", "DCM", "Peak Value Within ROI")
+STANDARD_DEVIATION = Code("386136009", "SCT", "Standard Deviation")
+VOLUME = Code("118565006", "SCT", "Volume")
+METABOLIC_VOLUME = Code("126032", "DCM", "Metabolic Volume")
+TLG = Code("126033", "DCM", "Total Lesion Glycolysis")
+NUMBER_OF_LESIONS = Code("246206008", "SCT", "Number of lesions")
+MILLILITER = Code("ml", UCUM, "milliliter")
+LESIONS_UNIT = Code("{lesions}", UCUM, "lesions")
+LIVER = Code("10200004", "SCT", "Liver")
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One number as it is reported: what it is, how it was derived, its unit, and whose it is."""
+
+    key: str                 # suv_max, suv_mean, suv_peak, volume_ml, tlg, tmtv_ml, tlg_total, lesion_count, …
+    label: str               # short text for people and HL7 OBX-3 text, e.g. "SUVbw max"
+    concept: Code
+    derivation: Code | None
+    unit: Code
+    value: float
+    lesion: int | None       # Lesion.label, None for whole-study measures
+    site: Code | None = None  # finding site (the liver reference)
+
+    @property
+    def observation_id(self) -> str:
+        """Stable id of this measure within the study, e.g. "lesion-2/suv_max" or "study/tmtv_ml"."""
+        return f"{'study' if self.lesion is None else f'lesion-{self.lesion}'}/{self.key}"
+
+    @property
+    def display_unit(self) -> str:
+        """The unit for people: UCUM without the annotation braces."""
+        code = self.unit.value
+        return code.split("{")[0] or code.strip("{}")
+
+
+def suv_concepts(result: AnalysisResult) -> tuple[Code, Code]:
+    """The SUV quantity and its UCUM unit for this analysis's SUV type."""
+    require(result.suv.suv_type in _SUV,
+            f"unknown SUV type {result.suv.suv_type!r} (known: {', '.join(_SUV)})")
+    return _SUV[result.suv.suv_type]
+
+
+def _tlg_unit(suv_unit: Code) -> Code:
+    """SUV × ml: g/ml{SUVbw} × ml = g{SUVbw}."""
+    number, _, rest = suv_unit.value.partition("/ml")
+    return Code(number + rest, UCUM, f"{suv_unit.meaning} × milliliter")
+
+
+def lesion_measures(result: AnalysisResult, lesion: Lesion) -> list[Measure]:
+    """SUVmax, SUVmean, SUVpeak, volume and TLG of one lesion."""
+    suv, unit = suv_concepts(result)
+    name = suv.meaning
+    return [
+        Measure("suv_max", f"{name} max", suv, MAXIMUM, unit, lesion.suv_max, lesion.label),
+        Measure("suv_mean", f"{name} mean", suv, MEAN, unit, lesion.suv_mean, lesion.label),
+        Measure("suv_peak", f"{name} peak", suv, PEAK, unit, lesion.suv_peak, lesion.label),
+        Measure("volume_ml", "Volume", VOLUME, None, MILLILITER, lesion.volume_ml, lesion.label),
+        Measure("tlg", "TLG", TLG, None, _tlg_unit(unit), lesion.tlg, lesion.label),
+    ]
+
+
+def study_measures(result: AnalysisResult) -> list[Measure]:
+    """Whole-study totals: lesion count, MTV, TLG, the highest SUVmax and the liver reference."""
+    suv, unit = suv_concepts(result)
+    name = suv.meaning
+    out = [
+        Measure("lesion_count", "Lesion count", NUMBER_OF_LESIONS, None, LESIONS_UNIT,
+                float(len(result.lesions)), None),
+        Measure("tmtv_ml", "Total MTV", METABOLIC_VOLUME, None, MILLILITER, result.tmtv_ml, None),
+        Measure("tlg_total", "Total TLG", TLG, None, _tlg_unit(unit), result.tlg_total, None),
+    ]
+    if result.suv_max is not None:
+        out.append(Measure("suv_max", f"{name} max (study)", suv, MAXIMUM, unit, result.suv_max, None))
+    if result.liver is not None:
+        out += [
+            Measure("liver_suv_mean", f"Liver {name} mean", suv, MEAN, unit, result.liver.suv_mean, None, LIVER),
+            Measure("liver_suv_sd", f"Liver {name} SD", suv, STANDARD_DEVIATION, unit, result.liver.suv_sd,
+                    None, LIVER),
+        ]
+    return out
+
+
+def measures(result: AnalysisResult) -> list[Measure]:
+    """Every reported number: the study totals, then each lesion's in label order; all finite."""
+    labels = [les.label for les in result.lesions]
+    require(len(set(labels)) == len(labels), f"lesion labels are not unique: {labels}")
+    out = study_measures(result)
+    for lesion in sorted(result.lesions, key=lambda les: les.label):
+        out += lesion_measures(result, lesion)
+    bad = [m.observation_id for m in out if not math.isfinite(m.value)]
+    require(not bad, f"measures without a finite value: {', '.join(bad)}")
+    return out

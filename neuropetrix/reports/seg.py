@@ -1,0 +1,106 @@
+"""DICOM Segmentation of the lesions, built with highdicom, so a PACS viewer shows what was measured.
+
+One segment per lesion, in label order, each with a tracking identifier (stable across re-runs) and the
+algorithm that found it. Frames reference the PET instances they were drawn on; the SEG shares the PET's
+frame of reference, patient and study. Its UIDs derive from the analysis (`uids`), so sending a re-run
+replaces the earlier SEG instead of adding a second one.
+"""
+from __future__ import annotations
+
+import highdicom as hd
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+
+from neuropetrix.analysis.results import AnalysisResult
+from neuropetrix.reports.errors import require
+from neuropetrix.reports.uids import derived_uid
+
+SERIES_NUMBER = 901
+MANUFACTURER = "NeuroPETRIX"
+
+
+def software_version(result: AnalysisResult) -> str:
+    """What the objects record as the software that made them."""
+    return result.software_version or result.segmentation.algorithm_version or "unknown"
+
+
+def algorithm_identification(result: AnalysisResult) -> hd.AlgorithmIdentificationSequence:
+    """The algorithm as SEG records it: name, version, family, and the parameters that reproduce it."""
+    seg = result.segmentation
+    family = codes.cid7162.ArtificialIntelligence if seg.method == "model" else codes.cid7162.HistogramAnalysis
+    parameters = {"method": seg.method, "suv_type": result.suv.suv_type, "min_volume_ml": f"{seg.min_volume_ml:g}"}
+    if seg.threshold is not None:
+        parameters["threshold"] = f"{seg.threshold:g}"
+    return hd.AlgorithmIdentificationSequence(name=seg.algorithm_name, family=family,
+                                              version=seg.algorithm_version, parameters=parameters)
+
+
+def lesion_tracking_uid(result: AnalysisResult, label: int) -> str:
+    """The lesion's Tracking UID, shared by its SEG segment and its SR measurement group."""
+    return derived_uid(result, "lesion", str(label))
+
+
+def check_geometry(result: AnalysisResult, pet_datasets: list[Dataset]) -> None:
+    """Refuse unless the label map, the lesions and the PET datasets describe the same volume."""
+    require(pet_datasets, "no PET datasets were given")
+    uids = [str(ds.SOPInstanceUID) for ds in pet_datasets]
+    require(uids == list(result.pet_sop_instance_uids),
+            "the PET datasets are not the analysed instances in pet_sop_instance_uids order")
+    require(all(ds.get("SeriesInstanceUID") == result.pet_series_instance_uid for ds in pet_datasets),
+            f"the PET datasets are not all in series {result.pet_series_instance_uid}")
+    labels = np.asarray(result.label_map)
+    shape = (len(pet_datasets), int(pet_datasets[0].Rows), int(pet_datasets[0].Columns))
+    require(labels.ndim == 3 and labels.shape == shape,
+            f"label_map is shaped {labels.shape}, the PET series is {shape} (slices, rows, columns)")
+    require(np.issubdtype(labels.dtype, np.integer), f"label_map must hold integers, not {labels.dtype}")
+    present = {int(v) for v in np.unique(labels) if v != 0}
+    declared = {les.label for les in result.lesions}
+    require(present == declared,
+            f"label_map holds labels {sorted(present)} but the lesions are {sorted(declared)}")
+
+
+def build_seg(result: AnalysisResult, pet_datasets: list[Dataset]) -> hd.seg.Segmentation:
+    """The SEG for this analysis; ReportError when there is nothing valid to segment."""
+    require(result.lesions, "no lesions: a DICOM SEG needs at least one segment")
+    require(result.frame_of_reference_uid, "no frame of reference UID: the SEG cannot be placed on the PET")
+    check_geometry(result, pet_datasets)
+    require(all(ds.get("FrameOfReferenceUID") == result.frame_of_reference_uid for ds in pet_datasets),
+            "the PET datasets are not on the analysed frame of reference")
+    lesions = sorted(result.lesions, key=lambda les: les.label)
+    # Segment numbers must run 1..N; map each lesion label to its position.
+    lut = np.zeros(int(np.max(result.label_map)) + 1, dtype=np.uint16)
+    for number, lesion in enumerate(lesions, start=1):
+        lut[lesion.label] = number
+    pixels = lut[np.asarray(result.label_map)]
+    algorithm = algorithm_identification(result)
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=number,
+            segment_label=f"Lesion {lesion.label}",
+            segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+            segmented_property_type=codes.SCT.Lesion,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm,
+            tracking_uid=lesion_tracking_uid(result, lesion.label),
+            tracking_id=f"Lesion {lesion.label}",
+        )
+        for number, lesion in enumerate(lesions, start=1)
+    ]
+    return hd.seg.Segmentation(
+        source_images=pet_datasets,
+        pixel_array=pixels,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=derived_uid(result, "seg", "series"),
+        series_number=SERIES_NUMBER,
+        sop_instance_uid=derived_uid(result, "seg", "instance"),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        manufacturer_model_name=MANUFACTURER,
+        software_versions=software_version(result),
+        device_serial_number=MANUFACTURER,
+        content_label="LESIONS",
+        content_description=f"PET lesions ({result.segmentation.method})",
+        series_description="NeuroPETRIX lesion segmentation",
+    )

@@ -1,0 +1,106 @@
+"""Comprehensive 3D SR following TID 1500 (Measurement Report), built with highdicom.
+
+One TID 1411 volumetric group per lesion, referencing its SEG segment and sharing its tracking UID, with
+SUVmax, SUVmean, SUVpeak, volume and TLG; one TID 1501 group with the study totals (lesion count, MTV,
+TLG, highest SUVmax) and, when measured, one for the PERCIST liver reference. Viewers that read TID 1500
+(OHIF, 3D Slicer) pair each group with its segment through the Referenced Segment item.
+"""
+from __future__ import annotations
+
+import highdicom as hd
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+
+from neuropetrix.analysis.results import AnalysisResult
+from neuropetrix.reports.errors import require
+from neuropetrix.reports.measures import LIVER, Measure, lesion_measures, measures, study_measures
+from neuropetrix.reports.seg import MANUFACTURER, lesion_tracking_uid, software_version
+from neuropetrix.reports.source import StudyInfo
+from neuropetrix.reports.uids import derived_uid
+
+SERIES_NUMBER = 902
+
+
+def _algorithm(result: AnalysisResult) -> hd.sr.AlgorithmIdentification:
+    seg = result.segmentation
+    return hd.sr.AlgorithmIdentification(name=seg.algorithm_name, version=seg.algorithm_version)
+
+
+def _measurement(m: Measure, algorithm: hd.sr.AlgorithmIdentification) -> hd.sr.Measurement:
+    return hd.sr.Measurement(name=m.concept, value=m.value, unit=m.unit, derivation=m.derivation,
+                             algorithm_id=algorithm)
+
+
+def _procedure(info: StudyInfo) -> hd.sr.CodedConcept:
+    """PET/CT FDG of the whole body when the tracer is FDG, PET of the whole body otherwise."""
+    tracer = (info.radiopharmaceutical or "").lower()
+    if "fluorodeoxyglucose" in tracer or "fdg" in tracer:
+        return codes.SCT.PETCTFDGImagingOfWholeBody
+    return codes.SCT.PositronEmissionTomographyOfWholeBody
+
+
+def build_sr(result: AnalysisResult, pet_datasets: list[Dataset], info: StudyInfo,
+             seg: Dataset | None) -> hd.sr.Comprehensive3DSR:
+    """The measurement report; `seg` is the SEG the lesion groups reference (None only without lesions)."""
+    require(pet_datasets, "no PET datasets were given")
+    require(seg is not None or not result.lesions,
+            "lesions without a SEG: each lesion's measurement group must reference its segment")
+    measures(result)   # refuses non-finite values and duplicate labels before anything is built
+    algorithm = _algorithm(result)
+    groups: list = []
+    if seg is not None:
+        segment_by_tracking = {str(s.TrackingUID): int(s.SegmentNumber) for s in seg.SegmentSequence}
+        for lesion in sorted(result.lesions, key=lambda les: les.label):
+            tracking = lesion_tracking_uid(result, lesion.label)
+            require(tracking in segment_by_tracking, f"the SEG has no segment for lesion {lesion.label}")
+            groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+                tracking_identifier=hd.sr.TrackingIdentifier(uid=tracking, identifier=f"Lesion {lesion.label}"),
+                referenced_segment=hd.sr.ReferencedSegment(
+                    sop_class_uid=seg.SOPClassUID, sop_instance_uid=seg.SOPInstanceUID,
+                    segment_number=segment_by_tracking[tracking],
+                    source_series=hd.sr.SourceSeriesForSegmentation(result.pet_series_instance_uid)),
+                finding_type=codes.SCT.Lesion,
+                finding_category=codes.SCT.MorphologicallyAbnormalStructure,
+                algorithm_id=algorithm,
+                measurements=[_measurement(m, algorithm) for m in lesion_measures(result, lesion)],
+            ))
+    totals = [m for m in study_measures(result) if m.site is None]
+    groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=derived_uid(result, "sr", "totals"),
+                                                     identifier="Whole-body totals"),
+        algorithm_id=algorithm,
+        measurements=[_measurement(m, algorithm) for m in totals],
+    ))
+    if result.liver is not None:
+        liver = [m for m in study_measures(result) if m.site is not None]
+        groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=derived_uid(result, "sr", "liver"),
+                                                         identifier="Liver reference (PERCIST)"),
+            finding_sites=[hd.sr.FindingSite(LIVER)],
+            measurements=[hd.sr.Measurement(name=m.concept, value=m.value, unit=m.unit, derivation=m.derivation)
+                          for m in liver],
+        ))
+    observer = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=derived_uid(result, "device"), name=MANUFACTURER, manufacturer_name=MANUFACTURER,
+            model_name=result.segmentation.algorithm_name))
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+        procedure_reported=_procedure(info),
+        imaging_measurements=groups,
+    )
+    evidence = list(pet_datasets) + ([seg] if seg is not None else [])
+    return hd.sr.Comprehensive3DSR(
+        evidence=evidence,
+        content=report[0],
+        series_instance_uid=derived_uid(result, "sr", "series"),
+        series_number=SERIES_NUMBER,
+        sop_instance_uid=derived_uid(result, "sr", "instance"),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        is_complete=True,
+        institution_name=info.institution_name,
+        series_description="NeuroPETRIX PET measurements",
+        software_versions=software_version(result),
+    )

@@ -1,0 +1,33 @@
+"""Deterministic UIDs: the same analysis of the same series gets the same object UIDs on every run.
+
+A PACS keys instances by SOP Instance UID and a FHIR server by identifier, so a re-run of one analysis
+replaces what it sent before instead of adding a second copy beside it. A different method, threshold,
+SUV type or software version is a different analysis and gets new UIDs.
+"""
+from __future__ import annotations
+
+import uuid
+
+from pydicom.uid import generate_uid
+
+from neuropetrix.analysis.results import AnalysisResult
+
+# pydicom's UID root, which `generate_uid` derives below when given entropy sources.
+_PREFIX = "1.2.826.0.1.3680043.8.498."
+
+
+def analysis_key(result: AnalysisResult) -> list[str]:
+    """Everything that makes two runs "the same analysis"."""
+    seg = result.segmentation
+    return [result.study_instance_uid, result.pet_series_instance_uid, result.suv.suv_type, seg.method,
+            repr(seg.threshold), repr(seg.min_volume_ml), seg.algorithm_name, seg.algorithm_version]
+
+
+def derived_uid(result: AnalysisResult, *purpose: str) -> str:
+    """A DICOM UID for one object or item of this analysis, e.g. ("seg", "series") or ("lesion", "3")."""
+    return str(generate_uid(prefix=_PREFIX, entropy_srcs=[*analysis_key(result), *purpose]))
+
+
+def derived_uuid(result: AnalysisResult, *purpose: str) -> uuid.UUID:
+    """A UUID for FHIR fullUrls and HL7 control ids, stable in the same way as `derived_uid`."""
+    return uuid.uuid5(uuid.NAMESPACE_OID, derived_uid(result, *purpose))
