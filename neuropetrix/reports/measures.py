@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from decimal import Decimal
 
 from pydicom.sr.coding import Code
 
@@ -78,7 +79,7 @@ def suv_concepts(result: AnalysisResult) -> tuple[Code, Code]:
 def _tlg_unit(suv_unit: Code) -> Code:
     """SUV × ml: g/ml{SUVbw} × ml = g{SUVbw}."""
     number, _, rest = suv_unit.value.partition("/ml")
-    return Code(number + rest, UCUM, f"{suv_unit.meaning} × milliliter")
+    return Code(number + rest, UCUM, f"{suv_unit.meaning} multiplied by milliliter")
 
 
 def lesion_measures(result: AnalysisResult, lesion: Lesion) -> list[Measure]:
@@ -125,3 +126,26 @@ def measures(result: AnalysisResult) -> list[Measure]:
     bad = [m.observation_id for m in out if not math.isfinite(m.value)]
     require(not bad, f"measures without a finite value: {', '.join(bad)}")
     return out
+
+
+def number(value: float) -> str:
+    """A value as reports print it: six significant digits, never in exponent notation (HL7 NM forbids it)."""
+    text = format(Decimal(f"{value:.6g}"), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def summary(result: AnalysisResult) -> str:
+    """The one-paragraph text summary that HL7, FHIR and the PDF carry beside the numbers."""
+    suv, unit = suv_concepts(result)
+    suv_unit, tlg_unit = unit.value.split("{")[0], _tlg_unit(unit).value.split("{")[0]
+    seg = result.segmentation
+    method = seg.method if seg.threshold is None else f"{seg.method}, threshold {seg.threshold:g}"
+    parts = [f"{len(result.lesions)} lesion(s) segmented"]
+    if result.lesions:
+        parts.append(f"highest {suv.meaning} max {number(result.suv_max or 0.0)} {suv_unit}")
+    parts.append(f"total MTV {number(result.tmtv_ml)} ml, total TLG {number(result.tlg_total)} {tlg_unit}")
+    if result.liver is not None:
+        parts.append(f"liver {suv.meaning} mean {number(result.liver.suv_mean)} "
+                     f"(PERCIST threshold {number(result.liver.percist_threshold)})")
+    return ("; ".join(parts) + f". Method: {seg.algorithm_name} {seg.algorithm_version} ({method}, "
+            f"min volume {seg.min_volume_ml:g} ml). Automated measurement, to be read by a physician.")

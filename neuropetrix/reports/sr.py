@@ -31,7 +31,7 @@ def _measurement(m: Measure, algorithm: hd.sr.AlgorithmIdentification) -> hd.sr.
                              algorithm_id=algorithm)
 
 
-def _procedure(info: StudyInfo) -> hd.sr.CodedConcept:
+def procedure_code(info: StudyInfo) -> hd.sr.CodedConcept:
     """PET/CT FDG of the whole body when the tracer is FDG, PET of the whole body otherwise."""
     tracer = (info.radiopharmaceutical or "").lower()
     if "fluorodeoxyglucose" in tracer or "fdg" in tracer:
@@ -87,7 +87,7 @@ def build_sr(result: AnalysisResult, pet_datasets: list[Dataset], info: StudyInf
             model_name=result.segmentation.algorithm_name))
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
-        procedure_reported=_procedure(info),
+        procedure_reported=procedure_code(info),
         imaging_measurements=groups,
     )
     evidence = list(pet_datasets) + ([seg] if seg is not None else [])

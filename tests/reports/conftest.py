@@ -23,7 +23,7 @@ from tests.synthetic import StudySpec, write_pet_series
 
 MATRIX, SLICES = 64, 40
 SUV_BACKGROUND = 1.0
-# (centre slice, row, column) in voxels, radius in voxels, SUV inside
+# (centre slice, row, column) in voxels, radius in voxels, SUV at the centre
 SPHERES = [((12, 30, 22), 3.0, 9.0), ((24, 38, 40), 4.0, 6.0), ((31, 24, 34), 2.0, 12.0)]
 
 
@@ -41,21 +41,26 @@ def _grid() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.meshgrid(np.arange(SLICES), np.arange(MATRIX), np.arange(MATRIX), indexing="ij")
 
 
-def _sphere_masks() -> list[np.ndarray]:
+def _sphere_distances() -> list[np.ndarray]:
+    """Each sphere's distance from its centre, in radii."""
     k, r, c = _grid()
-    return [((k - z) ** 2 + (r - y) ** 2 + (c - x) ** 2) <= rad ** 2 for (z, y, x), rad, _ in SPHERES]
+    return [np.sqrt((k - z) ** 2 + (r - y) ** 2 + (c - x) ** 2) / rad for (z, y, x), rad, _ in SPHERES]
+
+
+def _sphere_masks() -> list[np.ndarray]:
+    return [d <= 1.0 for d in _sphere_distances()]
 
 
 def _activity(spec: StudySpec) -> Callable[[int], np.ndarray]:
     suv1 = _suv1_bqml(spec)
     r, c = np.meshgrid(np.arange(MATRIX), np.arange(MATRIX), indexing="ij")
     body = ((r - 31.5) / 26.0) ** 2 + ((c - 31.5) / 30.0) ** 2 <= 1.0
-    masks = _sphere_masks()
+    distances = _sphere_distances()
 
     def slice_bqml(k: int) -> np.ndarray:
         suv = np.where(body, SUV_BACKGROUND, 0.0)
-        for mask, (_, _, value) in zip(masks, SPHERES):
-            suv = np.where(mask[k], value, suv)
+        for d, (_, _, value) in zip(distances, SPHERES):   # peaked: value at the centre, half at the rim
+            suv = np.where(d[k] <= 1.0, value * (1.0 - 0.5 * d[k] ** 2), suv)
         return suv * suv1
     return slice_bqml
 
