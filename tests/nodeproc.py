@@ -99,7 +99,7 @@ class NodeProcess:
 
 
 def run_cli(*args: str, input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "neuropetrix.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "neuropetrix", *args], capture_output=True,
                           text=True, input=input, timeout=timeout, cwd=ROOT)
 
 
@@ -110,7 +110,7 @@ def start_node(config: dict[str, Any], workdir: Path) -> NodeProcess:
     log_path = workdir / f"node-{int(time.time() * 1000)}.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEUROPETRIX_")}
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "neuropetrix.cli", "serve", "--config",
+        proc = subprocess.Popen([sys.executable, "-m", "neuropetrix", "serve", "--config",
                                  str(config_path)], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
     node = NodeProcess(proc, config, config_path, log_path)
     try:
