@@ -1,0 +1,78 @@
+"""The PDF report as a DICOM Encapsulated PDF, so the PACS shows it beside the images.
+
+highdicom 0.28 has no Encapsulated PDF class, so the IOD (PS3.3 A.45.1) is assembled with pydicom:
+Patient and General Study copied from the PET, Encapsulated Document Series (modality DOC), General and SC
+Equipment, Encapsulated Document and SOP Common. Its UIDs derive from the analysis like the SEG's and SR's.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
+
+from neuropetrix.analysis.results import AnalysisResult
+from neuropetrix.reports.errors import require
+from neuropetrix.reports.seg import MANUFACTURER, software_version
+from neuropetrix.reports.uids import derived_uid
+
+ENCAPSULATED_PDF_STORAGE = "1.2.840.10008.5.1.4.1.1.104.1"
+SERIES_NUMBER = 903
+_COPIED = ("PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex",
+           "StudyInstanceUID", "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID",
+           "AccessionNumber", "StudyDescription")
+_TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+          "ReferringPhysicianName", "StudyID", "AccessionNumber")
+
+
+def build_encapsulated_pdf(result: AnalysisResult, source: Dataset, pdf: bytes,
+                           references: list[Dataset], now: datetime | None = None) -> FileDataset:
+    """An Encapsulated PDF instance of `pdf` in the study of `source`; `references` are the SR/SEG it
+    summarises (Source Instance Sequence)."""
+    require(pdf.startswith(b"%PDF-"), "the report is not a PDF document")
+    require(source.get("StudyInstanceUID") == result.study_instance_uid,
+            "the source dataset is not from the analysed study")
+    now = now or datetime.now()
+    sop_instance_uid = derived_uid(result, "pdf", "instance")
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ENCAPSULATED_PDF_STORAGE
+    meta.MediaStorageSOPInstanceUID = sop_instance_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.SOPClassUID = ENCAPSULATED_PDF_STORAGE
+    ds.SOPInstanceUID = sop_instance_uid
+    ds.InstanceCreationDate = now.strftime("%Y%m%d")
+    ds.InstanceCreationTime = now.strftime("%H%M%S")
+    for keyword in _TYPE2:
+        setattr(ds, keyword, None)
+    for keyword in _COPIED:
+        if keyword in source:
+            setattr(ds, keyword, source[keyword].value)
+    ds.Modality = "DOC"
+    ds.SeriesInstanceUID = derived_uid(result, "pdf", "series")
+    ds.SeriesNumber = SERIES_NUMBER
+    ds.SeriesDescription = "NeuroPETRIX PET report"
+    ds.Manufacturer = MANUFACTURER
+    ds.ManufacturerModelName = MANUFACTURER
+    ds.SoftwareVersions = software_version(result)
+    ds.ConversionType = "WSD"
+    ds.InstanceNumber = 1
+    ds.ContentDate = now.strftime("%Y%m%d")
+    ds.ContentTime = now.strftime("%H%M%S")
+    ds.AcquisitionDateTime = None
+    ds.BurnedInAnnotation = "YES"
+    ds.DocumentTitle = "PET/CT quantitative report"
+    ds.ConceptNameCodeSequence = Sequence()
+    ds.SourceInstanceSequence = Sequence()
+    for ref in references:
+        item = Dataset()
+        item.ReferencedSOPClassUID = ref.SOPClassUID
+        item.ReferencedSOPInstanceUID = ref.SOPInstanceUID
+        ds.SourceInstanceSequence.append(item)
+    ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
+    ds.EncapsulatedDocument = pdf + (b"\0" if len(pdf) % 2 else b"")
+    ds.EncapsulatedDocumentLength = len(pdf)
+    return ds

@@ -1,0 +1,170 @@
+"""FHIR R4 transaction Bundle: DiagnosticReport, one Observation per measure, ImagingStudy, Patient.
+
+Built and validated with fhir.resources' R4B models (FHIR 4.3.0, pydantic 2): fhir.resources 8 speaks R5
+by default, and no pydantic-2 package models 4.0.1 exactly. Only elements that R4 (4.0.1) and R4B share
+are used, so the JSON is R4 as the hospitals speak it (the tests check it against the R4 JSON Schema too).
+Entries reference each other by urn:uuid fullUrls derived from the analysis, and each request is
+conditional on a business identifier, so posting a re-run updates instead of duplicating:
+Patient and ImagingStudy are created only if absent (they belong to the hospital and the PACS),
+the DiagnosticReport and Observations are updated in place by their identifiers.
+"""
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from fhir.resources.R4B.bundle import Bundle
+from pydantic import ValidationError
+
+from neuropetrix.analysis.results import AnalysisResult
+from neuropetrix.config.settings import HbysSettings
+from neuropetrix.reports.errors import ReportError, require
+from neuropetrix.reports.measures import Measure, measures, summary
+from neuropetrix.reports.source import StudyInfo
+from neuropetrix.reports.sr import procedure_code
+from neuropetrix.reports.uids import derived_uid, derived_uuid
+
+SYSTEMS = {"DCM": "http://dicom.nema.org/resources/ontology/DCM", "SCT": "http://snomed.info/sct",
+           "LN": "http://loinc.org", "UCUM": "http://unitsofmeasure.org"}
+DICOM_UID = "urn:dicom:uid"
+V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
+OBSERVATION_ID_SYSTEM = "urn:neuropetrix:observation"   # value: "<SR SOP Instance UID>/<observation id>"
+
+
+def _coding(value: str, scheme: str, meaning: str) -> dict[str, str]:
+    return {"system": SYSTEMS[scheme], "code": value, "display": meaning}
+
+
+def _oid(uid: str) -> str:
+    return f"urn:oid:{uid}"
+
+
+def _gender(sex: str | None) -> str:
+    return {"M": "male", "F": "female", "O": "other"}.get(sex or "", "unknown")
+
+
+def _observation(result: AnalysisResult, m: Measure, report_uid: str, patient: str, study: str,
+                 effective: str) -> dict[str, Any]:
+    code = {"coding": [_coding(m.concept.value, m.concept.scheme_designator, m.concept.meaning)],
+            "text": m.label if m.lesion is None else f"Lesion {m.lesion} {m.label}"}
+    obs: dict[str, Any] = {
+        "resourceType": "Observation",
+        "identifier": [{"system": OBSERVATION_ID_SYSTEM, "value": f"{report_uid}/{m.observation_id}"}],
+        "status": "final",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                  "code": "imaging", "display": "Imaging"}]}],
+        "code": code,
+        "subject": {"reference": patient},
+        "effectiveDateTime": effective,
+        "valueQuantity": {"value": m.value, "unit": m.display_unit, "system": SYSTEMS["UCUM"],
+                          "code": m.unit.value},
+        "derivedFrom": [{"reference": study}],
+    }
+    if m.derivation is not None:
+        obs["method"] = {"coding": [_coding(m.derivation.value, m.derivation.scheme_designator,
+                                            m.derivation.meaning)]}
+    if m.site is not None:
+        obs["bodySite"] = {"coding": [_coding(m.site.value, m.site.scheme_designator, m.site.meaning)]}
+    if m.lesion is not None:
+        tracking = derived_uid(result, "lesion", str(m.lesion))
+        obs["focus"] = [{"identifier": {"system": DICOM_UID, "value": _oid(tracking)},
+                         "display": f"Lesion {m.lesion} (tracking UID {tracking})"}]
+    return obs
+
+
+def build_bundle(result: AnalysisResult, info: StudyInfo, settings: HbysSettings,
+                 pdf: bytes | None = None) -> Bundle:
+    """The transaction Bundle, validated by fhir.resources (R4B models); `pdf` goes into presentedForm."""
+    values = measures(result)
+    require(result.pet_sop_instance_uids, "no PET instances: the ImagingStudy would be empty")
+    report_uid = derived_uid(result, "sr", "instance")
+    patient_url = f"urn:uuid:{derived_uuid(result, 'fhir', 'patient')}"
+    study_url = f"urn:uuid:{derived_uuid(result, 'fhir', 'imagingstudy')}"
+    report_url = f"urn:uuid:{derived_uuid(result, 'fhir', 'report')}"
+    effective = info.study_datetime.isoformat()
+    id_type = ({"coding": [{"system": V2_0203, "code": "NI", "display": "National unique individual identifier"}]}
+               if info.is_tckn else {"coding": [{"system": V2_0203, "code": "MR", "display": "Medical record number"}]})
+    patient: dict[str, Any] = {
+        "resourceType": "Patient",
+        "identifier": [{"type": id_type, "system": settings.patient_id_system, "value": info.patient_id}],
+        "name": [{"family": info.patient_family_name, "given": [info.patient_given_name] if info.patient_given_name
+                  else None, "text": info.patient_name_display}],
+        "gender": _gender(info.patient_sex),
+    }
+    if info.patient_birth_date and len(info.patient_birth_date) == 8:
+        d = info.patient_birth_date
+        patient["birthDate"] = f"{d[:4]}-{d[4:6]}-{d[6:]}"
+    accession = {"type": {"coding": [{"system": V2_0203, "code": "ACSN", "display": "Accession ID"}]},
+                 "value": info.accession_number}
+    study = {
+        "resourceType": "ImagingStudy",
+        "identifier": [{"system": DICOM_UID, "value": _oid(result.study_instance_uid)}, accession],
+        "status": "available",
+        "subject": {"reference": patient_url},
+        "started": effective,
+        "numberOfSeries": 1,
+        "numberOfInstances": len(result.pet_sop_instance_uids),
+        "description": info.study_description,
+        "series": [{
+            "uid": result.pet_series_instance_uid,
+            "modality": {"system": SYSTEMS["DCM"], "code": "PT", "display": "Positron emission tomography"},
+            "numberOfInstances": len(result.pet_sop_instance_uids),
+            "instance": [{"uid": uid, "sopClass": {"system": "urn:ietf:rfc:3986",
+                                                   "code": "urn:oid:1.2.840.10008.5.1.4.1.1.128"},
+                          "number": k + 1} for k, uid in enumerate(result.pet_sop_instance_uids)],
+        }],
+    }
+    observations = [(f"urn:uuid:{derived_uuid(result, 'fhir', 'obs', m.observation_id)}",
+                     _observation(result, m, report_uid, patient_url, study_url, effective)) for m in values]
+    procedure = procedure_code(info)
+    report: dict[str, Any] = {
+        "resourceType": "DiagnosticReport",
+        "identifier": [{"system": DICOM_UID, "value": _oid(report_uid)}, accession],
+        "status": "final",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "NMS",
+                                  "display": "Nuclear Medicine Scan"}]}],
+        "code": {"coding": [_coding("18748-4", "LN", "Diagnostic imaging study"),
+                            _coding(procedure.value, procedure.scheme_designator, procedure.meaning)],
+                 "text": info.study_description or procedure.meaning},
+        "subject": {"reference": patient_url},
+        "effectiveDateTime": effective,
+        "result": [{"reference": url} for url, _ in observations],
+        "imagingStudy": [{"reference": study_url}],
+        "conclusion": summary(result),
+    }
+    if pdf is not None:
+        report["presentedForm"] = [{"contentType": "application/pdf", "language": "en",
+                                    "data": base64.b64encode(pdf).decode("ascii"), "title": "PET/CT report"}]
+    system = settings.patient_id_system
+    entries = [
+        (patient_url, patient, {"method": "POST", "url": "Patient",
+                                "ifNoneExist": f"identifier={system}|{info.patient_id}"}),
+        (study_url, study, {"method": "POST", "url": "ImagingStudy",
+                            "ifNoneExist": f"identifier={DICOM_UID}|{_oid(result.study_instance_uid)}"}),
+        *[(url, obs, {"method": "PUT",
+                      "url": f"Observation?identifier={OBSERVATION_ID_SYSTEM}|{obs['identifier'][0]['value']}"})
+          for url, obs in observations],
+        (report_url, report, {"method": "PUT",
+                              "url": f"DiagnosticReport?identifier={DICOM_UID}|{_oid(report_uid)}"}),
+    ]
+    document = {"resourceType": "Bundle", "type": "transaction",
+                "entry": [{"fullUrl": url, "resource": _pruned(res), "request": req} for url, res, req in entries]}
+    try:
+        return Bundle.model_validate(document)
+    except ValidationError as exc:
+        raise ReportError(f"the FHIR bundle would not be valid R4: {exc}") from exc
+
+
+def _pruned(value: Any) -> Any:
+    """Drop empty values: FHIR forbids nulls and empty strings, lists and objects."""
+    if isinstance(value, dict):
+        kept = {k: _pruned(v) for k, v in value.items()}
+        return {k: v for k, v in kept.items() if v not in (None, "", [], {})}
+    if isinstance(value, list):
+        return [v for v in (_pruned(v) for v in value) if v not in (None, "", [], {})]
+    return value
+
+
+def bundle_json(bundle: Bundle) -> str:
+    """The bundle as the JSON a FHIR server accepts."""
+    return bundle.model_dump_json(exclude_none=True, by_alias=True, indent=1)

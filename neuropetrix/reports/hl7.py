@@ -1,0 +1,152 @@
+"""HL7 v2 ORU^R01 with hl7apy: the results as the hospital information system (HBYS) reads them.
+
+The version is the destination's (Turkish HBYS vendors speak v2.3.1, others v2.5/v2.5.1), the character
+set is declared in MSH-18 and the bytes are encoded in it; a name that the declared set cannot hold is
+refused rather than written wrong. Text is escaped here (\\E\\ first, then \\F\\ \\S\\ \\T\\ \\R\\) because
+hl7apy's own escaping skips a backslash that happens to precede a delimiter's escape letter.
+One NM OBX per measure (OBX-3: concept^label^DCM|SCT^key^label^99NPX, OBX-4: the lesion label, 0 for the whole study) and one
+TX OBX with the summary, one line per repetition.
+"""
+from __future__ import annotations
+
+import textwrap
+from datetime import datetime
+
+from hl7apy.consts import VALIDATION_LEVEL
+from hl7apy.core import Message
+from hl7apy.exceptions import HL7apyException
+from pydicom.valuerep import PersonName
+
+from neuropetrix.analysis.results import AnalysisResult
+from neuropetrix.config.settings import MllpOut
+from neuropetrix.reports.errors import ReportError, require
+from neuropetrix.reports.measures import measures, number, summary
+from neuropetrix.reports.source import StudyInfo
+from neuropetrix.reports.sr import procedure_code
+from neuropetrix.reports.uids import derived_uuid
+
+CODECS = {"UNICODE UTF-8": "utf-8", "8859/9": "iso8859_9", "8859/1": "latin_1"}
+LOCAL_SYSTEM = "99NPX"    # HL7 local coding system for NeuroPETRIX measure keys
+SENDING_APPLICATION = "NEUROPETRIX"
+# hl7apy (strict) holds each OBX-5 repetition to 199 characters; escaping at most triples a character.
+TX_LINE = 66
+
+
+def escape(text: str) -> str:
+    """HL7 v2 escaping of the default delimiters |^~\\& (the escape character first)."""
+    for char, sequence in (("\\", "\\E\\"), ("|", "\\F\\"), ("^", "\\S\\"), ("&", "\\T\\"), ("~", "\\R\\")):
+        text = text.replace(char, sequence)
+    return " ".join(text.splitlines())
+
+
+def _components(*values: str | None) -> str:
+    return "^".join(escape(v or "") for v in values).rstrip("^")
+
+
+def _ts(value: datetime) -> str:
+    return value.strftime("%Y%m%d%H%M%S%z")
+
+
+def _person(pn: str | None) -> str:
+    """A DICOM PN as an XCN/XPN: family^given (the alphabetic group only)."""
+    name = PersonName(pn or "")
+    return _components(str(name.family_name), str(name.given_name))
+
+
+def build_oru(result: AnalysisResult, info: StudyInfo, destination: MllpOut,
+              now: datetime | None = None) -> Message:
+    """The ORU^R01 for one analysis, in the destination's version; ReportError if it cannot be valid."""
+    values = measures(result)
+    now = now or datetime.now(info.study_datetime.tzinfo)
+    version = destination.version
+    msg = Message("ORU_R01", version=version, validation_level=VALIDATION_LEVEL.STRICT)
+    try:
+        msh = msg.msh
+        msh.msh_3 = SENDING_APPLICATION
+        msh.msh_7 = _ts(now)
+        msh.msh_9 = "ORU^R01^ORU_R01" if version != "2.3.1" else "ORU^R01"
+        msh.msh_10 = derived_uuid(result, "hl7", "oru").hex[:20]
+        msh.msh_11 = "P"
+        msh.msh_12 = version
+        msh.msh_18 = destination.charset
+        patient_result = msg.add_group("ORU_R01_PATIENT_RESULT")
+        patient = patient_result.add_group("ORU_R01_PATIENT")
+        pid = patient.add_segment("PID")
+        pid.pid_1 = "1"
+        authority = info.issuer_of_patient_id or ("TCKN" if info.is_tckn else "")
+        pid.pid_3 = _components(info.patient_id, "", "", authority, "NNTUR" if info.is_tckn else "PI")
+        pid.pid_5 = _components(info.patient_family_name, info.patient_given_name)
+        if info.patient_birth_date:
+            pid.pid_7 = info.patient_birth_date
+        if info.patient_sex:
+            pid.pid_8 = info.patient_sex
+        if info.referring_physician or info.admission_id:
+            pv1 = patient.add_group("ORU_R01_VISIT").add_segment("PV1")
+            pv1.pv1_1 = "1"
+            pv1.pv1_2 = "U"
+            if info.referring_physician:
+                pv1.pv1_8 = "^" + _person(info.referring_physician)
+            if info.admission_id:
+                pv1.pv1_19 = _components(info.admission_id)
+        order = patient_result.add_group("ORU_R01_ORDER_OBSERVATION")
+        orc = order.add_segment("ORC")
+        orc.orc_1 = "RE"
+        if info.placer_order_number:
+            orc.orc_2 = _components(info.placer_order_number)
+        orc.orc_3 = _components(info.filler_order_number or info.accession_number)
+        orc.orc_5 = "CM"
+        obr = order.add_segment("OBR")
+        obr.obr_1 = "1"
+        if info.placer_order_number:
+            obr.obr_2 = _components(info.placer_order_number)
+        obr.obr_3 = _components(info.filler_order_number or info.accession_number)
+        procedure = procedure_code(info)
+        obr.obr_4 = _components(procedure.value, procedure.meaning, procedure.scheme_designator)
+        obr.obr_7 = _ts(info.study_datetime)
+        obr.obr_18 = _components(info.accession_number)
+        if info.requested_procedure_id:
+            obr.obr_19 = _components(info.requested_procedure_id)
+        obr.obr_22 = _ts(now)
+        obr.obr_24 = "NMS"
+        obr.obr_25 = "F"
+        set_id = 0
+        for m in values:
+            set_id += 1
+            obx = order.add_group("ORU_R01_OBSERVATION").add_segment("OBX")
+            obx.obx_1 = str(set_id)
+            obx.obx_2 = "NM"
+            obx.obx_3 = _components(m.concept.value, m.label, m.concept.scheme_designator, m.key, m.label,
+                                    LOCAL_SYSTEM)
+            obx.obx_4 = str(m.lesion or 0)
+            obx.obx_5 = number(m.value)
+            obx.obx_6 = _components(m.unit.value, m.unit.meaning, "UCUM")
+            obx.obx_11 = "F"
+            obx.obx_14 = _ts(info.study_datetime)
+        obx = order.add_group("ORU_R01_OBSERVATION").add_segment("OBX")
+        obx.obx_1 = str(set_id + 1)
+        obx.obx_2 = "TX"
+        obx.obx_3 = _components("121111", "Summary", "DCM")
+        obx.obx_4 = "0"
+        for line in textwrap.wrap(summary(result), TX_LINE):
+            obx.add_field("OBX_5").value = escape(line)
+        obx.obx_11 = "F"
+        msg.validate()
+    except HL7apyException as exc:
+        raise ReportError(f"the HL7 v{version} ORU^R01 would not be valid: {exc}") from exc
+    return msg
+
+
+def encode_oru(message: Message, charset: str) -> bytes:
+    """The message as bytes in the charset MSH-18 declares, segments ended by CR."""
+    text = message.to_er7().replace("\n", "\r")
+    require(charset in CODECS, f"unknown HL7 character set {charset!r} (known: {', '.join(CODECS)})")
+    try:
+        return text.encode(CODECS[charset]) + b"\r"
+    except UnicodeEncodeError as exc:
+        raise ReportError(f"{text[exc.start:exc.end]!r} cannot be written in HL7 character set {charset}; "
+                          "configure hbys.mllp.charset as 'UNICODE UTF-8' or '8859/9' (Latin-5)") from exc
+
+
+def oru_bytes(result: AnalysisResult, info: StudyInfo, destination: MllpOut) -> bytes:
+    """Build, validate and encode the ORU^R01 for `destination`."""
+    return encode_oru(build_oru(result, info, destination), destination.charset)

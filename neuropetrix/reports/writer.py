@@ -1,0 +1,79 @@
+"""Every report of one analysis, written into one folder: seg.dcm, sr.dcm, oru.hl7, fhir_bundle.json,
+mip.png, report.pdf and report.dcm.
+
+All objects are built in memory first and written only when every one of them could be built, each
+through a temporary file and a rename: a failure leaves the folder as it was, never a half-written set.
+Without lesions there is no SEG (a SEG needs a segment): the other objects report the negative study
+and a seg.dcm left from an earlier run of the same analysis is removed.
+"""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+from pydicom.dataset import Dataset
+
+from neuropetrix.analysis.results import AnalysisResult
+from neuropetrix.config.settings import HbysSettings
+from neuropetrix.reports.encapsulated import build_encapsulated_pdf
+from neuropetrix.reports.fhir import build_bundle, bundle_json
+from neuropetrix.reports.hl7 import oru_bytes
+from neuropetrix.reports.images import axial_png, mip_png, pet_volume
+from neuropetrix.reports.measures import measures
+from neuropetrix.reports.pdf import MAX_KEY_IMAGES, build_pdf
+from neuropetrix.reports.seg import build_seg
+from neuropetrix.reports.source import study_info
+from neuropetrix.reports.sr import build_sr
+
+FILES = {"seg": "seg.dcm", "sr": "sr.dcm", "oru": "oru.hl7", "fhir_bundle": "fhir_bundle.json",
+         "mip": "mip.png", "report_pdf": "report.pdf", "report_dcm": "report.dcm"}
+
+
+def _dicom_bytes(ds: Dataset) -> bytes:
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def write_reports(result: AnalysisResult, pet_datasets: list[Dataset], out_dir: Path,
+                  settings: HbysSettings) -> dict[str, Path]:
+    """Write every report of `result` into `out_dir`; returns {kind: path} for what was written.
+
+    `pet_datasets` are the analysed PET instances in `result.pet_sop_instance_uids` order (with pixel
+    data, for the pictures). Raises ReportError, having written nothing, when an object cannot be made.
+    """
+    measures(result)
+    info = study_info(result, pet_datasets)
+    seg = build_seg(result, pet_datasets) if result.lesions else None
+    sr = build_sr(result, pet_datasets, info, seg)
+    volume = pet_volume(result, pet_datasets)
+    hottest = sorted(result.lesions, key=lambda les: les.suv_max, reverse=True)[:MAX_KEY_IMAGES]
+    mip = mip_png(result, volume)
+    pdf = build_pdf(result, info, mip, {les.label: axial_png(result, volume, les) for les in hottest},
+                    sr_uid=str(sr.SOPInstanceUID), seg_uid=None if seg is None else str(seg.SOPInstanceUID))
+    encapsulated = build_encapsulated_pdf(result, pet_datasets[0], pdf, [sr] + ([seg] if seg is not None else []))
+    contents = {
+        "sr": _dicom_bytes(sr),
+        "oru": oru_bytes(result, info, settings.mllp),
+        "fhir_bundle": bundle_json(build_bundle(result, info, settings, pdf)).encode("utf-8"),
+        "mip": mip,
+        "report_pdf": pdf,
+        "report_dcm": _dicom_bytes(encapsulated),
+    }
+    if seg is not None:
+        contents["seg"] = _dicom_bytes(seg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for kind, data in contents.items():
+        written[kind] = out_dir / FILES[kind]
+        _write_atomic(written[kind], data)
+    if seg is None:
+        (out_dir / FILES["seg"]).unlink(missing_ok=True)
+    return written
