@@ -74,6 +74,7 @@ class Segmentation:
     algorithm_name: str         # e.g. "NeuroPETRIX SUV threshold" or the model's name
     algorithm_version: str
     model_file: str | None = None
+    seed_threshold: float | None = None   # percent_max: SUV a region must reach to be a candidate
 
 
 @dataclass
@@ -99,6 +100,10 @@ class AnalysisResult:
     device: str = "cpu"
     software_version: str = ""
     timings_s: dict[str, float] = field(default_factory=dict)
+    # Enhanced (multi-frame) PET: slice k is frame pet_frame_numbers[k] (1-based) of its instance.
+    pet_frame_numbers: list[int] | None = None
+    # The SUV volume (float32, shaped like label_map) the measures were made on, e.g. for a MIP.
+    suv_volume: np.ndarray | None = None
 
     @property
     def suv_max(self) -> float | None:

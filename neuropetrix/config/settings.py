@@ -59,11 +59,17 @@ class NodeSettings(Section):
         return self.database_url or f"sqlite:///{(self.data_dir / 'neuropetrix.db').resolve()}"
 
 
+# A transform step as configured ({set: {...}}, {deidentify: {...}}, charset_utf8, …); the engine
+# checks each step at start-up (engine/transforms) and names the route or peer it belongs to.
+TransformStep = str | dict[str, Any]
+
+
 class Peer(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     ae_title: str
     host: str
     port: Port
+    transforms: list[TransformStep] = []           # applied to everything sent to this peer
 
     _ae = field_validator("ae_title")(classmethod(lambda cls, v: check_ae_title(v)))
 
@@ -101,8 +107,22 @@ class HbysSettings(Section):
 
 
 class PushSettings(Section):
-    fcm_endpoint: str | None = None
-    credentials_file: Path | None = None
+    fcm_endpoint: str | None = None                # None = Google's; a URL ending in /v1/projects
+    credentials_file: Path | None = None           # Google service-account JSON; None = push is off
+    max_attempts: int = Field(8, ge=1, le=100)     # a 5xx or an unreachable FCM is retried this often
+    retry_seconds: float = Field(5.0, gt=0)        # first back-off, doubled per attempt, at most 1 h
+
+
+class ApiSettings(Section):
+    # HS256 key for access tokens; None = a random key generated once in <data_dir>/api_signing.key (0600).
+    signing_key: str | None = Field(None, min_length=32)
+    access_token_seconds: int = Field(900, ge=30, le=86400)
+    refresh_token_days: float = Field(14.0, gt=0)
+    login_failures_per_account: int = Field(5, ge=1)    # failed logins allowed per window …
+    login_failures_per_address: int = Field(20, ge=1)   # … per account and per client address
+    login_window_seconds: float = Field(300.0, gt=0)
+    event_poll_seconds: float = Field(0.05, gt=0, le=5)  # how often the event log is read for streams
+    heartbeat_seconds: float = Field(15.0, gt=0)         # WebSocket heartbeat message interval
 
 
 class AnalysisSettings(Section):
@@ -113,12 +133,45 @@ class AnalysisSettings(Section):
     threshold: float = Field(4.0, gt=0)           # SUV for fixed, fraction of SUVmax for percent_max
     min_volume_ml: float = Field(0.5, ge=0)
     radiomics: bool = False
+    radiomics_bin_width: float = Field(0.25, gt=0)                # SUV units per grey level (IBSI fixed bin width)
+    seed_threshold: float = Field(2.5, gt=0)      # percent_max: SUV that makes a region a lesion candidate
+    liver_center_mm: tuple[float, float, float] | None = None    # PERCIST sphere centre (LPS mm); None = auto
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "AnalysisSettings":
+        if self.method == "percent_max" and self.threshold > 1:
+            raise ValueError("threshold: for method percent_max give a fraction of SUVmax (e.g. 0.41), "
+                             f"not {self.threshold:g}")
+        if self.method == "model" and self.model is None:
+            raise ValueError("model: a weights file is required when method is model")
+        return self
 
 
 class Route(Section):
-    name: str
+    """One routing rule; match operators and actions are checked by engine/routes at start-up."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     match: dict[str, Any] = {}
     actions: list[str | dict[str, Any]] = []
+    transforms: list[TransformStep] = []           # applied to what this route forwards
+
+
+class RetrySettings(Section):
+    """Back-off per destination: base × 2^(failures-1), capped, with a random part against storms."""
+
+    base_seconds: float = Field(10.0, gt=0)
+    max_seconds: float = Field(900.0, gt=0)
+    jitter: float = Field(0.3, ge=0, le=1)         # this fraction of each delay is drawn at random
+    max_attempts: int = Field(12, ge=1)            # then the job is parked as failed
+
+
+class EngineSettings(Section):
+    workers: int = Field(4, ge=1, le=64)           # delivery threads: a slow peer holds only one
+    analysis_workers: int = Field(1, ge=0, le=16)  # analysis processes; 0 = this node never analyses
+    lease_seconds: float = Field(60.0, gt=0)       # a claimed job is taken again this long after its
+    poll_seconds: float = Field(0.5, gt=0)         # worker stops renewing it (a crash)
+    retry: RetrySettings = RetrySettings()
+    pseudonym_secret: str = "change-me"            # HMAC key: the same patient gets the same pseudonym
 
 
 class Settings(Section):
@@ -126,7 +179,9 @@ class Settings(Section):
     peers: list[Peer] = []
     hbys: HbysSettings = HbysSettings()
     push: PushSettings = PushSettings()
+    api: ApiSettings = ApiSettings()
     analysis: AnalysisSettings = AnalysisSettings()
+    engine: EngineSettings = EngineSettings()
     routes: list[Route] = []
 
     @model_validator(mode="after")

@@ -1,0 +1,46 @@
+"""Where the heavy parts run: "cpu" (numpy/scipy) or "cuda" (torch), chosen once per analysis.
+
+torch is imported only when a GPU may be used: importing it costs more than a second, which a
+CPU-only node should not pay on every study.
+"""
+from __future__ import annotations
+
+import glob
+import os
+from typing import TYPE_CHECKING
+
+from neuropetrix.analysis.errors import AnalysisError
+
+if TYPE_CHECKING:
+    import torch
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _nvidia_driver_present() -> bool:
+    return os.path.exists("/proc/driver/nvidia/version") or bool(glob.glob("/dev/nvidia[0-9]*"))
+
+
+def cuda_available() -> bool:
+    if not _nvidia_driver_present():
+        return False
+    import torch
+    return bool(torch.cuda.is_available())
+
+
+def resolve_device(requested: str) -> str:
+    """"auto" → "cuda" when a CUDA device is usable, else "cpu"; "cuda" without one is refused."""
+    if requested not in DEVICES:
+        raise AnalysisError(f"device {requested!r}: must be one of {', '.join(DEVICES)}")
+    if requested == "cpu":
+        return "cpu"
+    if cuda_available():
+        return "cuda"
+    if requested == "cuda":
+        raise AnalysisError("device cuda: no usable CUDA device on this machine (use --device cpu or auto)")
+    return "cpu"
+
+
+def torch_device(device: str) -> "torch.device":
+    import torch
+    return torch.device(device)

@@ -1,0 +1,116 @@
+"""One PET/CT analysis from volumes and settings to an `AnalysisResult`: SUV, liver, lesions, measures.
+
+No files, network or database here: `engine.offline` (or the worker) reads the series and writes the
+results. Each stage's wall time is kept in `AnalysisResult.timings_s`.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from importlib import metadata
+
+import numpy as np
+
+from neuropetrix.analysis import metrics, segmentation, suvpeak
+from neuropetrix.analysis.errors import AnalysisError
+from neuropetrix.analysis.liver import liver_reference
+from neuropetrix.analysis.results import AnalysisResult, LiverReference, Segmentation
+from neuropetrix.analysis.suv import suv_factors
+from neuropetrix.analysis.volumes import Volume, resample_to
+from neuropetrix.config.settings import AnalysisSettings
+
+ALGORITHM_VERSION = "1.0"
+_ALGORITHM_NAMES = {"fixed": "NeuroPETRIX SUV threshold", "percent_max": "NeuroPETRIX % of SUVmax",
+                    "percist": "NeuroPETRIX PERCIST liver threshold"}
+
+
+def software_version() -> str:
+    try:
+        return metadata.version("neuropetrix")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def to_suv(pet: Volume, factors: np.ndarray) -> np.ndarray:
+    """SUV volume (float32): stored values × the slice's factor."""
+    return pet.data * factors.astype(np.float32)[:, None, None]
+
+
+def _liver(suv: np.ndarray, pet: Volume, settings: AnalysisSettings) -> tuple[LiverReference | None, str | None]:
+    """The liver reference; its failure stops only a PERCIST analysis (else it is reported as absent)."""
+    try:
+        return liver_reference(suv, pet, settings.liver_center_mm), None
+    except AnalysisError as exc:
+        if settings.method == "percist":
+            raise
+        return None, f"no liver reference: {exc}"
+
+
+def _segment(suv: np.ndarray, pet: Volume, ct: Volume | None, liver: LiverReference | None,
+             settings: AnalysisSettings, device: str) -> tuple[np.ndarray, Segmentation]:
+    min_voxels = int(np.ceil(settings.min_volume_ml / pet.voxel_volume_ml - 1e-9))
+    method = settings.method
+    if method == "model":
+        from neuropetrix.analysis.models import load_model, predict_mask
+
+        if ct is None:
+            raise AnalysisError("analysis.method model needs the CT series of the PET's frame of reference; "
+                                "none was found")
+        model = load_model(settings.model, device)  # type: ignore[arg-type]
+        ct_on_pet = resample_to(ct, pet, fill=-1000.0)
+        labels, n = segmentation.label_components(predict_mask(suv, ct_on_pet, model, device), device)
+        return segmentation.finalize(labels, n, suv, min_voxels), Segmentation(
+            method, None, settings.min_volume_ml, model.name, model.version, str(model.path))
+    if method == "percent_max":
+        labels = segmentation.percent_of_max(suv, settings.threshold, settings.seed_threshold, min_voxels, device)
+        level = settings.threshold
+    else:
+        level = settings.threshold if method == "fixed" else liver.percist_threshold  # type: ignore[union-attr]
+        labels = segmentation.fixed_threshold(suv, level, min_voxels, device)
+    return labels, Segmentation(method, float(level), settings.min_volume_ml, _ALGORITHM_NAMES[method],
+                                ALGORITHM_VERSION, seed_threshold=settings.seed_threshold
+                                if method == "percent_max" else None)
+
+
+def analyze_volumes(pet: Volume, ct: Volume | None, settings: AnalysisSettings, device: str = "cpu",
+                    timings: dict[str, float] | None = None) -> AnalysisResult:
+    """Analyse a PET volume (and the CT on its frame of reference, when the method needs it).
+
+    `device` is "cpu" or "cuda" (already resolved); `timings` carries stages timed by the caller.
+    """
+    timings = dict(timings or {})
+    t0 = time.perf_counter()
+    inputs, factors = suv_factors(pet, settings.suv_type)
+    suv = to_suv(pet, factors)
+    timings["suv"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    liver, liver_note = _liver(suv, pet, settings)
+    if liver_note:
+        inputs = replace(inputs, notes=inputs.notes + (liver_note,))
+    labels, seg = _segment(suv, pet, ct, liver, settings, device)
+    timings["segmentation"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    n = int(labels.max(initial=0))
+    peaks = suvpeak.suv_peaks(suv, labels, n, pet.spacing, device)
+    lesions = metrics.lesion_measures(suv, labels, n, pet, peaks)
+    timings["measures"] = time.perf_counter() - t0
+    if settings.radiomics and lesions:
+        from neuropetrix.analysis.radiomics import lesion_features
+
+        t0 = time.perf_counter()
+        features = lesion_features(suv, labels, n, pet.spacing, settings.radiomics_bin_width)
+        lesions = [replace(les, radiomics=f) for les, f in zip(lesions, features)]
+        timings["radiomics"] = time.perf_counter() - t0
+
+    header = pet.header
+    return AnalysisResult(
+        study_instance_uid=str(header.StudyInstanceUID),
+        pet_series_instance_uid=str(header.SeriesInstanceUID),
+        pet_sop_instance_uids=pet.sop_instance_uids,
+        ct_series_instance_uid=None if ct is None else str(ct.header.SeriesInstanceUID),
+        frame_of_reference_uid=str(header.FrameOfReferenceUID) if "FrameOfReferenceUID" in header else None,
+        suv=inputs, segmentation=seg, lesions=lesions, label_map=labels,
+        voxel_spacing_mm=pet.spacing, liver=liver, device=device, software_version=software_version(),
+        timings_s=timings, pet_frame_numbers=pet.frame_numbers, suv_volume=suv)

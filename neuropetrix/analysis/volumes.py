@@ -1,0 +1,318 @@
+"""DICOM series → 3-D volumes in patient space, and CT resampled onto the PET grid.
+
+Files arrive in any order and scanners disagree on InstanceNumber, so slices are sorted by their
+position along the slice normal; spacing and orientation are checked rather than assumed, because a
+missing slice silently changes every volume and centroid. Rescale slope/intercept are applied per slice
+(PET slopes differ between slices). Enhanced (multi-frame) PET is expanded frame by frame.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from scipy import ndimage
+
+from neuropetrix.analysis.dicomtime import parse_dt, parse_date_time
+from neuropetrix.analysis.errors import AnalysisError
+
+PET_STORAGE = "1.2.840.10008.5.1.4.1.1.128"
+ENHANCED_PET_STORAGE = "1.2.840.10008.5.1.4.1.1.130"
+LEGACY_ENHANCED_PET_STORAGE = "1.2.840.10008.5.1.4.1.1.128.1"
+CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+ENHANCED_CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
+_ORIENTATION_TOL = 1e-3      # direction cosines
+_SPACING_TOL = 0.02          # fraction of the slice spacing
+
+
+@dataclass
+class SeriesFiles:
+    """The image datasets of one series as read from the folder (pixel data deferred)."""
+
+    series_uid: str
+    modality: str
+    datasets: list[Dataset]
+
+    @property
+    def first(self) -> Dataset:
+        return self.datasets[0]
+
+
+@dataclass
+class Volume:
+    """A scalar volume (slices, rows, columns) with its geometry and the per-slice source.
+
+    Voxel (k, r, c) is at `origin + k·s0·axes[0] + r·s1·axes[1] + c·s2·axes[2]` (LPS, mm).
+    `slice_datasets[k]` is the dataset that slice k came from (the same object for every frame of a
+    multi-frame instance, whose 1-based frame number is then `frame_numbers[k]`).
+    """
+
+    data: np.ndarray
+    origin: np.ndarray
+    axes: np.ndarray
+    spacing: tuple[float, float, float]
+    slice_datasets: list[Dataset]
+    frame_numbers: list[int] | None
+    acquisition_datetimes: list[datetime | None]
+    frame_durations_s: list[float | None]
+
+    @property
+    def header(self) -> Dataset:
+        return self.slice_datasets[0]
+
+    @property
+    def sop_instance_uids(self) -> list[str]:
+        return [str(ds.SOPInstanceUID) for ds in self.slice_datasets]
+
+    def index_to_mm(self, index: np.ndarray) -> np.ndarray:
+        """(…, 3) continuous voxel indices (k, r, c) → (…, 3) patient coordinates (LPS, mm)."""
+        steps = self.axes * np.asarray(self.spacing)[:, None]
+        return self.origin + np.asarray(index, dtype=np.float64) @ steps
+
+    def mm_to_index(self, points: np.ndarray) -> np.ndarray:
+        """(…, 3) patient coordinates → continuous voxel indices (k, r, c)."""
+        steps = self.axes * np.asarray(self.spacing)[:, None]
+        return (np.asarray(points, dtype=np.float64) - self.origin) @ np.linalg.inv(steps)
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        return float(np.prod(self.spacing)) / 1000.0
+
+
+def read_folder(folder: Path) -> list[SeriesFiles]:
+    """Every image series under `folder` (recursively), pixel data left on disk until needed."""
+    if not folder.is_dir():
+        raise AnalysisError(f"{folder}: not a folder")
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    series: dict[str, SeriesFiles] = {}
+    for path in files:
+        try:
+            ds = dcmread(path, defer_size="2 KB")
+        except Exception as exc:  # pydicom raises many types for a damaged file
+            raise AnalysisError(f"{path}: not a readable DICOM file ({type(exc).__name__}: {exc})") from None
+        if "PixelData" not in ds or "SeriesInstanceUID" not in ds:
+            continue                                  # DICOMDIR, SR, presentation states, …
+        uid = str(ds.SeriesInstanceUID)
+        entry = series.setdefault(uid, SeriesFiles(uid, str(ds.get("Modality", "")), []))
+        entry.datasets.append(ds)
+    return list(series.values())
+
+
+def is_pet(series: SeriesFiles) -> bool:
+    return series.modality == "PT" or str(series.first.SOPClassUID) in (
+        PET_STORAGE, ENHANCED_PET_STORAGE, LEGACY_ENHANCED_PET_STORAGE)
+
+
+def _attenuation_corrected(ds: Dataset) -> bool:
+    return "ATTN" in _multi(ds.get("CorrectedImage")) or str(ds.get("AttenuationCorrected", "")) == "YES"
+
+
+def choose_pet(series: Sequence[SeriesFiles]) -> SeriesFiles:
+    """The attenuation-corrected PET series (the one SUV is defined for); refuse when ambiguous."""
+    pets = [s for s in series if is_pet(s)]
+    if not pets:
+        raise AnalysisError("no PET series (Modality PT) in the folder")
+    corrected = [s for s in pets if _attenuation_corrected(s.first)] or pets
+    if len(corrected) > 1:
+        uids = ", ".join(s.series_uid for s in corrected)
+        raise AnalysisError(f"several attenuation-corrected PET series, cannot choose one: {uids}")
+    return corrected[0]
+
+
+def choose_ct(series: Sequence[SeriesFiles], frame_of_reference_uid: str | None) -> SeriesFiles | None:
+    """The CT series on the PET's frame of reference with the most images, or None (PET-only study)."""
+    cts = [s for s in series if s.modality == "CT"
+           and frame_of_reference_uid is not None
+           and str(s.first.get("FrameOfReferenceUID", "")) == frame_of_reference_uid]
+    return max(cts, key=lambda s: len(s.datasets), default=None)
+
+
+def _multi(value: object) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value]  # type: ignore[union-attr]
+
+
+def _floats(value: object, n: int, what: str, where: str) -> np.ndarray:
+    try:
+        out = np.array([float(v) for v in value], dtype=np.float64)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise AnalysisError(f"{where}: {what} is missing or not numeric") from None
+    if out.shape != (n,):
+        raise AnalysisError(f"{where}: {what} must have {n} values")
+    return out
+
+
+@dataclass
+class _Plane:
+    """One 2-D image (a single-frame instance or one frame of a multi-frame one)."""
+
+    dataset: Dataset
+    frame: int | None             # 1-based frame number in a multi-frame instance
+    position: np.ndarray
+    orientation: np.ndarray
+    pixel_spacing: np.ndarray     # (row spacing, column spacing)
+    slope: float
+    intercept: float
+    acquisition: datetime | None
+    duration_s: float | None
+
+
+def _where(ds: Dataset) -> str:
+    name = getattr(ds, "filename", None)
+    return str(name) if name else f"SOP instance {ds.get('SOPInstanceUID', '?')}"
+
+
+def _classic_plane(ds: Dataset) -> _Plane:
+    where = _where(ds)
+    acquisition = parse_dt(ds.get("AcquisitionDateTime")) or parse_date_time(
+        ds.get("AcquisitionDate"), ds.get("AcquisitionTime"))
+    duration = ds.get("ActualFrameDuration")
+    return _Plane(ds, None,
+                  _floats(ds.get("ImagePositionPatient"), 3, "ImagePositionPatient (0020,0032)", where),
+                  _floats(ds.get("ImageOrientationPatient"), 6, "ImageOrientationPatient (0020,0037)", where),
+                  _floats(ds.get("PixelSpacing"), 2, "PixelSpacing (0028,0030)", where),
+                  float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0),
+                  acquisition, None if duration in (None, "") else float(duration) / 1000.0)
+
+
+def _group(ds: Dataset, frame_item: Dataset, keyword: str) -> Dataset | None:
+    """A functional-group macro for one frame: per-frame if present, else shared."""
+    for holder in (frame_item, ds.get("SharedFunctionalGroupsSequence", [Dataset()])[0]):
+        seq = holder.get(keyword)
+        if seq:
+            return seq[0]
+    return None
+
+
+def _enhanced_planes(ds: Dataset) -> list[_Plane]:
+    where = _where(ds)
+    frames = ds.get("PerFrameFunctionalGroupsSequence")
+    if not frames:
+        raise AnalysisError(f"{where}: multi-frame image without PerFrameFunctionalGroupsSequence")
+    planes = []
+    for number, item in enumerate(frames, start=1):
+        position = _group(ds, item, "PlanePositionSequence")
+        orientation = _group(ds, item, "PlaneOrientationSequence")
+        measures = _group(ds, item, "PixelMeasuresSequence")
+        transform = _group(ds, item, "PixelValueTransformationSequence") or Dataset()
+        content = _group(ds, item, "FrameContentSequence") or Dataset()
+        frame_where = f"{where} frame {number}"
+        duration = content.get("FrameAcquisitionDuration")
+        planes.append(_Plane(
+            ds, number,
+            _floats((position or Dataset()).get("ImagePositionPatient"), 3,
+                    "PlanePositionSequence ImagePositionPatient", frame_where),
+            _floats((orientation or Dataset()).get("ImageOrientationPatient"), 6,
+                    "PlaneOrientationSequence ImageOrientationPatient", frame_where),
+            _floats((measures or Dataset()).get("PixelSpacing"), 2, "PixelMeasuresSequence PixelSpacing",
+                    frame_where),
+            float(transform.get("RescaleSlope", 1) or 1), float(transform.get("RescaleIntercept", 0) or 0),
+            parse_dt(content.get("FrameAcquisitionDateTime")),
+            None if duration in (None, "") else float(duration) / 1000.0))
+    return planes
+
+
+def _planes(datasets: Iterable[Dataset]) -> list[_Plane]:
+    planes: list[_Plane] = []
+    for ds in datasets:
+        if int(ds.get("NumberOfFrames", 1) or 1) > 1 or "PerFrameFunctionalGroupsSequence" in ds:
+            planes.extend(_enhanced_planes(ds))
+        else:
+            planes.append(_classic_plane(ds))
+    return planes
+
+
+def _check_and_sort(planes: list[_Plane], label: str) -> tuple[list[_Plane], np.ndarray, float]:
+    """Sort along the slice normal; refuse mixed orientations, uneven spacing, missing or doubled slices."""
+    orientation = planes[0].orientation
+    for p in planes[1:]:
+        if np.max(np.abs(p.orientation - orientation)) > _ORIENTATION_TOL:
+            raise AnalysisError(f"{label}: mixed image orientations ({_where(p.dataset)} differs from "
+                                f"{_where(planes[0].dataset)}); cannot build one volume")
+    sizes = {(int(p.dataset.Rows), int(p.dataset.Columns)) for p in planes}
+    spacings = {tuple(np.round(p.pixel_spacing, 4)) for p in planes}
+    if len(sizes) > 1 or len(spacings) > 1:
+        raise AnalysisError(f"{label}: images differ in matrix size or PixelSpacing; cannot build one volume")
+    row_cos, col_cos = orientation[:3], orientation[3:]
+    normal = np.cross(row_cos, col_cos)
+    planes = sorted(planes, key=lambda p: float(p.position @ normal))
+    depth = np.array([p.position @ normal for p in planes])
+    if len(planes) == 1:
+        thickness = float(planes[0].dataset.get("SliceThickness", 1.0) or 1.0)
+        return planes, normal, thickness
+    steps = np.diff(depth)
+    if np.any(steps < 1e-3):
+        k = int(np.argmin(steps))
+        raise AnalysisError(f"{label}: two images at the same position {depth[k]:.2f} mm along the slice "
+                            f"normal ({_where(planes[k].dataset)}, {_where(planes[k + 1].dataset)})")
+    spacing = float(np.median(steps))
+    bad = np.nonzero(np.abs(steps - spacing) > _SPACING_TOL * spacing)[0]
+    if bad.size:
+        k = int(bad[0])
+        missing = int(round(steps[k] / spacing)) - 1
+        what = f"{missing} missing slice(s)" if missing >= 1 else "uneven slice spacing"
+        raise AnalysisError(f"{label}: {what}: gap of {steps[k]:.2f} mm between positions {depth[k]:.2f} and "
+                            f"{depth[k + 1]:.2f} mm where the spacing is {spacing:.2f} mm")
+    in_plane = np.array([p.position - (p.position @ normal) * normal for p in planes])
+    if np.max(np.abs(in_plane - in_plane[0])) > 0.5:
+        raise AnalysisError(f"{label}: slices are not stacked along their normal (gantry tilt or shifted "
+                            "slices); cannot build one volume")
+    return planes, normal, spacing
+
+
+def _pixels(ds: Dataset, cache: dict[int, np.ndarray]) -> np.ndarray:
+    key = id(ds)
+    if key not in cache:
+        try:
+            cache[key] = ds.pixel_array
+        except Exception as exc:
+            raise AnalysisError(f"{_where(ds)}: cannot decode pixel data ({type(exc).__name__}: {exc})") from None
+    return cache[key]
+
+
+def load_volume(series: SeriesFiles, with_pixels: bool = True) -> Volume:
+    """The series as a float32 volume in its stored units (rescale applied slice by slice).
+
+    With `with_pixels=False` only the geometry is read (data is an empty array), for a CT that is
+    referenced but not needed.
+    """
+    label = f"{series.modality} series {series.series_uid}"
+    planes, normal, slice_spacing = _check_and_sort(_planes(series.datasets), label)
+    first = planes[0]
+    rows, cols = int(first.dataset.Rows), int(first.dataset.Columns)
+    data = np.empty((len(planes), rows, cols) if with_pixels else (0, 0, 0), dtype=np.float32)
+    if with_pixels:
+        cache: dict[int, np.ndarray] = {}
+        for k, plane in enumerate(planes):
+            pixels = _pixels(plane.dataset, cache)
+            frame = pixels[plane.frame - 1] if plane.frame is not None else pixels
+            if frame.shape != (rows, cols):
+                raise AnalysisError(f"{_where(plane.dataset)}: pixel data is not {rows}×{cols}")
+            np.multiply(frame, plane.slope, out=data[k], casting="unsafe")
+            if plane.intercept:
+                data[k] += plane.intercept
+    axes = np.stack([normal, first.orientation[3:], first.orientation[:3]])
+    multi = any(p.frame is not None for p in planes)
+    return Volume(data=data, origin=first.position.copy(), axes=axes,
+                  spacing=(slice_spacing, float(first.pixel_spacing[0]), float(first.pixel_spacing[1])),
+                  slice_datasets=[p.dataset for p in planes],
+                  frame_numbers=[p.frame or 1 for p in planes] if multi else None,
+                  acquisition_datetimes=[p.acquisition for p in planes],
+                  frame_durations_s=[p.duration_s for p in planes])
+
+
+def resample_to(source: Volume, target: Volume, fill: float) -> np.ndarray:
+    """`source` sampled (trilinear) at the centres of `target`'s voxels; `fill` outside the source."""
+    target_steps = target.axes * np.asarray(target.spacing)[:, None]
+    source_steps_inv = np.linalg.inv(source.axes * np.asarray(source.spacing)[:, None])
+    matrix = (target_steps @ source_steps_inv).T
+    offset = (target.origin - source.origin) @ source_steps_inv
+    return ndimage.affine_transform(source.data, matrix, offset=offset, output_shape=target.data.shape,
+                                    order=1, mode="constant", cval=fill, output=np.float32)

@@ -1,0 +1,35 @@
+"""`neuropetrix analyze STUDY_DIR --out OUT_DIR [--device cpu|cuda|auto]`: analyse a folder offline."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from neuropetrix.cli import CommandError, add_config_option, settings_from
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("analyze", help="analyse a folder of PET/CT DICOM files and write the results")
+    add_config_option(p)
+    p.add_argument("study_dir", metavar="STUDY_DIR", type=Path, help="folder of DICOM files (any order)")
+    p.add_argument("--out", metavar="OUT_DIR", type=Path, required=True, help="where to write the results")
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default=None,
+                   help="where the heavy parts run (default: analysis.device from the config)")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from neuropetrix.analysis.errors import AnalysisError
+    from neuropetrix.engine.offline import analyze_folder
+
+    settings = settings_from(args)
+    try:
+        analysis = analyze_folder(args.study_dir, args.out, settings.analysis, args.device)
+    except AnalysisError as exc:
+        raise CommandError(f"analyze {args.study_dir}: {exc}") from None
+    except OSError as exc:
+        raise CommandError(f"analyze: {exc}") from None
+    result = analysis.result
+    suv_max = "-" if result.suv_max is None else f"{result.suv_max:.2f}"
+    print(f"{len(result.lesions)} lesion(s), SUVmax {suv_max}, TMTV {result.tmtv_ml:.1f} ml, "
+          f"TLG {result.tlg_total:.1f}; wrote {', '.join(sorted(analysis.files))} to {analysis.out_dir}")
+    return 0

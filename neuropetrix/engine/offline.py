@@ -1,0 +1,88 @@
+"""Offline analysis of a folder of DICOM files: read the series, analyse, write the results.
+
+`analyze_folder` is what `neuropetrix analyze` runs. It returns an `OfflineAnalysis` holding the
+result, the sorted source datasets and the files written so far; each report writer (SEG, SR, HL7,
+FHIR, MIP, PDF) is one more step in `write_outputs` that reads that object and adds its file.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydicom.dataset import Dataset
+
+from neuropetrix.analysis.devices import resolve_device
+from neuropetrix.analysis.pipeline import analyze_volumes
+from neuropetrix.analysis.results import AnalysisResult
+from neuropetrix.analysis.volumes import Volume, choose_ct, choose_pet, load_volume, read_folder
+from neuropetrix.config.settings import AnalysisSettings
+
+
+@dataclass
+class OfflineAnalysis:
+    """One analysed study and what was written for it.
+
+    `pet_datasets[k]` is the source dataset of `result.label_map[k]` (for Enhanced PET the same
+    multi-frame dataset for every k, frame `result.pet_frame_numbers[k]`). `ct_datasets` are the CT
+    series' datasets (pixel data left on disk unless the method used it), sorted the same way.
+    """
+
+    result: AnalysisResult
+    pet: Volume
+    ct: Volume | None
+    out_dir: Path
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def pet_datasets(self) -> list[Dataset]:
+        return self.pet.slice_datasets
+
+    @property
+    def ct_datasets(self) -> list[Dataset]:
+        return [] if self.ct is None else self.ct.slice_datasets
+
+
+def load_study(study_dir: Path, need_ct_pixels: bool) -> tuple[Volume, Volume | None]:
+    """The PET volume and the CT on its frame of reference (geometry only unless its pixels are needed)."""
+    series = read_folder(study_dir)
+    pet = load_volume(choose_pet(series))
+    ct_series = choose_ct(series, str(pet.header.get("FrameOfReferenceUID", "")) or None)
+    ct = None if ct_series is None else load_volume(ct_series, with_pixels=need_ct_pixels)
+    return pet, ct
+
+
+def write_analysis_json(analysis: OfflineAnalysis) -> Path:
+    path = analysis.out_dir / "analysis.json"
+    path.write_text(json.dumps(analysis.result.to_json(), indent=2, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def write_outputs(analysis: OfflineAnalysis) -> None:
+    """Write every output file into `analysis.out_dir`, recording each in `analysis.files`.
+
+    Report writers add their steps before analysis.json, which goes last so that its timings include
+    how long the other files took ("write").
+    """
+    t0 = time.perf_counter()
+    analysis.out_dir.mkdir(parents=True, exist_ok=True)
+    analysis.result.timings_s["write"] = time.perf_counter() - t0
+    analysis.files["analysis.json"] = write_analysis_json(analysis)
+
+
+def analyze_folder(study_dir: Path, out_dir: Path, settings: AnalysisSettings,
+                   device: str | None = None) -> OfflineAnalysis:
+    """Analyse the PET/CT study in `study_dir` and write the results into `out_dir`.
+
+    `device` ("cpu", "cuda", "auto") overrides `settings.device`. Raises `AnalysisError` (with
+    `InputRefused` for SUV inputs) with a one-line message when the study cannot be analysed.
+    """
+    resolved = resolve_device(device or settings.device)
+    t0 = time.perf_counter()
+    pet, ct = load_study(Path(study_dir), need_ct_pixels=settings.method == "model")
+    timings = {"read": time.perf_counter() - t0}
+    result = analyze_volumes(pet, ct, settings, resolved, timings)
+    analysis = OfflineAnalysis(result=result, pet=pet, ct=ct, out_dir=Path(out_dir))
+    write_outputs(analysis)
+    return analysis
