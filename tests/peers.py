@@ -1,0 +1,110 @@
+"""Real peers started by the tests themselves on loopback: Orthanc (a PACS with a REST API).
+
+    with orthanc(tmp_path) as pacs:
+        upload(pacs, path)                      # REST POST /instances
+        pacs.get("/instances")                  # JSON from the REST API
+        # or C-STORE to 127.0.0.1:pacs.dicom_port, called AE pacs.aet
+
+Orthanc runs from a generated JSON configuration with its storage and index under `tmp_dir`, HTTP
+limited to this machine, no authentication and no called-AE check, and is terminated on exit.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.nodeproc import free_port
+
+ORTHANC_AET = "ORTHANC"
+
+
+@dataclass(frozen=True)
+class Orthanc:
+    """A running Orthanc: its ports, AE title and REST base URL."""
+
+    dicom_port: int
+    http_port: int
+    aet: str
+    url: str
+    log: Path
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                content_type: str = "application/json") -> bytes:
+        """One REST call; raises urllib.error.HTTPError on a non-2xx answer."""
+        req = urllib.request.Request(self.url + path, data=body, method=method,
+                                     headers={"Content-Type": content_type} if body is not None else {})
+        with urllib.request.urlopen(req, timeout=30) as response:
+            return response.read()
+
+    def get(self, path: str) -> Any:
+        """GET `path` and decode its JSON."""
+        return json.loads(self.request("GET", path))
+
+
+def _wait_ready(proc: subprocess.Popen, url: str, log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"Orthanc exited with {proc.returncode}: {log.read_text(errors='replace')[-2000:]}")
+        try:
+            with urllib.request.urlopen(url + "/system", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.1)
+    raise TimeoutError(f"Orthanc did not answer GET /system within {timeout} s; log: {log}")
+
+
+@contextmanager
+def orthanc(tmp_dir: Path, timeout: float = 30.0) -> Iterator[Orthanc]:
+    """Start Orthanc on free loopback ports with its data in `tmp_dir`; stop it on exit."""
+    exe = shutil.which("Orthanc") or ("/usr/sbin/Orthanc" if Path("/usr/sbin/Orthanc").exists() else None)
+    if exe is None:
+        raise RuntimeError("Orthanc is not installed: run `make peers` (Debian package orthanc)")
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    dicom_port, http_port = free_port(), free_port()
+    config = {
+        "Name": "neuropetrix-test",
+        "StorageDirectory": str(tmp_dir / "storage"),
+        "IndexDirectory": str(tmp_dir / "index"),
+        "HttpPort": http_port,
+        "DicomPort": dicom_port,
+        "DicomAet": ORTHANC_AET,
+        "DicomCheckCalledAet": False,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "HttpServerEnabled": True,
+        "DicomServerEnabled": True,
+        "Plugins": [],
+        "StableAge": 1,
+    }
+    config_path = tmp_dir / "orthanc.json"
+    config_path.write_text(json.dumps(config, indent=2))
+    log = tmp_dir / "orthanc.log"
+    with log.open("wb") as log_file:
+        proc = subprocess.Popen([exe, str(config_path)], stdout=log_file, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{http_port}"
+    try:
+        _wait_ready(proc, url, log, timeout)
+        yield Orthanc(dicom_port=dicom_port, http_port=http_port, aet=ORTHANC_AET, url=url, log=log)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def upload(server: Orthanc, path: Path) -> dict[str, Any]:
+    """Store one DICOM file through REST `POST /instances`; returns Orthanc's answer (ID, Status, …)."""
+    return json.loads(server.request("POST", "/instances", Path(path).read_bytes(), "application/dicom"))
