@@ -1,7 +1,8 @@
 """Pictures for people: a coronal MIP of the PET with the lesions outlined, and axial key images.
 
-Nuclear-medicine convention: inverted grey scale, SUV 0–10 when the SUV scale factor is known (relative
-activity otherwise), the patient's right on the image's left. Drawn with matplotlib's object API (no
+Nuclear-medicine convention: inverted grey scale, SUV 0–10, the patient's right on the image's left.
+They show the SUV volume the analysis measured (`AnalysisResult.suv_volume`), so the picture and the
+numbers cannot disagree. Drawn with matplotlib's object API (no
 pyplot), so rendering in a worker thread touches no global state.
 """
 from __future__ import annotations
@@ -11,35 +12,25 @@ import io
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from pydicom.dataset import Dataset
 
 from neuropetrix.analysis.results import AnalysisResult, Lesion
 from neuropetrix.reports.errors import require
-from neuropetrix.reports.seg import check_geometry
 
 SUV_WINDOW = 10.0
 COLORS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324")
 
 
-def pet_volume(result: AnalysisResult, pet_datasets: list[Dataset]) -> np.ndarray:
-    """The PET as float32 (slices, rows, columns): SUV when the analysis has one scale factor, else
-    the stored unit after rescale."""
-    check_geometry(result, pet_datasets)
-    slices = []
-    for ds in pet_datasets:
-        require("PixelData" in ds, f"PET instance {ds.SOPInstanceUID} has no pixel data")
-        slope, intercept = float(ds.get("RescaleSlope", 1.0)), float(ds.get("RescaleIntercept", 0.0))
-        slices.append(ds.pixel_array.astype(np.float32) * slope + intercept)
-    volume = np.stack(slices)
-    if result.suv.scale_factor is not None:
-        volume *= result.suv.scale_factor
+def suv_volume(result: AnalysisResult) -> np.ndarray:
+    """The SUV volume the measures were made on, checked against the label map."""
+    require(result.suv_volume is not None, "the analysis has no suv_volume: the pictures need the SUV volume")
+    volume = np.asarray(result.suv_volume, dtype=np.float32)
+    require(volume.shape == np.asarray(result.label_map).shape,
+            f"suv_volume is shaped {volume.shape}, label_map {np.asarray(result.label_map).shape}")
     return volume
 
 
-def _window(result: AnalysisResult, volume: np.ndarray) -> tuple[float, str]:
-    if result.suv.scale_factor is not None:
-        return SUV_WINDOW, f"SUV{result.suv.suv_type} 0–{SUV_WINDOW:g}"
-    return float(np.percentile(volume, 99.5)) or 1.0, f"{result.suv.units} (relative)"
+def _caption(result: AnalysisResult) -> str:
+    return f"SUV{result.suv.suv_type} 0–{SUV_WINDOW:g}"
 
 
 def _png(fig: Figure) -> bytes:
@@ -54,13 +45,13 @@ def mip_png(result: AnalysisResult, volume: np.ndarray) -> bytes:
     labels = np.asarray(result.label_map)
     dz, _, dx = result.voxel_spacing_mm
     mip = volume.max(axis=1)                      # (slices, columns): seen from the front
-    vmax, caption = _window(result, volume)
+    caption = _caption(result)
     height, width = mip.shape[0] * dz, mip.shape[1] * dx
     fig = Figure(figsize=(4.0, min(9.0, 0.5 + 4.0 * height / width)), dpi=120)
     bottom = 0.25 / (0.5 + 4.0 * height / width)
     ax = fig.add_axes((0.02, bottom, 0.96, 1.0 - 2 * bottom))
     extent = (0.0, width, height, 0.0)
-    ax.imshow(mip, cmap="gray_r", vmin=0.0, vmax=vmax, extent=extent, interpolation="bilinear")
+    ax.imshow(mip, cmap="gray_r", vmin=0.0, vmax=SUV_WINDOW, extent=extent, interpolation="bilinear")
     for i, lesion in enumerate(sorted(result.lesions, key=lambda les: les.label)):
         projected = (labels == lesion.label).any(axis=1).astype(float)
         color = COLORS[i % len(COLORS)]
@@ -86,12 +77,12 @@ def axial_png(result: AnalysisResult, volume: np.ndarray, lesion: Lesion) -> byt
     require(mask.any(), f"lesion {lesion.label} has no voxels in label_map")
     k = int(np.argwhere(mask)[np.argmax(volume[mask])][0])
     _, dy, dx = result.voxel_spacing_mm
-    vmax, caption = _window(result, volume)
+    caption = _caption(result)
     fig = Figure(figsize=(2.4, 2.6), dpi=120)
     ax = fig.add_axes((0.0, 0.1, 1.0, 0.9))
     image = volume[k]
     extent = (0.0, image.shape[1] * dx, image.shape[0] * dy, 0.0)
-    ax.imshow(image, cmap="gray_r", vmin=0.0, vmax=vmax, extent=extent, interpolation="bilinear")
+    ax.imshow(image, cmap="gray_r", vmin=0.0, vmax=SUV_WINDOW, extent=extent, interpolation="bilinear")
     ys = (np.arange(image.shape[0]) + 0.5) * dy
     xs = (np.arange(image.shape[1]) + 0.5) * dx
     ax.contour(xs, ys, mask[k].astype(float), levels=[0.5], colors=["#e6194b"], linewidths=1.2)

@@ -60,6 +60,23 @@ def check_geometry(result: AnalysisResult, pet_datasets: list[Dataset]) -> None:
             f"label_map holds labels {sorted(present)} but the lesions are {sorted(declared)}")
 
 
+def _frames(result: AnalysisResult, pet_datasets: list[Dataset],
+            segments: np.ndarray) -> tuple[list[Dataset], np.ndarray]:
+    """The source images and the segment-number frames in the order highdicom pairs them: one frame per
+    single-frame PET instance, or, for an Enhanced PET instance, one per source frame in frame order."""
+    if result.pet_frame_numbers is None:
+        return pet_datasets, segments
+    require(len({str(ds.SOPInstanceUID) for ds in pet_datasets}) == 1,
+            "a PET series of several multi-frame instances cannot be referenced by one SEG")
+    source = pet_datasets[0]
+    frames = int(source.NumberOfFrames)
+    require(sorted(result.pet_frame_numbers) == list(range(1, frames + 1)),
+            f"pet_frame_numbers do not cover frames 1..{frames} of the Enhanced PET instance once each")
+    by_frame = np.zeros((frames, *segments.shape[1:]), dtype=segments.dtype)
+    by_frame[np.asarray(result.pet_frame_numbers) - 1] = segments
+    return [source], by_frame
+
+
 def build_seg(result: AnalysisResult, pet_datasets: list[Dataset]) -> hd.seg.Segmentation:
     """The SEG for this analysis; ReportError when there is nothing valid to segment."""
     require(result.lesions, "no lesions: a DICOM SEG needs at least one segment")
@@ -72,7 +89,7 @@ def build_seg(result: AnalysisResult, pet_datasets: list[Dataset]) -> hd.seg.Seg
     lut = np.zeros(int(np.max(result.label_map)) + 1, dtype=np.uint16)
     for number, lesion in enumerate(lesions, start=1):
         lut[lesion.label] = number
-    pixels = lut[np.asarray(result.label_map)]
+    source_images, pixels = _frames(result, pet_datasets, lut[np.asarray(result.label_map)])
     algorithm = algorithm_identification(result)
     descriptions = [
         hd.seg.SegmentDescription(
@@ -88,7 +105,7 @@ def build_seg(result: AnalysisResult, pet_datasets: list[Dataset]) -> hd.seg.Seg
         for number, lesion in enumerate(lesions, start=1)
     ]
     return hd.seg.Segmentation(
-        source_images=pet_datasets,
+        source_images=source_images,
         pixel_array=pixels,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,

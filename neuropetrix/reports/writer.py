@@ -19,7 +19,7 @@ from neuropetrix.config.settings import HbysSettings
 from neuropetrix.reports.encapsulated import build_encapsulated_pdf
 from neuropetrix.reports.fhir import build_bundle, bundle_json
 from neuropetrix.reports.hl7 import oru_bytes
-from neuropetrix.reports.images import axial_png, mip_png, pet_volume
+from neuropetrix.reports.images import axial_png, mip_png, suv_volume
 from neuropetrix.reports.measures import measures
 from neuropetrix.reports.pdf import MAX_KEY_IMAGES, build_pdf
 from neuropetrix.reports.seg import build_seg
@@ -46,14 +46,14 @@ def write_reports(result: AnalysisResult, pet_datasets: list[Dataset], out_dir: 
                   settings: HbysSettings) -> dict[str, Path]:
     """Write every report of `result` into `out_dir`; returns {kind: path} for what was written.
 
-    `pet_datasets` are the analysed PET instances in `result.pet_sop_instance_uids` order (with pixel
-    data, for the pictures). Raises ReportError, having written nothing, when an object cannot be made.
+    `pet_datasets[k]` is the source dataset of `result.label_map[k]` (the same multi-frame dataset for
+    every k of an Enhanced PET). Raises ReportError, having written nothing, when an object cannot be made.
     """
     measures(result)
     info = study_info(result, pet_datasets)
     seg = build_seg(result, pet_datasets) if result.lesions else None
     sr = build_sr(result, pet_datasets, info, seg)
-    volume = pet_volume(result, pet_datasets)
+    volume = suv_volume(result)
     hottest = sorted(result.lesions, key=lambda les: les.suv_max, reverse=True)[:MAX_KEY_IMAGES]
     mip = mip_png(result, volume)
     pdf = build_pdf(result, info, mip, {les.label: axial_png(result, volume, les) for les in hottest},

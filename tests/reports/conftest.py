@@ -136,6 +136,7 @@ def result(pet_study: PetStudy) -> AnalysisResult:
         liver=LiverReference(suv_mean=2.1, suv_sd=0.25, center_mm=(-60.0, -10.0, -50.0), radius_mm=15.0,
                              method="auto: right lobe"),
         software_version="0.1.0",
+        suv_volume=pet_study.suv.astype(np.float32),
     )
 
 
