@@ -6,6 +6,7 @@ import logging
 
 from neuropetrix.config.settings import Settings
 from neuropetrix.engine.assembly import CompletionWatcher
+from neuropetrix.engine.worker import build_worker
 from neuropetrix.node.scp.dicom import AcceptancePolicy, DicomServer, ServerLimits
 from neuropetrix.store.db import open_database
 from neuropetrix.store.files import FileStore
@@ -33,12 +34,15 @@ class Node:
                               network_timeout=node.network_timeout, max_pdu_size=node.max_pdu_size)
         self.scp = DicomServer(node.dicom_host, node.dicom_port, policy, self.ingest, limits, node.fsync)
         self.completion = CompletionWatcher(self.sessions, node.study_quiet_seconds)
+        self.worker = build_worker(settings, self.sessions, self.files)
 
     def start(self) -> None:
         self.completion.start()
+        self.worker.start()
         self.scp.start()
 
     def stop(self) -> None:
         self.scp.stop()
         self.completion.stop()
+        self.worker.stop()
         self.engine.dispose()

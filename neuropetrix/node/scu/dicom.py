@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
@@ -44,8 +45,16 @@ def dicom_files(paths: Iterable[Path]) -> list[Path]:
     return out
 
 
-def send_files(peer: Peer, files: list[Path], calling_ae: str, timeout: float = 30.0) -> SendReport:
-    """C-STORE each file as stored (no re-encoding) to `peer`; unreadable files are reported, skipped."""
+def _transformed(path: Path, transform: Callable[[Dataset], None]) -> Dataset:
+    ds = dcmread(path)
+    transform(ds)
+    return ds
+
+
+def send_files(peer: Peer, files: list[Path], calling_ae: str, timeout: float = 30.0,
+               transform: Callable[[Dataset], None] | None = None) -> SendReport:
+    """C-STORE each file to `peer`: as stored (no re-encoding), or read and changed by `transform` on
+    the way out (coercion, de-identification). Unreadable files are reported and skipped."""
     report = SendReport()
     readable = []
     for f in files:
@@ -69,7 +78,7 @@ def send_files(peer: Peer, files: list[Path], calling_ae: str, timeout: float = 
         raise SendError(f"{peer.name} ({peer.ae_title}@{peer.host}:{peer.port}) refused or unreachable")
     try:
         for f, _, _ in readable:
-            status = assoc.send_c_store(f)
+            status = assoc.send_c_store(f if transform is None else _transformed(f, transform))
             code = getattr(status, "Status", None)
             if code is None:
                 report.failed.append((str(f), "no response (timeout or association lost)"))

@@ -1,0 +1,129 @@
+"""Analysis in a separate process, so the CPU-heavy work never holds the GIL the SCP needs.
+
+One long-lived child per analysis lane imports the analysis code once and then takes studies one at
+a time over a pipe. It asks the kernel to kill it when the node dies (PR_SET_PDEATHSIG), so a killed
+node leaves no analysis running unseen; the job's lease then expires and the analysis runs again.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import multiprocessing
+import signal
+import threading
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from neuropetrix.config.settings import Settings
+
+log = logging.getLogger("neuropetrix.analysis")
+_PR_SET_PDEATHSIG = 1
+
+
+class AnalysisFailed(Exception):
+    """The analysis did not produce results. `permanent`: the inputs cannot be analysed."""
+
+    def __init__(self, message: str, permanent: bool) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+def _die_with_parent() -> None:
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass                                  # not Linux: the lease still recovers the job
+
+
+def analyze_into(study_dir: Path, out_dir: Path, settings: Settings) -> dict:
+    """Analyse `study_dir` and write every result file into `out_dir`; returns a short summary."""
+    from neuropetrix.engine.offline import analyze_folder
+    from neuropetrix.reports.writer import write_reports
+
+    analysis = analyze_folder(study_dir, out_dir, settings.analysis)
+    write_reports(analysis.result, analysis.pet_datasets, out_dir, settings.hbys)
+    result = analysis.result
+    return {"lesions": len(result.lesions), "suv_max": result.suv_max, "tmtv_ml": result.tmtv_ml,
+            "tlg_total": result.tlg_total}
+
+
+def _child(conn: Connection) -> None:
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)      # the node stops us; Ctrl-C goes to the node
+    import neuropetrix.engine.offline  # noqa: F401  (import once, before the first study)
+    import neuropetrix.reports.writer  # noqa: F401
+    from neuropetrix.analysis.errors import AnalysisError
+    from neuropetrix.reports.errors import ReportError
+
+    while True:
+        try:
+            study_dir, out_dir, settings = conn.recv()
+        except EOFError:
+            return
+        try:
+            conn.send(("ok", analyze_into(study_dir, out_dir, settings)))
+        except (AnalysisError, ReportError) as exc:
+            conn.send(("refused", f"{type(exc).__name__}: {exc}"))
+        except Exception as exc:                        # noqa: BLE001 — reported to the job, not lost
+            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+
+
+class AnalysisProcess:
+    """A child process that runs analyses one at a time; restarted after it dies or is stopped."""
+
+    def __init__(self) -> None:
+        self._ctx = multiprocessing.get_context("spawn")
+        self._proc: multiprocessing.process.BaseProcess | None = None
+        self._conn: Connection | None = None
+        self._lock = threading.Lock()
+
+    def _ensure(self) -> Connection:
+        if self._proc is None or not self._proc.is_alive():
+            parent, child = self._ctx.Pipe()
+            self._proc = self._ctx.Process(target=_child, args=(child,), name="neuropetrix-analysis",
+                                           daemon=True)
+            self._proc.start()
+            child.close()
+            self._conn = parent
+        assert self._conn is not None
+        return self._conn
+
+    def warm(self) -> None:
+        with self._lock:
+            self._ensure()
+
+    def run(self, study_dir: Path, out_dir: Path, settings: Settings, stop: threading.Event) -> dict:
+        """The summary of a finished analysis; AnalysisFailed otherwise (also when `stop` is set)."""
+        with self._lock:
+            conn = self._ensure()
+            conn.send((study_dir, out_dir, settings))
+            while not conn.poll(0.2):
+                if stop.is_set():
+                    self._kill()
+                    raise AnalysisFailed("the node stopped during the analysis", permanent=False)
+                if self._proc is None or not self._proc.is_alive():
+                    code = None if self._proc is None else self._proc.exitcode
+                    self._proc = None
+                    raise AnalysisFailed(f"the analysis process died (exit code {code})", permanent=False)
+            try:
+                status, value = conn.recv()
+            except EOFError:
+                self._kill()
+                raise AnalysisFailed("the analysis process died", permanent=False) from None
+        if status == "ok":
+            return value
+        raise AnalysisFailed(value, permanent=status == "refused")
+
+    def _kill(self) -> None:
+        if self._proc is not None and self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join(5)
+        self._proc = None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+            if self._proc is not None:
+                self._proc.join(2)
+            self._kill()

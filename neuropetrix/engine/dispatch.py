@@ -1,0 +1,80 @@
+"""From `study.complete` events to jobs: the engine alone decides what happens to a study.
+
+Each completion event is matched against the rules once (the cursor moves in the transaction that
+creates the jobs). Every action of a rule that fires becomes a job; deliveries of analysis results wait
+for the rule's analysis job.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from neuropetrix.config.settings import RetrySettings
+from neuropetrix.engine import events
+from neuropetrix.engine.routes.facts import facts_from_store
+from neuropetrix.engine.routes.rules import Rule, evaluate
+from neuropetrix.store.db import utcnow
+from neuropetrix.store.files import FileStore
+from neuropetrix.store.jobs_models import QUEUED, Job
+
+log = logging.getLogger("neuropetrix.engine")
+CONSUMER = "routes"
+
+
+def create_jobs(s: Session, rule: Rule, study_uid: str, event_id: int | None, retry: RetrySettings) -> list[Job]:
+    """The jobs for one rule that fired; result deliveries get `after_id` = the analysis job."""
+    now = utcnow()
+    jobs: list[Job] = []
+    analysis: Job | None = None
+    for index, action in enumerate(rule.actions):
+        job = Job(kind=action.kind, study_uid=study_uid, route=rule.name, action_index=index,
+                  source_event_id=event_id, destination=action.destination, objects=list(action.objects),
+                  params={**action.params, "route_transforms": list(rule.transforms)}, state=QUEUED,
+                  attempts=0, max_attempts=retry.max_attempts, next_attempt_at=now, worker="",
+                  last_error="", result={}, created_at=now, updated_at=now)
+        s.add(job)
+        jobs.append(job)
+        if action.kind == "analyze":
+            analysis = job
+    s.flush()
+    for action, job in zip(rule.actions, jobs):
+        if analysis is not None and (action.needs_results or action.kind == "notify"):   # tell after analysing
+            job.after_id = analysis.id
+    return jobs
+
+
+class Dispatcher:
+    def __init__(self, sessions: sessionmaker[Session], files: FileStore, rules: Sequence[Rule],
+                 retry: RetrySettings) -> None:
+        self.sessions = sessions
+        self.files = files
+        self.rules = list(rules)
+        self.retry = retry
+
+    def run_once(self) -> int:
+        """Handle pending completion events; returns how many jobs were created."""
+        created = 0
+        with self.sessions.begin() as s:
+            pending = events.take_pending(s, CONSUMER, (events.STUDY_COMPLETE,))
+            for event in pending:
+                created += self._route(s, event.id, event.study_uid or "")
+                events.advance(s, CONSUMER, event.id)
+        return created
+
+    def _route(self, s: Session, event_id: int, study_uid: str) -> int:
+        facts = facts_from_store(s, self.files, study_uid)
+        created = 0
+        for rule in self.rules:
+            verdict = evaluate(rule, facts)
+            if not verdict.fired:
+                log.debug("study %s: rule %s does not fire: %s", study_uid, rule.name, "; ".join(verdict.reasons))
+                continue
+            jobs = create_jobs(s, rule, study_uid, event_id, self.retry)
+            created += len(jobs)
+            log.info("study %s: rule %s fires (%s) → jobs %s", study_uid, rule.name,
+                     "; ".join(verdict.reasons), ", ".join(f"{j.id} {j.kind}→{j.destination}" for j in jobs))
+        if not created:
+            log.info("study %s complete: no rule fires", study_uid)
+        return created

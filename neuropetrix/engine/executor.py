@@ -1,0 +1,136 @@
+"""What each kind of job does: analyse a study, forward DICOM, send the ORU, post the FHIR bundle,
+notify. Failures come back as JobFailure (permanent or not); the queue decides when to try again."""
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from neuropetrix.config.settings import Settings
+from neuropetrix.engine import events
+from neuropetrix.engine.analysis_runner import AnalysisFailed, AnalysisProcess
+from neuropetrix.engine.jobs import Claimed, JobFailure
+from neuropetrix.engine.results import ANALYSIS_FILE, FHIR_FILE, HL7_FILE, OBJECT_FILES, ResultStore
+from neuropetrix.engine.routes.facts import study_files
+from neuropetrix.engine.transforms import build
+from neuropetrix.node.scu import fhir, mllp
+from neuropetrix.node.scu.dicom import SendError, send_files
+from neuropetrix.node.scu.errors import DeliveryError
+from neuropetrix.store.db import utcnow
+from neuropetrix.store.files import FileStore, check_uid
+
+log = logging.getLogger("neuropetrix.engine")
+
+
+def done_event(kind: str) -> str | None:
+    return {"analyze": events.ANALYSIS_DONE, "notify": None}.get(kind, events.DELIVERY_DONE)
+
+
+def failed_event(kind: str) -> str:
+    return events.ANALYSIS_FAILED if kind == "analyze" else events.DELIVERY_FAILED
+
+
+def _failure(exc: DeliveryError) -> JobFailure:
+    retry_at = None if exc.retry_after is None else utcnow() + timedelta(seconds=exc.retry_after)
+    return JobFailure(str(exc), permanent=exc.permanent, retry_at=retry_at)
+
+
+class JobRunner:
+    def __init__(self, settings: Settings, sessions: sessionmaker[Session], files: FileStore,
+                 results: ResultStore) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.files = files
+        self.results = results
+
+    def run(self, job: Claimed, stop: threading.Event, analyzer: AnalysisProcess | None = None) -> dict:
+        """Do `job`; returns what to record as its result, or raises JobFailure."""
+        try:
+            if job.kind == "analyze":
+                assert analyzer is not None, "analysis jobs run on an analysis lane"
+                return self._analyze(job, analyzer, stop)
+            if job.kind == "forward":
+                return self._forward(job)
+            if job.kind == "hl7":
+                return self._hl7(job)
+            if job.kind == "fhir":
+                return self._fhir(job)
+            if job.kind == "notify":
+                return self._notify(job)
+        except DeliveryError as exc:
+            raise _failure(exc) from None
+        raise JobFailure(f"unknown job kind {job.kind!r}", permanent=True)
+
+    def _analyze(self, job: Claimed, analyzer: AnalysisProcess, stop: threading.Event) -> dict:
+        if self.results.made_by(job.study_uid) == job.id:      # published, then the node stopped
+            log.info("job %d: results of study %s already written by this job", job.id, job.study_uid)
+            return {"resumed": True}
+        with self.sessions.begin() as s:
+            events.record(s, events.ANALYSIS_STARTED, job.study_uid, {"job": job.id, "attempt": job.attempts})
+        study_dir = self.files.path_of(check_uid(job.study_uid, "StudyInstanceUID"))
+        temp = self.results.new_temp(job.study_uid)
+        try:
+            summary = analyzer.run(study_dir, temp, self.settings, stop)
+            self.results.publish(temp, job.study_uid, job.id)
+        except AnalysisFailed as exc:
+            raise JobFailure(str(exc), permanent=exc.permanent) from None
+        finally:
+            shutil.rmtree(temp, ignore_errors=True)
+        log.info("study %s analysed: %s", job.study_uid, summary)
+        return summary
+
+    def _result_file(self, job: Claimed, name: str) -> Path:
+        path = self.results.file(job.study_uid, name)
+        if not path.is_file():
+            raise JobFailure(f"no {name} in the results of study {job.study_uid} (analysis not run?)")
+        return path
+
+    def _forward(self, job: Claimed) -> dict:
+        peer = self.settings.peer(job.params["peer"])
+        files: list[Path] = []
+        skipped = []
+        if "study" in job.objects:
+            with self.sessions() as s:
+                files += study_files(s, self.files, job.study_uid)
+        for obj in (o for o in job.objects if o in OBJECT_FILES):
+            path = self.results.file(job.study_uid, OBJECT_FILES[obj])
+            if path.is_file():
+                files.append(path)
+            elif obj == "seg" and self.results.file(job.study_uid, ANALYSIS_FILE).is_file():
+                skipped.append("seg (no lesions: no segmentation)")
+            else:
+                raise JobFailure(f"no {OBJECT_FILES[obj]} in the results of study {job.study_uid}")
+        steps = [*job.params.get("route_transforms", []), *job.params.get("transforms", []), *peer.transforms]
+        transform = build(steps, self.settings.engine.pseudonym_secret)
+        try:
+            report = send_files(peer, files, self.settings.node.ae_title, transform=transform)
+        except SendError as exc:
+            raise JobFailure(str(exc)) from None
+        if not report.ok:
+            first = report.failed[0]
+            raise JobFailure(f"{len(report.failed)} of {len(files)} object(s) not stored by {peer.name}, "
+                             f"e.g. {Path(first[0]).name}: {first[1]}")
+        return {"sent": report.sent, "objects": job.objects, **({"skipped": skipped} if skipped else {})}
+
+    def _hl7(self, job: Claimed) -> dict:
+        out = self.settings.hbys.mllp
+        ack = mllp.send_message(out.host, out.port, self._result_file(job, HL7_FILE).read_bytes(), out.timeout)
+        return {"ack": ack.code, "control_id": ack.control_id}
+
+    def _fhir(self, job: Claimed) -> dict:
+        cfg = self.settings.hbys.fhir
+        answer = fhir.post_bundle(cfg.base_url, self._result_file(job, FHIR_FILE).read_bytes(), cfg.token,
+                                  cfg.timeout)
+        return {"entries": len(answer.get("entry", []))}
+
+    def _notify(self, job: Claimed) -> dict:
+        summary_path = self.results.file(job.study_uid, ANALYSIS_FILE)
+        with self.sessions.begin() as s:
+            events.record(s, events.NOTIFICATION, job.study_uid, {
+                "job": job.id, "route": job.route, "recipients": job.params["recipients"],
+                "analysed": summary_path.is_file()})
+        return {"recipients": job.params["recipients"]}

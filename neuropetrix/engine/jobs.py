@@ -1,0 +1,199 @@
+"""The durable job queue: create, claim, finish, fail (with back-off per destination), retry, list.
+
+Claiming is safe with several workers and several nodes: on PostgreSQL a candidate row is locked with
+FOR UPDATE SKIP LOCKED; on SQLite (one writer at a time) a conditional UPDATE … WHERE state='queued'
+takes it, and a worker that loses the race simply tries the next row. A job whose worker stopped
+renewing its lease (a crash, a kill) is claimable again once the lease expires.
+
+A job waits while its prerequisite (`after_id`, the analysis its results come from) is not done and
+while its destination is backing off; every other destination's jobs go ahead.
+"""
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy.orm import Session, aliased, sessionmaker
+
+from neuropetrix.config.settings import RetrySettings
+from neuropetrix.engine.events import record
+from neuropetrix.store.db import utcnow
+from neuropetrix.store.jobs_models import DONE, FAILED, QUEUED, RUNNING, Destination, Job
+
+log = logging.getLogger("neuropetrix.jobs")
+
+
+class JobFailure(Exception):
+    """A job did not succeed. `permanent`: retrying the same thing cannot help (parked at once);
+    `retry_at`: the destination asked to be called again then (e.g. Retry-After)."""
+
+    def __init__(self, message: str, permanent: bool = False, retry_at: datetime | None = None) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+        self.retry_at = retry_at
+
+
+def backoff_seconds(failures: int, retry: RetrySettings, rng: random.Random = random._inst) -> float:
+    """base × 2^(failures−1), capped; `jitter` of it drawn at random so peers are not hit in step."""
+    delay = min(retry.max_seconds, retry.base_seconds * 2 ** max(0, failures - 1))
+    return delay * (1 - retry.jitter) + delay * retry.jitter * rng.random()
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """What a worker needs of a claimed job (a detached copy: the row may change under it)."""
+
+    id: int
+    kind: str
+    study_uid: str
+    route: str
+    destination: str
+    objects: list
+    params: dict
+    attempts: int
+    after_id: int | None
+
+
+def _claimable(now: datetime, kinds: tuple[str, ...]):
+    prerequisite = aliased(Job)
+    ready = and_(
+        Job.state == QUEUED, Job.next_attempt_at <= now,
+        or_(Job.after_id.is_(None),
+            exists().where(prerequisite.id == Job.after_id, prerequisite.state == DONE)),
+        ~exists().where(Destination.name == Job.destination, Destination.blocked_until > now))
+    abandoned = and_(Job.state == RUNNING, Job.lease_until < now)
+    return and_(Job.kind.in_(kinds), or_(ready, abandoned))
+
+
+class JobQueue:
+    def __init__(self, sessions: sessionmaker[Session], retry: RetrySettings, lease_seconds: float) -> None:
+        self.sessions = sessions
+        self.retry = retry
+        self.lease = timedelta(seconds=lease_seconds)
+        self.postgres = sessions.kw["bind"].dialect.name == "postgresql"
+
+    def claim(self, worker: str, kinds: tuple[str, ...]) -> Claimed | None:
+        """Take one runnable job of `kinds` for `worker`, or None when there is none."""
+        now = utcnow()
+        with self.sessions.begin() as s:
+            query = select(Job).where(_claimable(now, kinds)).order_by(Job.id)
+            if self.postgres:
+                candidates = s.scalars(query.limit(1).with_for_update(skip_locked=True)).all()
+            else:
+                candidates = s.scalars(query.limit(8)).all()
+            for job in candidates:
+                resumed = job.state == RUNNING
+                taken = s.execute(
+                    update(Job).where(Job.id == job.id, Job.state == job.state,
+                                      Job.updated_at == job.updated_at)
+                    .values(state=RUNNING, worker=worker, lease_until=now + self.lease,
+                            attempts=Job.attempts + 1, updated_at=now)
+                    .execution_options(synchronize_session=False)).rowcount
+                if taken:
+                    if resumed:
+                        log.warning("job %d (%s → %s) resumed: worker %s stopped renewing it", job.id,
+                                    job.kind, job.destination, job.worker)
+                    return Claimed(job.id, job.kind, job.study_uid, job.route, job.destination,
+                                   list(job.objects), dict(job.params), job.attempts + 1, job.after_id)
+        return None
+
+    def renew(self, worker: str, job_ids: list[int]) -> None:
+        if not job_ids:
+            return
+        with self.sessions.begin() as s:
+            s.execute(update(Job).where(Job.id.in_(job_ids), Job.worker == worker, Job.state == RUNNING)
+                      .values(lease_until=utcnow() + self.lease))
+
+    def finish(self, job: Claimed, worker: str, result: dict, event: str | None = None) -> bool:
+        """Mark done and clear the destination's back-off; False when the job was taken from us."""
+        now = utcnow()
+        with self.sessions.begin() as s:
+            done = s.execute(update(Job).where(Job.id == job.id, Job.worker == worker, Job.state == RUNNING)
+                             .values(state=DONE, result=result, last_error="", lease_until=None,
+                                     finished_at=now, updated_at=now)).rowcount
+            if not done:
+                return False
+            dest = s.get(Destination, job.destination)
+            if dest is not None and dest.failures:
+                dest.failures, dest.blocked_until, dest.updated_at = 0, None, now
+            if event:
+                record(s, event, job.study_uid, {"job": job.id, "destination": job.destination,
+                                                 "route": job.route, **result})
+        return True
+
+    def fail(self, job: Claimed, worker: str, failure: JobFailure, event: str | None = None) -> str:
+        """Record a failed attempt: queued again after the destination's back-off, or parked."""
+        now = utcnow()
+        message = str(failure)[:2000]
+        with self.sessions.begin() as s:
+            row = s.get(Job, job.id)
+            if row is None or row.worker != worker or row.state != RUNNING:
+                return "lost"
+            retry_at = failure.retry_at or now
+            if not failure.permanent:       # one refused message says nothing about the destination
+                dest = s.get(Destination, job.destination)
+                if dest is None:
+                    dest = Destination(name=job.destination, failures=0, last_error="", updated_at=now)
+                    s.add(dest)
+                dest.failures += 1
+                retry_at = failure.retry_at or now + timedelta(
+                    seconds=backoff_seconds(dest.failures, self.retry))
+                dest.blocked_until, dest.last_error, dest.updated_at = retry_at, message, now
+            parked = failure.permanent or row.attempts >= row.max_attempts
+            row.state = FAILED if parked else QUEUED
+            row.next_attempt_at = now if parked else retry_at
+            row.last_error, row.lease_until, row.updated_at = message, None, now
+            row.finished_at = now if parked else None
+            if event:
+                record(s, event, job.study_uid, {
+                    "job": job.id, "destination": job.destination, "route": job.route, "error": message,
+                    "attempt": row.attempts, "parked": parked,
+                    "next_attempt_at": None if parked else retry_at.isoformat() + "Z"})
+        if parked:
+            log.error("job %d (%s → %s) parked as failed after %d attempt(s): %s", job.id, job.kind,
+                      job.destination, job.attempts, message)
+            return FAILED
+        log.warning("job %d (%s → %s) attempt %d failed, next at %s UTC: %s", job.id, job.kind,
+                    job.destination, job.attempts, retry_at.strftime("%H:%M:%S"), message)
+        return QUEUED
+
+    def retry(self, job_id: int) -> Job:
+        """Requeue a job now (an operator's `jobs retry`): attempts start again, back-off is lifted."""
+        now = utcnow()
+        with self.sessions.begin() as s:
+            job = s.get(Job, job_id)
+            if job is None:
+                raise KeyError(f"no job {job_id}")
+            if job.state == RUNNING:
+                raise ValueError(f"job {job_id} is running on {job.worker}")
+            job.state, job.attempts, job.next_attempt_at = QUEUED, 0, now
+            job.finished_at, job.updated_at = None, now
+            dest = s.get(Destination, job.destination)
+            if dest is not None:
+                dest.blocked_until = None
+            return job
+
+
+def list_jobs(s: Session, state: str | None = None, limit: int = 1000) -> list[Job]:
+    query = select(Job).order_by(Job.id.desc()).limit(limit)
+    if state:
+        query = query.where(Job.state == state)
+    return list(s.scalars(query))
+
+
+def job_json(job: Job) -> dict:
+    def iso(t: datetime | None) -> str | None:
+        return t.isoformat() + "Z" if t else None
+    return {"id": job.id, "kind": job.kind, "state": job.state, "study_uid": job.study_uid,
+            "route": job.route, "destination": job.destination, "objects": job.objects,
+            "after": job.after_id, "attempts": job.attempts, "max_attempts": job.max_attempts,
+            "next_attempt_at": iso(job.next_attempt_at) if job.state == QUEUED else None,
+            "last_error": job.last_error, "result": job.result, "worker": job.worker,
+            "created_at": iso(job.created_at), "finished_at": iso(job.finished_at)}
+
+
+__all__ = ["DONE", "FAILED", "QUEUED", "RUNNING", "Claimed", "JobFailure", "JobQueue", "backoff_seconds",
+           "job_json", "list_jobs"]

@@ -1,0 +1,67 @@
+"""Analysis results on disk: `data_dir/results/<study>/`, made whole or not at all.
+
+An analysis writes into a temporary folder beside it and the folder is renamed into place only when
+every file is there, with `job.json` naming the job that made it. Deliveries read these files and never
+rebuild them, so a retried delivery sends the very same objects (same UIDs, same control ids); a
+re-run analysis of the same study gets the same UIDs from reports/uids.py.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from neuropetrix.store.files import check_uid
+
+# Route object names → result files (reports/writer.py FILES).
+OBJECT_FILES = {"seg": "seg.dcm", "sr": "sr.dcm", "pdf": "report.dcm"}
+HL7_FILE, FHIR_FILE, ANALYSIS_FILE, STAMP_FILE = "oru.hl7", "fhir_bundle.json", "analysis.json", "job.json"
+
+
+class ResultStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def folder(self, study_uid: str) -> Path:
+        return self.root / check_uid(study_uid, "StudyInstanceUID")
+
+    def made_by(self, study_uid: str) -> int | None:
+        """The job that wrote the current results of a study, or None when there are none."""
+        try:
+            return int(json.loads((self.folder(study_uid) / STAMP_FILE).read_text())["job"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def new_temp(self, study_uid: str) -> Path:
+        temp = self.root / ".incoming" / f"{check_uid(study_uid, 'StudyInstanceUID')}-{uuid.uuid4().hex}"
+        temp.mkdir(parents=True)
+        return temp
+
+    def publish(self, temp: Path, study_uid: str, job_id: int) -> Path:
+        """Stamp `temp` with the job and rename it into place, replacing earlier results."""
+        (temp / STAMP_FILE).write_text(json.dumps({"job": job_id}))
+        final = self.folder(study_uid)
+        old = None
+        if final.exists():
+            old = final.with_name(f".old-{final.name}-{uuid.uuid4().hex}")
+            os.replace(final, old)
+        os.replace(temp, final)
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def clean_incoming(self) -> None:
+        """Remove half-written results of analyses that were interrupted."""
+        shutil.rmtree(self.root / ".incoming", ignore_errors=True)
+        for old in self.root.glob(".old-*"):
+            shutil.rmtree(old, ignore_errors=True)
+
+    def file(self, study_uid: str, name: str) -> Path:
+        return self.folder(study_uid) / name

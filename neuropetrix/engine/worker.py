@@ -1,0 +1,141 @@
+"""The engine's threads: route completed studies, run jobs, keep leases of jobs in hand alive.
+
+Delivery lanes (threads) take forward/HL7/FHIR/notify jobs: a slow or dead destination ties up at
+most the lane talking to it, while its back-off keeps the others from calling it. Analysis lanes each
+own a child process (analysis_runner). On stop, jobs in hand are either finished (deliveries, bounded
+by their timeouts) or handed back to the queue (analyses) so a restart takes them at once.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session, sessionmaker
+
+from neuropetrix.config.settings import EngineSettings, Settings
+from neuropetrix.engine.analysis_runner import AnalysisProcess
+from neuropetrix.engine.dispatch import Dispatcher
+from neuropetrix.engine.executor import JobRunner, done_event, failed_event
+from neuropetrix.engine.jobs import Claimed, JobFailure, JobQueue
+from neuropetrix.engine.results import ResultStore
+from neuropetrix.engine.routes.rules import compile_routes
+from neuropetrix.store.files import FileStore
+from neuropetrix.store.jobs_models import QUEUED, RUNNING, Job
+
+log = logging.getLogger("neuropetrix.engine")
+DELIVERY_KINDS = ("forward", "hl7", "fhir", "notify")
+ANALYSIS_KINDS = ("analyze",)
+
+
+class Worker:
+    def __init__(self, queue: JobQueue, runner: JobRunner, dispatcher: Dispatcher,
+                 settings: EngineSettings) -> None:
+        self.queue = queue
+        self.runner = runner
+        self.dispatcher = dispatcher
+        self.settings = settings
+        self.node_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._in_hand: dict[str, int] = {}            # lane name → job id
+        self._lock = threading.Lock()
+        self._analyzers: list[AnalysisProcess] = []
+
+    def start(self) -> None:
+        lanes = [("routes", self._route_loop, ()), ("leases", self._lease_loop, ())]
+        lanes += [(f"delivery-{i}", self._job_loop, (DELIVERY_KINDS, None)) for i in range(self.settings.workers)]
+        for i in range(self.settings.analysis_workers):
+            analyzer = AnalysisProcess()
+            analyzer.warm()
+            self._analyzers.append(analyzer)
+            lanes.append((f"analysis-{i}", self._job_loop, (ANALYSIS_KINDS, analyzer)))
+        for name, target, args in lanes:
+            thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info("engine started as %s: %d delivery lane(s), %d analysis lane(s)", self.node_id,
+                 self.settings.workers, self.settings.analysis_workers)
+
+    def _route_loop(self) -> None:
+        while not self._stop.wait(self.settings.poll_seconds):
+            try:
+                self.dispatcher.run_once()
+            except Exception:
+                log.exception("routing completed studies failed; will try again")
+
+    def _lease_loop(self) -> None:
+        while not self._stop.wait(self.settings.lease_seconds / 3):
+            with self._lock:
+                ids = list(self._in_hand.values())
+            try:
+                self.queue.renew(self.node_id, ids)
+            except Exception:
+                log.exception("renewing job leases failed; will try again")
+
+    def _job_loop(self, kinds: tuple[str, ...], analyzer: AnalysisProcess | None) -> None:
+        lane = threading.current_thread().name
+        while not self._stop.is_set():
+            try:
+                job = self.queue.claim(self.node_id, kinds)
+            except Exception:
+                log.exception("claiming a job failed; will try again")
+                job = None
+            if job is None:
+                self._stop.wait(self.settings.poll_seconds)
+                continue
+            with self._lock:
+                self._in_hand[lane] = job.id
+            try:
+                self._run(job, analyzer)
+            finally:
+                with self._lock:
+                    self._in_hand.pop(lane, None)
+
+    def _run(self, job: Claimed, analyzer: AnalysisProcess | None) -> None:
+        log.info("job %d: %s of study %s → %s (attempt %d)", job.id, job.kind, job.study_uid,
+                 job.destination, job.attempts)
+        try:
+            result = self.runner.run(job, self._stop, analyzer)
+        except JobFailure as failure:
+            if self._stop.is_set() and job.kind == "analyze":
+                self._hand_back(job)
+                return
+            self.queue.fail(job, self.node_id, failure, failed_event(job.kind))
+            return
+        except Exception as exc:               # a bug or an unexpected peer: recorded, the lane goes on
+            log.exception("job %d failed unexpectedly", job.id)
+            self.queue.fail(job, self.node_id, JobFailure(f"{type(exc).__name__}: {exc}"), failed_event(job.kind))
+            return
+        if self.queue.finish(job, self.node_id, result, done_event(job.kind)):
+            log.info("job %d done: %s → %s %s", job.id, job.kind, job.destination, result)
+        else:
+            log.warning("job %d finished here but was taken by another worker meanwhile", job.id)
+
+    def _hand_back(self, job: Claimed) -> None:
+        """A job interrupted by stop: queued again now, the attempt not counted."""
+        with self.queue.sessions.begin() as s:
+            s.execute(update(Job).where(Job.id == job.id, Job.worker == self.node_id, Job.state == RUNNING)
+                      .values(state=QUEUED, attempts=Job.attempts - 1, lease_until=None))
+        log.info("job %d handed back to the queue (node stopping)", job.id)
+
+    def stop(self, grace: float = 30.0) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=grace if thread.name.startswith("delivery") else 10)
+        for analyzer in self._analyzers:
+            analyzer.close()
+
+
+def build_worker(settings: Settings, sessions: sessionmaker[Session], files: FileStore) -> Worker:
+    """The engine of a node, its rules checked first (RouteError names the rule at fault)."""
+    rules = compile_routes(settings)
+    engine = settings.engine
+    results = ResultStore(settings.node.data_dir / "results")
+    results.clean_incoming()
+    queue = JobQueue(sessions, engine.retry, engine.lease_seconds)
+    return Worker(queue, JobRunner(settings, sessions, files, results),
+                  Dispatcher(sessions, files, rules, engine.retry), engine)

@@ -1,0 +1,78 @@
+"""End to end with real peers on loopback: dcmtk storescu sends a PET/CT study to the node, the node
+analyses it, Orthanc (the PACS) ends up with the SEG, SR and PDF, python-hl7's MLLP server gets the ORU
+and answers AA, a local FHIR endpoint gets the transaction bundle."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import hl7
+from pydicom.uid import EncapsulatedPDFStorage
+
+from tests.engine.conftest import FAST_ENGINE, all_jobs_settled, events_of, storescu, wait_for
+from tests.engine.hbys import fhir_endpoint, mllp_listener
+from tests.nodeproc import running_node
+from tests.peers import orthanc
+
+SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
+ROUTE = {"name": "petct-analysis", "match": {"modality": "PT", "tracer": "*fluorodeoxyglucose*"},
+         "actions": ["analyze", {"forward": "pacs", "objects": ["seg", "sr", "pdf"]},
+                     {"hl7": "hbys"}, {"fhir": "hbys"}, {"notify": ["physician"]}]}
+
+
+def hbys_config(mllp_port: int, fhir_url: str, token: str | None = None) -> dict:
+    return {"mllp": {"host": "127.0.0.1", "port": mllp_port, "timeout": 5},
+            "fhir": {"base_url": fhir_url, "token": token, "timeout": 5}}
+
+
+def pacs_peer(port: int) -> dict:
+    return {"name": "pacs", "ae_title": "ORTHANC", "host": "127.0.0.1", "port": port}
+
+
+def overrides(pacs_port: int, mllp_port: int, fhir_url: str, token: str | None = None) -> dict:
+    from tests.nodeproc import SCANNER_AE, free_port
+    return {"peers": [{"name": "scanner", "ae_title": SCANNER_AE, "host": "127.0.0.1", "port": free_port()},
+                      pacs_peer(pacs_port)],
+            "hbys": hbys_config(mllp_port, fhir_url, token), "engine": FAST_ENGINE, "routes": [ROUTE]}
+
+
+def sop_classes(pacs) -> list[str]:
+    return sorted(pacs.get(f"/instances/{i}/simplified-tags")["SOPClassUID"] for i in pacs.get("/instances"))
+
+
+def test_study_in_results_out(tmp_path: Path, petct_study: Path) -> None:
+    with orthanc(tmp_path / "orthanc") as pacs, mllp_listener() as hl7_end, \
+            fhir_endpoint(token="s3cret") as fhir_end, \
+            running_node(tmp_path / "node", overrides(pacs.dicom_port, hl7_end.port, fhir_end.base_url,
+                                                      "s3cret")) as node:
+        storescu(node, petct_study)
+        jobs = wait_for("every job to finish", lambda: all_jobs_settled(node, 5), node)
+        assert [j["state"] for j in jobs] == ["done"] * 5, jobs
+        assert [j["kind"] for j in jobs] == ["analyze", "forward", "hl7", "fhir", "notify"]
+        assert all(j["after"] == jobs[0]["id"] for j in jobs[1:])
+
+        # the PACS holds exactly the three result objects, each once
+        assert sop_classes(pacs) == sorted([SEG_STORAGE, COMPREHENSIVE_3D_SR, EncapsulatedPDFStorage])
+        study_uid = jobs[0]["study_uid"]
+        assert [s["MainDicomTags"]["StudyInstanceUID"] for s in pacs.get("/studies?expand")] == [study_uid]
+
+        # HBYS got one ORU^R01 for this study and acknowledged it
+        assert len(hl7_end.received) == 1 and hl7_end.acked == ["AA"]
+        oru = hl7.parse(hl7_end.received[0])
+        assert str(oru.segment("MSH")(9)).startswith("ORU^R01")
+        assert str(oru.segment("PID")(3)).startswith("10000000146")
+        assert any(str(seg(0)) == "OBX" for seg in oru)
+        assert jobs[2]["result"] == {"ack": "AA", "control_id": str(oru.segment("MSH")(10))}
+
+        # the FHIR server got one transaction with a DiagnosticReport for the study, with the token
+        assert fhir_end.statuses == [200] and len(fhir_end.bundles) == 1
+        bundle = fhir_end.bundles[0]
+        assert bundle["resourceType"] == "Bundle" and bundle["type"] == "transaction"
+        kinds = {e["resource"]["resourceType"] for e in bundle["entry"]}
+        assert {"DiagnosticReport", "Observation", "ImagingStudy"} <= kinds
+
+        assert [e.payload["job"] for e in events_of(node, "analysis.done")] == [jobs[0]["id"]]
+        assert len(events_of(node, "delivery.done")) == 3
+        assert events_of(node, "notification")[0].payload["recipients"] == ["physician"]
+        listed = node.cli("jobs")
+        assert listed.returncode == 0 and listed.stdout.count(" done ") == 5, listed.stdout
