@@ -1,9 +1,11 @@
-"""The node in one process: database, storage, DICOM SCP and study completion, started and stopped
-together. `neuropetrix serve` runs it; tests start it in a subprocess the same way."""
+"""The node in one process: database, storage, DICOM SCP, study completion, worker and API, started
+and stopped together. `neuropetrix serve` runs it; tests start it in a subprocess the same way."""
 from __future__ import annotations
 
 import logging
 
+from neuropetrix.api.context import Readiness
+from neuropetrix.api.server import ApiServer
 from neuropetrix.config.settings import Settings
 from neuropetrix.engine.assembly import CompletionWatcher
 from neuropetrix.engine.worker import build_worker
@@ -35,13 +37,22 @@ class Node:
         self.scp = DicomServer(node.dicom_host, node.dicom_port, policy, self.ingest, limits, node.fsync)
         self.completion = CompletionWatcher(self.sessions, node.study_quiet_seconds)
         self.worker = build_worker(settings, self.sessions, self.files)
+        self.api = ApiServer(settings, self.sessions, Readiness(
+            node.storage_dir, dicom_listening=self._dicom_listening,
+            dicom_associations=lambda: self.scp.active_associations))
+
+    def _dicom_listening(self) -> bool:
+        thread = self.scp._thread          # the accept loop; DicomServer has no public "listening" yet
+        return thread is not None and thread.is_alive()
 
     def start(self) -> None:
         self.completion.start()
         self.worker.start()
         self.scp.start()
+        self.api.start()
 
     def stop(self) -> None:
+        self.api.stop()
         self.scp.stop()
         self.completion.stop()
         self.worker.stop()

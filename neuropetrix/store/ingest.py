@@ -18,6 +18,7 @@ from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 from sqlalchemy.exc import OperationalError
 
+from neuropetrix import metrics
 from neuropetrix.store.files import FileStore, InvalidUID, check_uid, relative_path
 from neuropetrix.store.index import InstanceRecord, StudyIndex
 
@@ -144,4 +145,7 @@ class Ingest:
             raise
         if not added:
             log.info("duplicate %s from %s arrived concurrently, kept the first", sop, calling_ae)
+        else:
+            metrics.INSTANCES_RECEIVED.inc()
+            metrics.BYTES_RECEIVED.inc(size)
         return Outcome(SUCCESS, duplicate=not added, study_uid=study_uid)

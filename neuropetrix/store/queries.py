@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session
 
 from neuropetrix.store.models import Instance, Patient, Series, Study
@@ -31,11 +31,48 @@ class StudyRow:
         return d
 
 
-def list_studies(s: Session, limit: int = 1000, offset: int = 0) -> list[StudyRow]:
+@dataclass(frozen=True)
+class StudyFilter:
+    """Which studies to list; every field left None matches all."""
+
+    state: str | None = None
+    modality: str | None = None
+    patient_id: str | None = None
+    accession_number: str | None = None
+    date_from: str | None = None        # StudyDate YYYYMMDD, inclusive
+    date_to: str | None = None
+    text: str | None = None             # in the patient name or the study description
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        c: list[ColumnElement[bool]] = []
+        if self.state:
+            c.append(Study.state == self.state)
+        if self.modality:
+            c.append(Study.id.in_(select(Series.study_pk).where(Series.modality == self.modality)))
+        if self.patient_id:
+            c.append(Patient.patient_id == self.patient_id)
+        if self.accession_number:
+            c.append(Study.accession_number == self.accession_number)
+        if self.date_from:
+            c.append(Study.study_date >= self.date_from)
+        if self.date_to:
+            c.append(Study.study_date <= self.date_to)
+        if self.text:
+            like = f"%{self.text}%"
+            c.append(or_(Patient.name.ilike(like), Study.description.ilike(like)))
+        return c
+
+
+def count_studies(s: Session, where: StudyFilter = StudyFilter()) -> int:
+    return s.scalar(select(func.count(Study.id)).join(Patient).where(*where.conditions())) or 0
+
+
+def list_studies(s: Session, limit: int = 1000, offset: int = 0,
+                 where: StudyFilter = StudyFilter()) -> list[StudyRow]:
     """Studies, newest first, with their modalities and counts (two grouped queries, not N+1)."""
     studies = s.execute(
-        select(Study, Patient).join(Patient).order_by(Study.last_received_at.desc())
-        .limit(limit).offset(offset)).all()
+        select(Study, Patient).join(Patient).where(*where.conditions())
+        .order_by(Study.last_received_at.desc(), Study.id.desc()).limit(limit).offset(offset)).all()
     pks = [st.id for st, _ in studies]
     if not pks:
         return []

@@ -1,0 +1,78 @@
+"""The aiohttp application: routes, middlewares, and the background tasks (event feed, push)."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import WSCloseCode, web
+from sqlalchemy.orm import Session, sessionmaker
+
+from neuropetrix.api import routes_admin, routes_auth, routes_devices, routes_studies
+from neuropetrix.api.auth import Auth
+from neuropetrix.api.context import CTX, ApiContext, Database, Readiness
+from neuropetrix.api.errors import errors_and_timing
+from neuropetrix.api.events import EventFeed
+from neuropetrix.api.openapi import openapi
+from neuropetrix.api.ops import count_events, healthz, metrics, readyz
+from neuropetrix.api.push import PushNotifier
+from neuropetrix.api.tokens import TokenSigner, load_signing_key
+from neuropetrix.api.ws import websocket
+from neuropetrix.config.settings import Settings
+from neuropetrix.node.scu.push import FcmSender
+
+STATIC = Path(__file__).with_name("static")
+
+
+async def _index(_request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+async def _background(app: web.Application) -> AsyncIterator[None]:
+    ctx = app[CTX]
+    tasks = [asyncio.create_task(ctx.feed.run(), name="event-feed")]
+    if ctx.push is not None:
+        tasks.append(asyncio.create_task(ctx.push.run(), name="push"))
+    yield
+    for t in tasks:
+        t.cancel()
+    for t in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await t
+    if ctx.push is not None:
+        ctx.push.close()
+    ctx.db.close()
+
+
+async def _close_websockets(app: web.Application) -> None:
+    for ws in list(app[CTX].websockets):
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"node stopping")
+
+
+def create_app(settings: Settings, sessions: sessionmaker[Session], readiness: Readiness) -> web.Application:
+    db = Database(sessions)
+    key = load_signing_key(settings.api.signing_key, settings.node.data_dir)
+    auth = Auth(TokenSigner(key, settings.api.access_token_seconds), settings.api)
+    feed = EventFeed(db, settings.api.event_poll_seconds)
+    feed.listen(count_events)
+    push = None
+    if settings.push.credentials_file is not None:
+        push = PushNotifier(db, FcmSender(settings.push.credentials_file, settings.push.fcm_endpoint),
+                            settings.push)
+        feed.listen(push.on_events)
+
+    app = web.Application(middlewares=[errors_and_timing], client_max_size=1024 * 1024)
+    app[CTX] = ApiContext(settings, db, auth, feed, readiness, push)
+    for module in (routes_auth, routes_studies, routes_admin, routes_devices):
+        app.add_routes(module.routes)
+    app.router.add_get("/api/ws", websocket)
+    app.router.add_get("/api/openapi.json", openapi)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/", _index)
+    app.router.add_static("/static/", STATIC)
+    app.cleanup_ctx.append(_background)
+    app.on_shutdown.append(_close_websockets)
+    return app

@@ -1,0 +1,209 @@
+"""Who is calling and whether they may: login, refresh-token rotation, logout, access-token checks,
+and the rate limit on failed logins (per account and per client address)."""
+from __future__ import annotations
+
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import wraps
+
+from aiohttp import web
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from neuropetrix.api import users
+from neuropetrix.api.context import CTX
+from neuropetrix.api.errors import json_error
+from neuropetrix.api.permissions import ROLE_PERMISSIONS
+from neuropetrix.api.tokens import InvalidToken, TokenSigner, new_refresh_token, token_hash
+from neuropetrix.config.settings import ApiSettings
+from neuropetrix.store.accounts import RefreshToken, User
+from neuropetrix.store.db import utcnow
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Principal:
+    user_id: int
+    username: str
+    role: str
+    expires_at: int          # of the access token, Unix time
+
+    @property
+    def permissions(self) -> frozenset[str]:
+        return ROLE_PERMISSIONS.get(self.role, frozenset())
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+
+    def to_json(self) -> dict:
+        return {"access_token": self.access_token, "refresh_token": self.refresh_token,
+                "token_type": "bearer", "expires_in": self.expires_in}
+
+
+class LoginLimiter:
+    """Failed logins within a sliding window, per key ("account:NAME", "address:IP"). In memory: one
+    node process answers the logins of its clients."""
+
+    def __init__(self, per_account: int, per_address: int, window: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.limits = {"account": per_account, "address": per_address}
+        self.window = window
+        self.clock = clock
+        self._failures: dict[str, deque[float]] = {}
+
+    def _recent(self, key: str) -> deque[float]:
+        q = self._failures.setdefault(key, deque())
+        cutoff = self.clock() - self.window
+        while q and q[0] <= cutoff:
+            q.popleft()
+        return q
+
+    def retry_after(self, username: str, address: str) -> float:
+        """Seconds until a login may be tried again; 0 when it may be tried now."""
+        wait = 0.0
+        for kind, key in (("account", username.lower()), ("address", address)):
+            q = self._recent(f"{kind}:{key}")
+            if len(q) >= self.limits[kind]:
+                wait = max(wait, q[0] + self.window - self.clock())
+        return wait
+
+    def failed(self, username: str, address: str) -> None:
+        now = self.clock()
+        self._recent(f"account:{username.lower()}").append(now)
+        self._recent(f"address:{address}").append(now)
+
+    def succeeded(self, username: str) -> None:
+        self._failures.pop(f"account:{username.lower()}", None)
+
+
+class AuthError(Exception):
+    def __init__(self, status: int, message: str, retry_after: float = 0) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class Auth:
+    def __init__(self, signer: TokenSigner, settings: ApiSettings, limiter: LoginLimiter | None = None) -> None:
+        self.signer = signer
+        self.refresh_ttl = timedelta(days=settings.refresh_token_days)
+        self.limiter = limiter or LoginLimiter(settings.login_failures_per_account,
+                                               settings.login_failures_per_address,
+                                               settings.login_window_seconds)
+
+    def _issue(self, s: Session, user: User, family: str, address: str) -> TokenPair:
+        refresh = new_refresh_token()
+        now = utcnow()
+        s.add(RefreshToken(user_id=user.id, family=family, token_hash=token_hash(refresh), created_at=now,
+                           expires_at=now + self.refresh_ttl, client_address=address[:64]))
+        access = self.signer.issue(user.id, user.username, user.role, user.token_version)
+        return TokenPair(access, refresh, self.signer.ttl)
+
+    def login(self, s: Session, username: str, password: str, address: str) -> TokenPair:
+        wait = self.limiter.retry_after(username, address)
+        if wait > 0:
+            raise AuthError(429, "too many failed logins; try again later", wait)
+        user = users.verify_password(s, username, password)
+        if user is None:
+            self.limiter.failed(username, address)
+            raise AuthError(401, "invalid user name or password")
+        self.limiter.succeeded(username)
+        user.last_login_at = utcnow()
+        return self._issue(s, user, uuid.uuid4().hex, address)
+
+    def refresh(self, s: Session, refresh_token: str, address: str) -> TokenPair:
+        """Rotate: the presented token is spent and a new one issued in its family. A spent or revoked
+        token presented again means it was copied, so the whole family is revoked."""
+        row = s.scalars(select(RefreshToken).where(RefreshToken.token_hash == token_hash(refresh_token))).first()
+        if row is None:
+            raise AuthError(401, "unknown refresh token")
+        now = utcnow()
+        spent = s.execute(update(RefreshToken).where(RefreshToken.id == row.id, RefreshToken.used_at.is_(None),
+                                                     RefreshToken.revoked_at.is_(None))
+                          .values(used_at=now)).rowcount
+        if not spent:
+            self._revoke_family(s, row.family, now)
+            raise AuthError(401, "refresh token already used or revoked; this login is now revoked")
+        user = s.get(User, row.user_id)
+        if row.expires_at <= now or user is None or user.disabled:
+            raise AuthError(401, "refresh token expired or account disabled")
+        return self._issue(s, user, row.family, address)
+
+    @staticmethod
+    def _revoke_family(s: Session, family: str, now: datetime) -> None:
+        s.execute(update(RefreshToken).where(RefreshToken.family == family, RefreshToken.revoked_at.is_(None))
+                  .values(revoked_at=now))
+
+    def logout(self, s: Session, refresh_token: str) -> None:
+        """Revoke this login (the token's family); unknown tokens are ignored, logging out is idempotent."""
+        row = s.scalars(select(RefreshToken).where(RefreshToken.token_hash == token_hash(refresh_token))).first()
+        if row is not None:
+            self._revoke_family(s, row.family, utcnow())
+
+    def logout_everywhere(self, s: Session, user_id: int) -> None:
+        user = s.get(User, user_id)
+        if user is not None:
+            users.revoke_sessions(s, user)
+
+    def principal(self, s: Session, access_token: str) -> Principal:
+        """The caller of a valid access token whose account is enabled and not logged out since."""
+        try:
+            claims = self.signer.verify(access_token)
+        except InvalidToken as exc:
+            raise AuthError(401, f"invalid access token: {exc}") from None
+        user = s.get(User, claims.user_id)
+        if user is None or user.disabled or user.token_version != claims.version:
+            raise AuthError(401, "access token revoked")
+        return Principal(user.id, user.username, user.role, claims.expires_at)
+
+
+def bearer_token(request: web.Request, allow_query: bool = False) -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip()
+    return request.query.get("token") if allow_query else None
+
+
+def auth_error_response(exc: AuthError) -> web.Response:
+    headers = {"Retry-After": str(max(1, int(exc.retry_after + 0.999)))} if exc.status == 429 else None
+    if exc.status == 401:
+        headers = {"WWW-Authenticate": 'Bearer realm="neuropetrix"'}
+    return json_error(exc.status, str(exc), headers)
+
+
+async def authenticate(request: web.Request, allow_query: bool = False) -> Principal:
+    """The request's principal; raises AuthError(401) without a valid access token."""
+    token = bearer_token(request, allow_query)
+    if not token:
+        raise AuthError(401, "missing bearer token")
+    ctx = request.app[CTX]
+    return await ctx.db(ctx.auth.principal, token)
+
+
+def requires(permission: str | None) -> Callable[[Handler], Handler]:
+    """Handler decorator: 401 without a valid access token, 403 when the role lacks `permission`
+    (None: any signed-in user). The principal is put in request["principal"]."""
+
+    def wrap(handler: Handler) -> Handler:
+        @wraps(handler)
+        async def checked(request: web.Request) -> web.StreamResponse:
+            try:
+                principal = await authenticate(request)
+            except AuthError as exc:
+                return auth_error_response(exc)
+            if permission is not None and permission not in principal.permissions:
+                return json_error(403, f"role {principal.role} may not do this ({permission})")
+            request["principal"] = principal
+            return await handler(request)
+        checked.permission = permission  # type: ignore[attr-defined]   # read by openapi.py
+        return checked
+    return wrap

@@ -1,0 +1,87 @@
+"""`neuropetrix users add NAME --role ROLE | passwd NAME | list [--json] | disable NAME`.
+
+Passwords are read from standard input (one line), or prompted twice without echo on a terminal, so
+they never appear in the process list or the shell history.
+"""
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+
+from neuropetrix.api import users
+from neuropetrix.cli import CommandError, add_config_option, settings_from
+from neuropetrix.store.accounts import ROLES
+from neuropetrix.store.db import open_database
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("users", help="accounts of the API and dashboard")
+    usub = p.add_subparsers(dest="users_command", required=True, metavar="ACTION")
+    add = usub.add_parser("add", help="create an account (password from stdin or prompted)")
+    add.add_argument("name")
+    add.add_argument("--role", required=True, choices=ROLES)
+    passwd = usub.add_parser("passwd", help="set a new password (logs the user out everywhere)")
+    passwd.add_argument("name")
+    lst = usub.add_parser("list", help="list accounts")
+    lst.add_argument("--json", action="store_true", help="machine-readable output")
+    disable = usub.add_parser("disable", help="disable an account and revoke its sessions")
+    disable.add_argument("name")
+    for q in (add, passwd, lst, disable):
+        add_config_option(q)
+    add.set_defaults(handler=_add)
+    passwd.set_defaults(handler=_passwd)
+    lst.set_defaults(handler=_list)
+    disable.set_defaults(handler=_disable)
+
+
+def _read_password() -> str:
+    if sys.stdin.isatty():
+        first = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != first:
+            raise CommandError("the passwords differ")
+        return first
+    line = sys.stdin.readline()
+    if not line:
+        raise CommandError("no password on standard input")
+    return line.rstrip("\r\n")
+
+
+def _in_transaction(args: argparse.Namespace, fn, *fargs):
+    _, sessions = open_database(settings_from(args).node.db_url)
+    try:
+        with sessions.begin() as s:
+            return fn(s, *fargs)
+    except users.AccountError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _add(args: argparse.Namespace) -> int:
+    info = _in_transaction(args, users.add_user, args.name, _read_password(), args.role)
+    print(f"user {info.username} added with role {info.role}")
+    return 0
+
+
+def _passwd(args: argparse.Namespace) -> int:
+    _in_transaction(args, users.set_password, args.name, _read_password())
+    print(f"password of {args.name} changed; its sessions are revoked")
+    return 0
+
+
+def _disable(args: argparse.Namespace) -> int:
+    _in_transaction(args, users.update_user, args.name, None, True)
+    print(f"user {args.name} disabled; its sessions are revoked")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    rows = _in_transaction(args, users.list_users)
+    if args.json:
+        print(json.dumps([u.to_json() for u in rows], indent=2))
+        return 0
+    print(f"{'USER':<24} {'ROLE':<13} {'STATE':<9} LAST LOGIN (UTC)")
+    for u in rows:
+        last = u.last_login_at.strftime("%Y-%m-%d %H:%M") if u.last_login_at else "-"
+        print(f"{u.username:<24} {u.role:<13} {'disabled' if u.disabled else 'active':<9} {last}")
+    return 0

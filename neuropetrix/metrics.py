@@ -1,0 +1,24 @@
+"""Prometheus metric objects shared by every part of the node; `/metrics` serves the default registry.
+
+Each part increments its own metrics where the thing happens (ingest counts instances, the API times
+requests); values that live elsewhere (jobs by state, open associations) are read when scraped and
+analysis/delivery outcomes are counted from the event log, wherever the worker runs (api/ops.py).
+"""
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+INSTANCES_RECEIVED = Counter("neuropetrix_instances_received",
+                             "DICOM instances stored and indexed (duplicates not counted)")
+BYTES_RECEIVED = Counter("neuropetrix_received_bytes", "Bytes of DICOM instances stored")
+DICOM_ASSOCIATIONS = Gauge("neuropetrix_dicom_associations_active", "DICOM associations open now")
+ANALYSES = Counter("neuropetrix_analyses", "Analyses finished, by result", ["result"])
+ANALYSIS_SECONDS = Histogram("neuropetrix_analysis_duration_seconds", "Time one analysis took",
+                             buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800))
+JOBS = Gauge("neuropetrix_jobs", "Jobs in the queue, by state", ["state"])
+DELIVERIES_FAILED = Counter("neuropetrix_deliveries_failed", "Deliveries that failed, by kind", ["kind"])
+PUSH_MESSAGES = Counter("neuropetrix_push_messages", "Push notifications by outcome", ["outcome"])
+API_SECONDS = Histogram("neuropetrix_api_request_duration_seconds", "API request latency",
+                        ["method", "route", "status"],
+                        buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5))
+WS_CLIENTS = Gauge("neuropetrix_websocket_clients", "WebSocket clients connected")
