@@ -17,7 +17,8 @@ from neuropetrix.analysis.devices import resolve_device
 from neuropetrix.analysis.pipeline import analyze_volumes
 from neuropetrix.analysis.results import AnalysisResult
 from neuropetrix.analysis.volumes import Volume, choose_ct, choose_pet, load_volume, read_folder
-from neuropetrix.config.settings import AnalysisSettings
+from neuropetrix.config.settings import AnalysisSettings, HbysSettings
+from neuropetrix.reports.writer import write_reports
 
 
 @dataclass
@@ -34,6 +35,7 @@ class OfflineAnalysis:
     ct: Volume | None
     out_dir: Path
     files: dict[str, Path] = field(default_factory=dict)
+    hbys: HbysSettings = field(default_factory=HbysSettings)   # HL7 version/charset, patient id system
 
     @property
     def pet_datasets(self) -> list[Dataset]:
@@ -69,10 +71,12 @@ def write_outputs(analysis: OfflineAnalysis) -> None:
     analysis.out_dir.mkdir(parents=True, exist_ok=True)
     analysis.result.timings_s["write"] = time.perf_counter() - t0
     analysis.files["analysis.json"] = write_analysis_json(analysis)
+    analysis.files.update({p.name: p for p in write_reports(analysis.result, analysis.pet_datasets,
+                                                            analysis.out_dir, analysis.hbys).values()})
 
 
 def analyze_folder(study_dir: Path, out_dir: Path, settings: AnalysisSettings,
-                   device: str | None = None) -> OfflineAnalysis:
+                   device: str | None = None, hbys: HbysSettings | None = None) -> OfflineAnalysis:
     """Analyse the PET/CT study in `study_dir` and write the results into `out_dir`.
 
     `device` ("cpu", "cuda", "auto") overrides `settings.device`. Raises `AnalysisError` (with
@@ -83,6 +87,6 @@ def analyze_folder(study_dir: Path, out_dir: Path, settings: AnalysisSettings,
     pet, ct = load_study(Path(study_dir), need_ct_pixels=settings.method == "model")
     timings = {"read": time.perf_counter() - t0}
     result = analyze_volumes(pet, ct, settings, resolved, timings)
-    analysis = OfflineAnalysis(result=result, pet=pet, ct=ct, out_dir=Path(out_dir))
+    analysis = OfflineAnalysis(result=result, pet=pet, ct=ct, out_dir=Path(out_dir), hbys=hbys or HbysSettings())
     write_outputs(analysis)
     return analysis

@@ -26,8 +26,14 @@ def _algorithm(result: AnalysisResult) -> hd.sr.AlgorithmIdentification:
     return hd.sr.AlgorithmIdentification(name=seg.algorithm_name, version=seg.algorithm_version)
 
 
-def _measurement(m: Measure, algorithm: hd.sr.AlgorithmIdentification) -> hd.sr.Measurement:
-    return hd.sr.Measurement(name=m.concept, value=m.value, unit=m.unit, derivation=m.derivation,
+def _ds_safe(value: float) -> float:
+    """The value to 12 significant digits: pydicom formats 9.999999999999998 as the 17-character DS
+    "10.00000000000000", which dciodvfy rejects (DS holds 16); 12 digits always fit."""
+    return float(f"{value:.12g}")
+
+
+def _measurement(m: Measure, algorithm: hd.sr.AlgorithmIdentification | None) -> hd.sr.Measurement:
+    return hd.sr.Measurement(name=m.concept, value=_ds_safe(m.value), unit=m.unit, derivation=m.derivation,
                              algorithm_id=algorithm)
 
 
@@ -77,8 +83,7 @@ def build_sr(result: AnalysisResult, pet_datasets: list[Dataset], info: StudyInf
             tracking_identifier=hd.sr.TrackingIdentifier(uid=derived_uid(result, "sr", "liver"),
                                                          identifier="Liver reference (PERCIST)"),
             finding_sites=[hd.sr.FindingSite(LIVER)],
-            measurements=[hd.sr.Measurement(name=m.concept, value=m.value, unit=m.unit, derivation=m.derivation)
-                          for m in liver],
+            measurements=[_measurement(m, None) for m in liver],
         ))
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,

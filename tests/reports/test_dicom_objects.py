@@ -117,6 +117,17 @@ def test_sr_is_valid_and_gives_back_the_values(result, pet_study, tmp_path):
     assert _sr_value(totals, SUVBW, codes.SCT.Maximum) == pytest.approx(result.suv_max)
 
 
+def test_sr_values_that_round_up_to_an_extra_digit_stay_valid_ds(result, pet_study, tmp_path):
+    lesions = [dataclasses.replace(les, suv_max=9.999999999999998, volume_ml=99.99999999999999)
+               for les in result.lesions]
+    tricky = dataclasses.replace(result, lesions=lesions)
+    info = study_info(tricky, pet_study.datasets)
+    path = _save(build_sr(tricky, pet_study.datasets, info, build_seg(tricky, pet_study.datasets)), tmp_path / "sr.dcm")
+    dciodvfy(path)
+    group = hd.sr.srread(path).content.get_volumetric_roi_measurement_groups()[0]
+    assert _sr_value(group, SUVBW, codes.SCT.Maximum) == pytest.approx(10.0)
+
+
 def test_sr_of_a_negative_study_has_totals_and_no_lesion_groups(result, pet_study, tmp_path):
     negative = dataclasses.replace(result, lesions=[], label_map=np.zeros_like(result.label_map))
     with pytest.raises(ReportError, match="at least one segment"):
