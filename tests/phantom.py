@@ -26,7 +26,7 @@ from tests.synthetic import StudySpec, write_ct_series, write_pet_series
 
 ENHANCED_PET_STORAGE = "1.2.840.10008.5.1.4.1.1.130"
 VARIANTS = ("siemens_bqml", "ge_private_time", "philips_cnts", "philips_cnts_activity", "admin", "none",
-            "time_only_midnight", "mbq_dose", "enhanced")
+            "time_only_midnight", "mbq_dose", "gml", "cm2ml", "enhanced")
 _SUB = 4                      # sub-samples per voxel and axis
 
 
@@ -192,6 +192,12 @@ def write_phantom(phantom: Phantom, out_dir: Path, variant: str = "siemens_bqml"
                 block.add_new(0x00, "DS", f"{suv_factor:.10g}")
             block.add_new(0x09, "DS", f"{activity_factor:.10g}")
         steps.append(philips)
+    elif variant in ("gml", "cm2ml"):      # SUV stored directly (bw in g/ml, or bsa in cm²/ml)
+        spec = replace(spec, units=variant.upper())
+        phantom = replace(phantom, spec=spec)
+        bsa_cm2 = 0.007184 * spec.weight_kg ** 0.425 * (spec.height_m * 100) ** 0.725 * 1e4   # DuBois
+        factor = 1.0 if variant == "gml" else bsa_cm2 / (spec.weight_kg * 1000.0)
+        scale = lambda k: factor  # noqa: E731
     elif variant == "admin":
         spec = replace(spec, decay_correction="ADMIN")
         phantom = replace(phantom, spec=spec)
