@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError("jobs retry: give the job ID")
         queue = JobQueue(sessions, settings.engine.retry, settings.engine.lease_seconds)
         try:
-            job = queue.retry(args.id)
+            job = queue.requeue(args.id)
         except KeyError as exc:
             raise CommandError(exc.args[0]) from None
         except ValueError as exc:

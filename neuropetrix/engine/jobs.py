@@ -160,7 +160,7 @@ class JobQueue:
                     job.destination, job.attempts, retry_at.strftime("%H:%M:%S"), message)
         return QUEUED
 
-    def retry(self, job_id: int) -> Job:
+    def requeue(self, job_id: int) -> Job:
         """Requeue a job now (an operator's `jobs retry`): attempts start again, back-off is lifted."""
         now = utcnow()
         with self.sessions.begin() as s:

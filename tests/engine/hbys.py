@@ -40,6 +40,7 @@ class MllpListener:
     answers: list[str]                          # ACK codes in turn; the last one repeats
     received: list[str] = field(default_factory=list)
     acked: list[str] = field(default_factory=list)
+    hold: threading.Event | None = None         # when given, no ACK goes out until it is set
 
     def next_code(self) -> str:
         return self.answers[min(len(self.acked), len(self.answers) - 1)]
@@ -49,9 +50,9 @@ class MllpListener:
 
 
 @contextmanager
-def mllp_listener(answers: list[str] | None = None, port: int | None = None) -> Iterator[MllpListener]:
+def mllp_listener(answers: list[str] | None = None, hold: threading.Event | None = None) -> Iterator[MllpListener]:
     """python-hl7's MLLP server answering `answers` (default AA) with create_ack."""
-    listener = MllpListener(port or free_port(), answers or ["AA"])
+    listener = MllpListener(free_port(), answers or ["AA"], hold=hold)
     loop = LoopThread()
 
     async def handle(reader, writer) -> None:
@@ -59,6 +60,8 @@ def mllp_listener(answers: list[str] | None = None, port: int | None = None) -> 
             while not reader.at_eof():
                 message = await reader.readmessage()
                 listener.received.append(str(message))
+                if listener.hold is not None:
+                    await asyncio.get_running_loop().run_in_executor(None, listener.hold.wait)
                 code = listener.next_code()
                 writer.writemessage(message.create_ack(ack_code=code))
                 await writer.drain()

@@ -1,0 +1,112 @@
+"""Faults: a PACS that is down and comes back, an HBYS that answers AE or AR, a FHIR server that is
+busy, and a node killed with SIGKILL in the middle of an analysis and of a delivery. Each peer counts
+what it received: nothing may arrive twice as two different objects."""
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+
+from tests.engine.conftest import (FAST_ENGINE, Relay, all_jobs_settled, events_of, jobs_of, storescu,
+                                   wait_for)
+from tests.engine.hbys import fhir_endpoint, mllp_listener
+from tests.engine.test_e2e import ROUTE, overrides
+from tests.nodeproc import running_node, start_node
+from tests.peers import orthanc
+
+
+def job(node, kind: str) -> dict:
+    return next(j for j in jobs_of(node) if j["kind"] == kind)
+
+
+def test_pacs_down_then_up_delivers_once_and_holds_up_no_one_else(tmp_path: Path, petct_study: Path) -> None:
+    with orthanc(tmp_path / "orthanc") as pacs, mllp_listener() as hl7_end, fhir_endpoint() as fhir_end:
+        relay = Relay(pacs.dicom_port)                  # the PACS as the node knows it: down for now
+        with running_node(tmp_path / "node", overrides(relay.port, hl7_end.port, fhir_end.base_url)) as node:
+            storescu(node, petct_study)
+            wait_for("two failed attempts to reach the PACS",
+                     lambda: job(node, "forward")["attempts"] >= 2 if len(jobs_of(node)) == 5 else False, node)
+            # the other destinations went ahead while the PACS was down
+            for kind in ("analyze", "hl7", "fhir", "notify"):
+                assert job(node, kind)["state"] == "done", jobs_of(node)
+            forward = job(node, "forward")
+            assert forward["state"] == "queued" and "refused or unreachable" in forward["last_error"]
+            failed = events_of(node, "delivery.failed")
+            assert failed and not any(e.payload["parked"] for e in failed)
+            relay.up()
+            jobs = wait_for("the forward job", lambda: all_jobs_settled(node, 5), node)
+            assert [j["state"] for j in jobs] == ["done"] * 5
+            assert relay.connections == 1                 # one association delivered everything
+            assert len(pacs.get("/instances")) == 3
+            assert len(hl7_end.received) == 1 and len(fhir_end.bundles) == 1
+            relay.down()
+
+
+def test_hl7_error_then_accept_and_reject_then_operator_retry(tmp_path: Path, petct_study: Path) -> None:
+    """AE is retried until AA; a FHIR 503 with Retry-After is retried; AR parks the job at once and
+    `jobs retry` sends it again."""
+    with orthanc(tmp_path / "orthanc") as pacs, mllp_listener(["AE", "AA"]) as hl7_end, \
+            fhir_endpoint(answers=[503, 429, 200]) as fhir_end, \
+            running_node(tmp_path / "node", overrides(pacs.dicom_port, hl7_end.port, fhir_end.base_url)) as node:
+        storescu(node, petct_study)
+        jobs = wait_for("every job to finish", lambda: all_jobs_settled(node, 5), node)
+        assert [j["state"] for j in jobs] == ["done"] * 5, jobs
+        hl7_job, fhir_job = job(node, "hl7"), job(node, "fhir")
+        assert hl7_end.acked == ["AE", "AA"] and hl7_job["attempts"] == 2
+        assert len(set(hl7_end.control_ids())) == 1            # the same message, sent again
+        assert fhir_end.statuses == [503, 429, 200] and fhir_job["attempts"] == 3
+        assert len(fhir_end.bundles) == 1
+        errors = [e.payload["error"] for e in events_of(node, "delivery.failed")]
+        assert any("application error (AE)" in e for e in errors) and any("HTTP 503" in e for e in errors)
+
+    with orthanc(tmp_path / "orthanc2") as pacs, mllp_listener(["AR", "AA"]) as hl7_end, \
+            fhir_endpoint() as fhir_end, \
+            running_node(tmp_path / "node2", overrides(pacs.dicom_port, hl7_end.port, fhir_end.base_url)) as node:
+        storescu(node, petct_study)
+        wait_for("every job to settle", lambda: all_jobs_settled(node, 5), node)
+        hl7_job = job(node, "hl7")
+        assert hl7_job["state"] == "failed" and hl7_job["attempts"] == 1, hl7_job
+        assert "rejected (AR)" in hl7_job["last_error"]
+        assert [e.payload["parked"] for e in events_of(node, "delivery.failed")] == [True]
+        listed = node.cli("jobs", "--state", "failed", "--json")
+        assert listed.returncode == 0 and "rejected (AR)" in listed.stdout
+        retried = node.cli("jobs", "retry", str(hl7_job["id"]))
+        assert retried.returncode == 0, retried.stderr
+        wait_for("the retried job", lambda: job(node, "hl7")["state"] == "done", node)
+        assert hl7_end.acked == ["AR", "AA"] and len(set(hl7_end.control_ids())) == 1
+        missing = node.cli("jobs", "retry", "999999")
+        assert missing.returncode != 0 and "no job 999999" in missing.stderr
+
+
+def test_sigkill_mid_analysis_and_mid_delivery(tmp_path: Path, petct_study: Path) -> None:
+    release = threading.Event()
+    with orthanc(tmp_path / "orthanc") as pacs, mllp_listener(hold=release) as hl7_end, \
+            fhir_endpoint() as fhir_end:
+        workdir = tmp_path / "node"
+        with running_node(workdir, overrides(pacs.dicom_port, hl7_end.port, fhir_end.base_url)) as node:
+            config = node.config
+            storescu(node, petct_study)
+            wait_for("the analysis to start", lambda: events_of(node, "analysis.started"), node, interval=0.05)
+            node.stop(signal.SIGKILL)
+        assert job(node, "analyze")["state"] == "running", "the kill came after the analysis finished"
+
+        node = start_node(config, workdir)                        # restart 1: the analysis runs again
+        try:
+            wait_for("the ORU to reach the listener", lambda: hl7_end.received, node)
+            node.stop(signal.SIGKILL)                             # killed while waiting for the ACK
+        finally:
+            node.stop(signal.SIGKILL)
+        assert job(node, "hl7")["state"] == "running"
+        release.set()
+
+        with running_node(workdir, config=config) as node:       # restart 2: the delivery resumes
+            jobs = wait_for("every job to finish", lambda: all_jobs_settled(node, 5), node)
+            assert [j["state"] for j in jobs] == ["done"] * 5, jobs
+            assert "resumed" in node.log_text()
+        assert len(events_of(node, "analysis.done")) == 1
+        assert len(events_of(node, "analysis.started")) == 2
+        # each peer holds one identity per result, however often it was offered
+        assert len(pacs.get("/instances")) == 3
+        assert len(set(hl7_end.control_ids())) == 1
+        identities = {tuple(sorted(e["fullUrl"] for e in b["entry"])) for b in fhir_end.bundles}
+        assert len(identities) == 1 and len(fhir_end.bundles) == 1
