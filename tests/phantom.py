@@ -243,7 +243,7 @@ def _item(**values: object) -> Dataset:
 
 def write_enhanced_pet(phantom: Phantom, path: Path,
                        customize: Callable[[Dataset, int], None] | None = None) -> Path:
-    """The phantom as one Enhanced PET instance: frames in reverse order, a rescale slope per frame,
+    """The phantom as one Enhanced PET instance: frames interleaved (even slices, then odd), a rescale slope per frame,
     units in the real-world value mapping, decay correction as DecayCorrected/DecayCorrectionDateTime.
 
     `customize(ds, -1)` may edit the instance before it is written.
@@ -284,7 +284,7 @@ def write_enhanced_pet(phantom: Phantom, path: Path,
     ds.SharedFunctionalGroupsSequence = Sequence([_item(
         PixelMeasuresSequence=Sequence([_item(PixelSpacing=first.PixelSpacing, SliceThickness=first.SliceThickness)]),
         PlaneOrientationSequence=Sequence([_item(ImageOrientationPatient=first.ImageOrientationPatient)]))])
-    order = list(reversed(range(len(slices))))           # frames need not be in spatial order
+    order = list(range(0, len(slices), 2)) + list(range(1, len(slices), 2))   # interleaved, not spatial
     frames = []
     for k in order:
         s = slices[k]
