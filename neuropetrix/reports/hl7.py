@@ -4,8 +4,8 @@ The version is the destination's (Turkish HBYS vendors speak v2.3.1, others v2.5
 set is declared in MSH-18 and the bytes are encoded in it; a name that the declared set cannot hold is
 refused rather than written wrong. Text is escaped here (\\E\\ first, then \\F\\ \\S\\ \\T\\ \\R\\) because
 hl7apy's own escaping skips a backslash that happens to precede a delimiter's escape letter.
-One NM OBX per measure (OBX-3: concept^label^DCM|SCT^key^label^99NPX, OBX-4: the lesion label, 0 for the whole study) and one
-TX OBX with the summary, one line per repetition.
+One NM OBX per measure (OBX-3: concept^label^DCM|SCT^key^label^99NPX, OBX-4: the lesion label, 0 for
+the whole study) and one TX OBX with the summary, one line per repetition.
 """
 from __future__ import annotations
 

@@ -18,11 +18,18 @@ from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
 from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.ttfonts import TTFont
-from reportlab.platypus import Image, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+from reportlab.platypus import (
+    Image,
+    Paragraph,
+    SimpleDocTemplate,
+    Spacer,
+    Table,
+    TableStyle,
+)
 
 from neuropetrix.analysis.results import AnalysisResult
 from neuropetrix.reports.errors import ReportError
-from neuropetrix.reports.measures import number, suv_concepts, summary
+from neuropetrix.reports.measures import number, summary, suv_concepts
 from neuropetrix.reports.source import StudyInfo
 
 FONT, BOLD = "DejaVuSans", "DejaVuSans-Bold"

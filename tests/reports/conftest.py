@@ -59,7 +59,7 @@ def _activity(spec: StudySpec) -> Callable[[int], np.ndarray]:
 
     def slice_bqml(k: int) -> np.ndarray:
         suv = np.where(body, SUV_BACKGROUND, 0.0)
-        for d, (_, _, value) in zip(distances, SPHERES):   # peaked: value at the centre, half at the rim
+        for d, (_, _, value) in zip(distances, SPHERES, strict=True):   # peaked: value at the centre, half at the rim
             suv = np.where(d[k] <= 1.0, value * (1.0 - 0.5 * d[k] ** 2), suv)
         return suv * suv1
     return slice_bqml

@@ -53,6 +53,7 @@ def test_analyze_writes_every_report(tmp_path, variant):
     assert np.allclose(hl7_max, sorted(les["suv_max"] for les in analysis["lesions"]), rtol=1e-5)
     assert str(msg["PID.F3.R1.C1"]) == "10000000146"
     bundle = json.loads((out / "fhir_bundle.json").read_text("utf-8"))
-    tmtv = [e["resource"]["valueQuantity"]["value"] for e in bundle["entry"]
-            if e["resource"]["resourceType"] == "Observation" and e["resource"]["code"]["coding"][0]["code"] == "126032"]
+    resources = [e["resource"] for e in bundle["entry"]]
+    tmtv = [r["valueQuantity"]["value"] for r in resources
+            if r["resourceType"] == "Observation" and r["code"]["coding"][0]["code"] == "126032"]
     assert tmtv == pytest.approx([analysis["tmtv_ml"]])

@@ -30,7 +30,7 @@ def _text(msg: hl7.Message, field: str) -> str:
     return msg.unescape(str(msg[field]))
 
 
-@pytest.mark.parametrize("version", ["2.3.1", "2.5"])
+@pytest.mark.parametrize("version", ["2.3.1", "2.5", "2.5.1"])
 @pytest.mark.parametrize("charset", ["UNICODE UTF-8", "8859/9"])
 def test_oru_parsed_by_python_hl7_gives_the_same_patient_order_and_values(result, renamed, version, charset):
     datasets = renamed(PatientName=f"{TURKISH_FAMILY}^{TURKISH_GIVEN}", AccessionNumber="A|26^1&2~3")
