@@ -110,7 +110,8 @@ def fhir_endpoint(token: str | None = None, answers: list[int] | None = None) ->
             endpoint.statuses.append(401)
             return web.json_response({"resourceType": "OperationOutcome", "issue": [
                 {"severity": "error", "code": "login", "diagnostics": "bad token"}]}, status=401)
-        status = endpoint.answers[min(len(endpoint.statuses), len(endpoint.answers) - 1)]
+        turn = sum(1 for s in endpoint.statuses if s != 401)      # refused logins take no turn
+        status = endpoint.answers[min(turn, len(endpoint.answers) - 1)]
         endpoint.statuses.append(status)
         if status != 200:
             return web.Response(status=status, headers={"Retry-After": "1"}, text="busy")

@@ -48,7 +48,7 @@ KEEP_UIDS = frozenset({
     "TemplateExtensionOrganizationUID", "TemplateExtensionCreatorUID", "PrivateInformationCreatorUID",
     "ReferencedRelatedGeneralSOPClassUIDInFile", "AbstractSyntaxUID",
 })
-METHOD = "PS3.15 Basic Application Level Confidentiality Profile; keyed pseudonyms"
+METHOD = "PS3.15 Basic Profile; keyed pseudonyms"
 
 
 class Deidentifier:
