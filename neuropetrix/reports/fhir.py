@@ -20,9 +20,10 @@ from neuropetrix.analysis.results import AnalysisResult
 from neuropetrix.config.settings import HbysSettings
 from neuropetrix.reports.errors import ReportError, require
 from neuropetrix.reports.measures import Measure, measures, summary
-from neuropetrix.reports.source import StudyInfo
-from neuropetrix.reports.sr import procedure_code
-from neuropetrix.reports.uids import derived_uid, derived_uuid
+from neuropetrix.reports.seg import lesion_tracking_uid
+from neuropetrix.reports.source import StudyInfo, procedure_code
+from neuropetrix.reports.sr import sr_instance_uid
+from neuropetrix.reports.uids import derived_uuid
 
 SYSTEMS = {"DCM": "http://dicom.nema.org/resources/ontology/DCM", "SCT": "http://snomed.info/sct",
            "LN": "http://loinc.org", "UCUM": "http://unitsofmeasure.org"}
@@ -66,7 +67,7 @@ def _observation(result: AnalysisResult, m: Measure, report_uid: str, patient: s
     if m.site is not None:
         obs["bodySite"] = {"coding": [_coding(m.site.value, m.site.scheme_designator, m.site.meaning)]}
     if m.lesion is not None:
-        tracking = derived_uid(result, "lesion", str(m.lesion))
+        tracking = lesion_tracking_uid(result, m.lesion)
         obs["focus"] = [{"identifier": {"system": DICOM_UID, "value": _oid(tracking)},
                          "display": f"Lesion {m.lesion} (tracking UID {tracking})"}]
     return obs
@@ -77,7 +78,7 @@ def build_bundle(result: AnalysisResult, info: StudyInfo, settings: HbysSettings
     """The transaction Bundle, validated by fhir.resources (R4B models); `pdf` goes into presentedForm."""
     values = measures(result)
     require(result.pet_sop_instance_uids, "no PET instances: the ImagingStudy would be empty")
-    report_uid = derived_uid(result, "sr", "instance")
+    report_uid = sr_instance_uid(result)
     patient_url = f"urn:uuid:{derived_uuid(result, 'fhir', 'patient')}"
     study_url = f"urn:uuid:{derived_uuid(result, 'fhir', 'imagingstudy')}"
     report_url = f"urn:uuid:{derived_uuid(result, 'fhir', 'report')}"

@@ -21,8 +21,7 @@ from neuropetrix.analysis.results import AnalysisResult
 from neuropetrix.config.settings import MllpOut
 from neuropetrix.reports.errors import ReportError, require
 from neuropetrix.reports.measures import measures, number, summary
-from neuropetrix.reports.source import StudyInfo
-from neuropetrix.reports.sr import procedure_code
+from neuropetrix.reports.source import StudyInfo, procedure_code
 from neuropetrix.reports.uids import derived_uuid
 
 CODECS = {"UNICODE UTF-8": "utf-8", "8859/9": "iso8859_9", "8859/1": "latin_1"}

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
 
 from neuropetrix.analysis.results import AnalysisResult
 from neuropetrix.reports.errors import require
@@ -57,6 +59,15 @@ def is_valid_tckn(value: str) -> bool:
         return False
     d = [int(c) for c in value]
     return (7 * sum(d[0:9:2]) - sum(d[1:8:2])) % 10 == d[9] and sum(d[:10]) % 10 == d[10]
+
+
+def procedure_code(info: StudyInfo) -> Code:
+    """The procedure reported (SR, HL7 OBR-4, FHIR): PET/CT FDG of the whole body when the tracer is
+    FDG, PET of the whole body otherwise."""
+    tracer = (info.radiopharmaceutical or "").lower()
+    if "fluorodeoxyglucose" in tracer or "fdg" in tracer:
+        return codes.SCT.PETCTFDGImagingOfWholeBody
+    return codes.SCT.PositronEmissionTomographyOfWholeBody
 
 
 def _text(ds: Dataset, keyword: str) -> str | None:

@@ -15,10 +15,15 @@ from neuropetrix.analysis.results import AnalysisResult
 from neuropetrix.reports.errors import require
 from neuropetrix.reports.measures import LIVER, Measure, lesion_measures, measures, study_measures
 from neuropetrix.reports.seg import MANUFACTURER, lesion_tracking_uid, software_version
-from neuropetrix.reports.source import StudyInfo
+from neuropetrix.reports.source import StudyInfo, procedure_code
 from neuropetrix.reports.uids import derived_uid
 
 SERIES_NUMBER = 902
+
+
+def sr_instance_uid(result: AnalysisResult) -> str:
+    """The SR's SOP Instance UID, which also identifies the FHIR DiagnosticReport of the same analysis."""
+    return derived_uid(result, "sr", "instance")
 
 
 def _algorithm(result: AnalysisResult) -> hd.sr.AlgorithmIdentification:
@@ -35,14 +40,6 @@ def _ds_safe(value: float) -> float:
 def _measurement(m: Measure, algorithm: hd.sr.AlgorithmIdentification | None) -> hd.sr.Measurement:
     return hd.sr.Measurement(name=m.concept, value=_ds_safe(m.value), unit=m.unit, derivation=m.derivation,
                              algorithm_id=algorithm)
-
-
-def procedure_code(info: StudyInfo) -> hd.sr.CodedConcept:
-    """PET/CT FDG of the whole body when the tracer is FDG, PET of the whole body otherwise."""
-    tracer = (info.radiopharmaceutical or "").lower()
-    if "fluorodeoxyglucose" in tracer or "fdg" in tracer:
-        return codes.SCT.PETCTFDGImagingOfWholeBody
-    return codes.SCT.PositronEmissionTomographyOfWholeBody
 
 
 def build_sr(result: AnalysisResult, pet_datasets: list[Dataset], info: StudyInfo,
@@ -101,7 +98,7 @@ def build_sr(result: AnalysisResult, pet_datasets: list[Dataset], info: StudyInf
         content=report[0],
         series_instance_uid=derived_uid(result, "sr", "series"),
         series_number=SERIES_NUMBER,
-        sop_instance_uid=derived_uid(result, "sr", "instance"),
+        sop_instance_uid=sr_instance_uid(result),
         instance_number=1,
         manufacturer=MANUFACTURER,
         is_complete=True,
