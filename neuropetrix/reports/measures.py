@@ -128,9 +128,10 @@ def measures(result: AnalysisResult) -> list[Measure]:
     return out
 
 
-def number(value: float) -> str:
-    """A value as reports print it: six significant digits, never in exponent notation (HL7 NM forbids it)."""
-    text = format(Decimal(f"{value:.6g}"), "f")
+def number(value: float, digits: int = 6) -> str:
+    """A value as reports print it: `digits` significant digits, never in exponent notation (HL7 NM
+    forbids it)."""
+    text = format(Decimal(f"{value:.{digits}g}"), "f")
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 

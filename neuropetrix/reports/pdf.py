@@ -33,6 +33,7 @@ from neuropetrix.reports.measures import number, summary, suv_concepts
 from neuropetrix.reports.source import StudyInfo
 
 FONT, BOLD = "DejaVuSans", "DejaVuSans-Bold"
+DIGITS = 4      # significant digits people read in tables; HL7, FHIR and the SR carry more
 MAX_LESION_ROWS = 12
 MAX_KEY_IMAGES = 3
 
@@ -49,8 +50,12 @@ def _fmt(value: object) -> str:
     if value is None:
         return "—"
     if isinstance(value, float):
-        return number(value)
+        return _num(value)
     return str(value)
+
+
+def _num(value: float) -> str:
+    return number(value, DIGITS)
 
 
 def _person(pn: str | None) -> str:
@@ -99,18 +104,18 @@ def build_pdf(result: AnalysisResult, info: StudyInfo, mip: bytes, key_images: d
     lesions = sorted(result.lesions, key=lambda les: les.suv_max, reverse=True)
     lesion_rows = [["#", f"{suv.meaning} max", "mean", "peak", "Volume ml", "TLG", "Centroid x, y, z mm"]]
     for les in lesions[:MAX_LESION_ROWS]:
-        lesion_rows.append([str(les.label), number(les.suv_max), number(les.suv_mean), number(les.suv_peak),
-                            number(les.volume_ml), number(les.tlg),
+        lesion_rows.append([str(les.label), _num(les.suv_max), _num(les.suv_mean), _num(les.suv_peak),
+                            _num(les.volume_ml), _num(les.tlg),
                             ", ".join(f"{c:.0f}" for c in les.centroid_mm)])
     if len(lesions) > MAX_LESION_ROWS:
         lesion_rows.append(["…", f"{len(lesions) - MAX_LESION_ROWS} more lesion(s) in the DICOM SR", "", "", "",
                             "", ""])
     liver = result.liver
-    totals = [["Lesions", str(len(result.lesions)), "Total MTV ml", number(result.tmtv_ml),
-               "Total TLG", number(result.tlg_total)],
+    totals = [["Lesions", str(len(result.lesions)), "Total MTV ml", _num(result.tmtv_ml),
+               "Total TLG", _num(result.tlg_total)],
               [f"{suv.meaning} max", _fmt(result.suv_max),
-               "Liver mean ± SD", "—" if liver is None else f"{number(liver.suv_mean)} ± {number(liver.suv_sd)}",
-               "PERCIST threshold", "—" if liver is None else number(liver.percist_threshold)]]
+               "Liver mean ± SD", "—" if liver is None else f"{_num(liver.suv_mean)} ± {_num(liver.suv_sd)}",
+               "PERCIST threshold", "—" if liver is None else _num(liver.percist_threshold)]]
     s = result.suv
     inputs = [["SUV type", s.suv_type, "Units / decay corr.", f"{s.units} / {s.decay_correction}"],
               ["Radionuclide", _fmt(s.radionuclide), "Half-life s", _fmt(s.half_life_s)],
@@ -132,7 +137,7 @@ def build_pdf(result: AnalysisResult, info: StudyInfo, mip: bytes, key_images: d
     right += [Paragraph("Lesions (highest SUV first)", heading),
               _grid(lesion_rows, [8 * mm, 20 * mm, 14 * mm, 14 * mm, 17 * mm, 15 * mm, 32 * mm]),
               Paragraph("Whole body", heading),
-              _grid(totals, [17 * mm, 12 * mm, 26 * mm, 18 * mm, 28 * mm, 18 * mm], header=False)]
+              _grid(totals, [17 * mm, 10 * mm, 24 * mm, 28 * mm, 26 * mm, 15 * mm], header=False)]
     layout = Table([[_image(mip, 55 * mm), right]], colWidths=[60 * mm, 122 * mm], hAlign="LEFT")
     layout.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("LEFTPADDING", (0, 0), (-1, -1), 0)]))
     story = [
