@@ -18,7 +18,13 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
-from neuropetrix.analysis.results import AnalysisResult, Lesion, LiverReference, Segmentation, SuvInputs
+from neuropetrix.analysis.results import (
+    AnalysisResult,
+    Lesion,
+    LiverReference,
+    Segmentation,
+    SuvInputs,
+)
 from tests.synthetic import StudySpec, write_pet_series
 
 MATRIX, SLICES = 64, 40

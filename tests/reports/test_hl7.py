@@ -6,6 +6,8 @@ import dataclasses
 
 import hl7
 import pytest
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
 
 from neuropetrix.config.settings import MllpOut
 from neuropetrix.reports.errors import ReportError
@@ -90,3 +92,17 @@ def test_the_same_analysis_gives_the_same_control_id(result, pet_study):
     first = _parse(oru_bytes(result, info, MllpOut(version="2.5")))
     again = _parse(oru_bytes(result, info, MllpOut(version="2.5")))
     assert str(first["MSH.F10"]) == str(again["MSH.F10"]) and len(str(first["MSH.F10"])) == 20
+
+
+def test_order_and_visit_identifiers_from_the_dicom_request(result, renamed):
+    request = Dataset()
+    request.RequestedProcedureID = "RP-77"
+    request.PlacerOrderNumberImagingServiceRequest = "HBYS-ORD-5501"
+    request.FillerOrderNumberImagingServiceRequest = "RIS-9001"
+    request.AccessionNumber = "ACC2026001"
+    datasets = renamed(RequestAttributesSequence=Sequence([request]), AdmissionID="YAT-2026-42")
+    msg = _parse(oru_bytes(result, study_info(result, datasets), MllpOut(version="2.3.1")))
+    assert str(msg["ORC.F2"]) == str(msg["OBR.F2"]) == "HBYS-ORD-5501"      # placer order number
+    assert str(msg["ORC.F3"]) == str(msg["OBR.F3"]) == "RIS-9001"           # filler order number
+    assert str(msg["OBR.F18"]) == "ACC2026001" and str(msg["OBR.F19"]) == "RP-77"
+    assert str(msg["PV1.F19"]) == "YAT-2026-42"
