@@ -127,7 +127,8 @@ def build_pdf(result: AnalysisResult, info: StudyInfo, mip: bytes, key_images: d
               ["Vendor", _fmt(s.vendor), "Notes", "; ".join(s.notes) or "—"]]
     seg = result.segmentation
     method = (f"{seg.algorithm_name} {seg.algorithm_version}: {seg.method}"
-              f"{'' if seg.threshold is None else f', threshold {seg.threshold:g}'}, minimum volume "
+              f"{'' if seg.threshold is None else f', threshold {seg.threshold:g}'}"
+              f"{'' if seg.seed_threshold is None else f', seed SUV {seg.seed_threshold:g}'}, minimum volume "
               f"{seg.min_volume_ml:g} ml{'' if seg.model_file is None else f', model {Path(seg.model_file).name}'}; "
               f"run on {result.device}, NeuroPETRIX {result.software_version or 'unknown'}. "
               f"DICOM SR {sr_uid}" + ("" if seg_uid is None else f", SEG {seg_uid}") + ".")

@@ -7,6 +7,8 @@ replaces the earlier SEG instead of adding a second one.
 """
 from __future__ import annotations
 
+from pathlib import PurePath
+
 import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
@@ -32,6 +34,10 @@ def algorithm_identification(result: AnalysisResult) -> hd.AlgorithmIdentificati
     parameters = {"method": seg.method, "suv_type": result.suv.suv_type, "min_volume_ml": f"{seg.min_volume_ml:g}"}
     if seg.threshold is not None:
         parameters["threshold"] = f"{seg.threshold:g}"
+    if seg.seed_threshold is not None:
+        parameters["seed_threshold"] = f"{seg.seed_threshold:g}"
+    if seg.model_file:
+        parameters["model_file"] = PurePath(seg.model_file).name
     return hd.AlgorithmIdentificationSequence(name=seg.algorithm_name, family=family,
                                               version=seg.algorithm_version, parameters=parameters)
 

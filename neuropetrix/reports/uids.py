@@ -2,11 +2,12 @@
 
 A PACS keys instances by SOP Instance UID and a FHIR server by identifier, so a re-run of one analysis
 replaces what it sent before instead of adding a second copy beside it. A different method, threshold,
-SUV type or software version is a different analysis and gets new UIDs.
+SUV type, model file or algorithm version is a different analysis and gets new UIDs.
 """
 from __future__ import annotations
 
 import uuid
+from pathlib import PurePath
 
 from pydicom.uid import generate_uid
 
@@ -19,8 +20,10 @@ _PREFIX = "1.2.826.0.1.3680043.8.498."
 def analysis_key(result: AnalysisResult) -> list[str]:
     """Everything that makes two runs "the same analysis"."""
     seg = result.segmentation
+    model = PurePath(seg.model_file).name if seg.model_file else ""
     return [result.study_instance_uid, result.pet_series_instance_uid, result.suv.suv_type, seg.method,
-            repr(seg.threshold), repr(seg.min_volume_ml), seg.algorithm_name, seg.algorithm_version]
+            repr(seg.threshold), repr(seg.seed_threshold), repr(seg.min_volume_ml), seg.algorithm_name,
+            seg.algorithm_version, model]
 
 
 def derived_uid(result: AnalysisResult, *purpose: str) -> str:

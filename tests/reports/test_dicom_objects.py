@@ -183,3 +183,16 @@ def test_sr_refuses_non_finite_values_and_lesions_without_seg(result, pet_study)
 def test_study_info_refuses_a_study_without_accession(result, renamed):
     with pytest.raises(ReportError, match="AccessionNumber"):
         study_info(result, renamed(AccessionNumber=""))
+
+
+def test_seg_names_a_model_and_its_weights(result, pet_study, tmp_path):
+    model = dataclasses.replace(result, segmentation=dataclasses.replace(
+        result.segmentation, method="model", threshold=None, algorithm_name="SegResNet lesions",
+        algorithm_version="2.1", model_file="/srv/models/petct-lesions-v2.pt"))
+    path = _save(build_seg(model, pet_study.datasets), tmp_path / "seg.dcm")
+    dciodvfy(path)
+    algorithm = pydicom.dcmread(path).SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
+    assert algorithm.AlgorithmName == "SegResNet lesions" and algorithm.AlgorithmVersion == "2.1"
+    assert algorithm.AlgorithmFamilyCodeSequence[0].CodeMeaning == "Artificial Intelligence"
+    assert "petct-lesions-v2.pt" in algorithm.AlgorithmParameters
+    assert build_seg(model, pet_study.datasets).SOPInstanceUID != build_seg(result, pet_study.datasets).SOPInstanceUID
