@@ -3,8 +3,9 @@
 The sphere is placed where the user says (`analysis.liver_center_mm`, LPS mm) or automatically, by a
 method written down here so that a physicist can check it:
 
-1. the body is the voxels above 10 % of the 95th percentile of positive SUV; its median is the
-   background level;
+0. the search runs on a grid of about 6 mm (every 2nd voxel of a 3–4 mm PET);
+1. the body is where the SUV, smoothed over 3 voxels so that noise in the air does not count, is
+   above 10 % of its 95th percentile; the median SUV of the body is the background level;
 2. a 3 cm cube slides over the volume (box filters); a position is a candidate when the cube lies
    wholly inside the body, in the patient's right half (x below the body's centre; LPS +x is left),
    is homogeneous (SD/mean < 0.3) and has a mean 1.3 to 6 times the background — warmer than muscle
@@ -15,6 +16,8 @@ method written down here so that a physicist can check it:
 If no candidate exists the placement fails with a message asking for `analysis.liver_center_mm`.
 """
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 from scipy import ndimage
@@ -28,6 +31,7 @@ AUTO_METHOD = ("auto: deepest point of the largest homogeneous region (3 cm, SD/
                "body median) in the patient's right half")
 _MAX_CV = 0.3
 _MEAN_RANGE = (1.3, 6.0)
+_SEARCH_GRID_MM = 6.0
 
 
 def sphere_stats(suv: np.ndarray, geometry: Volume, center_mm: np.ndarray,
@@ -55,18 +59,25 @@ def _x_mm(geometry: Volume, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def place_liver_sphere(suv: np.ndarray, geometry: Volume) -> np.ndarray:
-    """Centre (LPS mm) of the liver sphere by the documented automatic method."""
-    positive = suv[suv > 0]
+    """Centre (LPS mm) of the liver sphere by the documented automatic method.
+
+    The search runs on a grid of about 6 mm (every 2nd voxel of a 3–4 mm PET), eight times fewer voxels:
+    it only has to find the organ, and the sphere's statistics are then taken at full resolution.
+    """
+    step = tuple(max(1, int(round(_SEARCH_GRID_MM / s))) for s in geometry.spacing)
+    coarse = replace(geometry, data=np.empty(0), spacing=tuple(s * f for s, f in zip(geometry.spacing, step)))
+    values = np.ascontiguousarray(suv[::step[0], ::step[1], ::step[2]], dtype=np.float32)
+    smooth = ndimage.uniform_filter(values, 3, mode="nearest")     # so that noise in the air is not body
+    positive = smooth[smooth > 0]
     if positive.size == 0:
         raise AnalysisError("cannot place the liver sphere: the PET volume is empty")
-    body = suv > 0.1 * np.percentile(positive, 95)
-    background = float(np.median(suv[body]))
-    size = [max(int(round(2 * LIVER_RADIUS_MM / s)), 1) | 1 for s in geometry.spacing]
-    values = suv.astype(np.float32)
+    body = smooth > 0.1 * np.percentile(positive, 95)
+    background = float(np.median(values[body]))
+    size = [max(int(round(2 * LIVER_RADIUS_MM / s)), 1) | 1 for s in coarse.spacing]
     mean = ndimage.uniform_filter(values, size, mode="constant")
     sd = np.sqrt(np.maximum(ndimage.uniform_filter(values * values, size, mode="constant") - mean * mean, 0))
     inside = ndimage.uniform_filter(body.astype(np.float32), size, mode="constant") > 0.999
-    x = _x_mm(geometry, suv.shape)
+    x = _x_mm(coarse, values.shape)
     right = x < float(x[body].mean())
     candidates = (inside & right & (mean >= _MEAN_RANGE[0] * background)
                   & (mean <= _MEAN_RANGE[1] * background) & (sd < _MAX_CV * mean))
@@ -77,9 +88,9 @@ def place_liver_sphere(suv: np.ndarray, geometry: Volume) -> np.ndarray:
     largest = int(np.argmax(np.bincount(labels.ravel())[1:])) + 1
     box = ndimage.find_objects((labels == largest).astype(np.int8))[0]
     region = np.pad(labels[box] == largest, 1)
-    depth = ndimage.distance_transform_edt(region, sampling=geometry.spacing)[1:-1, 1:-1, 1:-1]
+    depth = ndimage.distance_transform_edt(region, sampling=coarse.spacing)[1:-1, 1:-1, 1:-1]
     deepest = np.unravel_index(int(np.argmax(depth)), depth.shape)
-    return geometry.index_to_mm(np.array([d + s.start for d, s in zip(deepest, box)], dtype=np.float64))
+    return coarse.index_to_mm(np.array([d + s.start for d, s in zip(deepest, box)], dtype=np.float64))
 
 
 def liver_reference(suv: np.ndarray, geometry: Volume,

@@ -10,9 +10,11 @@ from scipy import ndimage
 
 from neuropetrix.analysis import segmentation, suvpeak
 from neuropetrix.analysis.errors import AnalysisError
+from neuropetrix.analysis.liver import liver_reference
 from neuropetrix.analysis.pipeline import analyze_volumes, to_suv
 from neuropetrix.analysis.suv import suv_factors
 from neuropetrix.config.settings import AnalysisSettings
+from neuropetrix.engine.offline import load_study
 from tests.analysis.helpers import analyze_dir, nearest
 from tests.phantom import Phantom, standard_phantom, write_phantom
 
@@ -132,6 +134,9 @@ def test_percist_liver_sd_and_a_user_centre(tmp_path: Path):
     assert result.liver.suv_mean == pytest.approx(2.0, abs=0.03)
     assert result.liver.suv_sd == pytest.approx(0.2, rel=0.15)
     assert result.segmentation.threshold == pytest.approx(result.liver.percist_threshold)
+    pet, _ = load_study(tmp_path, need_ct_pixels=False)               # noise in the air is not body
+    auto = liver_reference(to_suv(pet, suv_factors(pet, "bw")[1]), pet)
+    assert math.dist(auto.center_mm, (-50.0, 10.0, -150.0)) < 15 and auto.suv_mean == pytest.approx(2.0, abs=0.05)
 
 
 def test_without_a_liver_percist_refuses_and_other_methods_go_on(tmp_path: Path):

@@ -1,0 +1,108 @@
+"""Wall time and peak memory of `analyze` on a whole-body PET/CT study, split by stage.
+
+    .venv/bin/python benchmarks/analysis.py [--data DIR] [--method fixed|percent_max|percist] [--runs N]
+
+The study (PET 200×200×400 at 3.5×3.5×3 mm, CT 512×512×400 on the same slices, 400 + 400 files) is
+written once into --data and reused. Each run is a fresh Python process (imports included, as a user
+running `neuropetrix analyze` pays them) that reports the stage timings of `analyze_folder`:
+read/decode, SUV, segmentation (liver reference included), measures, writing (analysis.json and the
+report files), and its peak RSS. The CT's own decoding and resampling onto the PET grid (needed only by
+the MONAI path) is timed separately. Target on the 2-core reference machine: under 10 s in total.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+CHILD = r"""
+import json, resource, sys, time
+from pathlib import Path
+t0 = time.perf_counter()
+from neuropetrix.config.settings import AnalysisSettings
+from neuropetrix.engine.offline import analyze_folder
+imported = time.perf_counter() - t0
+settings = AnalysisSettings(method=sys.argv[3], threshold=0.41 if sys.argv[3] == "percent_max" else 4.0)
+t0 = time.perf_counter()
+analysis = analyze_folder(Path(sys.argv[1]), Path(sys.argv[2]), settings, "cpu")
+total = time.perf_counter() - t0
+stages = dict(analysis.result.timings_s)
+stages["write"] = total - sum(v for k, v in stages.items() if k != "write")
+stages["import"] = imported
+print(json.dumps({"stages": stages, "analyze_s": total, "lesions": len(analysis.result.lesions),
+                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+CT_CHILD = r"""
+import json, resource, sys, time
+from pathlib import Path
+from neuropetrix.analysis.volumes import choose_ct, choose_pet, load_volume, read_folder, resample_to
+series = read_folder(Path(sys.argv[1]))
+pet = load_volume(choose_pet(series))
+t0 = time.perf_counter()
+ct = load_volume(choose_ct(series, str(pet.header.FrameOfReferenceUID)))
+decoded = time.perf_counter() - t0
+t0 = time.perf_counter()
+resample_to(ct, pet, fill=-1000.0)
+print(json.dumps({"ct_decode_s": decoded, "ct_resample_s": time.perf_counter() - t0,
+                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def make_study(folder: Path) -> None:
+    """The whole-body phantom: body, liver, and spheres of 10–40 mm from neck to pelvis."""
+    from tests.phantom import Phantom, Sphere, write_phantom
+    from tests.synthetic import StudySpec
+
+    spec = StudySpec(pet_slices=400, ct_slices=400, pet_matrix=200, pet_spacing_mm=3.5, slice_mm=3.0)
+    spheres = [Sphere((x, y, z), d, suv) for x, y, z, d, suv in [
+        (40.0, -20.0, -150.0, 30.0, 9.0), (-60.0, 30.0, -300.0, 20.0, 7.0), (10.0, 40.0, -520.0, 40.0, 12.0),
+        (80.0, 0.0, -700.0, 15.0, 6.0), (-20.0, -30.0, -850.0, 10.0, 8.0), (0.0, 0.0, -1000.0, 25.0, 5.0)]]
+    phantom = Phantom(spec=spec, spheres=spheres, body_semi_axes_mm=(170.0, 115.0),
+                      liver_center_mm=(-60.0, 10.0, -400.0), liver_semi_axes_mm=(80.0, 60.0, 75.0), noise_sd=0.1)
+    write_phantom(phantom, folder, with_ct=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "neuropetrix-bench-analysis")
+    parser.add_argument("--method", default="fixed", choices=("fixed", "percent_max", "percist"))
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    if not (args.data / "PT").is_dir():
+        print(f"writing the whole-body study into {args.data} (once) …", flush=True)
+        make_study(args.data)
+    files = sum(1 for p in args.data.rglob("*") if p.is_file())
+    size = sum(p.stat().st_size for p in args.data.rglob("*") if p.is_file()) / 1e6
+    print(f"study: {files} files, {size:.0f} MB; method {args.method}; {args.runs} runs (fresh process each)")
+    runs = []
+    with tempfile.TemporaryDirectory() as out:
+        for _ in range(args.runs):
+            done = subprocess.run([sys.executable, "-c", CHILD, str(args.data), out, args.method],
+                                  capture_output=True, text=True, cwd=ROOT, check=True)
+            runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    order = ["import", "read", "suv", "segmentation", "measures", "write"]
+    print(f"{'stage':<14}{'median s':>10}{'min s':>9}")
+    for stage in order:
+        values = [r["stages"].get(stage, 0.0) for r in runs]
+        print(f"{stage:<14}{statistics.median(values):>10.2f}{min(values):>9.2f}")
+    totals = [r["analyze_s"] + r["stages"]["import"] for r in runs]
+    print(f"{'total':<14}{statistics.median(totals):>10.2f}{min(totals):>9.2f}   "
+          f"(lesions: {runs[0]['lesions']}, peak RSS {max(r['peak_rss_mib'] for r in runs):.0f} MiB)")
+    done = subprocess.run([sys.executable, "-c", CT_CHILD, str(args.data)], capture_output=True, text=True,
+                          cwd=ROOT, check=True)
+    ct = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"CT for the MONAI path: decode {ct['ct_decode_s']:.2f} s, resample onto PET {ct['ct_resample_s']:.2f} s "
+          f"(peak RSS {ct['peak_rss_mib']:.0f} MiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
