@@ -7,12 +7,8 @@ from __future__ import annotations
 
 import glob
 import os
-from typing import TYPE_CHECKING
 
 from neuropetrix.analysis.errors import AnalysisError
-
-if TYPE_CHECKING:
-    import torch
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -40,7 +36,3 @@ def resolve_device(requested: str) -> str:
         raise AnalysisError("device cuda: no usable CUDA device on this machine (use --device cpu or auto)")
     return "cpu"
 
-
-def torch_device(device: str) -> "torch.device":
-    import torch
-    return torch.device(device)

@@ -67,7 +67,10 @@ def load_model(path: Path, device: str) -> LesionModel:
         raise AnalysisError(f"analysis.model: {path} does not match {network_name}: {exc}") from None
     network.to(device).eval()
     window = checkpoint.get("ct_window", (-1000.0, 1000.0))
-    return LesionModel(network=network, roi_size=tuple(int(v) for v in checkpoint.get("roi_size", (96, 96, 96))),  # type: ignore[arg-type]
+    roi = tuple(int(v) for v in checkpoint.get("roi_size", (96, 96, 96)))
+    if len(roi) != 3:
+        raise AnalysisError(f"analysis.model: roi_size in {path} must have 3 values")
+    return LesionModel(network=network, roi_size=roi,  # type: ignore[arg-type]
                        pet_scale=float(checkpoint.get("pet_scale", 10.0)),
                        ct_window=(float(window[0]), float(window[1])),
                        name=str(checkpoint.get("name", f"MONAI {network_name}")),

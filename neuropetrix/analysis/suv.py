@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -229,13 +230,18 @@ def _vendor(ds: Dataset) -> str | None:
     return str(ds.Manufacturer) if ds.get("Manufacturer") else None
 
 
-def suv_factors(pet: Volume, suv_type: str) -> tuple[SuvInputs, np.ndarray]:
-    """Per-slice factors turning the stored PET values (after rescale) into SUV of `suv_type`."""
-    if suv_type not in SUV_TYPES:
-        raise InputRefused("analysis.suv_type", f"{suv_type!r} is not one of {', '.join(SUV_TYPES)}")
-    ds = pet.header
-    units = units_of(ds)
-    decay = _decay_correction(ds)
+@dataclass(frozen=True)
+class _Decay:
+    """The decay inputs of an activity-concentration image, as recorded in `SuvInputs`."""
+
+    dose_bq: float
+    half_life_s: float
+    injection: datetime
+    reference: datetime | None
+    source: str
+
+
+def _check_corrections(ds: Dataset, decay: str) -> None:
     corrections = _corrections(ds)
     if "ATTN" not in corrections:
         raise InputRefused("CorrectedImage (0028,0051)", "lacks ATTN: not attenuation corrected, SUV undefined")
@@ -245,20 +251,24 @@ def suv_factors(pet: Volume, suv_type: str) -> tuple[SuvInputs, np.ndarray]:
     if decay == "NONE" and "DECY" in corrections:
         raise InputRefused("DecayCorrection (0054,1102)",
                            "NONE while CorrectedImage (0028,0051) lists DECY: contradictory")
+
+
+def suv_factors(pet: Volume, suv_type: str) -> tuple[SuvInputs, np.ndarray]:
+    """Per-slice factors turning the stored PET values (after rescale) into SUV of `suv_type`."""
+    if suv_type not in SUV_TYPES:
+        raise InputRefused("analysis.suv_type", f"{suv_type!r} is not one of {', '.join(SUV_TYPES)}")
+    ds = pet.header
+    units = units_of(ds)
+    decay = _decay_correction(ds)
+    _check_corrections(ds, decay)
     weight = _number(ds.get("PatientWeight"))
     height = _number(ds.get("PatientSize"))
     sex = str(ds.get("PatientSex", "") or "").strip().upper() or None
     notes: list[str] = []
     n = len(pet.slice_datasets)
-    rp = _radiopharmaceutical(ds) if units in ("BQML", "CNTS") else ds.get(
-        "RadiopharmaceuticalInformationSequence", [Dataset()])[0]
-    record: dict[str, object] = {"radionuclide": _radionuclide(rp), "half_life_s": _number(rp.get("RadionuclideHalfLife")),
-                                 "injected_dose_bq": None, "injection_datetime": None,
-                                 "reference_datetime": None, "reference_source": None}
-
-    if units == "PROPCNTS":
-        raise InputRefused("Units (0054,1001)", "PROPCNTS (proportional to counts) cannot be turned into SUV")
+    decay_inputs: _Decay | None = None
     if units in ("GML", "CM2ML"):
+        rp = ds.get("RadiopharmaceuticalInformationSequence", [Dataset()])[0]
         stored_type = "bw" if units == "GML" else "bsa"
         if stored_type == suv_type:
             factors = np.ones(n)
@@ -267,53 +277,51 @@ def suv_factors(pet: Volume, suv_type: str) -> tuple[SuvInputs, np.ndarray]:
                               / normaliser(stored_type, weight, height, sex))
             notes.append(f"stored SUV{stored_type} converted to SUV {suv_type}")
     elif units in ("BQML", "CNTS"):
+        rp = _radiopharmaceutical(ds)
         norm = normaliser(suv_type, weight, height, sex)
-        per_bqml = _per_bqml(ds, rp, pet, decay, notes, record)
+        per_bqml, decay_inputs = _per_bqml(ds, rp, pet, decay, notes)
         if units == "BQML":
             factors = norm * per_bqml
         else:
             factors = _philips_cnts(pet, norm, weight, per_bqml, notes)  # type: ignore[arg-type]
+    elif units == "PROPCNTS":
+        raise InputRefused("Units (0054,1001)", "PROPCNTS (proportional to counts) cannot be turned into SUV")
     else:
         raise InputRefused("Units (0054,1001)", f"{units!r} is not a unit SUV can be computed from")
 
     constant = bool(np.allclose(factors, factors[0], rtol=1e-9, atol=0))
     inputs = SuvInputs(
-        suv_type=suv_type, units=units, decay_correction=decay,
-        radionuclide=record["radionuclide"],  # type: ignore[arg-type]
-        half_life_s=record["half_life_s"],  # type: ignore[arg-type]
-        injected_dose_bq=record["injected_dose_bq"],  # type: ignore[arg-type]
-        injection_datetime=record["injection_datetime"],  # type: ignore[arg-type]
-        reference_datetime=record["reference_datetime"],  # type: ignore[arg-type]
-        reference_source=record["reference_source"],  # type: ignore[arg-type]
+        suv_type=suv_type, units=units, decay_correction=decay, radionuclide=_radionuclide(rp),
+        half_life_s=decay_inputs.half_life_s if decay_inputs else _number(rp.get("RadionuclideHalfLife")),
+        injected_dose_bq=decay_inputs.dose_bq if decay_inputs else None,
+        injection_datetime=decay_inputs.injection.isoformat() if decay_inputs else None,
+        reference_datetime=decay_inputs.reference.isoformat() if decay_inputs and decay_inputs.reference else None,
+        reference_source=decay_inputs.source if decay_inputs else None,
         patient_weight_kg=weight, patient_height_m=height, patient_sex=sex,
         scale_factor=float(factors[0]) if constant else None, vendor=_vendor(ds), notes=tuple(notes))
     return inputs, factors
 
 
-def _per_bqml(ds: Dataset, rp: Dataset, pet: Volume, decay: str, notes: list[str],
-              record: dict[str, object]) -> np.ndarray:
+def _per_bqml(ds: Dataset, rp: Dataset, pet: Volume, decay: str, notes: list[str]) -> tuple[np.ndarray, _Decay]:
     """Per slice: 1 / (decayed dose in Bq) — SUV per (Bq/ml) per gram of normaliser."""
     dose = _dose(rp, notes)
     half_life = _half_life(rp)
     reference, source = reference_time(ds, pet.acquisition_datetimes)
     injected = injection_time(ds, rp, reference, half_life, notes)
-    record.update(injected_dose_bq=dose, half_life_s=half_life, injection_datetime=injected.isoformat(),
-                  reference_datetime=reference.isoformat(), reference_source=source)
     n = len(pet.slice_datasets)
     if decay == "ADMIN":
-        record.update(reference_datetime=injected.isoformat(), reference_source="admin")
-        return np.full(n, 1.0 / dose)
+        return np.full(n, 1.0 / dose), _Decay(dose, half_life, injected, injected, "admin")
     if decay == "START":
-        return np.full(n, 1.0 / (dose * 2.0 ** (-(reference - injected).total_seconds() / half_life)))
+        factor = 1.0 / (dose * 2.0 ** (-(reference - injected).total_seconds() / half_life))
+        return np.full(n, factor), _Decay(dose, half_life, injected, reference, source)
     out = np.empty(n)
     for k, (start, duration) in enumerate(zip(pet.acquisition_datetimes, pet.frame_durations_s)):
         if start is None:
             raise InputRefused("AcquisitionDate/AcquisitionTime (0008,0022)/(0008,0032)",
                                f"missing on slice {k} of a DecayCorrection NONE series: decay unknown")
         out[k] = 1.0 / (dose * _frame_decay((start - injected).total_seconds(), duration, half_life))
-    record.update(reference_datetime=_earliest(pet.acquisition_datetimes).isoformat(),  # type: ignore[union-attr]
-                  reference_source="each frame's acquisition (decay corrected here)")
-    return out
+    return out, _Decay(dose, half_life, injected, _earliest(pet.acquisition_datetimes),
+                       "each frame's acquisition (decay corrected here)")
 
 
 def _philips_cnts(pet: Volume, norm: float, weight: float, per_bqml: np.ndarray,
