@@ -3,8 +3,9 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 CONFIG  ?= config/node.yaml
-# Debian packages the tests use as real peers: dcmtk (scanner, PACS), Orthanc (PACS), dicom3tools (validator).
-DEB_PEERS := dcmtk orthanc dicom3tools
+# Debian packages the tests use as real peers: dcmtk (scanner, PACS), Orthanc (PACS), dicom3tools (validator),
+# Chromium (the dashboard, headless).
+DEB_PEERS := dcmtk orthanc dicom3tools chromium
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test install peers bench clean
@@ -18,7 +19,8 @@ $(STAMP): pyproject.toml
 	touch $@
 
 peers:
-	@if ! command -v storescu >/dev/null || ! command -v dciodvfy >/dev/null || ! command -v Orthanc >/dev/null; then \
+	@if ! command -v storescu >/dev/null || ! command -v dciodvfy >/dev/null || ! command -v Orthanc >/dev/null \
+	      || ! test -x /usr/lib/chromium/chromium; then \
 	  echo "installing $(DEB_PEERS) from Debian"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(DEB_PEERS) >/dev/null; \
 	fi

@@ -15,7 +15,7 @@ from neuropetrix.api.context import CTX, ApiContext, Database, Readiness
 from neuropetrix.api.errors import errors_and_timing
 from neuropetrix.api.events import EventFeed
 from neuropetrix.api.openapi import openapi
-from neuropetrix.api.ops import count_events, healthz, metrics, readyz
+from neuropetrix.api.ops import EventMetrics, healthz, metrics, readyz
 from neuropetrix.api.push import PushNotifier
 from neuropetrix.api.tokens import TokenSigner, load_signing_key
 from neuropetrix.api.ws import websocket
@@ -55,7 +55,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session], readiness: R
     key = load_signing_key(settings.api.signing_key, settings.node.data_dir)
     auth = Auth(TokenSigner(key, settings.api.access_token_seconds), settings.api)
     feed = EventFeed(db, settings.api.event_poll_seconds)
-    feed.listen(count_events)
+    feed.listen(EventMetrics())
     push = None
     if settings.push.credentials_file is not None:
         push = PushNotifier(db, FcmSender(settings.push.credentials_file, settings.push.fcm_endpoint),

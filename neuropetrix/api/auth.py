@@ -132,6 +132,7 @@ class Auth:
                           .values(used_at=now)).rowcount
         if not spent:
             self._revoke_family(s, row.family, now)
+            s.commit()                  # the revocation must outlive the refusal that follows
             raise AuthError(401, "refresh token already used or revoked; this login is now revoked")
         user = s.get(User, row.user_id)
         if row.expires_at <= now or user is None or user.disabled:

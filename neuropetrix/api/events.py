@@ -11,6 +11,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -31,6 +32,7 @@ class FeedItem:
     permission: str
     text: str            # the JSON message, serialised once for every subscriber
     payload: dict
+    created_at: datetime
 
 
 def event_message(e: Event) -> dict:
@@ -41,7 +43,7 @@ def event_message(e: Event) -> dict:
 def read_after(s: Session, after: int, limit: int = PAGE) -> list[FeedItem]:
     rows = s.scalars(select(Event).where(Event.id > after).order_by(Event.id).limit(limit)).all()
     return [FeedItem(e.id, e.kind, event_permission(e.kind), json.dumps(event_message(e), ensure_ascii=False),
-                     e.payload or {}) for e in rows]
+                     e.payload or {}, e.created_at) for e in rows]
 
 
 def last_event_id(s: Session) -> int:

@@ -3,6 +3,7 @@ reachable, DICOM SCP listening) and /metrics (Prometheus text)."""
 from __future__ import annotations
 
 import os
+from datetime import datetime
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -11,21 +12,32 @@ from sqlalchemy.orm import Session
 
 from neuropetrix.api.context import CTX
 from neuropetrix.api.events import FeedItem
+from neuropetrix.engine.events import ANALYSIS_DONE, ANALYSIS_FAILED, ANALYSIS_STARTED, DELIVERY_FAILED
 from neuropetrix.metrics import ANALYSES, ANALYSIS_SECONDS, DELIVERIES_FAILED, DICOM_ASSOCIATIONS, JOBS
 from neuropetrix.store.jobs_models import DONE, FAILED, QUEUED, RUNNING, Job
 
 
 
-def count_events(items: list[FeedItem]) -> None:
-    """Metrics that follow from events, whichever process wrote them (the worker may run elsewhere)."""
-    for item in items:
-        if item.kind in ("analysis.done", "analysis.failed"):
-            ANALYSES.labels(item.kind.split(".")[1]).inc()
-            seconds = item.payload.get("duration_s")
-            if isinstance(seconds, int | float):
-                ANALYSIS_SECONDS.observe(seconds)
-        elif item.kind == "delivery.failed":
-            DELIVERIES_FAILED.labels(str(item.payload.get("kind", "unknown"))).inc()
+class EventMetrics:
+    """Metrics that follow from events, whichever process wrote them (the worker may run elsewhere):
+    analyses by result, their duration (analysis.started → done/failed of the same job), failed
+    deliveries by destination type."""
+
+    def __init__(self) -> None:
+        self._started: dict[int, datetime] = {}
+
+    def __call__(self, items: list[FeedItem]) -> None:
+        for item in items:
+            job = item.payload.get("job")
+            if item.kind == ANALYSIS_STARTED and isinstance(job, int):
+                self._started[job] = item.created_at
+            elif item.kind in (ANALYSIS_DONE, ANALYSIS_FAILED):
+                ANALYSES.labels(item.kind.split(".")[1]).inc()
+                started = self._started.pop(job, None) if isinstance(job, int) else None
+                if started is not None:
+                    ANALYSIS_SECONDS.observe((item.created_at - started).total_seconds())
+            elif item.kind == DELIVERY_FAILED:
+                DELIVERIES_FAILED.labels(str(item.payload.get("destination", "unknown")).split(":")[0]).inc()
 
 
 async def healthz(_request: web.Request) -> web.Response:

@@ -86,7 +86,7 @@ async def retry_job(request: web.Request) -> web.Response:
 
     queue = JobQueue(ctx.db.sessions, ctx.settings.engine.retry, ctx.settings.engine.lease_seconds)
     try:
-        return web.json_response(job_json(await ctx.db.run(queue.retry, job_id)))
+        return web.json_response(job_json(await ctx.db.run(queue.requeue, job_id)))
     except KeyError:
         raise web.HTTPNotFound(text=f"no job {job_id}") from None
     except ValueError as exc:

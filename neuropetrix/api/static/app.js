@@ -1,0 +1,265 @@
+// NeuroPETRIX dashboard: plain ES modules, no build step. Tokens live in sessionStorage (one tab, one
+// login); the access token is refreshed before it expires; the WebSocket resumes from the last event id.
+const $ = (sel) => document.querySelector(sel);
+const session = {
+  get access() { return sessionStorage.getItem("access"); },
+  get refresh() { return sessionStorage.getItem("refresh"); },
+  get user() { return JSON.parse(sessionStorage.getItem("user") || "null"); },
+  save(tokens) {
+    sessionStorage.setItem("access", tokens.access_token);
+    sessionStorage.setItem("refresh", tokens.refresh_token);
+    sessionStorage.setItem("expires", String(Date.now() + tokens.expires_in * 1000));
+  },
+  clear() { sessionStorage.clear(); },
+};
+let socket = null, lastEventId = null, refreshTimer = null, reloadTimer = null, reconnectDelay = 500;
+const freshStudies = new Set();
+
+async function api(path, options = {}) {
+  const headers = { ...(options.headers || {}), Authorization: `Bearer ${session.access}` };
+  if (options.body) headers["Content-Type"] = "application/json";
+  let r = await fetch(path, { ...options, headers });
+  if (r.status === 401 && session.refresh && await refreshTokens()) {
+    headers.Authorization = `Bearer ${session.access}`;
+    r = await fetch(path, { ...options, headers });
+  }
+  if (r.status === 401) { signedOut(); throw new Error("signed out"); }
+  return r;
+}
+
+async function refreshTokens() {
+  const r = await fetch("/api/auth/refresh", { method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ refresh_token: session.refresh }) });
+  if (!r.ok) return false;
+  session.save(await r.json());
+  scheduleRefresh();
+  return true;
+}
+
+function scheduleRefresh() {
+  clearTimeout(refreshTimer);
+  const wait = Math.max(5000, Number(sessionStorage.getItem("expires")) - Date.now() - 60000);
+  refreshTimer = setTimeout(refreshTokens, wait);
+}
+
+function signedOut() {
+  session.clear();
+  if (socket) { socket.onclose = null; socket.close(); socket = null; }
+  clearTimeout(refreshTimer);
+  $("#nav").hidden = true;
+  location.hash = "#/login";
+}
+
+function cell(row, text, cls) {
+  const td = row.insertCell();
+  td.textContent = text ?? "";
+  if (cls) td.className = cls;
+  return td;
+}
+
+function show(view) {
+  for (const s of document.querySelectorAll("main > section")) s.hidden = s.id !== `view-${view}`;
+}
+
+// ---- login ----
+$("#login-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const form = new FormData(ev.target);
+  const r = await fetch("/api/auth/login", { method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ username: form.get("username"), password: form.get("password") }) });
+  const body = await r.json();
+  if (!r.ok) { $("#login-error").textContent = body.message; return; }
+  session.save(body);
+  $("#login-error").textContent = "";
+  ev.target.reset();
+  await startSession();
+  location.hash = "#/studies";
+});
+
+async function startSession() {
+  const me = await (await api("/api/me")).json();
+  sessionStorage.setItem("user", JSON.stringify(me));
+  $("#whoami").textContent = `${me.username} (${me.role})`;
+  $("#nav-jobs").hidden = !me.permissions.includes("jobs.read");
+  $("#nav").hidden = false;
+  scheduleRefresh();
+  connect();
+}
+
+$("#logout").addEventListener("click", async () => {
+  await fetch("/api/auth/logout", { method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ refresh_token: session.refresh }) });
+  signedOut();
+});
+$("#logout-all").addEventListener("click", async () => {
+  await api("/api/auth/logout-all", { method: "POST" });
+  signedOut();
+});
+
+// ---- live events ----
+function connect() {
+  const proto = location.protocol === "https:" ? "wss" : "ws";
+  const after = lastEventId === null ? "" : `&after=${lastEventId}`;
+  socket = new WebSocket(`${proto}://${location.host}/api/ws?token=${encodeURIComponent(session.access)}${after}`);
+  socket.onopen = () => { $("#live").className = "live on"; reconnectDelay = 500; };
+  socket.onmessage = (msg) => {
+    const m = JSON.parse(msg.data);
+    if (m.type === "hello") {   // (re)connected: reload once, in case something changed while away
+      if (lastEventId === null) lastEventId = m.after;
+      onEvent(m);
+      return;
+    }
+    if (m.type === "heartbeat") { lastEventId = Math.max(lastEventId ?? 0, m.last_event_id); return; }
+    lastEventId = m.id;
+    onEvent(m);
+  };
+  socket.onclose = async (ev) => {
+    $("#live").className = "live off";
+    socket = null;
+    if (!session.access) return;
+    if (ev.code === 4001 && !(await refreshTokens())) { signedOut(); return; }
+    setTimeout(connect, reconnectDelay);
+    reconnectDelay = Math.min(reconnectDelay * 2, 10000);
+  };
+}
+
+function onEvent(event) {
+  if (event.study_uid) freshStudies.add(event.study_uid);
+  clearTimeout(reloadTimer);
+  reloadTimer = setTimeout(() => route(true), 150);   // many events in a burst: one reload
+}
+
+// ---- studies ----
+async function loadStudies() {
+  const params = new URLSearchParams();
+  for (const [k, v] of new FormData($("#filters"))) if (v) params.set(k, v);
+  params.set("limit", "100");
+  const page = await (await api(`/api/studies?${params}`)).json();
+  const body = $("#studies tbody");
+  body.replaceChildren();
+  for (const s of page.items) {
+    const row = body.insertRow();
+    row.className = "link" + (freshStudies.has(s.study_uid) ? " fresh" : "");
+    row.dataset.uid = s.study_uid;
+    row.onclick = () => { location.hash = `#/study/${s.study_uid}`; };
+    cell(row, s.patient_name.replaceAll("^", " "));
+    cell(row, s.patient_id);
+    cell(row, s.accession_number);
+    cell(row, s.study_date);
+    cell(row, s.modalities.join("/"));
+    cell(row, s.series);
+    cell(row, s.instances);
+    cell(row, s.state, `state-${s.state}`);
+    cell(row, s.last_received_at.replace("T", " ").slice(0, 19));
+  }
+  freshStudies.clear();
+  $("#studies-count").textContent = `${page.items.length} of ${page.total} studies`;
+}
+$("#filters").addEventListener("input", () => loadStudies());
+
+// ---- one study ----
+let mipUrl = null;
+async function loadStudy(uid, refresh) {
+  const r = await api(`/api/studies/${uid}`);
+  if (!r.ok) { $("#study-title").textContent = (await r.json()).message; return; }
+  const s = await r.json();
+  $("#study-title").textContent = `${s.patient_name.replaceAll("^", " ")} — ${s.description || s.study_uid}`;
+  $("#study-meta").textContent = `ID ${s.patient_id} · accession ${s.accession_number} · ${s.study_date} · ${s.state}`;
+  const series = $("#series tbody");
+  series.replaceChildren();
+  for (const se of s.series) {
+    const row = series.insertRow();
+    [se.series_number, se.modality, se.description, se.instances, se.calling_ae].forEach((v) => cell(row, v));
+  }
+  const lesions = $("#lesions tbody");
+  lesions.replaceChildren();
+  const a = s.analysis;
+  $("#analysis-summary").textContent = a
+    ? `${a.lesion_count} lesion(s), SUVmax ${a.suv_max?.toFixed(2) ?? "–"}, TMTV ${a.tmtv_ml.toFixed(1)} ml, TLG ${a.tlg_total.toFixed(1)}`
+    : ("analysis" in s ? "not analysed yet" : "results are not shown to your role");
+  for (const les of a?.lesions ?? []) {
+    const row = lesions.insertRow();
+    [les.label, les.suv_max.toFixed(2), les.suv_mean.toFixed(2), les.suv_peak.toFixed(2),
+     les.volume_ml.toFixed(2), les.tlg.toFixed(1)].forEach((v) => cell(row, v));
+  }
+  const files = s.files || {};
+  const img = $("#mip");
+  if (files["mip.png"] && (!refresh || !img.src)) {
+    const blob = await (await api(files["mip.png"])).blob();
+    if (mipUrl) URL.revokeObjectURL(mipUrl);
+    mipUrl = URL.createObjectURL(blob);
+    img.src = mipUrl;
+    $("#mip-caption").textContent = "MIP";
+  } else if (!files["mip.png"]) {
+    img.removeAttribute("src");
+    $("#mip-caption").textContent = "no picture yet";
+  }
+  const downloads = $("#downloads");
+  downloads.replaceChildren();
+  for (const [name, url] of Object.entries(files)) {
+    if (name === "mip.png") continue;
+    const b = document.createElement("button");
+    b.textContent = name;
+    b.onclick = async () => {
+      const link = document.createElement("a");
+      link.href = URL.createObjectURL(await (await api(url)).blob());
+      link.download = `${uid}-${name}`;
+      link.click();
+    };
+    downloads.append(b, " ");
+  }
+  const deliveries = $("#deliveries tbody");
+  deliveries.replaceChildren();
+  for (const j of s.deliveries ?? []) {
+    const row = deliveries.insertRow();
+    cell(row, j.id); cell(row, j.kind); cell(row, j.destination);
+    cell(row, j.state, `state-${j.state}`); cell(row, `${j.attempts}/${j.max_attempts}`); cell(row, j.last_error);
+  }
+  const events = $("#events");
+  events.replaceChildren();
+  for (const e of s.events) {
+    const li = document.createElement("li");
+    li.textContent = `${e.created_at.replace("T", " ").slice(0, 19)}  ${e.kind}`;
+    events.append(li);
+  }
+}
+
+// ---- jobs (admins retry) ----
+async function loadJobs() {
+  const params = new URLSearchParams({ limit: "200" });
+  const state = new FormData($("#job-filters")).get("state");
+  if (state) params.set("state", state);
+  const r = await api(`/api/jobs?${params}`);
+  const body = $("#jobs tbody");
+  body.replaceChildren();
+  if (!r.ok) { cell(body.insertRow(), (await r.json()).message); return; }
+  const canRetry = session.user?.permissions.includes("jobs.retry");
+  for (const j of (await r.json()).items) {
+    const row = body.insertRow();
+    cell(row, j.id); cell(row, j.kind); cell(row, j.study_uid); cell(row, j.destination);
+    cell(row, j.state, `state-${j.state}`); cell(row, `${j.attempts}/${j.max_attempts}`); cell(row, j.last_error);
+    const td = row.insertCell();
+    if (canRetry && j.state === "failed") {
+      const b = document.createElement("button");
+      b.textContent = "Retry";
+      b.onclick = async () => { await api(`/api/jobs/${j.id}/retry`, { method: "POST" }); loadJobs(); };
+      td.append(b);
+    }
+  }
+}
+$("#job-filters").addEventListener("input", () => loadJobs());
+
+// ---- routing ----
+async function route(refresh = false) {
+  if (!session.access) { show("login"); return; }
+  const [, view, arg] = location.hash.split("/");
+  if (view === "study" && arg) { show("study"); await loadStudy(arg, refresh); }
+  else if (view === "jobs") { show("jobs"); await loadJobs(); }
+  else { show("studies"); await loadStudies(); }
+}
+window.addEventListener("hashchange", () => route());
+
+(async () => {
+  if (session.access) await startSession().catch(() => signedOut());
+  await route();
+})();
