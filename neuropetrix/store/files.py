@@ -61,7 +61,8 @@ class FileStore:
 
     def place(self, temp: Path, relative: str, replace: bool = False) -> bool:
         """Move a finished temporary file to its place. False, leaving `temp`, when a file is already
-        there (the first copy of an instance is kept) unless `replace` is set."""
+        there (the first copy of an instance is kept) unless `replace` is set. The new name is
+        durable only after `sync_dir`."""
         final = self.root / relative
         try:
             placed = self._move(temp, final, replace)
@@ -70,9 +71,12 @@ class FileStore:
                 self._known_dirs.discard(final.parent)
             self._ensure_dir(final.parent)
             placed = self._move(temp, final, replace)
-        if placed and self.fsync:
-            _fsync_dir(final.parent)
         return placed
+
+    def sync_dir(self, relative: str) -> None:
+        """Make a placed file's name durable (after `place`, before acknowledging the instance)."""
+        if self.fsync:
+            _fsync_dir((self.root / relative).parent)
 
     def _move(self, temp: Path, final: Path, replace: bool) -> bool:
         if final.parent not in self._known_dirs:

@@ -66,6 +66,10 @@ class StudyIndex:
         self._series_cache: dict[str, tuple[int, int]] = {}
         self._lock = threading.Lock()
 
+    def knows_series(self, series_uid: str) -> bool:
+        """True when the series' rows exist (then `add` needs only the instance's own fields)."""
+        return series_uid in self._series_cache
+
     def contains(self, sop_instance_uid: str) -> bool:
         with self.engine.connect() as conn:
             return conn.scalar(select(_instances.c.id).where(

@@ -9,13 +9,16 @@ from __future__ import annotations
 import errno
 import logging
 from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from io import BytesIO
 from pathlib import Path
 from typing import BinaryIO
 
 from pydicom import dcmread
-from pydicom.dataset import FileMetaDataset
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_file_meta_info
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
 from sqlalchemy.exc import OperationalError
 
 from neuropetrix import metrics
@@ -30,6 +33,8 @@ DOES_NOT_MATCH_SOP_CLASS = 0xA900   # Error: Data Set does not match SOP Class
 CANNOT_UNDERSTAND = 0xC000          # Error: Cannot understand
 
 IMPLEMENTATION_VERSION = "NEUROPETRIX_01"
+LAST_INDEXED_TAG = 0x0020FFFF      # every attribute the index keeps is in groups 0008-0020
+HEAD_BYTES = 64 * 1024             # how much of each dataset the SCP keeps in memory for the header
 
 
 @dataclass(frozen=True)
@@ -72,10 +77,50 @@ def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
+def _header_from(head: bytes, transfer_syntax: UID) -> Dataset | None:
+    """The top-level elements up to group 0020 read from `head`, or None when `head` may not hold
+    them all (an element runs past its end, or the syntax is deflated)."""
+    if transfer_syntax.is_deflated or not head:
+        return None
+    fp = BytesIO(head)
+    stopped_at: list[int] = []
+
+    def stop(tag, _vr, _length) -> bool:
+        if tag > LAST_INDEXED_TAG:
+            stopped_at.append(fp.tell())
+            return True
+        return False
+    try:
+        ds = read_dataset(fp, transfer_syntax.is_implicit_VR, transfer_syntax.is_little_endian, stop_when=stop)
+    except Exception:
+        return None
+    # a read that ran past the end of `head` leaves the position at its end: then trust the file
+    return ds if stopped_at and stopped_at[0] < len(head) else None
+
+
+def read_header(temp: Path, head: bytes, transfer_syntax: str) -> Dataset:
+    """The header of a received instance: from memory when possible, else from its file."""
+    ds = _header_from(head, UID(transfer_syntax))
+    return ds if ds is not None else dcmread(temp, stop_before_pixels=True)
+
+
+def _described(ds: Dataset) -> dict[str, object]:
+    """Patient, study and series attributes for the index's rows."""
+    return dict(
+        patient_id=_text(ds, "PatientID"), issuer=_text(ds, "IssuerOfPatientID"),
+        patient_name=_text(ds, "PatientName", 324), birth_date=_text(ds, "PatientBirthDate", 8),
+        sex=_text(ds, "PatientSex", 16), study_date=_text(ds, "StudyDate", 8), study_time=_text(ds, "StudyTime", 16),
+        accession_number=_text(ds, "AccessionNumber"), study_description=_text(ds, "StudyDescription", 256),
+        modality=_text(ds, "Modality", 16), series_number=_int(ds, "SeriesNumber"),
+        series_description=_text(ds, "SeriesDescription", 256), body_part=_text(ds, "BodyPartExamined"),
+        frame_of_reference_uid=_text(ds, "FrameOfReferenceUID"))
+
+
 class Ingest:
     def __init__(self, files: FileStore, index: StudyIndex) -> None:
         self.files = files
         self.index = index
+        self._syncer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dir-fsync")
 
     def new_temp(self) -> Path:
         return self.files.new_temp()
@@ -84,11 +129,14 @@ class Ingest:
         self.files.discard(temp)
 
     def accept(self, temp: Path, *, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str,
-               calling_ae: str, calling_host: str) -> Outcome:
-        """Check, place and index the instance in `temp`; never raises for bad input."""
+               calling_ae: str, calling_host: str, head: bytes = b"") -> Outcome:
+        """Check, place and index the instance in `temp`; never raises for bad input.
+
+        `head` is the start of the dataset as received, when the caller kept it: the header is then
+        read from memory instead of from the file."""
         try:
             return self._accept(temp, sop_class_uid, sop_instance_uid, transfer_syntax, calling_ae,
-                                calling_host)
+                                calling_host, head)
         except Exception as exc:
             self.files.discard(temp)
             if is_disk_full(exc) or isinstance(exc, OperationalError) and "full" in str(exc).lower():
@@ -98,9 +146,9 @@ class Ingest:
             return Outcome(OUT_OF_RESOURCES, f"cannot store: {type(exc).__name__}")
 
     def _accept(self, temp: Path, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str,
-                calling_ae: str, calling_host: str) -> Outcome:
+                calling_ae: str, calling_host: str, head: bytes) -> Outcome:
         try:
-            ds = dcmread(temp, stop_before_pixels=True)
+            ds = read_header(temp, head, transfer_syntax)
         except Exception as exc:
             self.files.discard(temp)
             log.warning("rejected %s from %s (%s): cannot parse the dataset: %s",
@@ -118,7 +166,7 @@ class Ingest:
             log.warning("rejected %s from %s (%s): %s", sop_instance_uid, calling_ae, calling_host, exc)
             return Outcome(DOES_NOT_MATCH_SOP_CLASS, str(exc)[:64])
 
-        study_uid = str(ds.StudyInstanceUID)
+        study_uid, series_uid = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)
         size = temp.stat().st_size
         if not self.files.place(temp, rel):
             if self.index.contains(sop):
@@ -126,22 +174,20 @@ class Ingest:
                 log.info("duplicate %s from %s: already stored, kept the first", sop, calling_ae)
                 return Outcome(SUCCESS, duplicate=True, study_uid=study_uid)
             self.files.place(temp, rel, replace=True)   # a file an interrupted run placed, never indexed
-        final = self.files.path_of(rel)
+        # The folder's fsync (making the new name durable) overlaps with the index commit: both must
+        # finish before the success status, in either order.
+        dir_synced = self._syncer.submit(self.files.sync_dir, rel)
         rec = InstanceRecord(
-            sop_class_uid=sop_class_uid, sop_instance_uid=sop, study_uid=study_uid,
-            series_uid=str(ds.SeriesInstanceUID), transfer_syntax_uid=transfer_syntax, path=rel,
-            size_bytes=size, patient_id=_text(ds, "PatientID"), issuer=_text(ds, "IssuerOfPatientID"),
-            patient_name=_text(ds, "PatientName", 324), birth_date=_text(ds, "PatientBirthDate", 8),
-            sex=_text(ds, "PatientSex", 16), study_date=_text(ds, "StudyDate", 8),
-            study_time=_text(ds, "StudyTime", 16), accession_number=_text(ds, "AccessionNumber"),
-            study_description=_text(ds, "StudyDescription", 256), modality=_text(ds, "Modality", 16),
-            series_number=_int(ds, "SeriesNumber"), series_description=_text(ds, "SeriesDescription", 256),
-            body_part=_text(ds, "BodyPartExamined"), frame_of_reference_uid=_text(ds, "FrameOfReferenceUID"),
-            instance_number=_int(ds, "InstanceNumber"), calling_ae=calling_ae, calling_host=calling_host)
+            sop_class_uid=sop_class_uid, sop_instance_uid=sop, study_uid=study_uid, series_uid=series_uid,
+            transfer_syntax_uid=transfer_syntax, path=rel, size_bytes=size,
+            instance_number=_int(ds, "InstanceNumber"), calling_ae=calling_ae, calling_host=calling_host,
+            # patient, study and series attributes are read only for a series the index does not know
+            **({} if self.index.knows_series(series_uid) else _described(ds)))
         try:
             added = self.index.add(rec)
+            dir_synced.result()
         except Exception:
-            final.unlink(missing_ok=True)   # not indexed → not acknowledged → not kept
+            self.files.path_of(rel).unlink(missing_ok=True)   # not indexed → not acknowledged → not kept
             raise
         if not added:
             log.info("duplicate %s from %s arrived concurrently, kept the first", sop, calling_ae)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pydicom
 import pytest
 from sqlalchemy import inspect, select
 
@@ -65,3 +66,18 @@ def test_leftover_incoming_files_are_cleaned(tmp_path):
     (store.incoming / "abc.part").write_bytes(b"half")
     assert store.clean_incoming() == 1
     assert not list(store.incoming.iterdir())
+
+
+def test_header_read_from_memory_matches_the_file_and_falls_back_when_cut(small_study, tmp_path):
+    from tests.dicomfiles import dataset_bytes
+
+    from neuropetrix.store.ingest import read_header
+    for f in small_study[1][:1] + small_study[1][-1:]:
+        ts = pydicom.dcmread(f, stop_before_pixels=True).file_meta.TransferSyntaxUID
+        whole = read_header(f, b"", ts)
+        encoded = dataset_bytes(f)
+        from_memory = read_header(tmp_path / "absent.dcm", encoded[:65536], ts)
+        assert from_memory.SOPInstanceUID == whole.SOPInstanceUID
+        assert from_memory.PatientName == whole.PatientName and from_memory.SeriesNumber == whole.SeriesNumber
+        cut = encoded.index(b"\x20\x00\x0d\x00")   # inside the header, before StudyInstanceUID ends
+        assert read_header(f, encoded[:cut + 5], ts).StudyInstanceUID == whole.StudyInstanceUID

@@ -32,8 +32,8 @@ from pynetdicom.pdu_primitives import (A_ASSOCIATE, ImplementationClassUIDNotifi
 from pynetdicom.presentation import PresentationContext, build_context, negotiate_as_acceptor
 from pynetdicom.sop_class import _STORAGE_CLASSES
 
-from neuropetrix.store.ingest import IMPLEMENTATION_VERSION, OUT_OF_RESOURCES, Ingest, Outcome, \
-    is_disk_full, write_file_header
+from neuropetrix.store.ingest import HEAD_BYTES, IMPLEMENTATION_VERSION, OUT_OF_RESOURCES, Ingest, \
+    Outcome, is_disk_full, write_file_header
 
 log = logging.getLogger("neuropetrix.scp")
 
@@ -119,6 +119,7 @@ class _Transfer:
     fp: BinaryIO | None
     failure: Outcome | None = None
     size: int = 0
+    head: bytearray = field(default_factory=bytearray)
 
 
 @dataclass
@@ -314,6 +315,8 @@ class Association:
 
     def _write(self, t: _Transfer, chunk: memoryview) -> None:
         t.size += len(chunk)
+        if len(t.head) < HEAD_BYTES:
+            t.head += chunk[:HEAD_BYTES - len(t.head)]
         if t.fp is None:
             return   # failed earlier: the rest of the dataset is read and dropped
         try:
@@ -339,14 +342,15 @@ class Association:
                 try:
                     t.fp.flush()
                     if self.server.fsync:
-                        os.fsync(t.fp.fileno())
+                        os.fdatasync(t.fp.fileno())   # the data and its size; the folder comes later
                     t.fp.close()
                     t.fp = None
                 except OSError as exc:
                     self._fail(t, exc)
             outcome = t.failure or self.server.ingest.accept(
                 t.temp, sop_class_uid=t.sop_class_uid, sop_instance_uid=t.sop_instance_uid,
-                transfer_syntax=t.transfer_syntax, calling_ae=self.calling_ae, calling_host=self.host)
+                transfer_syntax=t.transfer_syntax, calling_ae=self.calling_ae, calling_host=self.host,
+                head=bytes(t.head))
             self._count(outcome, t.size)
             self._respond(t.context_id, None, C_STORE_RSP, outcome.status, t, outcome.message)
         finally:
