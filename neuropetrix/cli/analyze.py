@@ -20,12 +20,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from neuropetrix.analysis.errors import AnalysisError
     from neuropetrix.engine.offline import analyze_folder
+    from neuropetrix.reports.errors import ReportError
 
     settings = settings_from(args)
     try:
-        analysis = analyze_folder(args.study_dir, args.out, settings.analysis, args.device)
+        analysis = analyze_folder(args.study_dir, args.out, settings.analysis, args.device, hbys=settings.hbys)
     except AnalysisError as exc:
         raise CommandError(f"analyze {args.study_dir}: {exc}") from None
+    except ReportError as exc:
+        raise CommandError(f"analyze {args.study_dir}: cannot write the results: {exc}") from None
     except OSError as exc:
         raise CommandError(f"analyze: {exc}") from None
     result = analysis.result
