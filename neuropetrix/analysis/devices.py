@@ -1,4 +1,8 @@
-"""Where the heavy parts run: "cpu" (numpy/scipy) or "cuda" (torch), chosen once per analysis.
+"""Where the heavy parts run, chosen once per analysis.
+
+"cpu" means numpy/scipy. Any other value is a torch device ("cuda", "cuda:1", or "cpu:0", which runs
+the GPU code on the CPU so that it is tested on every machine): thresholds, connected components, the
+SUVpeak convolution and the network then run with torch there.
 
 torch is imported only when a GPU may be used: importing it costs more than a second, which a
 CPU-only node should not pay on every study.

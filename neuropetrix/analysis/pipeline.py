@@ -76,7 +76,8 @@ def analyze_volumes(pet: Volume, ct: Volume | None, settings: AnalysisSettings, 
                     timings: dict[str, float] | None = None) -> AnalysisResult:
     """Analyse a PET volume (and the CT on its frame of reference, when the method needs it).
 
-    `device` is "cpu" or "cuda" (already resolved); `timings` carries stages timed by the caller.
+    `device` is "cpu" or a torch device such as "cuda" (see `devices`); `timings` carries stages
+    timed by the caller.
     """
     timings = dict(timings or {})
     t0 = time.perf_counter()

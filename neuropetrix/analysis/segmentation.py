@@ -1,6 +1,6 @@
 """Lesions from an SUV volume: thresholds (fixed, % of each lesion's SUVmax, PERCIST) and components.
 
-Components are 26-connected. On "cuda" the threshold and the component labelling run with torch
+Components are 26-connected. On a torch device ("cuda") the threshold and the component labelling run with torch
 (minimum-index propagation by 3×3×3 pooling plus pointer jumping), numbered like scipy's labelling
 (raster order of each component's first voxel), so both devices find the very same lesions. Lesions
 smaller than the minimum volume are dropped; the rest are numbered 1…N by decreasing SUVmax.

@@ -3,7 +3,7 @@
 The sphere is a kernel of partial-voxel weights (each voxel weighted by the fraction of it inside the
 sphere, from 7³ sub-samples), so it holds 1 ml whatever the voxel size; a sphere reaching past the edge
 of the image is averaged over its part inside. The sphere's centre may be any voxel of the lesion, not
-only its hottest voxel. On "cuda" the convolution runs over the whole volume with torch (TF32 off, so
+only its hottest voxel. On a torch device ("cuda") the convolution runs over the whole volume with torch (TF32 off, so
 the answer matches the CPU to float32 precision); on "cpu" only around each lesion with scipy.
 """
 from __future__ import annotations

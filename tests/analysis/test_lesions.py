@@ -6,9 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy import ndimage
 
-from neuropetrix.analysis import segmentation, suvpeak
+from neuropetrix.analysis import suvpeak
 from neuropetrix.analysis.errors import AnalysisError
 from neuropetrix.analysis.liver import liver_reference
 from neuropetrix.analysis.pipeline import analyze_volumes, to_suv
@@ -153,20 +152,3 @@ def test_radiomics_features_per_lesion(volumes):
     assert features["firstorder_Maximum"] == pytest.approx(result.lesions[0].suv_max, rel=1e-6)
     assert features["shape_VoxelVolume"] / 1000 == pytest.approx(result.lesions[0].volume_ml, rel=1e-6)
     assert {"glcm_Contrast", "glrlm_RunLengthNonUniformity", "glszm_ZoneEntropy"} <= set(features)
-
-
-def test_torch_labelling_and_peaks_equal_scipy(volumes):
-    """The GPU algorithms, run by torch on the CPU, give the scipy answer (the GPU test compares devices)."""
-    pet, _ = volumes
-    _, factors = suv_factors(pet, "bw")
-    suv = to_suv(pet, factors)
-    mask = suv >= 3.0
-    expected, n = segmentation.label_components(mask, "cpu")
-    got, m = segmentation._label_torch(mask, "cpu")
-    assert m == n and np.array_equal(got, expected)
-    labels = segmentation.finalize(expected, n, suv, 4)
-    count = int(labels.max())
-    kernel = suvpeak.sphere_kernel(pet.spacing)
-    np.testing.assert_allclose(suvpeak._peaks_torch(suv, labels, count, kernel, "cpu"),
-                               suvpeak._peaks_cpu(suv, labels, count, kernel), rtol=1e-5)
-    assert ndimage.label(mask, np.ones((3, 3, 3)))[1] == n
