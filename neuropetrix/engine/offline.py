@@ -14,6 +14,7 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 
 from neuropetrix.analysis.devices import resolve_device
+from neuropetrix.analysis.errors import AnalysisError
 from neuropetrix.analysis.pipeline import analyze_volumes
 from neuropetrix.analysis.results import AnalysisResult
 from neuropetrix.analysis.volumes import Volume, choose_ct, choose_pet, load_volume, read_folder
@@ -47,12 +48,22 @@ class OfflineAnalysis:
 
 
 def load_study(study_dir: Path, need_ct_pixels: bool) -> tuple[Volume, Volume | None]:
-    """The PET volume and the CT on its frame of reference (geometry only unless its pixels are needed)."""
+    """The PET volume and the CT on its frame of reference (geometry only unless its pixels are needed).
+
+    A CT that cannot be stacked (a scout in the series, a missing slice) stops only an analysis that
+    uses the CT; otherwise the study is analysed as PET-only.
+    """
     series = read_folder(study_dir)
     pet = load_volume(choose_pet(series))
     ct_series = choose_ct(series, str(pet.header.get("FrameOfReferenceUID", "")) or None)
-    ct = None if ct_series is None else load_volume(ct_series, with_pixels=need_ct_pixels)
-    return pet, ct
+    if ct_series is None:
+        return pet, None
+    try:
+        return pet, load_volume(ct_series, with_pixels=need_ct_pixels)
+    except AnalysisError:
+        if need_ct_pixels:
+            raise
+        return pet, None
 
 
 def write_analysis_json(analysis: OfflineAnalysis) -> Path:

@@ -94,3 +94,11 @@ def test_unreadable_file_and_no_pet_are_refused(tmp_path: Path):
         shutil.copy(path, ct_only)
     with pytest.raises(AnalysisError, match="no PET series"):
         analyze_dir(ct_only)
+
+
+def test_a_broken_ct_stops_only_the_analysis_that_uses_it(tmp_path: Path):
+    folder = _tiny(tmp_path, with_ct=True)
+    (folder / "CT" / "CT0004.dcm").unlink()
+    assert analyze_dir(folder).ct_series_instance_uid is None
+    with pytest.raises(AnalysisError, match="CT series .*missing slice"):
+        analyze_dir(folder, method="model", model=tmp_path / "weights.pt")
