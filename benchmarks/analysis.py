@@ -34,7 +34,6 @@ t0 = time.perf_counter()
 analysis = analyze_folder(Path(sys.argv[1]), Path(sys.argv[2]), settings, "cpu")
 total = time.perf_counter() - t0
 stages = dict(analysis.result.timings_s)
-stages["write"] = total - sum(v for k, v in stages.items() if k != "write")
 stages["import"] = imported
 print(json.dumps({"stages": stages, "analyze_s": total, "lesions": len(analysis.result.lesions),
                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))

@@ -75,15 +75,15 @@ def write_analysis_json(analysis: OfflineAnalysis) -> Path:
 def write_outputs(analysis: OfflineAnalysis) -> None:
     """Write every output file into `analysis.out_dir`, recording each in `analysis.files`.
 
-    Report writers add their steps before analysis.json, which goes last so that its timings include
-    how long the other files took ("write").
+    analysis.json goes first, so that it exists even when a report writer fails; its timings therefore
+    end before the writing, whose time is kept in `analysis.result.timings_s["write"]` afterwards.
     """
     t0 = time.perf_counter()
     analysis.out_dir.mkdir(parents=True, exist_ok=True)
-    analysis.result.timings_s["write"] = time.perf_counter() - t0
     analysis.files["analysis.json"] = write_analysis_json(analysis)
     analysis.files.update({p.name: p for p in write_reports(analysis.result, analysis.pet_datasets,
                                                             analysis.out_dir, analysis.hbys).values()})
+    analysis.result.timings_s["write"] = time.perf_counter() - t0
 
 
 def analyze_folder(study_dir: Path, out_dir: Path, settings: AnalysisSettings,
