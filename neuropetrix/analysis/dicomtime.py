@@ -1,7 +1,7 @@
 """DICOM DA / TM / DT strings → naive datetimes (local time of the scanner).
 
-Time zone offsets in DT values are dropped after the arithmetic is made local: every date-time in one
-study comes from one site, and mixing aware and naive values would break the subtraction.
+A time zone offset in a DT value is dropped: DA/TM values carry none and are the scanner's local time,
+like the DT values of the same study, and mixing aware and naive values would break the subtraction.
 """
 from __future__ import annotations
 
@@ -44,8 +44,7 @@ def parse_dt(value: object) -> datetime | None:
         parsed = DT(text)
     except ValueError:
         return None
-    return datetime.combine(parsed.date(), parsed.time()) if parsed.tzinfo is None else \
-        datetime.combine(parsed.date(), parsed.timetz()).replace(tzinfo=None)
+    return datetime.combine(parsed.date(), parsed.time())
 
 
 def parse_date_time(date_value: object, time_value: object) -> datetime | None:
