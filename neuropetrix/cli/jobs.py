@@ -7,7 +7,7 @@ import json
 from neuropetrix.cli import CommandError, add_config_option, settings_from
 from neuropetrix.engine.jobs import JobQueue, job_json, list_jobs
 from neuropetrix.store.db import open_database
-from neuropetrix.store.jobs_models import DONE, FAILED, QUEUED, RUNNING
+from neuropetrix.store.jobs_models import COMMITTING, DONE, FAILED, QUEUED, RUNNING
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("action", nargs="?", choices=["retry"], help="retry: queue job ID again now")
     p.add_argument("id", nargs="?", type=int, metavar="ID")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--state", choices=[QUEUED, RUNNING, DONE, FAILED], default=None)
+    p.add_argument("--state", choices=[QUEUED, RUNNING, COMMITTING, DONE, FAILED], default=None)
     p.add_argument("--limit", type=int, default=1000)
     p.set_defaults(handler=run)
 

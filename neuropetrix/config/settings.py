@@ -172,6 +172,9 @@ class EngineSettings(Section):
     poll_seconds: float = Field(0.5, gt=0)         # worker stops renewing it (a crash)
     retry: RetrySettings = RetrySettings()
     pseudonym_secret: str = "change-me"            # HMAC key: the same patient gets the same pseudonym
+    # Storage commitment: PACS answers (N-EVENT-REPORT) arrive on this port; null = not requested.
+    commitment_port: Port | None = None
+    commitment_timeout: float = Field(300.0, gt=0) # no answer by then: the objects are sent again
 
 
 class Settings(Section):

@@ -38,20 +38,16 @@ def _die_with_parent() -> None:
 def analyze_into(study_dir: Path, out_dir: Path, settings: Settings) -> dict:
     """Analyse `study_dir` and write every result file into `out_dir`; returns a short summary."""
     from neuropetrix.engine.offline import analyze_folder
-    from neuropetrix.reports.writer import write_reports
 
-    analysis = analyze_folder(study_dir, out_dir, settings.analysis)
-    write_reports(analysis.result, analysis.pet_datasets, out_dir, settings.hbys)
-    result = analysis.result
+    result = analyze_folder(study_dir, out_dir, settings.analysis, hbys=settings.hbys).result
     return {"lesions": len(result.lesions), "suv_max": result.suv_max, "tmtv_ml": result.tmtv_ml,
-            "tlg_total": result.tlg_total}
+            "tlg_total": result.tlg_total, "timings_s": {k: round(v, 3) for k, v in result.timings_s.items()}}
 
 
 def _child(conn: Connection) -> None:
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)      # the node stops us; Ctrl-C goes to the node
     import neuropetrix.engine.offline  # noqa: F401  (import once, before the first study)
-    import neuropetrix.reports.writer  # noqa: F401
     from neuropetrix.analysis.errors import AnalysisError
     from neuropetrix.reports.errors import ReportError
 

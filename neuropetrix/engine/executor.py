@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,12 +19,14 @@ from neuropetrix.engine.results import ANALYSIS_FILE, FHIR_FILE, HL7_FILE, OBJEC
 from neuropetrix.engine.routes.facts import study_files
 from neuropetrix.engine.transforms import build
 from neuropetrix.node.scu import fhir, mllp
+from neuropetrix.node.scu.commitment import transaction_uid
 from neuropetrix.node.scu.dicom import SendError, send_files
 from neuropetrix.node.scu.errors import DeliveryError
 from neuropetrix.store.db import utcnow
 from neuropetrix.store.files import FileStore, check_uid
 
 log = logging.getLogger("neuropetrix.engine")
+AWAITING_COMMITMENT = "commitment_transaction"    # in a result: stored, the PACS's answer still to come
 
 
 def done_event(kind: str) -> str | None:
@@ -47,14 +50,16 @@ class JobRunner:
         self.files = files
         self.results = results
 
-    def run(self, job: Claimed, stop: threading.Event, analyzer: AnalysisProcess | None = None) -> dict:
-        """Do `job`; returns what to record as its result, or raises JobFailure."""
+    def run(self, job: Claimed, stop: threading.Event, analyzer: AnalysisProcess | None = None,
+            waiting: Callable[[dict], bool] | None = None) -> dict:
+        """Do `job`; returns what to record as its result, or raises JobFailure. `waiting(result)`
+        records that a forward now waits for a storage commitment answer (False: the job was lost)."""
         try:
             if job.kind == "analyze":
                 assert analyzer is not None, "analysis jobs run on an analysis lane"
                 return self._analyze(job, analyzer, stop)
             if job.kind == "forward":
-                return self._forward(job)
+                return self._forward(job, waiting)
             if job.kind == "hl7":
                 return self._hl7(job)
             if job.kind == "fhir":
@@ -89,7 +94,7 @@ class JobRunner:
             raise JobFailure(f"no {name} in the results of study {job.study_uid} (analysis not run?)")
         return path
 
-    def _forward(self, job: Claimed) -> dict:
+    def _forward(self, job: Claimed, waiting: Callable[[dict], bool] | None) -> dict:
         peer = self.settings.peer(job.params["peer"])
         files: list[Path] = []
         skipped = []
@@ -106,15 +111,24 @@ class JobRunner:
                 raise JobFailure(f"no {OBJECT_FILES[obj]} in the results of study {job.study_uid}")
         steps = [*job.params.get("route_transforms", []), *job.params.get("transforms", []), *peer.transforms]
         transform = build(steps, self.settings.engine.pseudonym_secret)
+
+        def begin_commitment(stored: list[tuple[str, str]]) -> str | None:
+            transaction = transaction_uid(job.id, job.attempts)
+            result = {"sent": len(stored), "objects": job.objects, AWAITING_COMMITMENT: transaction}
+            return transaction if waiting is not None and waiting(result) else None
+
+        asks = self.settings.engine.commitment_port is not None and waiting is not None
         try:
-            report = send_files(peer, files, self.settings.node.ae_title, transform=transform)
+            report = send_files(peer, files, self.settings.node.ae_title, transform=transform,
+                                commitment=begin_commitment if asks else None)
         except SendError as exc:
             raise JobFailure(str(exc)) from None
         if not report.ok:
             first = report.failed[0]
             raise JobFailure(f"{len(report.failed)} of {len(files)} object(s) not stored by {peer.name}, "
                              f"e.g. {Path(first[0]).name}: {first[1]}")
-        return {"sent": report.sent, "objects": job.objects, **({"skipped": skipped} if skipped else {})}
+        return {"sent": report.sent, "objects": job.objects, **({"skipped": skipped} if skipped else {}),
+                **({AWAITING_COMMITMENT: report.commitment} if report.commitment else {})}
 
     def _hl7(self, job: Claimed) -> dict:
         out = self.settings.hbys.mllp

@@ -16,12 +16,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from neuropetrix.config.settings import RetrySettings
-from neuropetrix.engine.events import record
+from neuropetrix.engine.events import DELIVERY_DONE, DELIVERY_FAILED, record
 from neuropetrix.store.db import utcnow
-from neuropetrix.store.jobs_models import DONE, FAILED, QUEUED, RUNNING, Destination, Job
+from neuropetrix.store.jobs_models import COMMITTING, DONE, FAILED, QUEUED, RUNNING, Destination, Job
 
 log = logging.getLogger("neuropetrix.jobs")
 
@@ -65,7 +67,8 @@ def _claimable(now: datetime, kinds: tuple[str, ...]):
             exists().where(prerequisite.id == Job.after_id, prerequisite.state == DONE)),
         ~exists().where(Destination.name == Job.destination, Destination.blocked_until > now))
     abandoned = and_(Job.state == RUNNING, Job.lease_until < now)
-    return and_(Job.kind.in_(kinds), or_(ready, abandoned))
+    unanswered = and_(Job.state == COMMITTING, Job.next_attempt_at <= now)
+    return and_(Job.kind.in_(kinds), or_(ready, abandoned, unanswered))
 
 
 class JobQueue:
@@ -74,6 +77,7 @@ class JobQueue:
         self.retry = retry
         self.lease = timedelta(seconds=lease_seconds)
         self.postgres = sessions.kw["bind"].dialect.name == "postgresql"
+        self._insert = postgresql_insert if self.postgres else sqlite_insert
 
     def claim(self, worker: str, kinds: tuple[str, ...]) -> Claimed | None:
         """Take one runnable job of `kinds` for `worker`, or None when there is none."""
@@ -96,6 +100,9 @@ class JobQueue:
                     if resumed:
                         log.warning("job %d (%s → %s) resumed: worker %s stopped renewing it", job.id,
                                     job.kind, job.destination, job.worker)
+                    elif job.state == COMMITTING:
+                        log.warning("job %d: %s never answered the storage commitment request; sending "
+                                    "again", job.id, job.destination)
                     return Claimed(job.id, job.kind, job.study_uid, job.route, job.destination,
                                    list(job.objects), dict(job.params), job.attempts + 1, job.after_id)
         return None
@@ -111,7 +118,8 @@ class JobQueue:
         """Mark done and clear the destination's back-off; False when the job was taken from us."""
         now = utcnow()
         with self.sessions.begin() as s:
-            done = s.execute(update(Job).where(Job.id == job.id, Job.worker == worker, Job.state == RUNNING)
+            done = s.execute(update(Job).where(Job.id == job.id, Job.worker == worker,
+                                               Job.state.in_((RUNNING, COMMITTING)))
                              .values(state=DONE, result=result, last_error="", lease_until=None,
                                      finished_at=now, updated_at=now)).rowcount
             if not done:
@@ -124,33 +132,65 @@ class JobQueue:
                                                  "route": job.route, **result})
         return True
 
+    def await_commitment(self, job: Claimed, worker: str, result: dict, timeout: float) -> bool:
+        """Everything is stored and the commitment request is about to go out: from now on the job
+        waits for the PACS's answer. Recorded before the request, so even the quickest answer finds it."""
+        now = utcnow()
+        with self.sessions.begin() as s:
+            return bool(s.execute(
+                update(Job).where(Job.id == job.id, Job.worker == worker, Job.state == RUNNING)
+                .values(state=COMMITTING, result=result, lease_until=None,
+                        next_attempt_at=now + timedelta(seconds=timeout), updated_at=now)).rowcount)
+
+    def settle_commitment(self, job_id: int, attempt: int, failed: list[tuple[str, int]]) -> bool:
+        """A PACS answered the commitment request of `attempt`: done, or (instances not committed) a
+        failed attempt. False when no job waits for this answer."""
+        with self.sessions() as s:
+            row = s.get(Job, job_id)
+        if row is None or row.state != COMMITTING or row.attempts != attempt:
+            return False
+        job = Claimed(row.id, row.kind, row.study_uid, row.route, row.destination, list(row.objects),
+                      dict(row.params), row.attempts, row.after_id)
+        if failed:
+            reasons = ", ".join(f"{uid} (0x{reason:04X})" for uid, reason in failed[:5])
+            self.fail(job, row.worker, JobFailure(f"{job.destination} did not commit {len(failed)} instance(s): "
+                                                  f"{reasons}"), DELIVERY_FAILED)
+        elif self.finish(job, row.worker, {**row.result, "committed": True}, DELIVERY_DONE):
+            log.info("job %d done: %s committed all %d object(s)", job.id, job.destination, row.result.get("sent", 0))
+        return True
+
     def fail(self, job: Claimed, worker: str, failure: JobFailure, event: str | None = None) -> str:
-        """Record a failed attempt: queued again after the destination's back-off, or parked."""
+        """Record a failed attempt: queued again after the destination's back-off, or parked.
+
+        Every write is conditional or atomic (failures = failures + 1), so lanes failing on the same
+        destination at once, or a late commitment answer, never lose an update."""
         now = utcnow()
         message = str(failure)[:2000]
+        parked = failure.permanent or job.attempts >= self._max_attempts(job.id)
         with self.sessions.begin() as s:
-            row = s.get(Job, job.id)
-            if row is None or row.worker != worker or row.state != RUNNING:
+            taken = s.execute(
+                update(Job).where(Job.id == job.id, Job.worker == worker, Job.state.in_((RUNNING, COMMITTING)))
+                .values(state=FAILED if parked else QUEUED, last_error=message, lease_until=None,
+                        next_attempt_at=now, updated_at=now, finished_at=now if parked else None)).rowcount
+            if not taken:
                 return "lost"
             retry_at = failure.retry_at or now
             if not failure.permanent:       # one refused message says nothing about the destination
-                dest = s.get(Destination, job.destination)
-                if dest is None:
-                    dest = Destination(name=job.destination, failures=0, last_error="", updated_at=now)
-                    s.add(dest)
-                dest.failures += 1
-                retry_at = failure.retry_at or now + timedelta(
-                    seconds=backoff_seconds(dest.failures, self.retry))
-                dest.blocked_until, dest.last_error, dest.updated_at = retry_at, message, now
-            parked = failure.permanent or row.attempts >= row.max_attempts
-            row.state = FAILED if parked else QUEUED
-            row.next_attempt_at = now if parked else retry_at
-            row.last_error, row.lease_until, row.updated_at = message, None, now
-            row.finished_at = now if parked else None
+                s.execute(self._insert(Destination.__table__)
+                          .values(name=job.destination, failures=0, last_error="", updated_at=now)
+                          .on_conflict_do_nothing(index_elements=["name"]))
+                s.execute(update(Destination).where(Destination.name == job.destination)
+                          .values(failures=Destination.failures + 1, last_error=message, updated_at=now))
+                failures = s.scalar(select(Destination.failures).where(Destination.name == job.destination))
+                retry_at = failure.retry_at or now + timedelta(seconds=backoff_seconds(failures, self.retry))
+                s.execute(update(Destination).where(Destination.name == job.destination)
+                          .values(blocked_until=retry_at))
+                if not parked:
+                    s.execute(update(Job).where(Job.id == job.id).values(next_attempt_at=retry_at))
             if event:
                 record(s, event, job.study_uid, {
                     "job": job.id, "destination": job.destination, "route": job.route, "error": message,
-                    "attempt": row.attempts, "parked": parked,
+                    "attempt": job.attempts, "parked": parked,
                     "next_attempt_at": None if parked else retry_at.isoformat() + "Z"})
         if parked:
             log.error("job %d (%s → %s) parked as failed after %d attempt(s): %s", job.id, job.kind,
@@ -159,6 +199,10 @@ class JobQueue:
         log.warning("job %d (%s → %s) attempt %d failed, next at %s UTC: %s", job.id, job.kind,
                     job.destination, job.attempts, retry_at.strftime("%H:%M:%S"), message)
         return QUEUED
+
+    def _max_attempts(self, job_id: int) -> int:
+        with self.sessions() as s:
+            return s.scalar(select(Job.max_attempts).where(Job.id == job_id)) or 1
 
     def requeue(self, job_id: int) -> Job:
         """Requeue a job now (an operator's `jobs retry`): attempts start again, back-off is lifted."""

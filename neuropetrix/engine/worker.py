@@ -19,10 +19,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from neuropetrix.config.settings import EngineSettings, Settings
 from neuropetrix.engine.analysis_runner import AnalysisProcess
 from neuropetrix.engine.dispatch import Dispatcher
-from neuropetrix.engine.executor import JobRunner, done_event, failed_event
+from neuropetrix.engine.executor import AWAITING_COMMITMENT, JobRunner, done_event, failed_event
 from neuropetrix.engine.jobs import Claimed, JobFailure, JobQueue
 from neuropetrix.engine.results import ResultStore
 from neuropetrix.engine.routes.rules import compile_routes
+from neuropetrix.node.scp.commitment import CommitmentListener
+from neuropetrix.node.scu.commitment import CommitmentReport, job_of
 from neuropetrix.store.files import FileStore
 from neuropetrix.store.jobs_models import QUEUED, RUNNING, Job
 
@@ -44,6 +46,15 @@ class Worker:
         self._in_hand: dict[str, int] = {}            # lane name → job id
         self._lock = threading.Lock()
         self._analyzers: list[AnalysisProcess] = []
+        self.commitments: CommitmentListener | None = None
+
+    def on_commitment(self, report: CommitmentReport) -> bool:
+        """A PACS's storage commitment answer: settle the job it names."""
+        named = job_of(report.transaction_uid)
+        if named is None or not self.queue.settle_commitment(*named, report.failed):
+            log.warning("storage commitment answer %s matches no job waiting for one", report.transaction_uid)
+            return named is not None          # an answer to an older attempt: taken note of, no error
+        return True
 
     def start(self) -> None:
         lanes = [("routes", self._route_loop, ()), ("leases", self._lease_loop, ())]
@@ -53,6 +64,8 @@ class Worker:
             analyzer.warm()
             self._analyzers.append(analyzer)
             lanes.append((f"analysis-{i}", self._job_loop, (ANALYSIS_KINDS, analyzer)))
+        if self.commitments is not None:
+            self.commitments.start()
         for name, target, args in lanes:
             thread = threading.Thread(target=target, args=args, name=name, daemon=True)
             thread.start()
@@ -91,6 +104,8 @@ class Worker:
                 self._in_hand[lane] = job.id
             try:
                 self._run(job, analyzer)
+            except Exception:                  # e.g. the database went away: the lease brings it back
+                log.exception("job %d: recording its outcome failed; it runs again when its lease ends", job.id)
             finally:
                 with self._lock:
                     self._in_hand.pop(lane, None)
@@ -99,7 +114,8 @@ class Worker:
         log.info("job %d: %s of study %s → %s (attempt %d)", job.id, job.kind, job.study_uid,
                  job.destination, job.attempts)
         try:
-            result = self.runner.run(job, self._stop, analyzer)
+            result = self.runner.run(job, self._stop, analyzer, lambda partial: self.queue.await_commitment(
+                job, self.node_id, partial, self.settings.commitment_timeout))
         except JobFailure as failure:
             if self._stop.is_set() and job.kind == "analyze":
                 self._hand_back(job)
@@ -109,6 +125,10 @@ class Worker:
         except Exception as exc:               # a bug or an unexpected peer: recorded, the lane goes on
             log.exception("job %d failed unexpectedly", job.id)
             self.queue.fail(job, self.node_id, JobFailure(f"{type(exc).__name__}: {exc}"), failed_event(job.kind))
+            return
+        if AWAITING_COMMITMENT in result:          # recorded before the request went out
+            log.info("job %d: %d object(s) stored on %s; waiting for its storage commitment answer", job.id,
+                     result["sent"], job.destination)
             return
         if self.queue.finish(job, self.node_id, result, done_event(job.kind)):
             log.info("job %d done: %s → %s %s", job.id, job.kind, job.destination, result)
@@ -124,6 +144,8 @@ class Worker:
 
     def stop(self, grace: float = 30.0) -> None:
         self._stop.set()
+        if self.commitments is not None:
+            self.commitments.stop()
         for thread in self._threads:
             thread.join(timeout=grace if thread.name.startswith("delivery") else 10)
         for analyzer in self._analyzers:
@@ -137,5 +159,10 @@ def build_worker(settings: Settings, sessions: sessionmaker[Session], files: Fil
     results = ResultStore(settings.node.data_dir / "results")
     results.clean_incoming()
     queue = JobQueue(sessions, engine.retry, engine.lease_seconds)
-    return Worker(queue, JobRunner(settings, sessions, files, results),
-                  Dispatcher(sessions, files, rules, engine.retry), engine)
+    worker = Worker(queue, JobRunner(settings, sessions, files, results),
+                    Dispatcher(sessions, files, rules, engine.retry), engine)
+    if engine.commitment_port is not None:
+        worker.commitments = CommitmentListener(settings.node.ae_title, settings.node.dicom_host,
+                                                engine.commitment_port,
+                                                frozenset(p.ae_title for p in settings.peers), worker.on_commitment)
+    return worker

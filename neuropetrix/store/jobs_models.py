@@ -14,6 +14,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from neuropetrix.store.models import UID, Base
 
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
+COMMITTING = "committing"      # stored; waiting for the PACS to answer the storage commitment request
 
 
 class Job(Base):

@@ -8,7 +8,7 @@ from pathlib import Path
 import hl7
 from pydicom.uid import EncapsulatedPDFStorage
 
-from tests.engine.conftest import FAST_ENGINE, all_jobs_settled, events_of, storescu, wait_for
+from tests.engine.conftest import FAST_ENGINE, all_jobs_settled, events_of, jobs_of, storescu, wait_for
 from tests.engine.hbys import fhir_endpoint, mllp_listener
 from tests.nodeproc import running_node
 from tests.peers import orthanc
@@ -76,3 +76,23 @@ def test_study_in_results_out(tmp_path: Path, petct_study: Path) -> None:
         assert events_of(node, "notification")[0].payload["recipients"] == ["physician"]
         listed = node.cli("jobs")
         assert listed.returncode == 0 and listed.stdout.count(" done ") == 5, listed.stdout
+
+
+def test_a_study_that_cannot_be_analysed_is_parked_and_its_deliveries_wait(tmp_path: Path) -> None:
+    from tests.nodeproc import free_port
+    from tests.synthetic import StudySpec, write_ct_series
+
+    ct_only = tmp_path / "ct"
+    write_ct_series(StudySpec(ct_slices=5, ct_matrix=64), ct_only)
+    route = {"name": "everything", "match": {}, "actions": ["analyze", {"forward": "pacs", "objects": ["sr"]}]}
+    with running_node(tmp_path / "node", {**overrides(free_port(), free_port(), "http://127.0.0.1:1/fhir"),
+                                          "routes": [route]}) as node:
+        storescu(node, ct_only)
+        wait_for("the analysis to be refused", lambda: events_of(node, "analysis.failed"), node)
+        analysis, forward = jobs_of(node)
+        assert analysis["state"] == "failed" and analysis["attempts"] == 1
+        assert "PET" in analysis["last_error"], analysis["last_error"]
+        assert events_of(node, "analysis.failed")[0].payload["parked"] is True
+        assert forward["state"] == "queued" and forward["attempts"] == 0 and forward["after"] == analysis["id"]
+        listed = node.cli("jobs")
+        assert f"after job {analysis['id']}" in listed.stdout

@@ -3,6 +3,7 @@ busy, and a node killed with SIGKILL in the middle of an analysis and of a deliv
 what it received: nothing may arrive twice as two different objects."""
 from __future__ import annotations
 
+import json
 import signal
 import threading
 from pathlib import Path
@@ -24,8 +25,11 @@ def test_pacs_down_then_up_delivers_once_and_holds_up_no_one_else(tmp_path: Path
         relay = Relay(pacs.dicom_port)                  # the PACS as the node knows it: down for now
         with running_node(tmp_path / "node", overrides(relay.port, hl7_end.port, fhir_end.base_url)) as node:
             storescu(node, petct_study)
-            wait_for("two failed attempts to reach the PACS",
-                     lambda: job(node, "forward")["attempts"] >= 2 if len(jobs_of(node)) == 5 else False, node)
+            def failed_twice() -> bool:
+                jobs = jobs_of(node)
+                forward = next((j for j in jobs if j["kind"] == "forward"), None)
+                return forward is not None and forward["attempts"] >= 2 and forward["state"] == "queued"
+            wait_for("two failed attempts to reach the PACS", failed_twice, node)
             # the other destinations went ahead while the PACS was down
             for kind in ("analyze", "hl7", "fhir", "notify"):
                 assert job(node, kind)["state"] == "done", jobs_of(node)
@@ -110,3 +114,31 @@ def test_sigkill_mid_analysis_and_mid_delivery(tmp_path: Path, petct_study: Path
         assert len(set(hl7_end.control_ids())) == 1
         identities = {tuple(sorted(e["fullUrl"] for e in b["entry"])) for b in fhir_end.bundles}
         assert len(identities) == 1 and len(fhir_end.bundles) == 1
+
+
+def test_forward_is_done_only_when_the_pacs_commits(tmp_path: Path) -> None:
+    """Storage commitment with Orthanc: while Orthanc does not know our AE it refuses the request and the
+    job is not done (it is retried); once Orthanc knows where to answer, it commits and the job is done."""
+    from tests.nodeproc import free_port
+    from tests.synthetic import StudySpec, write_ct_series
+
+    study = tmp_path / "ct"
+    write_ct_series(StudySpec(ct_slices=4, ct_matrix=64), study)
+    commitment_port = free_port()
+    route = {"name": "archive", "match": {"modality": "CT"}, "actions": [{"forward": "pacs"}]}
+    with orthanc(tmp_path / "orthanc") as pacs:
+        config = overrides(pacs.dicom_port, free_port(), "http://127.0.0.1:1/fhir")
+        config["routes"] = [route]
+        config["engine"] = {**FAST_ENGINE, "commitment_port": commitment_port, "commitment_timeout": 2}
+        with running_node(tmp_path / "node", config) as node:
+            storescu(node, study)
+            wait_for("a first attempt", lambda: jobs_of(node) and jobs_of(node)[0]["attempts"] >= 1, node)
+            wait_for("a second attempt", lambda: jobs_of(node)[0]["attempts"] >= 2, node)
+            first = jobs_of(node)[0]
+            assert first["state"] != "done" and "storage commitment request refused" in first["last_error"]
+            pacs.request("PUT", "/modalities/neuropetrix", json.dumps(
+                {"AET": node.ae_title, "Host": "127.0.0.1", "Port": commitment_port}).encode())
+            forward = wait_for("the commitment", lambda: (j := jobs_of(node)[0])["state"] == "done" and j, node)
+            assert forward["result"]["committed"] is True and forward["result"]["sent"] == 4
+            assert forward["result"]["commitment_transaction"].endswith(f".{forward['id']}.{forward['attempts']}")
+            assert len(pacs.get("/instances")) == 4

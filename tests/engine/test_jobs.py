@@ -235,3 +235,32 @@ def test_each_completion_event_is_routed_once(db, tmp_path: Path) -> None:
         jobs = list(s.scalars(select(Job).order_by(Job.id)))
     assert [(j.route, j.kind) for j in jobs] == [("pet", "analyze"), ("pet", "forward")] * 2
     assert jobs[1].after_id == jobs[0].id and jobs[3].after_id == jobs[2].id
+
+
+def test_storage_commitment_answers_settle_the_job(db) -> None:
+    from neuropetrix.store.jobs_models import COMMITTING
+
+    _, sessions = db
+    queue = JobQueue(sessions, RETRY, 60)
+    job_id = add_job(sessions)
+    job = queue.claim("w", ("forward",))
+    assert queue.await_commitment(job, "w", {"sent": 3}, timeout=0.3)
+    assert state(sessions, job_id).state == COMMITTING
+    assert queue.claim("other", ("forward",)) is None                 # waiting is not abandoned
+    assert queue.settle_commitment(job_id, attempt=7, failed=[]) is False   # not our attempt
+    assert queue.settle_commitment(job_id, job.attempts, [("1.2.3.9", 0x0110)]) is True
+    failed = state(sessions, job_id)
+    assert failed.state == "queued" and "did not commit 1 instance(s): 1.2.3.9 (0x0110)" in failed.last_error
+    with sessions.begin() as s:
+        s.get(Job, job_id).next_attempt_at = utcnow()
+        s.get(Destination, "dicom:pacs").blocked_until = None
+    job = queue.claim("w", ("forward",))
+    queue.await_commitment(job, "w", {"sent": 3}, timeout=0.3)
+    time.sleep(0.4)                                                      # no answer in time: sent again
+    again = queue.claim("other", ("forward",))
+    assert again is not None and again.attempts == 3
+    assert queue.settle_commitment(job_id, job.attempts, []) is False    # the answer to the old attempt
+    queue.await_commitment(again, "other", {"sent": 3}, timeout=60)
+    assert queue.settle_commitment(job_id, again.attempts, []) is True
+    done = state(sessions, job_id)
+    assert done.state == "done" and done.result == {"sent": 3, "committed": True}

@@ -11,8 +11,10 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
+from pynetdicom.sop_class import StorageCommitmentPushModel
 
 from neuropetrix.config.settings import Peer
+from neuropetrix.node.scu import commitment as storage_commitment
 
 log = logging.getLogger("neuropetrix.scu")
 MAX_CONTEXTS = 128
@@ -26,6 +28,8 @@ class SendError(Exception):
 class SendReport:
     sent: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)   # (file, why)
+    stored: list[tuple[str, str]] = field(default_factory=list)   # (SOP Class UID, SOP Instance UID)
+    commitment: str | None = None       # the transaction UID, when the peer took a commitment request
 
     @property
     def ok(self) -> bool:
@@ -52,19 +56,26 @@ def _transformed(path: Path, transform: Callable[[Dataset], None]) -> Dataset:
 
 
 def send_files(peer: Peer, files: list[Path], calling_ae: str, timeout: float = 30.0,
-               transform: Callable[[Dataset], None] | None = None) -> SendReport:
+               transform: Callable[[Dataset], None] | None = None,
+               commitment: Callable[[list[tuple[str, str]]], str | None] | None = None) -> SendReport:
     """C-STORE each file to `peer`: as stored (no re-encoding), or read and changed by `transform` on
-    the way out (coercion, de-identification). Unreadable files are reported and skipped."""
+    the way out (coercion, de-identification). Unreadable files are reported and skipped.
+
+    When everything was stored and the peer accepts the Storage Commitment Push Model, `commitment`
+    is called with what was stored and returns the transaction UID to request commitment under (None:
+    do not ask); `report.commitment` then holds it. The caller records that it waits for the answer
+    before the request goes out, because a PACS may answer at once.
+    """
     report = SendReport()
     readable = []
     for f in files:
         try:
             ds = dcmread(f, stop_before_pixels=True)
-            readable.append((f, str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)))
+            readable.append((f, str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID), str(ds.SOPInstanceUID)))
         except (InvalidDicomError, AttributeError, OSError) as exc:
             report.failed.append((str(f), f"not a DICOM file: {exc}"))
-    contexts = sorted({(sop, ts) for _, sop, ts in readable})
-    if len(contexts) > MAX_CONTEXTS:
+    contexts = sorted({(sop, ts) for _, sop, ts, _ in readable})
+    if len(contexts) + (commitment is not None) > MAX_CONTEXTS:
         raise SendError(f"{len(contexts)} SOP class/transfer syntax pairs exceed {MAX_CONTEXTS} contexts")
     if not readable:
         return report
@@ -73,12 +84,19 @@ def send_files(peer: Peer, files: list[Path], calling_ae: str, timeout: float = 
     for sop, ts in contexts:
         syntaxes = [ts] + [t for t in (ExplicitVRLittleEndian, ImplicitVRLittleEndian) if t != ts]
         ae.add_requested_context(sop, syntaxes)
+    if commitment is not None:
+        ae.add_requested_context(StorageCommitmentPushModel)
     assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
     if not assoc.is_established:
         raise SendError(f"{peer.name} ({peer.ae_title}@{peer.host}:{peer.port}) refused or unreachable")
     try:
-        for f, _, _ in readable:
-            status = assoc.send_c_store(f if transform is None else _transformed(f, transform))
+        for f, sop_class, _, sop_instance in readable:
+            if transform is None:
+                status = assoc.send_c_store(f)
+            else:
+                ds = _transformed(f, transform)
+                sop_instance = str(ds.SOPInstanceUID)
+                status = assoc.send_c_store(ds)
             code = getattr(status, "Status", None)
             if code is None:
                 report.failed.append((str(f), "no response (timeout or association lost)"))
@@ -86,8 +104,14 @@ def send_files(peer: Peer, files: list[Path], calling_ae: str, timeout: float = 
                     break
             elif code == 0x0000 or 0xB000 <= code <= 0xBFFF:
                 report.sent += 1
+                report.stored.append((sop_class, sop_instance))
             else:
                 report.failed.append((str(f), f"status 0x{code:04X} {status.get('ErrorComment', '')}".strip()))
+        if commitment is not None and report.ok and storage_commitment.offered(assoc):
+            transaction = commitment(report.stored)
+            if transaction:
+                storage_commitment.request(assoc, transaction, report.stored)
+                report.commitment = transaction
     finally:
         if assoc.is_established:
             assoc.release()
