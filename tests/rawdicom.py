@@ -7,12 +7,18 @@ import struct
 from io import BytesIO
 
 import pydicom
-from pynetdicom.dsutils import decode
+from pynetdicom.dsutils import decode, encode
 from pynetdicom.pdu import A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
 from pynetdicom.presentation import build_context
 
-from neuropetrix.node.scp.dicom import ABORT, ASSOCIATE_AC, P_DATA_TF, encode_command
+from neuropetrix.node.scp.dicom import ABORT, ASSOCIATE_AC, P_DATA_TF
+
+
+def encode_command(ds: pydicom.Dataset) -> bytes:
+    """A command set in Implicit VR Little Endian, preceded by its group length (PS3.7 E.1)."""
+    body = encode(ds, True, True)
+    return struct.pack("<HHII", 0, 0, 4, len(body)) + body
 
 
 class RawAssociation:

@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import errno
 import logging
+import struct
 from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
 from io import BytesIO
 from pathlib import Path
-from typing import BinaryIO
 
 from pydicom import dcmread
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
-from pydicom.filewriter import write_file_meta_info
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
+from pydicom.uid import UID
 from sqlalchemy.exc import OperationalError
 
 from neuropetrix import metrics
@@ -33,6 +32,8 @@ DOES_NOT_MATCH_SOP_CLASS = 0xA900   # Error: Data Set does not match SOP Class
 CANNOT_UNDERSTAND = 0xC000          # Error: Cannot understand
 
 IMPLEMENTATION_VERSION = "NEUROPETRIX_01"
+# Our implementation class UID: a UUID-derived UID (PS3.5 B.2), uuid5 of the project's URL.
+IMPLEMENTATION_CLASS_UID = "2.25.121633663093412260106031864065073478959"
 LAST_INDEXED_TAG = 0x0020FFFF      # every attribute the index keeps is in groups 0008-0020
 HEAD_BYTES = 64 * 1024             # how much of each dataset the SCP keeps in memory for the header
 
@@ -45,19 +46,34 @@ class Outcome:
     study_uid: str = ""
 
 
-def write_file_header(fp: BinaryIO, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str,
-                      source_ae: str) -> None:
-    """Preamble, 'DICM' and the file meta group (PS3.10) in front of the dataset as received."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class_uid
-    meta.MediaStorageSOPInstanceUID = sop_instance_uid
-    meta.TransferSyntaxUID = transfer_syntax
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION
-    if source_ae:
-        meta.SourceApplicationEntityTitle = source_ae
-    fp.write(b"\0" * 128 + b"DICM")
-    write_file_meta_info(fp, meta, enforce_standard=True)
+def _meta_element(element: int, vr: bytes, value: bytes) -> bytes:
+    """One Explicit VR Little Endian element of group 0002 (2-byte length form)."""
+    return struct.pack("<HH2sH", 0x0002, element, vr, len(value)) + value
+
+
+def _uid(value: str) -> bytes:
+    raw = value.encode("ascii")
+    return raw + b"\0" if len(raw) % 2 else raw
+
+
+def _text_value(value: str) -> bytes:
+    raw = value.encode("ascii")
+    return raw + b" " if len(raw) % 2 else raw
+
+
+def file_header(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, source_ae: str) -> bytes:
+    """Preamble, 'DICM' and the file meta group (PS3.10 7.1) to put in front of a dataset as received.
+
+    Encoded directly: it is written once per received instance, and pydicom's general writer took
+    more time than receiving the instance itself (the tests read it back with pydicom)."""
+    body = (struct.pack("<HH2sHI", 0x0002, 0x0001, b"OB", 0, 2) + b"\0\1"
+            + _meta_element(0x0002, b"UI", _uid(sop_class_uid))
+            + _meta_element(0x0003, b"UI", _uid(sop_instance_uid))
+            + _meta_element(0x0010, b"UI", _uid(transfer_syntax))
+            + _meta_element(0x0012, b"UI", _uid(IMPLEMENTATION_CLASS_UID))
+            + _meta_element(0x0013, b"SH", _text_value(IMPLEMENTATION_VERSION))
+            + (_meta_element(0x0016, b"AE", _text_value(source_ae)) if source_ae else b""))
+    return b"\0" * 128 + b"DICM" + struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(body)) + body
 
 
 def _text(ds, keyword: str, limit: int = 64) -> str:

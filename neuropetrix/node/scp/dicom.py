@@ -25,19 +25,18 @@ from typing import BinaryIO
 from pydicom.dataset import Dataset
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, VerificationPresentationContexts
 from pynetdicom._globals import APPLICATION_CONTEXT_NAME
-from pynetdicom.dsutils import decode, encode
+from pynetdicom.dsutils import decode
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import (A_ASSOCIATE, ImplementationClassUIDNotification,
                                        ImplementationVersionNameNotification, MaximumLengthNotification)
 from pynetdicom.presentation import PresentationContext, build_context, negotiate_as_acceptor
 from pynetdicom.sop_class import _STORAGE_CLASSES
 
-from neuropetrix.store.ingest import HEAD_BYTES, IMPLEMENTATION_VERSION, OUT_OF_RESOURCES, Ingest, \
-    Outcome, is_disk_full, write_file_header
+from neuropetrix.store.ingest import HEAD_BYTES, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, \
+    OUT_OF_RESOURCES, Ingest, Outcome, file_header, is_disk_full
 
 log = logging.getLogger("neuropetrix.scp")
 
-IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.8.498.1"   # pydicom's root, under which we register
 
 # PDU types (PS3.8 9.3)
 ASSOCIATE_RQ, ASSOCIATE_AC, ASSOCIATE_RJ, P_DATA_TF, RELEASE_RQ, RELEASE_RP, ABORT = range(1, 8)
@@ -100,10 +99,30 @@ def _pdata(context_id: int, command: bytes) -> bytes:
     return _pdu(P_DATA_TF, struct.pack(">IBB", len(command) + 2, context_id, 0x03) + command)
 
 
-def encode_command(ds: Dataset) -> bytes:
-    """A command set in Implicit VR Little Endian, preceded by its group length (PS3.7 E.1)."""
-    body = encode(ds, True, True)
-    return struct.pack("<HHII", 0, 0, 4, len(body)) + body
+def _element(element: int, value: bytes) -> bytes:
+    """One Implicit VR Little Endian element of the command group 0000."""
+    return struct.pack("<HHI", 0x0000, element, len(value)) + value
+
+
+def _padded(text: str, pad: bytes) -> bytes:
+    raw = text.encode("ascii", "replace")
+    return raw + pad if len(raw) % 2 else raw
+
+
+def encode_response(field_: int, sop_class_uid: str, message_id: int, status: int,
+                    sop_instance_uid: str = "", comment: str = "") -> bytes:
+    """A DIMSE response command set (PS3.7 9.3/E.1), group length first, elements in tag order.
+
+    Encoded directly because it goes out once per instance and pydicom's general encoder cost more
+    than the rest of the response path (the tests decode it with pydicom)."""
+    body = (_element(0x0002, _padded(sop_class_uid, b"\0"))
+            + _element(0x0100, struct.pack("<H", field_))
+            + _element(0x0120, struct.pack("<H", message_id))
+            + _element(0x0800, struct.pack("<H", NO_DATASET))
+            + _element(0x0900, struct.pack("<H", status))
+            + (_element(0x0902, _padded(comment[:64], b" ")) if comment else b"")
+            + (_element(0x1000, _padded(sop_instance_uid, b"\0")) if sop_instance_uid else b""))
+    return _element(0x0000, struct.pack("<I", len(body))) + body
 
 
 @dataclass
@@ -308,7 +327,7 @@ class Association:
                       str(cmd.AffectedSOPInstanceUID).rstrip("\0"), syntax, temp, None)
         try:
             t.fp = open(temp, "wb")
-            write_file_header(t.fp, t.sop_class_uid, t.sop_instance_uid, syntax, self.calling_ae)
+            t.fp.write(file_header(t.sop_class_uid, t.sop_instance_uid, syntax, self.calling_ae))
         except OSError as exc:
             self._fail(t, exc)
         return t
@@ -376,22 +395,14 @@ class Association:
 
     def _respond(self, context_id: int, cmd: Dataset | None, field_: int, status: int,
                  t: _Transfer | None = None, comment: str = "") -> None:
-        rsp = Dataset()
         if t is not None:
-            rsp.AffectedSOPClassUID = t.sop_class_uid
-            message_id = t.message_id
+            sop_class, message_id, sop_instance = t.sop_class_uid, t.message_id, t.sop_instance_uid
         else:
-            rsp.AffectedSOPClassUID = str(cmd.AffectedSOPClassUID).rstrip("\0")
-            message_id = int(cmd.MessageID)
-        rsp.CommandField = field_
-        rsp.MessageIDBeingRespondedTo = message_id
-        rsp.CommandDataSetType = NO_DATASET
-        rsp.Status = status
-        if t is not None:
-            rsp.AffectedSOPInstanceUID = t.sop_instance_uid
-        if status not in (0x0000,) and comment:
-            rsp.ErrorComment = comment[:64]
-        self._send(_pdata(context_id, encode_command(rsp)))
+            sop_class, message_id = str(cmd.AffectedSOPClassUID).rstrip("\0"), int(cmd.MessageID)
+            sop_instance = ""
+        command = encode_response(field_, sop_class, message_id, status, sop_instance,
+                                  comment if status != 0x0000 else "")
+        self._send(_pdata(context_id, command))
 
     def _log_end(self, how: str) -> None:
         s = self.stats
