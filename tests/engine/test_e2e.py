@@ -40,21 +40,44 @@ def sop_classes(pacs) -> list[str]:
     return sorted(pacs.get(f"/instances/{i}/simplified-tags")["SOPClassUID"] for i in pacs.get("/instances"))
 
 
+def with_research_copy(config: dict, research_port: int) -> dict:
+    """A second route: the whole study, de-identified, to a research archive (a peer with transforms)."""
+    research = {"name": "research", "ae_title": "ORTHANC", "host": "127.0.0.1", "port": research_port,
+                "transforms": ["deidentify", "charset_utf8"]}
+    route = {"name": "research-copy", "match": {"modality": "CT", "calling_ae": "STORESCU"},
+             "actions": [{"forward": "research", "objects": ["study"],
+                          "transforms": [{"set": {"StudyDescription": "RESEARCH COPY"}}]}]}
+    return {**config, "peers": [*config["peers"], research], "routes": [*config["routes"], route]}
+
+
 def test_study_in_results_out(tmp_path: Path, petct_study: Path) -> None:
-    with orthanc(tmp_path / "orthanc") as pacs, mllp_listener() as hl7_end, \
-            fhir_endpoint(token="s3cret") as fhir_end, \
-            running_node(tmp_path / "node", overrides(pacs.dicom_port, hl7_end.port, fhir_end.base_url,
-                                                      "s3cret")) as node:
+    with orthanc(tmp_path / "orthanc") as pacs, orthanc(tmp_path / "research") as archive, \
+            mllp_listener() as hl7_end, fhir_endpoint(token="s3cret") as fhir_end, \
+            running_node(tmp_path / "node", with_research_copy(
+                overrides(pacs.dicom_port, hl7_end.port, fhir_end.base_url, "s3cret"), archive.dicom_port)) as node:
         storescu(node, petct_study)
-        jobs = wait_for("every job to finish", lambda: all_jobs_settled(node, 5), node)
-        assert [j["state"] for j in jobs] == ["done"] * 5, jobs
-        assert [j["kind"] for j in jobs] == ["analyze", "forward", "hl7", "fhir", "notify"]
-        assert all(j["after"] == jobs[0]["id"] for j in jobs[1:])
+        jobs = wait_for("every job to finish", lambda: all_jobs_settled(node, 6), node)
+        assert [j["state"] for j in jobs] == ["done"] * 6, jobs
+        assert [(j["route"], j["kind"]) for j in jobs] == [
+            ("petct-analysis", k) for k in ("analyze", "forward", "hl7", "fhir", "notify")] + [
+            ("research-copy", "forward")]
+        assert all(j["after"] == jobs[0]["id"] for j in jobs[1:5]) and jobs[5]["after"] is None
 
         # the PACS holds exactly the three result objects, each once
         assert sop_classes(pacs) == sorted([SEG_STORAGE, COMPREHENSIVE_3D_SR, EncapsulatedPDFStorage])
         study_uid = jobs[0]["study_uid"]
         assert [s["MainDicomTags"]["StudyInstanceUID"] for s in pacs.get("/studies?expand")] == [study_uid]
+
+        # the research archive holds the study de-identified: new UIDs, a pseudonym, UTF-8, coerced
+        copies = archive.get("/studies?expand")
+        assert len(copies) == 1 and copies[0]["MainDicomTags"]["StudyInstanceUID"] != study_uid
+        assert copies[0]["MainDicomTags"]["StudyInstanceUID"].startswith("2.25.")
+        assert copies[0]["MainDicomTags"]["StudyDescription"] == "RESEARCH COPY"
+        assert copies[0]["PatientMainDicomTags"]["PatientID"].startswith("ANON")
+        assert len(archive.get("/instances")) == 80
+        tags = archive.get(f"/instances/{archive.get('/instances')[0]}/simplified-tags")
+        assert tags["PatientIdentityRemoved"] == "YES" and tags["SpecificCharacterSet"] == "ISO_IR 192"
+        assert "InstitutionName" not in tags and tags["PatientName"] == tags["PatientID"]
 
         # HBYS got one ORU^R01 for this study and acknowledged it
         assert len(hl7_end.received) == 1 and hl7_end.acked == ["AA"]
@@ -72,10 +95,10 @@ def test_study_in_results_out(tmp_path: Path, petct_study: Path) -> None:
         assert {"DiagnosticReport", "Observation", "ImagingStudy"} <= kinds
 
         assert [e.payload["job"] for e in events_of(node, "analysis.done")] == [jobs[0]["id"]]
-        assert len(events_of(node, "delivery.done")) == 3
+        assert len(events_of(node, "delivery.done")) == 4
         assert events_of(node, "notification")[0].payload["recipients"] == ["physician"]
         listed = node.cli("jobs")
-        assert listed.returncode == 0 and listed.stdout.count(" done ") == 5, listed.stdout
+        assert listed.returncode == 0 and listed.stdout.count(" done ") == 6, listed.stdout
 
 
 def test_a_study_that_cannot_be_analysed_is_parked_and_its_deliveries_wait(tmp_path: Path) -> None:

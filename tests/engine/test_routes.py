@@ -128,3 +128,13 @@ def test_routes_test_command(tmp_path: Path, petct_study: Path) -> None:
     refused = run_cli("routes", "test", str(petct_study), "--config", str(config))
     assert refused.returncode == 2
     assert refused.stderr.strip().startswith("neuropetrix: routes[0] 'bad': match: unknown attribute 'colour'")
+
+
+def test_serve_refuses_a_bad_rule_at_start_up(tmp_path: Path) -> None:
+    config = tmp_path / "node.yaml"
+    config.write_text(f"node: {{data_dir: {tmp_path / 'var'}, dicom_port: 1, api_port: 2}}\n"
+                      "routes: [{name: to-nowhere, match: {modality: PT}, actions: [{forward: nowhere}]}]\n",
+                      encoding="utf-8")
+    done = run_cli("serve", "--config", str(config), timeout=60)
+    assert done.returncode == 2
+    assert "routes[0] 'to-nowhere': forward: no peer named 'nowhere'" in done.stderr
