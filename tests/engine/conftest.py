@@ -6,9 +6,10 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -140,3 +141,25 @@ class Relay:
                     s.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster on a free loopback port; yields its base URL (no database)."""
+    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
+    if initdb is None or pg_ctl is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+    folder = Path(tempfile.mkdtemp(prefix="neuropetrix-pg-"))    # outside pytest's root-only folder
+    data, port = folder / "data", free_port()
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []   # postgres refuses root
+    if as_user:
+        shutil.chown(folder, "postgres")
+    subprocess.run([*as_user, initdb, "-D", str(data), "-U", "neuropetrix", "--auth=trust", "-E", "UTF8"],
+                   check=True, capture_output=True)
+    subprocess.run([*as_user, pg_ctl, "-D", str(data), "-l", str(folder / "log"), "-w", "-o",
+                    f"-h 127.0.0.1 -p {port} -k {folder}", "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql+psycopg://neuropetrix@127.0.0.1:{port}"
+    finally:
+        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)

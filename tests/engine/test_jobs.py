@@ -5,13 +5,14 @@ from __future__ import annotations
 import random
 import threading
 import time
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from neuropetrix.config.settings import RetrySettings, Settings
 from neuropetrix.engine.dispatch import Dispatcher
@@ -25,9 +26,23 @@ from neuropetrix.store.models import Event, Instance, Patient, Series, Study
 RETRY = RetrySettings(base_seconds=30, max_seconds=600, jitter=0.2, max_attempts=3)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same tests on SQLite (conditional UPDATE claims) and PostgreSQL (FOR UPDATE SKIP LOCKED)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'q.db'}"
+    server = request.getfixturevalue("postgres_server")
+    name = f"q{uuid.uuid4().hex[:12]}"
+    admin = make_engine(f"{server}/postgres").execution_options(isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    admin.dispose()
+    return f"{server}/{name}"
+
+
 @pytest.fixture
-def db(tmp_path: Path):
-    engine, sessions = open_database(f"sqlite:///{tmp_path / 'q.db'}")
+def db(db_url: str):
+    engine, sessions = open_database(db_url)
     yield engine, sessions
     engine.dispose()
 
@@ -59,7 +74,7 @@ def test_backoff_doubles_is_capped_and_jittered() -> None:
     assert len({round(backoff_seconds(2, RETRY, rng), 3) for _ in range(20)}) > 1
 
 
-def test_two_workers_never_take_the_same_job(db, tmp_path: Path) -> None:
+def test_two_workers_never_take_the_same_job(db, db_url: str) -> None:
     engine, sessions = db
     ids = {add_job(sessions, destination=f"dicom:p{i % 5}", index=i) for i in range(40)}
     taken: list[int] = []
@@ -67,7 +82,7 @@ def test_two_workers_never_take_the_same_job(db, tmp_path: Path) -> None:
 
     def work(name: str) -> None:
         # each worker on its own engine and connection pool, as two nodes would be
-        queue = JobQueue(make_sessionmaker(make_engine(f"sqlite:///{tmp_path / 'q.db'}")), RETRY, 60)
+        queue = JobQueue(make_sessionmaker(make_engine(db_url)), RETRY, 60)
         while (job := queue.claim(name, ("forward",))) is not None:
             with lock:
                 taken.append(job.id)
