@@ -62,7 +62,10 @@ class StudyIndex:
         engine: Engine = sessions.kw["bind"]
         self.engine = engine
         insert = postgresql_insert if engine.dialect.name == "postgresql" else sqlite_insert
-        self._insert_instance = insert(_instances).on_conflict_do_nothing(index_elements=["sop_instance_uid"])
+        # RETURNING tells "inserted" from "already there" on both databases (rowcount does not
+        # when the dialect adds RETURNING by itself, as SQLAlchemy does on PostgreSQL)
+        self._insert_instance = (insert(_instances).on_conflict_do_nothing(index_elements=["sop_instance_uid"])
+                                 .returning(_instances.c.id))
         self._series_cache: dict[str, tuple[int, int]] = {}
         self._lock = threading.Lock()
 
@@ -99,8 +102,8 @@ class StudyIndex:
                 "sop_instance_uid": rec.sop_instance_uid, "sop_class_uid": rec.sop_class_uid,
                 "series_pk": series_pk, "instance_number": rec.instance_number,
                 "transfer_syntax_uid": rec.transfer_syntax_uid, "path": rec.path, "size_bytes": rec.size_bytes,
-                "received_at": now, "calling_ae": rec.calling_ae, "calling_host": rec.calling_host}).rowcount
-            if not inserted:
+                "received_at": now, "calling_ae": rec.calling_ae, "calling_host": rec.calling_host}).first()
+            if inserted is None:
                 return False
             touched = conn.execute(update(_studies).where(_studies.c.id == study_pk,
                                                           _studies.c.state == "receiving")

@@ -13,6 +13,7 @@ from neuropetrix.store.db import open_database, utcnow
 from neuropetrix.store.files import FileStore, InvalidUID, check_uid, relative_path
 from neuropetrix.store.index import InstanceRecord, StudyIndex
 from neuropetrix.store.models import Event, Study
+from tests import pg
 
 
 @pytest.mark.parametrize("bad", ["", "1", "../1.2", "1.2.03", "1.2.3.", "1..2", "1.2/3", "a.b", "1.2." + "3" * 70])
@@ -32,8 +33,20 @@ def record(sop: str, study: str = "1.2.3", series: str = "1.2.3.1") -> InstanceR
                           size_bytes=10, patient_id="10000000146", modality="PT")
 
 
-def test_index_is_idempotent_and_reopens_completed_studies(tmp_path):
-    engine, sessions = open_database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path_factory):
+    """The same store code on the embedded default and on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'db.sqlite'}"
+        return
+    if not pg.available():
+        pytest.skip("PostgreSQL server binaries are not installed (Debian package postgresql)")
+    with pg.postgres_cluster() as url:
+        yield url
+
+
+def test_index_is_idempotent_and_reopens_completed_studies(database_url):
+    engine, sessions = open_database(database_url)
     index = StudyIndex(sessions)
     assert index.add(record("1.2.3.1.1")) is True
     assert index.add(record("1.2.3.1.1")) is False
@@ -53,8 +66,8 @@ def test_index_is_idempotent_and_reopens_completed_studies(tmp_path):
     engine.dispose()
 
 
-def test_migrations_create_the_schema_and_are_repeatable(tmp_path):
-    engine, _ = open_database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+def test_migrations_create_the_schema_and_are_repeatable(database_url):
+    engine, _ = open_database(database_url)
     assert {"patients", "studies", "series", "instances", "events"} <= set(inspect(engine).get_table_names())
     before = migrate.current_revision(engine)
     assert migrate.upgrade(engine) == before
