@@ -16,7 +16,7 @@ ANALYSES = Counter("neuropetrix_analyses", "Analyses finished, by result", ["res
 ANALYSIS_SECONDS = Histogram("neuropetrix_analysis_duration_seconds", "Time one analysis took",
                              buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800))
 JOBS = Gauge("neuropetrix_jobs", "Jobs in the queue, by state", ["state"])
-DELIVERIES_FAILED = Counter("neuropetrix_deliveries_failed", "Deliveries that failed, by kind", ["kind"])
+DELIVERIES_FAILED = Counter("neuropetrix_deliveries_failed", "Failed delivery attempts, by destination type", ["kind"])
 PUSH_MESSAGES = Counter("neuropetrix_push_messages", "Push notifications by outcome", ["outcome"])
 API_SECONDS = Histogram("neuropetrix_api_request_duration_seconds", "API request latency",
                         ["method", "route", "status"],

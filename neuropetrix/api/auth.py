@@ -53,11 +53,10 @@ class LoginLimiter:
     """Failed logins within a sliding window, per key ("account:NAME", "address:IP"). In memory: one
     node process answers the logins of its clients."""
 
-    def __init__(self, per_account: int, per_address: int, window: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, per_account: int, per_address: int, window: float) -> None:
         self.limits = {"account": per_account, "address": per_address}
         self.window = window
-        self.clock = clock
+        self.clock = time.monotonic
         self._failures: dict[str, deque[float]] = {}
 
     def _recent(self, key: str) -> deque[float]:
@@ -93,10 +92,10 @@ class AuthError(Exception):
 
 
 class Auth:
-    def __init__(self, signer: TokenSigner, settings: ApiSettings, limiter: LoginLimiter | None = None) -> None:
+    def __init__(self, signer: TokenSigner, settings: ApiSettings) -> None:
         self.signer = signer
         self.refresh_ttl = timedelta(days=settings.refresh_token_days)
-        self.limiter = limiter or LoginLimiter(settings.login_failures_per_account,
+        self.limiter = LoginLimiter(settings.login_failures_per_account,
                                                settings.login_failures_per_address,
                                                settings.login_window_seconds)
 

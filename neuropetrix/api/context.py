@@ -62,6 +62,8 @@ class ApiContext:
     readiness: Readiness
     push: PushNotifier | None = None
     websockets: set[web.WebSocketResponse] = field(default_factory=set)
+    # study-list pages by (limit, offset, filter): (event id, time, JSON body); see routes_studies
+    study_pages: dict[tuple, tuple[int, float, bytes]] = field(default_factory=dict)
 
     @property
     def results_dir(self) -> Path:

@@ -17,7 +17,6 @@ from neuropetrix.metrics import ANALYSES, ANALYSIS_SECONDS, DELIVERIES_FAILED, D
 from neuropetrix.store.jobs_models import DONE, FAILED, QUEUED, RUNNING, Job
 
 
-
 class EventMetrics:
     """Metrics that follow from events, whichever process wrote them (the worker may run elsewhere):
     analyses by result, their duration (analysis.started → done/failed of the same job), failed

@@ -44,7 +44,8 @@ async def update_user(request: web.Request) -> web.Response:
     try:
         info = await request.app[CTX].db(users.update_user, request.match_info["username"], role, disabled)
     except users.AccountError as exc:
-        raise web.HTTPNotFound(text=str(exc)) if str(exc).startswith("no user") else bad_request(str(exc))
+        raise (web.HTTPNotFound(text=str(exc)) if str(exc).startswith("no user") else bad_request(str(exc))) \
+            from None
     return web.json_response(info.to_json())
 
 

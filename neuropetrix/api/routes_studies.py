@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 from aiohttp import web
 from sqlalchemy import func, select
@@ -20,6 +21,7 @@ from neuropetrix.store.queries import StudyFilter, count_studies, list_studies
 
 routes = web.RouteTableDef()
 
+PAGE_TTL = 1.0       # seconds a study-list page is reused while no event arrives
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _DATE = re.compile(r"^\d{8}$")
 # name in the URL → (file in results/<uid>/, content type, permission)
@@ -58,14 +60,27 @@ def _iso(t) -> str | None:
 @routes.get("/api/studies")
 @requires(STUDIES_READ)
 async def studies(request: web.Request) -> web.Response:
+    """The study list; pages are shared by every client asking the same question until the event log
+    moves or a second passes (instance counts may lag by that much), since every dashboard asks it."""
     limit, offset = page(request)
     where = _filter(request)
+    ctx = request.app[CTX]
+    key = (limit, offset, where)
+    cached = ctx.study_pages.get(key)
+    if cached is not None and cached[0] == ctx.feed.last_id and time.monotonic() - cached[1] < PAGE_TTL:
+        return web.Response(body=cached[2], content_type="application/json")
 
-    def query(s: Session) -> dict:
+    def query(s: Session) -> bytes:
         rows = list_studies(s, limit, offset, where)
-        return paged([r.to_json() for r in rows], count_studies(s, where), limit, offset)
+        return json.dumps(paged([r.to_json() for r in rows], count_studies(s, where), limit, offset),
+                          ensure_ascii=False).encode()
 
-    return web.json_response(await request.app[CTX].db(query))
+    position, started = ctx.feed.last_id, time.monotonic()
+    body = await ctx.db(query)
+    if len(ctx.study_pages) > 256:
+        ctx.study_pages.clear()
+    ctx.study_pages[key] = (position, started, body)
+    return web.Response(body=body, content_type="application/json")
 
 
 def _study_detail(s: Session, uid: str, deliveries: bool) -> dict | None:

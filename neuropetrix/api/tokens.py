@@ -32,16 +32,20 @@ def load_signing_key(configured: str | None, data_dir: Path) -> str:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        mode = path.stat().st_mode & 0o777
-        if mode & 0o077:
-            raise PermissionError(f"{path} is readable by others (mode {mode:o}); chmod 600 it") from None
-        key = path.read_text(encoding="ascii").strip()
-        if len(key) < 32:
-            raise ValueError(f"{path} holds a key shorter than 32 characters")
-        return key
+        return _read_key_file(path)
     with os.fdopen(fd, "w", encoding="ascii") as f:
         key = secrets.token_urlsafe(48)
         f.write(key + "\n")
+    return key
+
+
+def _read_key_file(path: Path) -> str:
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise PermissionError(f"{path} is readable by others (mode {mode:o}); chmod 600 it")
+    key = path.read_text(encoding="ascii").strip()
+    if len(key) < 32:
+        raise ValueError(f"{path} holds a key shorter than 32 characters")
     return key
 
 

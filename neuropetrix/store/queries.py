@@ -1,7 +1,7 @@
 """Read-side queries over the index, shared by the command line and the API."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, func, or_, select
@@ -25,7 +25,8 @@ class StudyRow:
     completed_at: datetime | None
 
     def to_json(self) -> dict:
-        d = asdict(self)
+        d = {f.name: getattr(self, f.name) for f in fields(self)}   # asdict() deep-copies: 5x slower
+        d["modalities"] = list(self.modalities)
         d["last_received_at"] = self.last_received_at.isoformat() + "Z"
         d["completed_at"] = self.completed_at.isoformat() + "Z" if self.completed_at else None
         return d
@@ -70,10 +71,14 @@ def count_studies(s: Session, where: StudyFilter = StudyFilter()) -> int:
 def list_studies(s: Session, limit: int = 1000, offset: int = 0,
                  where: StudyFilter = StudyFilter()) -> list[StudyRow]:
     """Studies, newest first, with their modalities and counts (two grouped queries, not N+1)."""
+    # Columns, not ORM entities: the list is read on every dashboard refresh, and building entities
+    # costs several times the queries themselves.
     studies = s.execute(
-        select(Study, Patient).join(Patient).where(*where.conditions())
+        select(Study.id, Study.study_uid, Patient.patient_id, Patient.name, Study.accession_number,
+               Study.study_date, Study.state, Study.last_received_at, Study.completed_at)
+        .join(Patient).where(*where.conditions())
         .order_by(Study.last_received_at.desc(), Study.id.desc()).limit(limit).offset(offset)).all()
-    pks = [st.id for st, _ in studies]
+    pks = [st.id for st in studies]
     if not pks:
         return []
     series_rows = s.execute(select(Series.study_pk, Series.modality, func.count(Instance.id))
@@ -87,9 +92,9 @@ def list_studies(s: Session, limit: int = 1000, offset: int = 0,
         c = counts.setdefault(study_pk, [0, 0])
         c[0] += 1
         c[1] += n
-    return [StudyRow(study_uid=st.study_uid, patient_id=pt.patient_id, patient_name=pt.name,
+    return [StudyRow(study_uid=st.study_uid, patient_id=st.patient_id, patient_name=st.name,
                      accession_number=st.accession_number, study_date=st.study_date,
                      modalities=sorted(mods.get(st.id, ())), series=counts.get(st.id, [0, 0])[0],
                      instances=counts.get(st.id, [0, 0])[1], state=st.state,
                      last_received_at=st.last_received_at, completed_at=st.completed_at)
-            for st, pt in studies]
+            for st in studies]

@@ -43,9 +43,9 @@ class ApiEnv:
     def add_instance(self, study_uid: str, modality: str = "PT", series: int = 1, **kw) -> None:
         n = next(_uids)
         rec = InstanceRecord(sop_class_uid="1.2.840.10008.5.1.4.1.1.128", sop_instance_uid=f"1.2.3.9.{n}",
-                             study_uid=study_uid, series_uid=f"{study_uid}.{series}", transfer_syntax_uid="1.2.840.10008.1.2.1",
-                             path=f"x/{n}.dcm", size_bytes=1000, modality=modality, series_number=series,
-                             calling_ae="STORESCU", **kw)
+                             study_uid=study_uid, series_uid=f"{study_uid}.{series}",
+                             transfer_syntax_uid="1.2.840.10008.1.2.1", path=f"x/{n}.dcm", size_bytes=1000,
+                             modality=modality, series_number=series, calling_ae="STORESCU", **kw)
         StudyIndex(self.sessions).add(rec)
 
     def add_event(self, kind: str, study_uid: str | None = None, **payload) -> int:

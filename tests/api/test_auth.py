@@ -11,7 +11,6 @@ import pytest
 from neuropetrix.api.tokens import TokenSigner, load_signing_key
 from tests.api.conftest import PASSWORD, bearer, login
 
-
 pytestmark = pytest.mark.asyncio
 
 

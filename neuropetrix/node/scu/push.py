@@ -12,8 +12,13 @@ from pathlib import Path
 
 from google.oauth2 import service_account
 from pyfcm import FCMNotification
-from pyfcm.errors import (AuthenticationError, FCMNotRegisteredError, FCMSenderIdMismatchError, FCMServerError,
-                          InvalidDataError)
+from pyfcm.errors import (
+    AuthenticationError,
+    FCMNotRegisteredError,
+    FCMSenderIdMismatchError,
+    FCMServerError,
+    InvalidDataError,
+)
 from requests.adapters import HTTPAdapter
 from requests.exceptions import RequestException
 
@@ -50,7 +55,8 @@ class FcmSender:
     def send(self, msg: PushMessageSpec) -> PushOutcome:
         """Send one message; never raises for what FCM or the network answers."""
         try:
-            self._fcm.requests_session   # fetches or refreshes the OAuth token: failures here are transient
+            # the property fetches or refreshes the OAuth token; failures there are transient
+            self._fcm.requests_session  # noqa: B018
         except (InvalidDataError, RequestException) as exc:
             return PushOutcome(RETRY, f"cannot get an OAuth token: {exc}"[:500])
         android = {"priority": "high" if msg.priority == "high" else "normal"}
