@@ -77,9 +77,11 @@ def suv_concepts(result: AnalysisResult) -> tuple[Code, Code]:
 
 
 def _tlg_unit(suv_unit: Code) -> Code:
-    """SUV × ml: g/ml{SUVbw} × ml = g{SUVbw}."""
+    """SUV × ml: g/ml{SUVbw} × ml = g{SUVbw}. The meaning names the annotation, not the long unit
+    meaning, to stay within the 64 characters of a DICOM code meaning for every SUV type."""
     number, _, rest = suv_unit.value.partition("/ml")
-    return Code(number + rest, UCUM, f"{suv_unit.meaning} multiplied by milliliter")
+    annotation = rest.strip("{}")
+    return Code(number + rest, UCUM, f"{annotation} multiplied by milliliter")
 
 
 def lesion_measures(result: AnalysisResult, lesion: Lesion) -> list[Measure]:

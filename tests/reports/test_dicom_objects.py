@@ -128,6 +128,19 @@ def test_sr_values_that_round_up_to_an_extra_digit_stay_valid_ds(result, pet_stu
     assert _sr_value(group, SUVBW, codes.SCT.Maximum) == pytest.approx(10.0)
 
 
+@pytest.mark.parametrize("suv_type, unit", [("lbm_james", "g/ml{SUVlbm(James128)}"),
+                                             ("lbm_janmahasatian", "g/ml{SUVlbm(Janma)}"),
+                                             ("bsa", "cm2/ml{SUVbsa}")])
+def test_sr_is_valid_for_every_suv_type(result, pet_study, tmp_path, suv_type, unit):
+    other = dataclasses.replace(result, suv=dataclasses.replace(result.suv, suv_type=suv_type))
+    info = study_info(other, pet_study.datasets)
+    path = _save(build_sr(other, pet_study.datasets, info, build_seg(other, pet_study.datasets)), tmp_path / "sr.dcm")
+    dciodvfy(path)
+    units = {elem.value[0].get("CodeValue") or elem.value[0].get("LongCodeValue")   # > 16 characters
+             for elem in pydicom.dcmread(path).iterall() if elem.keyword == "MeasurementUnitsCodeSequence"}
+    assert unit in units and unit.replace("/ml", "") in units   # SUV and TLG units of this SUV type
+
+
 def test_sr_of_a_negative_study_has_totals_and_no_lesion_groups(result, pet_study, tmp_path):
     negative = dataclasses.replace(result, lesions=[], label_map=np.zeros_like(result.label_map))
     with pytest.raises(ReportError, match="at least one segment"):
