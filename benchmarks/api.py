@@ -175,15 +175,9 @@ def main() -> None:
             base = f"http://127.0.0.1:{node.api_port}"
 
             async def run() -> dict:
-                async with aiohttp.ClientSession() as http:
-                    for _ in range(100):       # the API starts just after the DICOM port opens
-                        try:
-                            async with http.post(f"{base}/api/auth/login",
-                                                 json={"username": "bench", "password": PASSWORD}) as r:
-                                token = (await r.json())["access_token"]
-                                break
-                        except aiohttp.ClientConnectionError:
-                            await asyncio.sleep(0.1)
+                async with aiohttp.ClientSession() as http, \
+                        http.post(f"{base}/api/auth/login", json={"username": "bench", "password": PASSWORD}) as r:
+                    token = (await r.json())["access_token"]
                 with Usage(node.proc.pid) as ws_usage:
                     ws = await ws_phase(base, token, args.clients, studies, node.dicom_port)
                 with Usage(node.proc.pid) as rest_usage:

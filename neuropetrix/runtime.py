@@ -48,8 +48,8 @@ class Node:
     def start(self) -> None:
         self.completion.start()
         self.worker.start()
+        self.api.start()        # before the SCP, so that an open DICOM port means the node is all up
         self.scp.start()
-        self.api.start()
 
     def stop(self) -> None:
         self.api.stop()

@@ -31,7 +31,10 @@ class ApiServer:
         self._thread = threading.Thread(target=self._loop.run_until_complete, args=(self._serve(started),),
                                         name="api", daemon=True)
         self._thread.start()
-        started.result()
+        try:
+            started.result()
+        except OSError as exc:
+            raise OSError(exc.errno, f"API port {self.port}: {exc.strerror}") from None
         log.info("API and dashboard on http://%s:%d/", self.host, self.port)
 
     async def _serve(self, started: Future[None]) -> None:
