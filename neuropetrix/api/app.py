@@ -19,6 +19,7 @@ from neuropetrix.api.ops import EventMetrics, healthz, metrics, readyz
 from neuropetrix.api.push import PushNotifier
 from neuropetrix.api.tokens import TokenSigner, load_signing_key
 from neuropetrix.api.ws import websocket
+from neuropetrix.config.loader import ConfigError
 from neuropetrix.config.settings import Settings
 from neuropetrix.node.scu.push import FcmSender
 
@@ -58,8 +59,11 @@ def create_app(settings: Settings, sessions: sessionmaker[Session], readiness: R
     feed.listen(EventMetrics())
     push = None
     if settings.push.credentials_file is not None:
-        push = PushNotifier(db, FcmSender(settings.push.credentials_file, settings.push.fcm_endpoint),
-                            settings.push)
+        try:
+            sender = FcmSender(settings.push.credentials_file, settings.push.fcm_endpoint)
+        except (OSError, ValueError) as exc:     # missing file, not a service-account key
+            raise ConfigError(f"push.credentials_file: cannot use {settings.push.credentials_file}: {exc}") from None
+        push = PushNotifier(db, sender, settings.push)
         feed.listen(push.on_events)
 
     app = web.Application(middlewares=[errors_and_timing], client_max_size=1024 * 1024)
