@@ -95,7 +95,10 @@ class JobRunner:
         return path
 
     def _forward(self, job: Claimed, waiting: Callable[[dict], bool] | None) -> dict:
-        peer = self.settings.peer(job.params["peer"])
+        try:
+            peer = self.settings.peer(job.params["peer"])
+        except KeyError as exc:                 # the configuration changed since the job was made
+            raise JobFailure(exc.args[0], permanent=True) from None
         files: list[Path] = []
         skipped = []
         if "study" in job.objects:

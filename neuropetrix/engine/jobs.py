@@ -15,7 +15,7 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy import ColumnElement, and_, exists, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased, sessionmaker
@@ -38,10 +38,10 @@ class JobFailure(Exception):
         self.retry_at = retry_at
 
 
-def backoff_seconds(failures: int, retry: RetrySettings, rng: random.Random = random._inst) -> float:
+def backoff_seconds(failures: int, retry: RetrySettings, rng: random.Random | None = None) -> float:
     """base × 2^(failures−1), capped; `jitter` of it drawn at random so peers are not hit in step."""
     delay = min(retry.max_seconds, retry.base_seconds * 2 ** max(0, failures - 1))
-    return delay * (1 - retry.jitter) + delay * retry.jitter * rng.random()
+    return delay * (1 - retry.jitter) + delay * retry.jitter * (rng or random).random()
 
 
 @dataclass(frozen=True)
@@ -56,10 +56,16 @@ class Claimed:
     objects: list
     params: dict
     attempts: int
+    max_attempts: int
     after_id: int | None
 
+    @classmethod
+    def of(cls, job: Job, attempts: int) -> Claimed:
+        return cls(job.id, job.kind, job.study_uid, job.route, job.destination, list(job.objects),
+                   dict(job.params), attempts, job.max_attempts, job.after_id)
 
-def _claimable(now: datetime, kinds: tuple[str, ...]):
+
+def _claimable(now: datetime, kinds: tuple[str, ...]) -> ColumnElement[bool]:
     prerequisite = aliased(Job)
     ready = and_(
         Job.state == QUEUED, Job.next_attempt_at <= now,
@@ -103,8 +109,7 @@ class JobQueue:
                     elif job.state == COMMITTING:
                         log.warning("job %d: %s never answered the storage commitment request; sending "
                                     "again", job.id, job.destination)
-                    return Claimed(job.id, job.kind, job.study_uid, job.route, job.destination,
-                                   list(job.objects), dict(job.params), job.attempts + 1, job.after_id)
+                    return Claimed.of(job, job.attempts + 1)
         return None
 
     def renew(self, worker: str, job_ids: list[int]) -> None:
@@ -124,9 +129,8 @@ class JobQueue:
                                      finished_at=now, updated_at=now)).rowcount
             if not done:
                 return False
-            dest = s.get(Destination, job.destination)
-            if dest is not None and dest.failures:
-                dest.failures, dest.blocked_until, dest.updated_at = 0, None, now
+            s.execute(update(Destination).where(Destination.name == job.destination, Destination.failures > 0)
+                      .values(failures=0, blocked_until=None, updated_at=now))
             if event:
                 record(s, event, job.study_uid, {"job": job.id, "destination": job.destination,
                                                  "route": job.route, **result})
@@ -149,8 +153,7 @@ class JobQueue:
             row = s.get(Job, job_id)
         if row is None or row.state != COMMITTING or row.attempts != attempt:
             return False
-        job = Claimed(row.id, row.kind, row.study_uid, row.route, row.destination, list(row.objects),
-                      dict(row.params), row.attempts, row.after_id)
+        job = Claimed.of(row, row.attempts)
         if failed:
             reasons = ", ".join(f"{uid} (0x{reason:04X})" for uid, reason in failed[:5])
             self.fail(job, row.worker, JobFailure(f"{job.destination} did not commit {len(failed)} instance(s): "
@@ -166,7 +169,7 @@ class JobQueue:
         destination at once, or a late commitment answer, never lose an update."""
         now = utcnow()
         message = str(failure)[:2000]
-        parked = failure.permanent or job.attempts >= self._max_attempts(job.id)
+        parked = failure.permanent or job.attempts >= job.max_attempts
         with self.sessions.begin() as s:
             taken = s.execute(
                 update(Job).where(Job.id == job.id, Job.worker == worker, Job.state.in_((RUNNING, COMMITTING)))
@@ -200,9 +203,11 @@ class JobQueue:
                     job.destination, job.attempts, retry_at.strftime("%H:%M:%S"), message)
         return QUEUED
 
-    def _max_attempts(self, job_id: int) -> int:
-        with self.sessions() as s:
-            return s.scalar(select(Job.max_attempts).where(Job.id == job_id)) or 1
+    def hand_back(self, job: Claimed, worker: str) -> None:
+        """A job interrupted by its node stopping: queued again at once, the attempt not counted."""
+        with self.sessions.begin() as s:
+            s.execute(update(Job).where(Job.id == job.id, Job.worker == worker, Job.state == RUNNING)
+                      .values(state=QUEUED, attempts=Job.attempts - 1, lease_until=None, updated_at=utcnow()))
 
     def requeue(self, job_id: int) -> Job:
         """Requeue a job now (an operator's `jobs retry`): attempts start again, back-off is lifted."""
@@ -211,8 +216,8 @@ class JobQueue:
             job = s.get(Job, job_id)
             if job is None:
                 raise KeyError(f"no job {job_id}")
-            if job.state == RUNNING:
-                raise ValueError(f"job {job_id} is running on {job.worker}")
+            if job.state in (RUNNING, COMMITTING):
+                raise ValueError(f"job {job_id} is {job.state} on {job.worker}: wait for it to end")
             job.state, job.attempts, job.next_attempt_at = QUEUED, 0, now
             job.finished_at, job.updated_at = None, now
             dest = s.get(Destination, job.destination)
@@ -234,10 +239,6 @@ def job_json(job: Job) -> dict:
     return {"id": job.id, "kind": job.kind, "state": job.state, "study_uid": job.study_uid,
             "route": job.route, "destination": job.destination, "objects": job.objects,
             "after": job.after_id, "attempts": job.attempts, "max_attempts": job.max_attempts,
-            "next_attempt_at": iso(job.next_attempt_at) if job.state == QUEUED else None,
+            "next_attempt_at": iso(job.next_attempt_at) if job.state in (QUEUED, COMMITTING) else None,
             "last_error": job.last_error, "result": job.result, "worker": job.worker,
             "created_at": iso(job.created_at), "finished_at": iso(job.finished_at)}
-
-
-__all__ = ["DONE", "FAILED", "QUEUED", "RUNNING", "Claimed", "JobFailure", "JobQueue", "backoff_seconds",
-           "job_json", "list_jobs"]

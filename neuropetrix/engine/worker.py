@@ -13,7 +13,6 @@ import socket
 import threading
 import uuid
 
-from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from neuropetrix.config.settings import EngineSettings, Settings
@@ -26,7 +25,6 @@ from neuropetrix.engine.routes.rules import compile_routes
 from neuropetrix.node.scp.commitment import CommitmentListener
 from neuropetrix.node.scu.commitment import CommitmentReport, job_of
 from neuropetrix.store.files import FileStore
-from neuropetrix.store.jobs_models import QUEUED, RUNNING, Job
 
 log = logging.getLogger("neuropetrix.engine")
 DELIVERY_KINDS = ("forward", "hl7", "fhir", "notify")
@@ -117,8 +115,9 @@ class Worker:
             result = self.runner.run(job, self._stop, analyzer, lambda partial: self.queue.await_commitment(
                 job, self.node_id, partial, self.settings.commitment_timeout))
         except JobFailure as failure:
-            if self._stop.is_set() and job.kind == "analyze":
-                self._hand_back(job)
+            if self._stop.is_set() and job.kind == "analyze":       # interrupted, not failed
+                self.queue.hand_back(job, self.node_id)
+                log.info("job %d handed back to the queue: the node is stopping", job.id)
                 return
             self.queue.fail(job, self.node_id, failure, failed_event(job.kind))
             return
@@ -134,13 +133,6 @@ class Worker:
             log.info("job %d done: %s → %s %s", job.id, job.kind, job.destination, result)
         else:
             log.warning("job %d finished here but was taken by another worker meanwhile", job.id)
-
-    def _hand_back(self, job: Claimed) -> None:
-        """A job interrupted by stop: queued again now, the attempt not counted."""
-        with self.queue.sessions.begin() as s:
-            s.execute(update(Job).where(Job.id == job.id, Job.worker == self.node_id, Job.state == RUNNING)
-                      .values(state=QUEUED, attempts=Job.attempts - 1, lease_until=None))
-        log.info("job %d handed back to the queue (node stopping)", job.id)
 
     def stop(self, grace: float = 30.0) -> None:
         self._stop.set()
