@@ -107,20 +107,23 @@ def main() -> int:
     names = args.only
     walls: dict[str, list[float]] = {name: [] for name in names}
     rss: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
     for r in range(args.rounds):
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
             with tempfile.TemporaryDirectory(prefix=f"ingest-{name}-", dir=ROOT / "benchmarks" / "out") as tmp:
                 with RECEIVERS[name](Path(tmp)) as (port, aet, proc):
+                    before = sum(proc.cpu_times()[:2])
                     walls[name].append(send(args.study, port, aet))
+                    cpu[name].append(sum(proc.cpu_times()[:2]) - before)
                     rss[name].append(peak_rss_mib(proc))
         print(f"round {r + 1}: " + ", ".join(f"{n} {walls[n][-1]:.2f} s" for n in order), flush=True)
 
-    print(f"\n{'receiver':<12} {'median s':>9} {'inst/s':>8} {'MB/s':>7} {'peak RSS MiB':>13}")
+    print(f"\n{'receiver':<12} {'median s':>9} {'inst/s':>8} {'MB/s':>7} {'CPU ms/inst':>12} {'peak RSS MiB':>13}")
     med = {n: statistics.median(walls[n]) for n in names}
     for n in names:
         print(f"{n:<12} {med[n]:>9.2f} {len(files) / med[n]:>8.0f} {size_mb / med[n]:>7.1f} "
-              f"{statistics.median(rss[n]):>13.0f}")
+              f"{statistics.median(cpu[n]) / len(files) * 1000:>12.2f} {statistics.median(rss[n]):>13.0f}")
     print()
     for peer in [n for n in ("storescp", "orthanc") if n in names and "neuropetrix" in names]:
         paired = [ours / theirs for ours, theirs in zip(walls["neuropetrix"], walls[peer])]

@@ -38,12 +38,8 @@ class Node:
         self.completion = CompletionWatcher(self.sessions, node.study_quiet_seconds)
         self.worker = build_worker(settings, self.sessions, self.files)
         self.api = ApiServer(settings, self.sessions, Readiness(
-            node.storage_dir, dicom_listening=self._dicom_listening,
+            node.storage_dir, dicom_listening=lambda: self.scp.listening,
             dicom_associations=lambda: self.scp.active_associations))
-
-    def _dicom_listening(self) -> bool:
-        thread = self.scp._thread          # the accept loop; DicomServer has no public "listening" yet
-        return thread is not None and thread.is_alive()
 
     def start(self) -> None:
         self.completion.start()

@@ -517,6 +517,11 @@ class DicomServer:
             self._active.discard(assoc)
 
     @property
+    def listening(self) -> bool:
+        """True while the accept loop runs (for /readyz)."""
+        return self._thread is not None and self._thread.is_alive() and not self._stopping.is_set()
+
+    @property
     def active_associations(self) -> int:
         with self._lock:
             return len(self._active)
