@@ -92,8 +92,16 @@ class AuthError(Exception):
 
 
 class Auth:
+    """Logins, refresh rotation and access checks. A checked access token is trusted for CHECK_SECONDS
+    without asking the database again (the check costs a thread hop and a query on every request);
+    revocations made through this node's API are forgotten at once, those made by another process (the
+    `users` command, another node) take effect within CHECK_SECONDS."""
+
+    CHECK_SECONDS = 1.0
+
     def __init__(self, signer: TokenSigner, settings: ApiSettings) -> None:
         self.signer = signer
+        self._checked: dict[str, tuple[float, Principal]] = {}    # token → (when checked, principal)
         self.refresh_ttl = timedelta(days=settings.refresh_token_days)
         self.limiter = LoginLimiter(settings.login_failures_per_account,
                                                settings.login_failures_per_address,
@@ -166,6 +174,22 @@ class Auth:
         return Principal(user.id, user.username, user.role, claims.expires_at)
 
 
+    def recently_checked(self, token: str) -> Principal | None:
+        hit = self._checked.get(token)
+        if hit is None or time.monotonic() - hit[0] >= self.CHECK_SECONDS or time.time() >= hit[1].expires_at:
+            return None
+        return hit[1]
+
+    def remember(self, token: str, principal: Principal) -> None:
+        if len(self._checked) > 10_000:
+            self._checked.clear()
+        self._checked[token] = (time.monotonic(), principal)
+
+    def forget_user(self, user_id: int) -> None:
+        """This user's tokens were revoked here: check them against the database again."""
+        self._checked = {t: hit for t, hit in self._checked.items() if hit[1].user_id != user_id}
+
+
 def bearer_token(request: web.Request, allow_query: bool = False) -> str | None:
     header = request.headers.get("Authorization", "")
     if header[:7].lower() == "bearer ":
@@ -185,8 +209,12 @@ async def authenticate(request: web.Request, allow_query: bool = False) -> Princ
     token = bearer_token(request, allow_query)
     if not token:
         raise AuthError(401, "missing bearer token")
-    ctx = request.app[CTX]
-    return await ctx.db(ctx.auth.principal, token)
+    auth = request.app[CTX].auth
+    principal = auth.recently_checked(token)
+    if principal is None:
+        principal = await request.app[CTX].db(auth.principal, token)
+        auth.remember(token, principal)
+    return principal
 
 
 def requires(permission: str | None) -> Callable[[Handler], Handler]:

@@ -41,11 +41,13 @@ async def update_user(request: web.Request) -> web.Response:
     role, disabled = body.get("role"), body.get("disabled")
     if role is not None and not isinstance(role, str) or disabled is not None and not isinstance(disabled, bool):
         raise bad_request("role: a string; disabled: true or false")
+    ctx = request.app[CTX]
     try:
-        info = await request.app[CTX].db(users.update_user, request.match_info["username"], role, disabled)
+        info = await ctx.db(users.update_user, request.match_info["username"], role, disabled)
     except users.AccountError as exc:
         raise (web.HTTPNotFound(text=str(exc)) if str(exc).startswith("no user") else bad_request(str(exc))) \
             from None
+    ctx.auth.forget_user(info.id)
     return web.json_response(info.to_json())
 
 

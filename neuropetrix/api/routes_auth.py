@@ -50,6 +50,7 @@ async def logout_all(request: web.Request) -> web.Response:
     """Every refresh token of the caller revoked and every access token refused: "log out all devices"."""
     ctx = request.app[CTX]
     await ctx.db(ctx.auth.logout_everywhere, request["principal"].user_id)
+    ctx.auth.forget_user(request["principal"].user_id)
     return web.Response(status=204)
 
 

@@ -2,12 +2,15 @@
 with reuse detection; failed-login limits per account and per address; the signing key file."""
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
 
 import pytest
 
+from neuropetrix.api import users
+from neuropetrix.api.auth import Auth
 from neuropetrix.api.tokens import TokenSigner, load_signing_key
 from tests.api.conftest import PASSWORD, bearer, login
 
@@ -122,3 +125,12 @@ async def test_failed_logins_are_limited_per_address(client):
             assert r.status == 401
     r = await client.post("/api/auth/login", json={"username": "viewer", "password": PASSWORD})
     assert r.status == 429
+
+
+async def test_a_revocation_by_another_process_takes_effect_within_the_check_window(client, env):
+    tokens = await login(client, "viewer")
+    assert (await client.get("/api/me", headers=bearer(tokens))).status == 200     # checked and remembered
+    with env.sessions.begin() as s:                 # what `neuropetrix users disable viewer` does
+        users.update_user(s, "viewer", disabled=True)
+    await asyncio.sleep(Auth.CHECK_SECONDS)
+    assert (await client.get("/api/me", headers=bearer(tokens))).status == 401
