@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import uuid
 from pathlib import Path
 
@@ -23,6 +24,8 @@ HL7_FILE, FHIR_FILE, ANALYSIS_FILE, STAMP_FILE = "oru.hl7", "fhir_bundle.json", 
 class ResultStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        # per host: nodes sharing storage must not clean up each other's analyses in progress
+        self.incoming = self.root / ".incoming" / socket.gethostname()
 
     def folder(self, study_uid: str) -> Path:
         return self.root / check_uid(study_uid, "StudyInstanceUID")
@@ -35,7 +38,7 @@ class ResultStore:
             return None
 
     def new_temp(self, study_uid: str) -> Path:
-        temp = self.root / ".incoming" / f"{check_uid(study_uid, 'StudyInstanceUID')}-{uuid.uuid4().hex}"
+        temp = self.incoming / f"{check_uid(study_uid, 'StudyInstanceUID')}-{uuid.uuid4().hex}"
         temp.mkdir(parents=True)
         return temp
 
@@ -58,8 +61,8 @@ class ResultStore:
         return final
 
     def clean_incoming(self) -> None:
-        """Remove half-written results of analyses that were interrupted."""
-        shutil.rmtree(self.root / ".incoming", ignore_errors=True)
+        """Remove half-written results of this host's analyses that were interrupted."""
+        shutil.rmtree(self.incoming, ignore_errors=True)
         for old in self.root.glob(".old-*"):
             shutil.rmtree(old, ignore_errors=True)
 

@@ -65,7 +65,8 @@ def storescu(node: NodeProcess, folder: Path) -> None:
 
 
 def node_sessions(node: NodeProcess):
-    return make_sessionmaker(make_engine(f"sqlite:///{(node.data_dir / 'neuropetrix.db').resolve()}"))
+    url = node.config["node"].get("database_url") or f"sqlite:///{(node.data_dir / 'neuropetrix.db').resolve()}"
+    return make_sessionmaker(make_engine(url))
 
 
 def jobs_of(node: NodeProcess) -> list[dict]:

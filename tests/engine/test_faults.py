@@ -8,6 +8,8 @@ import signal
 import threading
 from pathlib import Path
 
+import psutil
+
 from tests.engine.conftest import (FAST_ENGINE, Relay, all_jobs_settled, events_of, jobs_of, storescu,
                                    wait_for)
 from tests.engine.hbys import fhir_endpoint, mllp_listener
@@ -91,8 +93,10 @@ def test_sigkill_mid_analysis_and_mid_delivery(tmp_path: Path, petct_study: Path
             config = node.config
             storescu(node, petct_study)
             wait_for("the analysis to start", lambda: events_of(node, "analysis.started"), node, interval=0.05)
+            children = psutil.Process(node.proc.pid).children(recursive=True)
             node.stop(signal.SIGKILL)
         assert job(node, "analyze")["state"] == "running", "the kill came after the analysis finished"
+        assert children and not psutil.wait_procs(children, timeout=10)[1]   # no orphan outlives the node
 
         node = start_node(config, workdir)                        # restart 1: the analysis runs again
         try:
