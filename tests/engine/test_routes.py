@@ -51,6 +51,8 @@ def series(modality: str = "PT", calling_ae: str = "PETCT1", instances: int = 30
     ({"patient_weight": {">=": 60, "<": 150}}, True),             # numeric, all bounds must hold
     ({"patient_weight": {">": 72}}, False),
     ({"instances": {"==": 300}}, True),
+    ({"patient_weight": 72}, True),                               # a number: compared as a number
+    ({"patient_weight": [60, 72.0]}, True),
     ({"instances": {"!=": 300}}, False),
     ({"calling_ae": "PETCT1"}, True),                             # the calling AE
     ({"calling_ae": ["PETCT2", "PACS"]}, False),
@@ -92,7 +94,7 @@ def test_result_deliveries_wait_for_the_analysis() -> None:
     ({"match": {}, "actions": [{"forward": "pacs", "objects": ["mip"]}]}, "objects: unknown mip"),
     ({"match": {}, "actions": [{"forward": "pacs", "objects": ["seg"]}]}, "needs an analyze action"),
     ({"match": {}, "actions": [{"hl7": "ris"}]}, "the only HL7 destination is hbys"),
-    ({"match": {}, "actions": [{"notify": []}]}, "notify: name one or more recipients"),
+    ({"match": {}, "actions": [{"notify": []}]}, "notify: name one or more recipient roles"),
     ({"match": {}, "actions": [{"forward": "pacs", "speed": 3}]}, "unknown key(s) speed"),
     ({"match": {}, "actions": [{"forward": "pacs", "transforms": [{"set": {"Nonsense": 1}}]}]},
      "'Nonsense' is not a DICOM keyword"),

@@ -73,7 +73,7 @@ class Rule:
     name: str
     conditions: tuple[Condition, ...]
     actions: tuple[Action, ...]
-    transforms: tuple = ()
+    transforms: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -91,42 +91,52 @@ def _as_number(value: Any) -> float | None:
         return None
 
 
-def _condition(key: str, spec: Any) -> Condition:
-    if isinstance(spec, list):
-        if not spec or not all(isinstance(v, str | int | float) for v in spec):
-            raise ValueError(f"{key}: a list must hold one or more plain values")
-        wanted = {str(v) for v in spec}
-        return Condition(key, f"any of {sorted(wanted)}", lambda v: str(v) in wanted)
-    if isinstance(spec, dict):
-        if set(spec) == {"regex"}:
-            try:
-                pattern = re.compile(str(spec["regex"]))
-            except re.error as exc:
-                raise ValueError(f"{key}: bad regular expression {spec['regex']!r}: {exc}") from None
-            return Condition(key, f"regex {pattern.pattern!r}", lambda v: pattern.search(str(v)) is not None)
-        unknown = sorted(set(spec) - set(_NUMERIC))
-        if unknown or not spec:
-            raise ValueError(f"{key}: unknown operator(s) {unknown or '(none)'}; "
-                             f"use regex or one of {' '.join(_NUMERIC)}")
-        bounds = []
-        for op, limit in spec.items():
-            number = _as_number(limit)
-            if number is None or isinstance(limit, bool):
-                raise ValueError(f"{key}: {op} needs a number, not {limit!r}")
-            bounds.append((_NUMERIC[op], number))
+def _equals(wanted: str | int | float) -> Callable[[Any], bool]:
+    """Numbers compare as numbers (PatientWeight "72" equals 72), everything else as text."""
+    if isinstance(wanted, int | float):
+        return lambda v: _as_number(v) == wanted
+    return lambda v: str(v) == wanted
 
-        def numeric(v: Any) -> bool:
-            x = _as_number(v)
-            return x is not None and all(cmp(x, n) for cmp, n in bounds)
-        return Condition(key, " and ".join(f"{op} {n:g}" for op, n in
-                                           ((o, _as_number(l)) for o, l in spec.items())), numeric)
+
+def _numeric(key: str, spec: dict[str, Any]) -> Condition:
+    unknown = sorted(set(spec) - set(_NUMERIC))
+    if unknown or not spec:
+        raise ValueError(f"{key}: unknown operator(s) {unknown or '(none)'}; use regex or one of {' '.join(_NUMERIC)}")
+    bounds = []
+    for op, limit in spec.items():
+        number = _as_number(limit)
+        if number is None or isinstance(limit, bool):
+            raise ValueError(f"{key}: {op} needs a number, not {limit!r}")
+        bounds.append((op, number))
+
+    def holds(v: Any) -> bool:
+        x = _as_number(v)
+        return x is not None and all(_NUMERIC[op](x, n) for op, n in bounds)
+    return Condition(key, " and ".join(f"{op} {n:g}" for op, n in bounds), holds)
+
+
+def _condition(key: str, spec: Any) -> Condition:
     if isinstance(spec, bool) or spec is None:
         raise ValueError(f"{key}: {spec!r} is not a value to match")
-    text = str(spec)
-    if any(c in text for c in "*?"):
-        pattern = re.compile(fnmatch.translate(text), re.IGNORECASE)
-        return Condition(key, f"wildcard {text!r}", lambda v: pattern.match(str(v)) is not None)
-    return Condition(key, f"== {text!r}", lambda v: str(v) == text)
+    if isinstance(spec, list):
+        if not spec or not all(isinstance(v, str | int | float) and not isinstance(v, bool) for v in spec):
+            raise ValueError(f"{key}: a list must hold one or more plain values")
+        tests = [_equals(v) for v in spec]
+        return Condition(key, f"any of {spec}", lambda v: any(test(v) for test in tests))
+    if isinstance(spec, dict):
+        if set(spec) != {"regex"}:
+            return _numeric(key, spec)
+        try:
+            pattern = re.compile(str(spec["regex"]))
+        except re.error as exc:
+            raise ValueError(f"{key}: bad regular expression {spec['regex']!r}: {exc}") from None
+        return Condition(key, f"regex {pattern.pattern!r}", lambda v: pattern.search(str(v)) is not None)
+    if isinstance(spec, str) and any(c in spec for c in "*?"):
+        pattern = re.compile(fnmatch.translate(spec), re.IGNORECASE)
+        return Condition(key, f"wildcard {spec!r}", lambda v: pattern.match(str(v)) is not None)
+    if not isinstance(spec, str | int | float):
+        raise ValueError(f"{key}: {spec!r} is not a value to match")
+    return Condition(key, f"== {spec!r}", _equals(spec))
 
 
 def _objects(raw: Any) -> tuple[str, ...]:
@@ -169,7 +179,10 @@ def _action(raw: str | dict[str, Any], settings: Settings) -> Action:
         except KeyError as exc:
             raise ValueError(f"forward: {exc.args[0]}") from None
         transforms = body.get("transforms", [])
-        check_steps(transforms, settings.engine.pseudonym_secret)
+        try:
+            check_steps(transforms, settings.engine.pseudonym_secret)
+        except TransformError as exc:
+            raise ValueError(f"forward: transforms: {exc}") from None
         return Action("forward", f"dicom:{target}", _objects(body.get("objects", ["study"])),
                       {"peer": target, "transforms": transforms})
     if kind in ("hl7", "fhir"):
@@ -179,7 +192,7 @@ def _action(raw: str | dict[str, Any], settings: Settings) -> Action:
         return Action(kind, f"{kind}:hbys")
     recipients = [target] if isinstance(target, str) else target
     if not isinstance(recipients, list) or not recipients or not all(isinstance(r, str) for r in recipients):
-        raise ValueError("notify: name one or more recipients (roles or users), e.g. {notify: [physician]}")
+        raise ValueError("notify: name one or more recipient roles, e.g. {notify: [physician]}")
     return Action("notify", "notify", (), {"recipients": recipients})
 
 
@@ -216,7 +229,7 @@ def compile_routes(settings: Settings) -> list[Rule]:
         seen.add(route.name)
         try:
             rules.append(compile_rule(route, settings))
-        except (ValueError, TransformError) as exc:
+        except ValueError as exc:                       # TransformError is one too
             raise RouteError(f"{where}: {exc}") from None
     for peer in settings.peers:
         try:
@@ -237,7 +250,7 @@ def evaluate(rule: Rule, series: Sequence[SeriesFacts]) -> Verdict:
         reasons = [f"series {facts.series_uid}: {why}" for _, why in results]
         if all(ok for ok, _ in results):
             return Verdict(rule, True, facts.series_uid, reasons)
-        closest.extend(why for ok, why in zip((ok for ok, _ in results), reasons) if not ok)
+        closest += [why for (ok, _), why in zip(results, reasons) if not ok]
     return Verdict(rule, False, None, closest or ["the study has no series"])
 
 
