@@ -15,6 +15,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from neuropetrix.config.settings import Settings
+from neuropetrix.logs import setup_logging
 
 log = logging.getLogger("neuropetrix.analysis")
 _PR_SET_PDEATHSIG = 1
@@ -44,9 +45,10 @@ def analyze_into(study_dir: Path, out_dir: Path, settings: Settings) -> dict:
             "tlg_total": result.tlg_total, "timings_s": {k: round(v, 3) for k, v in result.timings_s.items()}}
 
 
-def _child(conn: Connection) -> None:
+def _child(conn: Connection, log_level: str) -> None:
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)      # the node stops us; Ctrl-C goes to the node
+    setup_logging(log_level)                          # the analysis's own log lines, in the node's format
     import neuropetrix.engine.offline  # noqa: F401  (import once, before the first study)
     from neuropetrix.analysis.errors import AnalysisError
     from neuropetrix.reports.errors import ReportError
@@ -67,7 +69,8 @@ def _child(conn: Connection) -> None:
 class AnalysisProcess:
     """A child process that runs analyses one at a time; restarted after it dies or is stopped."""
 
-    def __init__(self) -> None:
+    def __init__(self, log_level: str = "INFO") -> None:
+        self.log_level = log_level
         self._ctx = multiprocessing.get_context("spawn")
         self._proc: multiprocessing.process.BaseProcess | None = None
         self._conn: Connection | None = None
@@ -76,7 +79,7 @@ class AnalysisProcess:
     def _ensure(self) -> Connection:
         if self._proc is None or not self._proc.is_alive():
             parent, child = self._ctx.Pipe()
-            self._proc = self._ctx.Process(target=_child, args=(child,), name="neuropetrix-analysis",
+            self._proc = self._ctx.Process(target=_child, args=(child, self.log_level), name="neuropetrix-analysis",
                                            daemon=True)
             self._proc.start()
             child.close()

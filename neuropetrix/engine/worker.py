@@ -33,11 +33,12 @@ ANALYSIS_KINDS = ("analyze",)
 
 class Worker:
     def __init__(self, queue: JobQueue, runner: JobRunner, dispatcher: Dispatcher,
-                 settings: EngineSettings) -> None:
+                 settings: EngineSettings, log_level: str = "INFO") -> None:
         self.queue = queue
         self.runner = runner
         self.dispatcher = dispatcher
         self.settings = settings
+        self.log_level = log_level
         self.node_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -58,7 +59,7 @@ class Worker:
         lanes = [("routes", self._route_loop, ()), ("leases", self._lease_loop, ())]
         lanes += [(f"delivery-{i}", self._job_loop, (DELIVERY_KINDS, None)) for i in range(self.settings.workers)]
         for i in range(self.settings.analysis_workers):
-            analyzer = AnalysisProcess()
+            analyzer = AnalysisProcess(self.log_level)
             analyzer.warm()
             self._analyzers.append(analyzer)
             lanes.append((f"analysis-{i}", self._job_loop, (ANALYSIS_KINDS, analyzer)))
@@ -152,7 +153,7 @@ def build_worker(settings: Settings, sessions: sessionmaker[Session], files: Fil
     results.clean_incoming()
     queue = JobQueue(sessions, engine.retry, engine.lease_seconds)
     worker = Worker(queue, JobRunner(settings, sessions, files, results),
-                    Dispatcher(sessions, files, rules, engine.retry), engine)
+                    Dispatcher(sessions, files, rules, engine.retry), engine, settings.node.log_level)
     if engine.commitment_port is not None:
         worker.commitments = CommitmentListener(settings.node.ae_title, settings.node.dicom_host,
                                                 engine.commitment_port,
