@@ -47,8 +47,9 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _close_websockets(app: web.Application) -> None:
-    for ws in list(app[CTX].websockets):
-        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"node stopping")
+    """All at once: a client that does not answer the close must not hold up the others."""
+    await asyncio.gather(*(ws.close(code=WSCloseCode.GOING_AWAY, message=b"node stopping")
+                           for ws in list(app[CTX].websockets)), return_exceptions=True)
 
 
 def create_app(settings: Settings, sessions: sessionmaker[Session], readiness: Readiness) -> web.Application:

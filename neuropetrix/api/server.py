@@ -57,4 +57,7 @@ class ApiServer:
             return
         self._loop.call_soon_threadsafe(self._stopping.set)
         self._thread.join(timeout=15)
+        if self._thread.is_alive():
+            log.warning("API did not stop within 15 s; leaving it to the process exit")
+            return
         self._loop.close()
