@@ -21,6 +21,14 @@ OBJECT_FILES = {"seg": "seg.dcm", "sr": "sr.dcm", "pdf": "report.dcm"}
 HL7_FILE, FHIR_FILE, ANALYSIS_FILE, STAMP_FILE = "oru.hl7", "fhir_bundle.json", "analysis.json", "job.json"
 
 
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class ResultStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -43,19 +51,19 @@ class ResultStore:
         return temp
 
     def publish(self, temp: Path, study_uid: str, job_id: int) -> Path:
-        """Stamp `temp` with the job and rename it into place, replacing earlier results."""
+        """Stamp `temp` with the job, make it durable and rename it into place, replacing earlier
+        results: once the job is recorded done, its files survive a power cut."""
         (temp / STAMP_FILE).write_text(json.dumps({"job": job_id}))
+        for path in temp.iterdir():
+            _fsync(path)
+        _fsync(temp)
         final = self.folder(study_uid)
         old = None
         if final.exists():
             old = final.with_name(f".old-{final.name}-{uuid.uuid4().hex}")
             os.replace(final, old)
         os.replace(temp, final)
-        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync(self.root)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         return final
