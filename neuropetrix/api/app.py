@@ -21,6 +21,7 @@ from neuropetrix.api.tokens import TokenSigner, load_signing_key
 from neuropetrix.api.ws import websocket
 from neuropetrix.config.loader import ConfigError
 from neuropetrix.config.settings import Settings
+from neuropetrix.engine.jobs import JobQueue
 from neuropetrix.node.scu.push import FcmSender
 
 STATIC = Path(__file__).with_name("static")
@@ -64,7 +65,9 @@ def create_app(settings: Settings, sessions: sessionmaker[Session], readiness: R
             sender = FcmSender(settings.push.credentials_file, settings.push.fcm_endpoint)
         except (OSError, ValueError) as exc:     # missing file, not a service-account key
             raise ConfigError(f"push.credentials_file: cannot use {settings.push.credentials_file}: {exc}") from None
-        push = PushNotifier(db, sender, settings.push)
+        engine = settings.engine
+        push = PushNotifier(db, JobQueue(sessions, engine.retry, engine.lease_seconds), sender,
+                            settings.push.max_attempts, engine.poll_seconds)
         feed.listen(push.on_events)
 
     app = web.Application(middlewares=[errors_and_timing], client_max_size=1024 * 1024)

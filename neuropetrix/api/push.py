@@ -1,39 +1,41 @@
-"""Push notifications: events → one outbox row per device (push_messages) → FCM, retried with back-off.
+"""Push notifications: events → one durable job of kind "push" per device → FCM.
 
 Which events notify whom (docs/api.md): a finished analysis goes to the roles with push.results, an
 analysis parked as failed to those with push.failures (high priority), and a route's `notify` action
-(the engine's `notification` event) to the roles it names (high priority). Rows are made and the
-engine cursor "push" moved in one transaction, so an event is turned into messages once, crash or not.
-A token FCM calls unregistered is dropped; a 5xx or an unreachable FCM is retried up to
-push.max_attempts times with doubling back-off. Messages carry no patient data: it would cross Google.
+(the engine's `notification` event) to the roles it names (high priority). The jobs are made and the
+engine cursor "push" moved in one transaction, so an event turns into messages once, crash or not.
+They run through the engine's job queue (destination "fcm"): a 5xx or an unreachable FCM is retried
+with the queue's back-off up to push.max_attempts, then parked for an operator's retry; a token FCM
+calls unregistered is dropped and its job done. Messages carry no patient data: it would cross Google.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from neuropetrix.api.context import Database
 from neuropetrix.api.events import FeedItem
 from neuropetrix.api.permissions import PUSH_FAILURES, PUSH_RESULTS, roles_with
-from neuropetrix.config.settings import PushSettings
+from neuropetrix.api.tokens import token_hash
 from neuropetrix.engine.events import ANALYSIS_DONE, ANALYSIS_FAILED, NOTIFICATION, advance, take_pending
+from neuropetrix.engine.jobs import Claimed, JobFailure, JobQueue
 from neuropetrix.metrics import PUSH_MESSAGES
-from neuropetrix.node.scu.push import RETRY, SENT, UNREGISTERED, FcmSender, PushMessageSpec, PushOutcome
-from neuropetrix.store.accounts import ROLES, Device, PushMessage, User
+from neuropetrix.node.scu.push import REJECTED, RETRY, SENT, FcmSender, PushMessageSpec, PushOutcome
+from neuropetrix.store.accounts import ROLES, Device, User
 from neuropetrix.store.db import utcnow
-from neuropetrix.store.jobs_models import EngineCursor
+from neuropetrix.store.jobs_models import QUEUED, EngineCursor, Job
 from neuropetrix.store.models import Event
 
 log = logging.getLogger("neuropetrix.push")
 
-CONSUMER = "push"
+KIND, DESTINATION, CONSUMER = "push", "fcm", "push"
 KINDS = (ANALYSIS_DONE, ANALYSIS_FAILED, NOTIFICATION)
-MAX_BACKOFF = 3600.0
 
 
 def plan(e: Event) -> tuple[list[str], str, str, str] | None:
@@ -51,8 +53,8 @@ def plan(e: Event) -> tuple[list[str], str, str, str] | None:
     return None
 
 
-def enqueue(s: Session) -> int:
-    """Turn new events into outbox rows; returns how many events were handled."""
+def enqueue(s: Session, max_attempts: int) -> int:
+    """Turn new events into push jobs; returns how many events were handled."""
     if s.get(EngineCursor, CONSUMER) is None:      # first start: no notifications about the past
         s.add(EngineCursor(name=CONSUMER, event_id=s.scalar(select(func.max(Event.id))) or 0))
         s.flush()
@@ -63,97 +65,75 @@ def enqueue(s: Session) -> int:
         if what is None or not what[0]:
             continue
         roles, priority, title, body = what
-        devices = s.execute(select(Device.token, Device.token_hash, Device.user_id).join(User)
+        devices = s.execute(select(Device.id, Device.token, Device.user_id).join(User)
                             .where(User.role.in_(roles), User.disabled.is_(False))).all()
-        for token, thash, user_id in devices:
-            s.add(PushMessage(event_id=e.id, study_uid=e.study_uid, user_id=user_id, device_token=token,
-                              device_token_hash=thash, priority=priority, title=title, body=body,
-                              data={"kind": e.kind, "event_id": str(e.id), "study_uid": e.study_uid or ""},
-                              state="pending", attempts=0, next_attempt_at=now, last_error="", created_at=now))
+        for device_id, token, user_id in devices:
+            # one job per (event, device): the queue's unique (source_event_id, route, action_index)
+            s.add(Job(kind=KIND, study_uid=e.study_uid or "", route=CONSUMER, action_index=device_id,
+                      source_event_id=e.id, destination=DESTINATION, objects=[], state=QUEUED, attempts=0,
+                      params={"token": token, "user_id": user_id, "priority": priority, "title": title,
+                              "body": body, "data": {"kind": e.kind, "event_id": str(e.id),
+                                                     "study_uid": e.study_uid or ""}},
+                      max_attempts=max_attempts, next_attempt_at=now, worker="", last_error="", result={},
+                      created_at=now, updated_at=now))
     if events:
         advance(s, CONSUMER, events[-1].id)
     return len(events)
 
 
-def claim_due(s: Session, limit: int = 50) -> list[tuple[int, PushMessageSpec]]:
-    now = utcnow()
-    due = s.scalars(select(PushMessage).where(PushMessage.state == "pending", PushMessage.next_attempt_at <= now)
-                    .order_by(PushMessage.id).limit(limit)).all()
-    claimed = []
-    for m in due:
-        if s.execute(update(PushMessage).where(PushMessage.id == m.id, PushMessage.state == "pending")
-                     .values(state="sending")).rowcount:
-            claimed.append((m.id, PushMessageSpec(m.device_token, m.title, m.body, m.data, m.priority)))
-    return claimed
-
-
-def record(s: Session, message_id: int, outcome: PushOutcome, max_attempts: int, retry_seconds: float) -> None:
-    m = s.get(PushMessage, message_id)
-    now = utcnow()
-    m.attempts += 1
-    m.last_error = "" if outcome.result == SENT else outcome.detail[:512]
-    if outcome.result == RETRY and m.attempts < max_attempts:
-        m.state = "pending"
-        m.next_attempt_at = now + timedelta(seconds=min(retry_seconds * 2 ** (m.attempts - 1), MAX_BACKOFF))
-        return
-    m.state = {SENT: "sent", UNREGISTERED: "dropped"}.get(outcome.result, "failed")
-    m.done_at = now
-    if outcome.result == UNREGISTERED:
-        s.execute(delete(Device).where(Device.token_hash == m.device_token_hash))
-        s.execute(update(PushMessage).where(PushMessage.device_token_hash == m.device_token_hash,
-                                            PushMessage.state == "pending")
-                  .values(state="dropped", done_at=now, last_error="device token unregistered"))
-
-
-def next_due(s: Session) -> datetime | None:
-    return s.scalar(select(func.min(PushMessage.next_attempt_at)).where(PushMessage.state == "pending"))
-
-
-def release_claims(s: Session) -> None:
-    """Messages a stopped process was sending go back to pending (push is at-least-once)."""
-    s.execute(update(PushMessage).where(PushMessage.state == "sending").values(state="pending"))
+def drop_device(s: Session, token: str) -> None:
+    s.execute(delete(Device).where(Device.token_hash == token_hash(token)))
 
 
 class PushNotifier:
-    def __init__(self, db: Database, sender: FcmSender, settings: PushSettings, idle_seconds: float = 5.0) -> None:
+    def __init__(self, db: Database, queue: JobQueue, sender: FcmSender, max_attempts: int,
+                 poll_seconds: float) -> None:
         self.db = db
+        self.queue = queue
         self.sender = sender
-        self.settings = settings
-        self.idle = idle_seconds
+        self.max_attempts = max_attempts
+        self.poll = poll_seconds
+        self.worker = f"push:{socket.gethostname()}:{os.getpid()}"
         self._wake = asyncio.Event()
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="push")   # pyfcm keeps a session per thread
 
     def on_events(self, items: list[FeedItem]) -> None:
-        """Feed listener: a relevant event was written somewhere; look now rather than at the next idle tick."""
+        """Feed listener: a relevant event was written somewhere; look now rather than at the next poll."""
         if any(i.kind in KINDS for i in items):
             self._wake.set()
 
     async def run(self) -> None:
-        await self.db(release_claims)
         loop = asyncio.get_running_loop()
         while True:
             self._wake.clear()
             try:
-                handled = await self.db(enqueue)
-                batch = await self.db(claim_due)
-                for message_id, spec in batch:
+                handled = await self.db(enqueue, self.max_attempts)
+                while (job := await self.db.run(self.queue.claim, self.worker, (KIND,))) is not None:
+                    p = job.params
+                    spec = PushMessageSpec(p["token"], p["title"], p["body"], p["data"], p["priority"])
                     outcome = await loop.run_in_executor(self._pool, self.sender.send, spec)
                     PUSH_MESSAGES.labels(outcome.result).inc()
-                    if outcome.result != SENT:
-                        log.warning("push %d: %s (%s)", message_id, outcome.result, outcome.detail)
-                    await self.db(record, message_id, outcome, self.settings.max_attempts,
-                                  self.settings.retry_seconds)
-                if handled or batch:
+                    await self.db.run(self._record, job, outcome)
+                if handled:
                     continue
-                due = await self.db(next_due)
             except Exception:
                 log.exception("push notifier failed; will retry")
-                due = None
-            wait = self.idle if due is None else min(self.idle, max(0.0, (due - utcnow()).total_seconds()))
             try:
-                await asyncio.wait_for(self._wake.wait(), wait)
+                await asyncio.wait_for(self._wake.wait(), self.poll)
             except TimeoutError:
                 pass
+
+    def _record(self, job: Claimed, outcome: PushOutcome) -> None:
+        if outcome.result == SENT:
+            self.queue.finish(job, self.worker, {"outcome": SENT, "message": outcome.detail})
+        elif outcome.result in (RETRY, REJECTED):
+            log.warning("push job %d: %s (%s)", job.id, outcome.result, outcome.detail)
+            self.queue.fail(job, self.worker, JobFailure(outcome.detail, permanent=outcome.result == REJECTED))
+        else:                                       # unregistered: the device is gone, nothing to retry
+            log.info("push job %d: device token unregistered; device dropped", job.id)
+            with self.db.sessions.begin() as s:
+                drop_device(s, job.params["token"])
+            self.queue.finish(job, self.worker, {"outcome": outcome.result, "device": "dropped"})
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

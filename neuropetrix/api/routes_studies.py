@@ -1,5 +1,6 @@
-"""/api/studies: the study list (paginated, filterable), one study with its series, analysis, delivery
-and push states, and its result files (MIP, analysis.json, SEG, SR, PDF) from data_dir/results/<uid>/."""
+"""/api/studies: the study list (paginated, filterable), one study with its series, analysis and
+delivery states (jobs, push included), and its result files (MIP, analysis.json, SEG, SR, PDF) from
+data_dir/results/<uid>/."""
 from __future__ import annotations
 
 import json
@@ -14,7 +15,7 @@ from neuropetrix.api.auth import requires
 from neuropetrix.api.context import CTX
 from neuropetrix.api.params import bad_request, page, paged
 from neuropetrix.api.permissions import DELIVERIES_READ, RESULTS_DOWNLOAD, RESULTS_READ, STUDIES_READ
-from neuropetrix.store.accounts import PushMessage
+from neuropetrix.engine.jobs import job_json
 from neuropetrix.store.jobs_models import Job
 from neuropetrix.store.models import Event, Instance, Series, Study
 from neuropetrix.store.queries import StudyFilter, count_studies, list_studies
@@ -105,20 +106,8 @@ def _study_detail(s: Session, uid: str, deliveries: bool) -> dict | None:
     }
     if deliveries:
         jobs = s.scalars(select(Job).where(Job.study_uid == uid).order_by(Job.id)).all()
-        out["deliveries"] = [_job_json(j) for j in jobs]
-        pushes = s.scalars(select(PushMessage).where(PushMessage.study_uid == uid).order_by(PushMessage.id)).all()
-        out["push"] = [{"id": p.id, "event_id": p.event_id, "user_id": p.user_id, "priority": p.priority,
-                        "state": p.state, "attempts": p.attempts, "last_error": p.last_error}
-                       for p in pushes]
+        out["deliveries"] = [job_json(j) for j in jobs]
     return out
-
-
-def _job_json(j: Job) -> dict:
-    return {"id": j.id, "kind": j.kind, "study_uid": j.study_uid, "route": j.route,
-            "destination": j.destination, "objects": j.objects, "state": j.state, "attempts": j.attempts,
-            "max_attempts": j.max_attempts, "next_attempt_at": _iso(j.next_attempt_at),
-            "last_error": j.last_error, "created_at": _iso(j.created_at), "updated_at": _iso(j.updated_at),
-            "finished_at": _iso(j.finished_at)}
 
 
 @routes.get("/api/studies/{study_uid}")

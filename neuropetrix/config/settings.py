@@ -109,8 +109,7 @@ class HbysSettings(Section):
 class PushSettings(Section):
     fcm_endpoint: str | None = None                # None = Google's; a URL ending in /v1/projects
     credentials_file: Path | None = None           # Google service-account JSON; None = push is off
-    max_attempts: int = Field(8, ge=1, le=100)     # a 5xx or an unreachable FCM is retried this often
-    retry_seconds: float = Field(5.0, gt=0)        # first back-off, doubled per attempt, at most 1 h
+    max_attempts: int = Field(8, ge=1, le=100)     # tries of one message (back-off: engine.retry)
 
 
 class ApiSettings(Section):

@@ -1,4 +1,5 @@
-"""The schema of the clinicians' side: accounts, refresh tokens, push devices and push messages.
+"""The schema of the clinicians' side: accounts, refresh tokens and push devices (whose messages are
+durable jobs of kind "push", see api/push.py).
 
 Kept apart from store/models.py (the index) so that accounts evolve on their own migration branch
 (0003). Times are naive UTC like the rest of the database.
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from neuropetrix.store.models import Base
@@ -59,30 +60,4 @@ class Device(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)   # FCM tokens are long: index a hash
     created_at: Mapped[datetime] = mapped_column(DateTime)
     last_seen_at: Mapped[datetime] = mapped_column(DateTime)
-
-
-class PushMessage(Base):
-    """One notification for one device: a durable outbox row, retried with back-off until FCM takes it,
-    dropped when FCM says the token is gone."""
-
-    __tablename__ = "push_messages"
-    __table_args__ = (UniqueConstraint("event_id", "device_token_hash", name="uq_push_event_device"),
-                      Index("ix_push_state_due", "state", "next_attempt_at"))
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    event_id: Mapped[int] = mapped_column(Integer, index=True)
-    study_uid: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
-    user_id: Mapped[int] = mapped_column(Integer)
-    device_token: Mapped[str] = mapped_column(String(4096))
-    device_token_hash: Mapped[str] = mapped_column(String(64))
-    priority: Mapped[str] = mapped_column(String(8))           # high | normal
-    title: Mapped[str] = mapped_column(String(256))
-    body: Mapped[str] = mapped_column(String(1024))
-    data: Mapped[dict] = mapped_column(JSON, default=dict)
-    state: Mapped[str] = mapped_column(String(16), default="pending")   # pending | sent | dropped | failed
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    next_attempt_at: Mapped[datetime] = mapped_column(DateTime)
-    last_error: Mapped[str] = mapped_column(String(512), default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime)
-    done_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 

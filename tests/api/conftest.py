@@ -56,8 +56,9 @@ class ApiEnv:
             return e.id
 
 
-def make_settings(data_dir: Path, **api) -> Settings:
-    config = {"node": {"data_dir": str(data_dir)},
+def make_settings(data_dir: Path, push: dict | None = None, **api) -> Settings:
+    config = {"node": {"data_dir": str(data_dir)}, "push": push or {},
+              "engine": {"poll_seconds": 0.05, "retry": {"base_seconds": 0.05, "max_seconds": 0.2, "jitter": 0}},
               "api": {"login_failures_per_account": 3, "login_failures_per_address": 6,
                       "event_poll_seconds": 0.02, "heartbeat_seconds": 0.5, **api}}
     return parse_settings(yaml.safe_dump(config), "test", environ={})
@@ -78,9 +79,7 @@ def accounts_db(tmp_path_factory) -> Path:
 @pytest.fixture
 def make_env(tmp_path, accounts_db) -> Callable[..., ApiEnv]:
     def make(push: dict | None = None, **api) -> ApiEnv:
-        settings = make_settings(tmp_path / "var", **api)
-        if push:
-            settings = settings.model_copy(update={"push": settings.push.model_copy(update=push)})
+        settings = make_settings(tmp_path / "var", push, **api)
         settings.node.storage_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy(accounts_db, settings.node.data_dir / "neuropetrix.db")
         _, sessions = open_database(settings.node.db_url)

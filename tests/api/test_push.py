@@ -1,5 +1,5 @@
 """Push through pyfcm to a local fake FCM: who gets what with which priority, device registration,
-an unregistered token dropped, a 5xx retried with back-off until delivered or given up."""
+an unregistered token dropped, a 5xx retried as a durable job with back-off until delivered or parked."""
 from __future__ import annotations
 
 import asyncio
@@ -8,7 +8,8 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import select
 
-from neuropetrix.store.accounts import Device, PushMessage
+from neuropetrix.store.accounts import Device
+from neuropetrix.store.jobs_models import Job
 from tests.api.conftest import bearer, login
 from tests.api.fakefcm import FakeFcm
 
@@ -21,8 +22,8 @@ async def push_env(make_env, aiohttp_server, aiohttp_client, tmp_path):
     fake = FakeFcm()
     server = await aiohttp_server(fake.app())
     base = str(server.make_url("")).rstrip("/")
-    env = make_env(push={"credentials_file": fake.credentials_file(tmp_path / "sa.json", base),
-                         "fcm_endpoint": f"{base}/v1/projects", "retry_seconds": 0.05, "max_attempts": 3})
+    env = make_env(push={"credentials_file": str(fake.credentials_file(tmp_path / "sa.json", base)),
+                         "fcm_endpoint": f"{base}/v1/projects", "max_attempts": 3})
     client = await aiohttp_client(env.app())
     return fake, env, client
 
@@ -34,9 +35,9 @@ async def _device(client, role: str, token: str, platform: str = "android") -> d
     return await r.json()
 
 
-def _messages(env) -> list[PushMessage]:
+def _jobs(env) -> list[Job]:
     with env.sessions() as s:
-        return list(s.scalars(select(PushMessage).order_by(PushMessage.id)))
+        return list(s.scalars(select(Job).where(Job.kind == "push").order_by(Job.id)))
 
 
 async def _until(predicate, timeout: float = 30) -> None:
@@ -64,8 +65,8 @@ async def test_results_go_to_physicians_and_failures_to_everyone_who_acts(push_e
     tech = next(m for m in failed if m["token"] == "phone-tech")
     assert tech["android"] == {"priority": "high"} and tech["apns"] == {"headers": {"apns-priority": "10"}}
     assert all("YILMAZ" not in str(m) for m in fake.delivered)     # no patient data crosses to Google
-    await _until(lambda: all(m.state == "sent" for m in _messages(env)))
-    assert len(_messages(env)) == 3
+    await _until(lambda: [j.state for j in _jobs(env)] == ["done"] * 3)
+    assert {j.destination for j in _jobs(env)} == {"fcm"}
 
 
 async def test_registering_twice_updates_and_devices_are_per_user(push_env):
@@ -88,7 +89,7 @@ async def test_an_unregistered_token_is_dropped(push_env):
     await _device(client, "physician", "stale-token")
     fake.answers["stale-token"] = [404]
     env.add_event("analysis.done", UID, job=1, lesions=0)
-    await _until(lambda: [m.state for m in _messages(env)] == ["dropped"])
+    await _until(lambda: [(j.state, j.result.get("device")) for j in _jobs(env)] == [("done", "dropped")])
     with env.sessions() as s:
         assert s.scalars(select(Device)).all() == []
     assert fake.attempts == {"stale-token": 1} and fake.delivered == []
@@ -99,18 +100,31 @@ async def test_an_unregistered_token_is_dropped(push_env):
     assert fake.delivered[0]["token"] == "new-token" and fake.attempts["stale-token"] == 1
 
 
-async def test_a_5xx_is_retried_until_delivered_then_given_up_after_max_attempts(push_env):
+async def test_a_5xx_is_retried_as_a_durable_job_until_delivered_or_parked(push_env):
     fake, env, client = push_env
     await _device(client, "physician", "flaky")
     await _device(client, "technologist", "down")
     fake.answers["flaky"] = [503, 500]
     fake.answers["down"] = [503, 503, 503, 503]
     env.add_event("analysis.failed", UID, job=5, parked=True, error="x")
-    await _until(lambda: sorted(m.state for m in _messages(env)) == ["failed", "sent"])
-    by_token = {m.device_token: m for m in _messages(env)}
-    assert (by_token["flaky"].state, by_token["flaky"].attempts) == ("sent", 3)
-    assert (by_token["down"].state, by_token["down"].attempts) == ("failed", 3)     # max_attempts: 3
+    await _until(lambda: sorted(j.state for j in _jobs(env)) == ["done", "failed"])
+    by_token = {j.params["token"]: j for j in _jobs(env)}
+    assert (by_token["flaky"].state, by_token["flaky"].attempts) == ("done", 3)
+    assert (by_token["down"].state, by_token["down"].attempts) == ("failed", 3)     # push.max_attempts: 3
     assert "503" in by_token["down"].last_error
     assert fake.attempts == {"flaky": 3, "down": 3}
     with env.sessions() as s:
         assert len(s.scalars(select(Device)).all()) == 2     # a server error never drops a device
+
+
+async def test_a_parked_push_is_sent_when_an_operator_retries_it(push_env):
+    fake, env, client = push_env
+    await _device(client, "physician", "phone")
+    fake.answers["phone"] = [503, 503, 503]
+    env.add_event("analysis.done", UID, job=9, lesions=1)
+    await _until(lambda: [j.state for j in _jobs(env)] == ["failed"])
+    r = await client.post(f"/api/jobs/{_jobs(env)[0].id}/retry", headers=bearer(await login(client, "admin")))
+    assert r.status == 200
+    await fake.wait_for(lambda: len(fake.delivered) == 1)
+    await _until(lambda: [j.state for j in _jobs(env)] == ["done"])
+    assert fake.attempts == {"phone": 4}

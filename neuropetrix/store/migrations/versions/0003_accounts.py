@@ -1,4 +1,4 @@
-"""accounts: users, refresh tokens, push devices, push messages
+"""accounts: users, refresh tokens, push devices
 
 Revision ID: 0003
 Revises: 0001
@@ -58,38 +58,8 @@ def upgrade() -> None:
     with op.batch_alter_table('devices', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_devices_user_id'), ['user_id'], unique=False)
 
-    op.create_table('push_messages',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('event_id', sa.Integer(), nullable=False),
-    sa.Column('study_uid', sa.String(length=64), nullable=True),
-    sa.Column('user_id', sa.Integer(), nullable=False),
-    sa.Column('device_token', sa.String(length=4096), nullable=False),
-    sa.Column('device_token_hash', sa.String(length=64), nullable=False),
-    sa.Column('priority', sa.String(length=8), nullable=False),
-    sa.Column('title', sa.String(length=256), nullable=False),
-    sa.Column('body', sa.String(length=1024), nullable=False),
-    sa.Column('data', sa.JSON(), nullable=False),
-    sa.Column('state', sa.String(length=16), nullable=False),
-    sa.Column('attempts', sa.Integer(), nullable=False),
-    sa.Column('next_attempt_at', sa.DateTime(), nullable=False),
-    sa.Column('last_error', sa.String(length=512), nullable=False),
-    sa.Column('created_at', sa.DateTime(), nullable=False),
-    sa.Column('done_at', sa.DateTime(), nullable=True),
-    sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('event_id', 'device_token_hash', name='uq_push_event_device')
-    )
-    with op.batch_alter_table('push_messages', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_push_messages_event_id'), ['event_id'], unique=False)
-        batch_op.create_index(batch_op.f('ix_push_messages_study_uid'), ['study_uid'], unique=False)
-        batch_op.create_index('ix_push_state_due', ['state', 'next_attempt_at'], unique=False)
-
 
 def downgrade() -> None:
-    with op.batch_alter_table('push_messages', schema=None) as batch_op:
-        batch_op.drop_index('ix_push_state_due')
-        batch_op.drop_index(batch_op.f('ix_push_messages_study_uid'))
-        batch_op.drop_index(batch_op.f('ix_push_messages_event_id'))
-    op.drop_table('push_messages')
     with op.batch_alter_table('devices', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_devices_user_id'))
     op.drop_table('devices')
