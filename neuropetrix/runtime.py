@@ -8,6 +8,7 @@ from neuropetrix.api.context import Readiness
 from neuropetrix.api.server import ApiServer
 from neuropetrix.config.settings import Settings
 from neuropetrix.engine.assembly import CompletionWatcher
+from neuropetrix.engine.mpps import ProcedureSteps
 from neuropetrix.engine.worker import build_worker
 from neuropetrix.node.scp.dicom import AcceptancePolicy, DicomServer, ServerLimits
 from neuropetrix.store.db import open_database
@@ -34,7 +35,8 @@ class Node:
                                   check_called_ae=node.check_called_ae)
         limits = ServerLimits(max_associations=node.max_associations, acse_timeout=node.acse_timeout,
                               network_timeout=node.network_timeout, max_pdu_size=node.max_pdu_size)
-        self.scp = DicomServer(node.dicom_host, node.dicom_port, policy, self.ingest, limits, node.fsync)
+        self.scp = DicomServer(node.dicom_host, node.dicom_port, policy, self.ingest, limits, node.fsync,
+                               steps=ProcedureSteps(self.sessions))
         self.completion = CompletionWatcher(self.sessions, node.study_quiet_seconds)
         self.worker = build_worker(settings, self.sessions, self.files)
         self.api = ApiServer(settings, self.sessions, Readiness(

@@ -98,3 +98,21 @@ class Event(Base):
     study_uid: Mapped[str | None] = mapped_column(UID, nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     payload: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class ProcedureStep(Base):
+    """A Modality Performed Procedure Step a scanner reported (N-CREATE, then N-SET).
+
+    COMPLETED with every referenced instance received completes its study at once, without waiting
+    for the quiet time."""
+
+    __tablename__ = "procedure_steps"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sop_instance_uid: Mapped[str] = mapped_column(UID, unique=True)
+    study_uid: Mapped[str] = mapped_column(String(64), default="", index=True)
+    status: Mapped[str] = mapped_column(String(16))      # IN PROGRESS | COMPLETED | DISCONTINUED
+    referenced: Mapped[list] = mapped_column(JSON, default=list)   # SOP Instance UIDs of the images made
+    calling_ae: Mapped[str] = mapped_column(String(16), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)

@@ -62,7 +62,7 @@ def test_index_is_idempotent_and_reopens_completed_studies(database_url):
         kinds = list(s.scalars(select(Event.kind).order_by(Event.id)))
         complete = s.scalars(select(Event).where(Event.kind == "study.complete")).all()
     assert kinds == ["study.received", "study.complete", "study.reopened", "study.complete"]
-    assert complete[-1].payload == {"modalities": ["PT"], "series": 1, "instances": 2}
+    assert complete[-1].payload == {"modalities": ["PT"], "series": 1, "instances": 2, "reason": "quiet"}
     engine.dispose()
 
 

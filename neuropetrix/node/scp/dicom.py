@@ -20,9 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from pydicom.dataset import Dataset
+from pydicom.filereader import read_dataset
+from pydicom.uid import UID
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, VerificationPresentationContexts
 from pynetdicom._globals import APPLICATION_CONTEXT_NAME
 from pynetdicom.dsutils import decode
@@ -41,6 +43,9 @@ log = logging.getLogger("neuropetrix.scp")
 # PDU types (PS3.8 9.3)
 ASSOCIATE_RQ, ASSOCIATE_AC, ASSOCIATE_RJ, P_DATA_TF, RELEASE_RQ, RELEASE_RP, ABORT = range(1, 8)
 C_STORE_RQ, C_STORE_RSP, C_ECHO_RQ, C_ECHO_RSP, C_CANCEL_RQ = 0x0001, 0x8001, 0x0030, 0x8030, 0x0FFF
+N_CREATE_RQ, N_CREATE_RSP, N_SET_RQ, N_SET_RSP = 0x0140, 0x8140, 0x0120, 0x8120
+MPPS_SOP_CLASS = "1.2.840.10008.3.1.2.3.3"
+MAX_STEP_DATASET = 1 << 20   # an MPPS dataset is a few KiB; more is refused, not buffered
 NO_DATASET = 0x0101
 MAX_CONTROL_PDU = 1 << 20   # A-ASSOCIATE-RQ and friends; P-DATA is streamed whatever its length
 CHUNK = 1 << 20
@@ -55,13 +60,29 @@ class PeerClosed(Exception):
     """The connection ended (closed or aborted by the peer)."""
 
 
-def storage_contexts() -> list[PresentationContext]:
+def storage_contexts(mpps: bool = False) -> list[PresentationContext]:
     """Every storage SOP class pynetdicom knows (PET, CT, Enhanced …) and Verification, with every
-    transfer syntax: instances are stored as they arrive, never re-encoded."""
+    transfer syntax: instances are stored as they arrive, never re-encoded. MPPS when handled."""
     uids = {cx.abstract_syntax for cx in AllStoragePresentationContexts}
     uids.update(str(uid) for uid in _STORAGE_CLASSES.values())
     uids.update(cx.abstract_syntax for cx in VerificationPresentationContexts)
+    if mpps:
+        uids.add(MPPS_SOP_CLASS)
     return [build_context(uid, ALL_TRANSFER_SYNTAXES) for uid in sorted(uids)]
+
+
+class StepHandler(Protocol):
+    """Where N-CREATE and N-SET of procedure steps go (the engine's ProcedureSteps)."""
+
+    def create(self, sop_instance_uid: str, ds: Dataset, calling_ae: str) -> StepAnswerLike: ...
+
+    def update(self, sop_instance_uid: str, ds: Dataset, calling_ae: str) -> StepAnswerLike: ...
+
+
+class StepAnswerLike(Protocol):
+    status: int
+    sop_instance_uid: str
+    comment: str
 
 
 @dataclass
@@ -134,8 +155,9 @@ class _Transfer:
     sop_class_uid: str
     sop_instance_uid: str
     transfer_syntax: str
-    temp: Path
+    temp: Path | None                 # None: a procedure step's dataset, kept in memory (fp is a BytesIO)
     fp: BinaryIO | None
+    command: int = C_STORE_RQ
     failure: Outcome | None = None
     size: int = 0
     head: bytearray = field(default_factory=bytearray)
@@ -315,13 +337,21 @@ class Association:
             return None
         if field_ == C_CANCEL_RQ:
             return None
-        if field_ != C_STORE_RQ or int(cmd.get("CommandDataSetType", NO_DATASET)) == NO_DATASET:
+        if field_ not in (C_STORE_RQ, N_CREATE_RQ, N_SET_RQ) \
+                or int(cmd.get("CommandDataSetType", NO_DATASET)) == NO_DATASET:
             raise ProtocolError(f"unsupported DIMSE command 0x{field_:04x}")
         abstract, syntax = self.contexts[context_id]
         self.busy.acquire()
         if self.closing:
             self.busy.release()
             raise PeerClosed("node is shutting down")
+        if field_ != C_STORE_RQ:
+            if abstract != MPPS_SOP_CLASS:
+                self.busy.release()
+                raise ProtocolError(f"N-CREATE/N-SET on {abstract}, which is not MPPS")
+            uid = cmd.get("AffectedSOPInstanceUID") if field_ == N_CREATE_RQ else cmd.get("RequestedSOPInstanceUID")
+            return _Transfer(int(cmd.MessageID), context_id, abstract, str(uid or "").rstrip("\0"), syntax,
+                             None, BytesIO(), field_)
         temp = self.server.ingest.new_temp()
         t = _Transfer(int(cmd.MessageID), context_id, str(cmd.AffectedSOPClassUID).rstrip("\0"),
                       str(cmd.AffectedSOPInstanceUID).rstrip("\0"), syntax, temp, None)
@@ -338,6 +368,9 @@ class Association:
             t.head += chunk[:HEAD_BYTES - len(t.head)]
         if t.fp is None:
             return   # failed earlier: the rest of the dataset is read and dropped
+        if t.temp is None and t.size > MAX_STEP_DATASET:
+            t.fp, t.failure = None, Outcome(0x0110, "procedure step dataset larger than 1 MiB")
+            return
         try:
             t.fp.write(chunk)
         except OSError as exc:
@@ -356,6 +389,12 @@ class Association:
         t.failure = Outcome(OUT_OF_RESOURCES, why)
 
     def _finish(self, t: _Transfer) -> None:
+        if t.command != C_STORE_RQ:
+            try:
+                self._procedure_step(t)
+            finally:
+                self.busy.release()
+            return
         try:
             if t.fp is not None:
                 try:
@@ -375,6 +414,29 @@ class Association:
         finally:
             self.busy.release()
 
+    def _procedure_step(self, t: _Transfer) -> None:
+        """N-CREATE or N-SET of an MPPS: decode the small dataset and let the engine's handler answer."""
+        response = N_CREATE_RSP if t.command == N_CREATE_RQ else N_SET_RSP
+        if t.failure is not None:
+            self._respond(t.context_id, None, response, t.failure.status, t, t.failure.message)
+            return
+        syntax = UID(t.transfer_syntax)
+        try:
+            ds = read_dataset(BytesIO(t.fp.getvalue()), syntax.is_implicit_VR, syntax.is_little_endian)
+            handler = self.server.steps
+            answer = (handler.create if t.command == N_CREATE_RQ else handler.update)(
+                t.sop_instance_uid, ds, self.calling_ae)
+        except Exception as exc:
+            log.warning("procedure step %s from %s (%s) refused: %s", t.sop_instance_uid or "(new)",
+                        self.calling_ae, self.host, exc)
+            self._respond(t.context_id, None, response, 0x0110, t, f"cannot process: {exc}")
+            return
+        if answer.status != 0:
+            log.warning("procedure step %s from %s (%s): status 0x%04X %s", answer.sop_instance_uid,
+                        self.calling_ae, self.host, answer.status, answer.comment)
+        t.sop_instance_uid = answer.sop_instance_uid or t.sop_instance_uid
+        self._respond(t.context_id, None, response, answer.status, t, answer.comment)
+
     def _count(self, outcome: Outcome, size: int) -> None:
         if outcome.status != 0:
             self.stats.failed += 1
@@ -388,7 +450,8 @@ class Association:
         """The association ended mid-dataset: nothing was acknowledged, nothing is kept."""
         if t.fp is not None:
             t.fp.close()
-        self.server.ingest.discard(t.temp)
+        if t.temp is not None:
+            self.server.ingest.discard(t.temp)
         self.busy.release()
         log.warning("association from %s (%s) ended mid-transfer of %s; partial data discarded",
                     self.calling_ae, self.host, t.sop_instance_uid)
@@ -454,13 +517,14 @@ class DicomServer:
     """Listens, admits associations within the limits, shuts down without losing an instance."""
 
     def __init__(self, host: str, port: int, policy: AcceptancePolicy, ingest: Ingest,
-                 limits: ServerLimits | None = None, fsync: bool = True) -> None:
+                 limits: ServerLimits | None = None, fsync: bool = True, steps: StepHandler | None = None) -> None:
         self.host, self.port = host, port
         self.policy = policy
         self.ingest = ingest
         self.limits = limits or ServerLimits()
         self.fsync = fsync
-        self.contexts = storage_contexts()
+        self.steps = steps
+        self.contexts = storage_contexts(mpps=steps is not None)
         self._sock: socket.socket | None = None
         self._active: set[Association] = set()
         self._pending = threading.BoundedSemaphore(max(4 * self.limits.max_associations, 16))
