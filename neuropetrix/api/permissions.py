@@ -26,8 +26,8 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
 }
 
 # An event is shown to a user who holds the permission of its family (the part before the dot).
-_EVENT_FAMILIES = {"study": STUDIES_READ, "analysis": RESULTS_READ, "delivery": DELIVERIES_READ,
-                   "job": JOBS_READ}
+_EVENT_FAMILIES = {"study": STUDIES_READ, "analysis": RESULTS_READ, "notification": RESULTS_READ,
+                   "delivery": DELIVERIES_READ, "job": JOBS_READ}
 
 
 def allows(role: str, permission: str) -> bool:

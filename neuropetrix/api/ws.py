@@ -87,6 +87,7 @@ class _Stream:
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:
+    """The live event stream (see the module's docstring for the protocol)."""
     ctx = request.app[CTX]
     try:
         who = await authenticate(request, allow_query=True)
