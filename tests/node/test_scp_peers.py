@@ -83,7 +83,7 @@ def test_study_stored_byte_for_byte_indexed_and_completed(tmp_path, small_study)
     assert row["modalities"] == ["CT", "PT"] and row["series"] == 2 and row["instances"] == len(files)
     assert f"association from STORESCU (127.0.0.1:" in log and f"released: {len(files)} stored" in log
     assert spec.patient_name not in log and "YILMAZ" not in log, "patient name logged at INFO"
-    assert f"study {spec.study_uid} complete: 2 series (CT, PT), {len(files)} instances" in log
+    assert f"study {spec.study_uid} complete (quiet time): 2 series (CT, PT), {len(files)} instances" in log
 
 
 def test_several_scanners_at_once(tmp_path):
