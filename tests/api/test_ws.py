@@ -2,6 +2,7 @@
 a gap, events written by another process, and closing when the access token expires."""
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -9,8 +10,11 @@ import time
 import aiohttp
 import pytest
 
+from neuropetrix.api.events import EventFeed, Subscription
 from neuropetrix.api.tokens import TokenSigner, load_signing_key
 from neuropetrix.api.ws import TOKEN_EXPIRED
+from neuropetrix.store.db import utcnow
+from neuropetrix.store.models import Event
 from tests.api.conftest import bearer, login
 
 pytestmark = pytest.mark.asyncio
@@ -77,8 +81,6 @@ async def test_resume_after_reconnect_misses_nothing(client, env):
 
 
 async def test_a_long_backlog_arrives_whole_and_in_order(client, env):
-    from neuropetrix.store.db import utcnow
-    from neuropetrix.store.models import Event
     with env.sessions.begin() as s:
         s.add_all([Event(kind="study.received", study_uid=UID, created_at=utcnow(), payload={"n": i})
                    for i in range(1200)])
@@ -110,3 +112,19 @@ async def test_the_socket_closes_when_the_access_token_expires(client, env):
     while msg.type == aiohttp.WSMsgType.TEXT:       # heartbeats until then
         msg = await ws.receive(timeout=10)
     assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == TOKEN_EXPIRED
+
+
+async def test_a_client_too_slow_for_its_queue_catches_up_from_the_table(client, env, monkeypatch):
+    def small_queue(feed: EventFeed) -> Subscription:
+        sub = Subscription(queue=asyncio.Queue(maxsize=5))
+        feed._subs.add(sub)
+        return sub
+
+    monkeypatch.setattr(EventFeed, "subscribe", small_queue)
+    ws = await client.ws_connect("/api/ws", headers=bearer(await login(client, "viewer")))
+    await _next(ws, "hello")
+    with env.sessions.begin() as s:        # 300 at once: the feed publishes them in one go, the queue overflows
+        s.add_all([Event(kind="study.received", study_uid=UID, created_at=utcnow(), payload={"n": i})
+                   for i in range(300)])
+    assert [(await _next(ws))["payload"]["n"] for _ in range(300)] == list(range(300))
+    await ws.close()
