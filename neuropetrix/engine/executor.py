@@ -71,8 +71,9 @@ class JobRunner:
         raise JobFailure(f"unknown job kind {job.kind!r}", permanent=True)
 
     def _analyze(self, job: Claimed, analyzer: AnalysisProcess, stop: threading.Event) -> dict:
-        if self.results.made_by(job.study_uid) == job.id:      # published, then the node stopped
-            log.info("job %d: results of study %s already written by this job", job.id, job.study_uid)
+        if self.results.made_by(job.study_uid) == (job.id, job.attempts - 1):
+            # the previous attempt published its results and the node stopped before recording it
+            log.info("job %d: results of study %s already written by its previous attempt", job.id, job.study_uid)
             return {"resumed": True}
         with self.sessions.begin() as s:
             events.record(s, events.ANALYSIS_STARTED, job.study_uid, {"job": job.id, "attempt": job.attempts})
@@ -80,7 +81,7 @@ class JobRunner:
         temp = self.results.new_temp(job.study_uid)
         try:
             summary = analyzer.run(study_dir, temp, self.settings, stop)
-            self.results.publish(temp, job.study_uid, job.id)
+            self.results.publish(temp, job.study_uid, job.id, job.attempts)
         except AnalysisFailed as exc:
             raise JobFailure(str(exc), permanent=exc.permanent) from None
         finally:

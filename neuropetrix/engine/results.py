@@ -38,10 +38,11 @@ class ResultStore:
     def folder(self, study_uid: str) -> Path:
         return self.root / check_uid(study_uid, "StudyInstanceUID")
 
-    def made_by(self, study_uid: str) -> int | None:
-        """The job that wrote the current results of a study, or None when there are none."""
+    def made_by(self, study_uid: str) -> tuple[int, int] | None:
+        """(job, attempt) that wrote the current results of a study, or None when there are none."""
         try:
-            return int(json.loads((self.folder(study_uid) / STAMP_FILE).read_text())["job"])
+            stamp = json.loads((self.folder(study_uid) / STAMP_FILE).read_text())
+            return int(stamp["job"]), int(stamp["attempt"])
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
@@ -50,10 +51,10 @@ class ResultStore:
         temp.mkdir(parents=True)
         return temp
 
-    def publish(self, temp: Path, study_uid: str, job_id: int) -> Path:
+    def publish(self, temp: Path, study_uid: str, job_id: int, attempt: int) -> Path:
         """Stamp `temp` with the job, make it durable and rename it into place, replacing earlier
         results: once the job is recorded done, its files survive a power cut."""
-        (temp / STAMP_FILE).write_text(json.dumps({"job": job_id}))
+        (temp / STAMP_FILE).write_text(json.dumps({"job": job_id, "attempt": attempt}))
         for path in temp.iterdir():
             _fsync(path)
         _fsync(temp)

@@ -100,6 +100,17 @@ def test_study_in_results_out(tmp_path: Path, petct_study: Path) -> None:
         listed = node.cli("jobs")
         assert listed.returncode == 0 and listed.stdout.count(" done ") == 6, listed.stdout
 
+        # an operator runs the analysis and the deliveries again: the same objects, not new ones
+        uids = sorted(pacs.get("/instances?expand")[i]["MainDicomTags"]["SOPInstanceUID"] for i in range(3))
+        for j in jobs[:4]:
+            assert node.cli("jobs", "retry", str(j["id"])).returncode == 0
+        wait_for("the second round", lambda: len(events_of(node, "analysis.done")) == 2 and
+                 all_jobs_settled(node, 6) and len(hl7_end.received) == 2 and len(fhir_end.bundles) == 2, node)
+        assert "resumed" not in events_of(node, "analysis.done")[1].payload      # really analysed again
+        assert sorted(i["MainDicomTags"]["SOPInstanceUID"] for i in pacs.get("/instances?expand")) == uids
+        assert len(set(hl7_end.control_ids())) == 1
+        assert len({tuple(sorted(e["fullUrl"] for e in b["entry"])) for b in fhir_end.bundles}) == 1
+
 
 def test_a_study_that_cannot_be_analysed_is_parked_and_its_deliveries_wait(tmp_path: Path) -> None:
     from tests.nodeproc import free_port
