@@ -11,10 +11,11 @@ from neuropetrix.engine.assembly import CompletionWatcher
 from neuropetrix.engine.mpps import ProcedureSteps
 from neuropetrix.engine.worker import build_worker
 from neuropetrix.node.scp.dicom import AcceptancePolicy, DicomServer, ServerLimits
-from neuropetrix.store.db import open_database
+from neuropetrix.store.db import make_engine, make_sessionmaker, open_database
 from neuropetrix.store.files import FileStore
 from neuropetrix.store.index import StudyIndex
 from neuropetrix.store.ingest import Ingest
+from neuropetrix.store.recovery import RunMarker, reindex_since
 
 log = logging.getLogger("neuropetrix")
 
@@ -28,7 +29,17 @@ class Node:
         stale = self.files.clean_incoming()
         if stale:
             log.warning("removed %d unfinished incoming file(s) left by an earlier stop", stale)
-        self.ingest = Ingest(self.files, StudyIndex(self.sessions))
+        # The index of received instances commits without waiting for the disk: its rows can be rebuilt
+        # from the files, which are durable before they are acknowledged (store/recovery.py).
+        self.index_engine = make_engine(node.db_url, durable_commits=False)
+        index = StudyIndex(make_sessionmaker(self.index_engine))
+        self.marker = RunMarker(node.data_dir)
+        since = self.marker.unclean_since()
+        if since is not None:
+            restored = reindex_since(self.files, index, since)
+            log.warning("the last run did not stop cleanly: %d instance(s) re-indexed from storage", restored)
+        self.marker.begin()
+        self.ingest = Ingest(self.files, index)
         policy = AcceptancePolicy(ae_title=node.ae_title,
                                   known_callers=frozenset(p.ae_title for p in settings.peers),
                                   accept_unknown_callers=node.accept_unknown_callers,
@@ -55,3 +66,5 @@ class Node:
         self.completion.stop()
         self.worker.stop()
         self.engine.dispose()
+        self.index_engine.dispose()
+        self.marker.end()

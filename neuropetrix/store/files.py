@@ -34,7 +34,7 @@ def relative_path(study_uid: str, series_uid: str, sop_uid: str) -> str:
            f"{check_uid(sop_uid, 'SOPInstanceUID')}.dcm"
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -76,7 +76,7 @@ class FileStore:
     def sync_dir(self, relative: str) -> None:
         """Make a placed file's name durable (after `place`, before acknowledging the instance)."""
         if self.fsync:
-            _fsync_dir((self.root / relative).parent)
+            fsync_dir((self.root / relative).parent)
 
     def _move(self, temp: Path, final: Path, replace: bool) -> bool:
         if final.parent not in self._known_dirs:
@@ -95,8 +95,8 @@ class FileStore:
         new = not folder.exists()
         folder.mkdir(parents=True, exist_ok=True)
         if new and self.fsync:
-            _fsync_dir(folder.parent)
-            _fsync_dir(folder.parent.parent)
+            fsync_dir(folder.parent)
+            fsync_dir(folder.parent.parent)
         with self._lock:
             self._known_dirs.add(folder)
 

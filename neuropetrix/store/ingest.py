@@ -10,7 +10,6 @@ import errno
 import logging
 import struct
 from dataclasses import dataclass
-from concurrent.futures import ThreadPoolExecutor
 from io import BytesIO
 from pathlib import Path
 
@@ -132,11 +131,21 @@ def _described(ds: Dataset) -> dict[str, object]:
         frame_of_reference_uid=_text(ds, "FrameOfReferenceUID"))
 
 
+def instance_record(ds: Dataset, rel: str, size: int, transfer_syntax: str, calling_ae: str,
+                    calling_host: str, described: bool = True) -> InstanceRecord:
+    """The index row of an instance whose header is `ds` and whose file is `rel`."""
+    return InstanceRecord(
+        sop_class_uid=str(ds.SOPClassUID), sop_instance_uid=str(ds.SOPInstanceUID),
+        study_uid=str(ds.StudyInstanceUID), series_uid=str(ds.SeriesInstanceUID),
+        transfer_syntax_uid=transfer_syntax, path=rel, size_bytes=size,
+        instance_number=_int(ds, "InstanceNumber"), calling_ae=calling_ae, calling_host=calling_host,
+        **(_described(ds) if described else {}))
+
+
 class Ingest:
     def __init__(self, files: FileStore, index: StudyIndex) -> None:
         self.files = files
         self.index = index
-        self._syncer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dir-fsync")
 
     def new_temp(self) -> Path:
         return self.files.new_temp()
@@ -190,18 +199,15 @@ class Ingest:
                 log.info("duplicate %s from %s: already stored, kept the first", sop, calling_ae)
                 return Outcome(SUCCESS, duplicate=True, study_uid=study_uid)
             self.files.place(temp, rel, replace=True)   # a file an interrupted run placed, never indexed
-        # The folder's fsync (making the new name durable) overlaps with the index commit: both must
-        # finish before the success status, in either order.
-        dir_synced = self._syncer.submit(self.files.sync_dir, rel)
-        rec = InstanceRecord(
-            sop_class_uid=sop_class_uid, sop_instance_uid=sop, study_uid=study_uid, series_uid=series_uid,
-            transfer_syntax_uid=transfer_syntax, path=rel, size_bytes=size,
-            instance_number=_int(ds, "InstanceNumber"), calling_ae=calling_ae, calling_host=calling_host,
-            # patient, study and series attributes are read only for a series the index does not know
-            **({} if self.index.knows_series(series_uid) else _described(ds)))
+        # The data was fdatasync'd before it got its name; now the name is made durable. From here on
+        # the file alone is enough to rebuild its index row (store/recovery.py), so the index commit
+        # need not wait for the disk.
+        self.files.sync_dir(rel)
+        # patient, study and series attributes are read only for a series the index does not know
+        rec = instance_record(ds, rel, size, transfer_syntax, calling_ae, calling_host,
+                              described=not self.index.knows_series(series_uid))
         try:
             added = self.index.add(rec)
-            dir_synced.result()
         except Exception:
             self.files.path_of(rel).unlink(missing_ok=True)   # not indexed → not acknowledged → not kept
             raise

@@ -1,0 +1,75 @@
+"""After an unclean stop, put back in the index every stored file it lost.
+
+Received instances are made durable by their files: the data is fdatasync'd before it gets its name
+and the name is fsync'd before the success status goes back. The index row is committed without
+waiting for the disk (store/db.py), so a power loss may take the last rows, never a file. A marker
+file says the node is running; found at start-up, it means the last run did not stop cleanly, and
+every series folder changed since that run began is compared with the index and what is missing is
+indexed again from the file's own header.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+from pydicom import dcmread
+
+from neuropetrix.store.files import FileStore, fsync_dir
+from neuropetrix.store.index import StudyIndex
+from neuropetrix.store.ingest import instance_record
+
+log = logging.getLogger("neuropetrix.store")
+MTIME_SLACK_S = 2.0   # folder times are compared with a margin for coarse file-system clocks
+
+
+class RunMarker:
+    """`<data_dir>/node.running`, holding the time the current run began."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = Path(data_dir) / "node.running"
+
+    def unclean_since(self) -> float | None:
+        """When the previous run began, if it did not stop cleanly."""
+        try:
+            return float(self.path.read_text().strip() or 0)
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            return 0.0        # unreadable: look at everything
+
+    def begin(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "w") as fp:
+            fp.write(f"{time.time():.3f}\n")
+            fp.flush()
+            os.fsync(fp.fileno())
+        fsync_dir(self.path.parent)
+
+    def end(self) -> None:
+        self.path.unlink(missing_ok=True)
+        fsync_dir(self.path.parent)
+
+
+def reindex_since(files: FileStore, index: StudyIndex, since: float) -> int:
+    """Index every stored file under a series folder changed after `since` that the index lacks."""
+    restored = 0
+    for study_dir in sorted(p for p in files.root.iterdir() if p.is_dir() and p != files.incoming):
+        for series_dir in sorted(p for p in study_dir.iterdir() if p.is_dir()):
+            if series_dir.stat().st_mtime < since - MTIME_SLACK_S:
+                continue
+            for path in sorted(series_dir.glob("*.dcm")):
+                if index.contains(path.stem):
+                    continue
+                try:
+                    ds = dcmread(path, stop_before_pixels=True)
+                    rel = path.relative_to(files.root).as_posix()
+                    rec = instance_record(ds, rel, path.stat().st_size, str(ds.file_meta.TransferSyntaxUID),
+                                          str(ds.file_meta.get("SourceApplicationEntityTitle", "")).strip(), "")
+                except Exception as exc:   # a file we never acknowledged can be anything: say so, go on
+                    log.warning("recovery: cannot index %s: %s", path, exc)
+                    continue
+                if index.add(rec):
+                    restored += 1
+    return restored

@@ -1,0 +1,33 @@
+"""Index rows lost in a power cut come back from the files at the next start."""
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+
+import pydicom
+
+from tests.conftest import storescu
+from tests.nodeproc import running_node
+
+
+def test_rows_lost_after_an_unclean_stop_are_reindexed_from_storage(tmp_path, small_study):
+    spec, files = small_study
+    with running_node(tmp_path) as node:
+        assert storescu(node.dicom_port, *files).returncode == 0
+        assert node.stop(signal.SIGKILL) != 0
+        config = node.config
+        marker = node.data_dir / "node.running"
+        assert marker.exists(), "a killed node leaves its run marker"
+    # what a power cut may do to commits that did not wait for the disk: the last rows are gone
+    lost = [pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in files[-3:]]
+    with sqlite3.connect(node.data_dir / "neuropetrix.db") as db:
+        db.executemany("DELETE FROM instances WHERE sop_instance_uid = ?", [(uid,) for uid in lost])
+    with running_node(tmp_path, config=config) as node:
+        rows = json.loads(node.cli("studies", "--json").stdout)
+        assert [(r["study_uid"], r["instances"]) for r in rows] == [(spec.study_uid, len(files))]
+        assert "the last run did not stop cleanly: 3 instance(s) re-indexed from storage" in node.log_text()
+        assert node.stop() == 0
+    assert not marker.exists(), "a clean stop removes the marker"
+    with running_node(tmp_path, config=config) as node:
+        assert "did not stop cleanly" not in node.log_text()
