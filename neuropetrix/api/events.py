@@ -1,20 +1,23 @@
 """The event log as a live feed: read the `events` table by id and fan new events out to subscribers.
 
-Reading the table (rather than an in-process signal) sees events written by any process — the SCP
-thread, a worker, another node on the same database — and makes resuming exact: a client that saw
+Reading the table (rather than trusting an in-process signal) sees events written by any process — the
+SCP thread, a worker, another node on the same database — and makes resuming exact: a client that saw
 event N asks for everything after N. On SQLite ids are committed in order, so `id > last` misses none.
+Commits of events in this process wake the feed at once; others are seen at the next poll.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import Connection, Engine, Insert, event, func, select
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from neuropetrix.api.context import Database
 from neuropetrix.api.permissions import event_permission
@@ -59,6 +62,31 @@ class Subscription:
     lagging: bool = False
 
 
+class _CommitWatch:
+    """Calls `wake` when a connection of this process that inserted into `events` goes back to the
+    pool, i.e. after its commit: the SCP (Core inserts), study completion and the worker (ORM) all
+    write through the same engine, so the feed need not wait for its next poll to see their events."""
+
+    def __init__(self, engine: Engine, wake: Callable[[], object]) -> None:
+        self.engine, self.wake = engine, wake
+        event.listen(engine, "after_execute", self._executed)
+        event.listen(engine, "checkin", self._returned)
+
+    @staticmethod
+    def _executed(conn: Connection, statement: object, *_args: object) -> None:
+        if isinstance(statement, Insert) and statement.table.name == Event.__tablename__:
+            conn.info["event_written"] = True
+
+    def _returned(self, _dbapi_conn: object, record: ConnectionPoolEntry) -> None:
+        if record.info.pop("event_written", False):
+            with contextlib.suppress(RuntimeError):      # the loop is already closed: the node is stopping
+                self.wake()
+
+    def remove(self) -> None:
+        event.remove(self.engine, "after_execute", self._executed)
+        event.remove(self.engine, "checkin", self._returned)
+
+
 class EventFeed:
     def __init__(self, db: Database, poll_seconds: float) -> None:
         self.db = db
@@ -80,18 +108,27 @@ class EventFeed:
         self._listeners.append(fn)
 
     async def run(self) -> None:
-        self.last_id = await self.db(last_event_id)
-        while True:
-            try:
-                items = await self.db(read_after, self.last_id)
-            except Exception:
-                log.exception("reading the event log failed; will retry")
-                items = []
-            if items:
-                self.last_id = items[-1].id
-                self._publish(items)
-            if len(items) < PAGE:
-                await asyncio.sleep(self.poll)
+        """Read new events whenever this process commits one, and every `poll` seconds for the others."""
+        wake = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        watch = _CommitWatch(self.db.sessions.kw["bind"], lambda: loop.call_soon_threadsafe(wake.set))
+        try:
+            self.last_id = await self.db(last_event_id)
+            while True:
+                wake.clear()
+                try:
+                    items = await self.db(read_after, self.last_id)
+                except Exception:
+                    log.exception("reading the event log failed; will retry")
+                    items = []
+                if items:
+                    self.last_id = items[-1].id
+                    self._publish(items)
+                if len(items) < PAGE:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), self.poll)
+        finally:
+            watch.remove()
 
     def _publish(self, items: list[FeedItem]) -> None:
         for sub in self._subs:

@@ -10,7 +10,7 @@ import time
 import aiohttp
 import pytest
 
-from neuropetrix.api.events import EventFeed, Subscription
+from neuropetrix.api.events import EventFeed, Subscription, _CommitWatch
 from neuropetrix.api.tokens import TokenSigner, load_signing_key
 from neuropetrix.api.ws import TOKEN_EXPIRED
 from neuropetrix.store.db import utcnow
@@ -128,3 +128,14 @@ async def test_a_client_too_slow_for_its_queue_catches_up_from_the_table(client,
                    for i in range(300)])
     assert [(await _next(ws))["payload"]["n"] for _ in range(300)] == list(range(300))
     await ws.close()
+
+
+async def test_commits_of_events_in_this_process_wake_the_feed(env):
+    woken = []
+    watch = _CommitWatch(env.sessions.kw["bind"], lambda: woken.append(1))
+    env.add_instance(UID)                          # a new study: its study.received event
+    env.add_instance(UID)                          # one more instance: no event, no wake
+    env.add_event("analysis.done", UID)
+    watch.remove()
+    env.add_event("analysis.done", UID)            # after remove(): not watched
+    assert woken == [1, 1]
