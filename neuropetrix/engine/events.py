@@ -2,8 +2,16 @@
 
 Consumers keep a cursor (the last event id handled) in `engine_cursors` and move it in the same
 transaction as what they did with the events, so each event is acted on exactly once, crash or not.
+
+On PostgreSQL ids are handed out before commit, so event 11 can be visible while event 10's transaction
+is still open; a cursor moved past 11 would skip 10 for ever. A consumer therefore reads up to the
+first gap in the ids only, unless the event after the gap is older than GAP_SETTLE_SECONDS, by which
+time the missing id belongs to a transaction that rolled back. SQLite, one writer at a time, never
+shows such gaps.
 """
 from __future__ import annotations
+
+from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -16,10 +24,23 @@ STUDY_COMPLETE = "study.complete"
 ANALYSIS_STARTED, ANALYSIS_DONE, ANALYSIS_FAILED = "analysis.started", "analysis.done", "analysis.failed"
 DELIVERY_DONE, DELIVERY_FAILED = "delivery.done", "delivery.failed"
 NOTIFICATION = "notification"
+GAP_SETTLE_SECONDS = 10.0
 
 
 def record(s: Session, kind: str, study_uid: str | None, payload: dict) -> None:
     s.add(Event(kind=kind, study_uid=study_uid, created_at=utcnow(), payload=payload))
+
+
+def _settled_up_to(s: Session, after: int, scan: int) -> int:
+    """The highest event id such that every id from `after` up to it is committed or given up."""
+    recent = utcnow() - timedelta(seconds=GAP_SETTLE_SECONDS)
+    safe = after
+    for event_id, created_at in s.execute(select(Event.id, Event.created_at).where(Event.id > after)
+                                          .order_by(Event.id).limit(scan)):
+        if event_id != safe + 1 and created_at > recent:
+            break                      # an earlier id may still be committed: come back for it
+        safe = event_id
+    return safe
 
 
 def take_pending(s: Session, consumer: str, kinds: tuple[str, ...], limit: int = 100) -> list[Event]:
@@ -30,8 +51,9 @@ def take_pending(s: Session, consumer: str, kinds: tuple[str, ...], limit: int =
         cursor = EngineCursor(name=consumer, event_id=0)
         s.add(cursor)
         s.flush()
-    return list(s.scalars(select(Event).where(Event.id > cursor.event_id, Event.kind.in_(kinds))
-                          .order_by(Event.id).limit(limit)))
+    safe = _settled_up_to(s, cursor.event_id, scan=limit * 20)
+    return list(s.scalars(select(Event).where(Event.id > cursor.event_id, Event.id <= safe,
+                                              Event.kind.in_(kinds)).order_by(Event.id).limit(limit)))
 
 
 def advance(s: Session, consumer: str, event_id: int) -> None:

@@ -279,3 +279,27 @@ def test_storage_commitment_answers_settle_the_job(db) -> None:
     assert queue.settle_commitment(job_id, again.attempts, []) is True
     done = state(sessions, job_id)
     assert done.state == "done" and done.result == {"sent": 3, "committed": True}
+
+
+def test_an_event_behind_a_gap_waits_for_the_gap_to_settle(db) -> None:
+    """PostgreSQL shows event 4 before event 3's transaction commits: the cursor must not pass 3."""
+    from neuropetrix.engine import events
+
+    _, sessions = db
+    with sessions.begin() as s:
+        for event_id in (1, 2, 4):
+            s.add(Event(id=event_id, kind="study.complete", study_uid=f"1.2.{event_id}", created_at=utcnow(),
+                        payload={}))
+    with sessions.begin() as s:
+        assert [e.id for e in events.take_pending(s, "t", ("study.complete",))] == [1, 2]
+        events.advance(s, "t", 2)
+    with sessions.begin() as s:                                  # id 3 commits late: it is not skipped
+        s.add(Event(id=3, kind="study.complete", study_uid="1.2.3", created_at=utcnow(), payload={}))
+    with sessions.begin() as s:
+        assert [e.id for e in events.take_pending(s, "t", ("study.complete",))] == [3, 4]
+        events.advance(s, "t", 4)
+    with sessions.begin() as s:                                  # a gap left by a rollback long ago
+        s.add(Event(id=9, kind="study.complete", study_uid="1.2.9",
+                    created_at=utcnow() - timedelta(seconds=events.GAP_SETTLE_SECONDS + 1), payload={}))
+    with sessions.begin() as s:
+        assert [e.id for e in events.take_pending(s, "t", ("study.complete",))] == [9]
