@@ -33,12 +33,13 @@ ANALYSIS_KINDS = ("analyze",)
 
 class Worker:
     def __init__(self, queue: JobQueue, runner: JobRunner, dispatcher: Dispatcher,
-                 settings: EngineSettings, log_level: str = "INFO") -> None:
+                 settings: EngineSettings, log_level: str = "INFO", warm_analysis: bool = True) -> None:
         self.queue = queue
         self.runner = runner
         self.dispatcher = dispatcher
         self.settings = settings
         self.log_level = log_level
+        self.warm_analysis = warm_analysis      # start the analysis process now, not at the first study
         self.node_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -60,7 +61,8 @@ class Worker:
         lanes += [(f"delivery-{i}", self._job_loop, (DELIVERY_KINDS, None)) for i in range(self.settings.workers)]
         for i in range(self.settings.analysis_workers):
             analyzer = AnalysisProcess(self.log_level)
-            analyzer.warm()
+            if self.warm_analysis:
+                analyzer.warm()
             self._analyzers.append(analyzer)
             lanes.append((f"analysis-{i}", self._job_loop, (ANALYSIS_KINDS, analyzer)))
         if self.commitments is not None:
@@ -153,7 +155,8 @@ def build_worker(settings: Settings, sessions: sessionmaker[Session], files: Fil
     results.clean_incoming()
     queue = JobQueue(sessions, engine.retry, engine.lease_seconds)
     worker = Worker(queue, JobRunner(settings, sessions, files, results),
-                    Dispatcher(sessions, files, rules, engine.retry), engine, settings.node.log_level)
+                    Dispatcher(sessions, files, rules, engine.retry), engine, settings.node.log_level,
+                    warm_analysis=any(a.kind == "analyze" for rule in rules for a in rule.actions))
     if engine.commitment_port is not None:
         worker.commitments = CommitmentListener(settings.node.ae_title, settings.node.dicom_host,
                                                 engine.commitment_port,
