@@ -2,8 +2,9 @@
 
 Reading the table (rather than trusting an in-process signal) sees events written by any process — the
 SCP thread, a worker, another node on the same database — and makes resuming exact: a client that saw
-event N asks for everything after N. On SQLite ids are committed in order, so `id > last` misses none.
-Commits of events in this process wake the feed at once; others are seen at the next poll.
+event N asks for everything after N. Reading stops at an id gap that an open PostgreSQL transaction may
+still fill (engine/events.py), so no event is passed over. Commits of events in this process wake the
+feed at once; those of other processes are seen at the next poll.
 """
 from __future__ import annotations
 
@@ -17,10 +18,11 @@ from datetime import datetime
 
 from sqlalchemy import Connection, Engine, Insert, event, func, select
 from sqlalchemy.orm import Session
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, Pool
 
 from neuropetrix.api.context import Database
 from neuropetrix.api.permissions import event_permission
+from neuropetrix.engine.events import _settled_up_to as settled_up_to
 from neuropetrix.store.models import Event
 
 log = logging.getLogger("neuropetrix.api")
@@ -44,7 +46,10 @@ def event_message(e: Event) -> dict:
 
 
 def read_after(s: Session, after: int, limit: int = PAGE) -> list[FeedItem]:
-    rows = s.scalars(select(Event).where(Event.id > after).order_by(Event.id).limit(limit)).all()
+    """Events after `after`, never past an id gap that a still-open transaction may fill (PostgreSQL)."""
+    settled = settled_up_to(s, after, scan=limit)
+    rows = s.scalars(select(Event).where(Event.id > after, Event.id <= settled).order_by(Event.id)
+                     .limit(limit)).all()
     return [FeedItem(e.id, e.kind, event_permission(e.kind), json.dumps(event_message(e), ensure_ascii=False),
                      e.payload or {}, e.created_at) for e in rows]
 
@@ -63,14 +68,14 @@ class Subscription:
 
 
 class _CommitWatch:
-    """Calls `wake` when a connection of this process that inserted into `events` goes back to the
-    pool, i.e. after its commit: the SCP (Core inserts), study completion and the worker (ORM) all
-    write through the same engine, so the feed need not wait for its next poll to see their events."""
+    """Calls `wake` when a connection of this process that inserted into `events` goes back to its
+    pool, i.e. after its commit. The SCP's index (its own engine, Core inserts), study completion and
+    the worker (ORM) all write in this process, so the feed need not wait for its next poll."""
 
-    def __init__(self, engine: Engine, wake: Callable[[], object]) -> None:
-        self.engine, self.wake = engine, wake
-        event.listen(engine, "after_execute", self._executed)
-        event.listen(engine, "checkin", self._returned)
+    def __init__(self, wake: Callable[[], object]) -> None:
+        self.wake = wake
+        event.listen(Engine, "after_execute", self._executed)
+        event.listen(Pool, "checkin", self._returned)
 
     @staticmethod
     def _executed(conn: Connection, statement: object, *_args: object) -> None:
@@ -83,8 +88,8 @@ class _CommitWatch:
                 self.wake()
 
     def remove(self) -> None:
-        event.remove(self.engine, "after_execute", self._executed)
-        event.remove(self.engine, "checkin", self._returned)
+        event.remove(Engine, "after_execute", self._executed)
+        event.remove(Pool, "checkin", self._returned)
 
 
 class EventFeed:
@@ -111,7 +116,7 @@ class EventFeed:
         """Read new events whenever this process commits one, and every `poll` seconds for the others."""
         wake = asyncio.Event()
         loop = asyncio.get_running_loop()
-        watch = _CommitWatch(self.db.sessions.kw["bind"], lambda: loop.call_soon_threadsafe(wake.set))
+        watch = _CommitWatch(lambda: loop.call_soon_threadsafe(wake.set))
         try:
             self.last_id = await self.db(last_event_id)
             while True:

@@ -132,7 +132,7 @@ async def test_a_client_too_slow_for_its_queue_catches_up_from_the_table(client,
 
 async def test_commits_of_events_in_this_process_wake_the_feed(env):
     woken = []
-    watch = _CommitWatch(env.sessions.kw["bind"], lambda: woken.append(1))
+    watch = _CommitWatch(lambda: woken.append(1))
     env.add_instance(UID)                          # a new study: its study.received event
     env.add_instance(UID)                          # one more instance: no event, no wake
     env.add_event("analysis.done", UID)
