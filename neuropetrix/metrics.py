@@ -12,6 +12,9 @@ INSTANCES_RECEIVED = Counter("neuropetrix_instances_received",
                              "DICOM instances stored and indexed (duplicates not counted)")
 BYTES_RECEIVED = Counter("neuropetrix_received_bytes", "Bytes of DICOM instances stored")
 DICOM_ASSOCIATIONS = Gauge("neuropetrix_dicom_associations_active", "DICOM associations open now")
+ASSOCIATIONS = Counter("neuropetrix_dicom_associations", "DICOM association requests, by outcome", ["outcome"])
+INSTANCES_REFUSED = Counter("neuropetrix_instances_refused", "C-STORE requests answered with a failure status",
+                            ["status"])
 ANALYSES = Counter("neuropetrix_analyses", "Analyses finished, by result", ["result"])
 ANALYSIS_SECONDS = Histogram("neuropetrix_analysis_duration_seconds", "Time one analysis took",
                              buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800))

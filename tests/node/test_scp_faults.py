@@ -14,6 +14,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
 
+from neuropetrix import metrics
 from neuropetrix.node.scp.dicom import AcceptancePolicy, DicomServer, ServerLimits
 from neuropetrix.store.db import open_database
 from neuropetrix.store.files import FileStore
@@ -131,8 +132,13 @@ def test_association_limit_refuses_politely(tmp_path, small_study):
         srv.stop(grace=2)
 
 
+def refused(status: str) -> float:
+    return metrics.INSTANCES_REFUSED.labels(status)._value.get()
+
+
 def test_full_disk_answers_out_of_resources_and_recovers(tmp_path, small_study, caplog):
     srv, files = make_server(tmp_path, files_class=FullDisk)
+    refused_before = refused("0xA700")
     _, sent = small_study
     caplog.set_level(logging.INFO)
     try:
@@ -149,6 +155,7 @@ def test_full_disk_answers_out_of_resources_and_recovers(tmp_path, small_study, 
         assert not stored(files, ct[0]).exists()
         assert dataset_bytes(stored(files, ct[1])) == dataset_bytes(ct[1])
         assert "out of storage space" in caplog.text
+        assert refused("0xA700") == refused_before + 1      # what /metrics shows operators
     finally:
         srv.stop(grace=2)
 

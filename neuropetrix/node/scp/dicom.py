@@ -34,6 +34,7 @@ from pynetdicom.pdu_primitives import (A_ASSOCIATE, ImplementationClassUIDNotifi
 from pynetdicom.presentation import PresentationContext, build_context, negotiate_as_acceptor
 from pynetdicom.sop_class import _STORAGE_CLASSES
 
+from neuropetrix import metrics
 from neuropetrix.store.ingest import HEAD_BYTES, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, \
     OUT_OF_RESOURCES, Ingest, Outcome, file_header, is_disk_full
 
@@ -242,6 +243,7 @@ class Association:
             prim.result, prim.result_source, prim.diagnostic = result, source, reason
             rj.from_primitive(prim)
             self._send(rj.encode())
+            metrics.ASSOCIATIONS.labels("rejected").inc()
             log.warning("refused association from %s (%s) to %s: %s", self.calling_ae, self.host, called, why)
             return False
 
@@ -267,6 +269,7 @@ class Association:
         ac_pdu = A_ASSOCIATE_AC()
         ac_pdu.from_primitive(ac)
         self._send(ac_pdu.encode())
+        metrics.ASSOCIATIONS.labels("accepted").inc()
         log.info("association from %s (%s) to %s accepted: %d of %d presentation contexts",
                  self.calling_ae, self.host, called, len(self.contexts), len(results))
         return True
@@ -440,6 +443,7 @@ class Association:
     def _count(self, outcome: Outcome, size: int) -> None:
         if outcome.status != 0:
             self.stats.failed += 1
+            metrics.INSTANCES_REFUSED.labels(f"0x{outcome.status:04X}").inc()
         elif outcome.duplicate:
             self.stats.duplicates += 1
         else:
