@@ -19,7 +19,7 @@ from sqlalchemy import select
 from neuropetrix.engine.jobs import job_json, list_jobs
 from neuropetrix.store.db import make_engine, make_sessionmaker
 from neuropetrix.store.models import Event
-from tests.nodeproc import NodeProcess, free_port
+from tests.nodeproc import SCANNER_AE, NodeProcess, free_port
 from tests.synthetic import StudySpec, write_petct_study
 
 PET_MATRIX, SLICES = 64, 40
@@ -27,6 +27,25 @@ PET_MATRIX, SLICES = 64, 40
 SPHERES = [((12, 30, 22), 3.0, 9.0), ((26, 38, 40), 4.0, 6.0)]
 FAST_ENGINE = {"poll_seconds": 0.1, "lease_seconds": 3,
                "retry": {"base_seconds": 0.3, "max_seconds": 1.5, "jitter": 0.2, "max_attempts": 8}}
+
+ROUTE = {"name": "petct-analysis", "match": {"modality": "PT", "tracer": "*fluorodeoxyglucose*"},
+         "actions": ["analyze", {"forward": "pacs", "objects": ["seg", "sr", "pdf"]},
+                     {"hl7": "hbys"}, {"fhir": "hbys"}, {"notify": ["physician"]}]}
+
+
+def hbys_config(mllp_port: int, fhir_url: str, token: str | None = None) -> dict:
+    return {"mllp": {"host": "127.0.0.1", "port": mllp_port, "timeout": 5},
+            "fhir": {"base_url": fhir_url, "token": token, "timeout": 5}}
+
+
+def pacs_peer(port: int) -> dict:
+    return {"name": "pacs", "ae_title": "ORTHANC", "host": "127.0.0.1", "port": port}
+
+
+def overrides(pacs_port: int, mllp_port: int, fhir_url: str, token: str | None = None) -> dict:
+    return {"peers": [{"name": "scanner", "ae_title": SCANNER_AE, "host": "127.0.0.1", "port": free_port()},
+                      pacs_peer(pacs_port)],
+            "hbys": hbys_config(mllp_port, fhir_url, token), "engine": FAST_ENGINE, "routes": [ROUTE]}
 
 
 def _activity(spec: StudySpec) -> Callable[[int], np.ndarray]:

@@ -8,34 +8,14 @@ from pathlib import Path
 import hl7
 from pydicom.uid import EncapsulatedPDFStorage
 
-from tests.engine.conftest import FAST_ENGINE, all_jobs_settled, events_of, jobs_of, storescu, wait_for
+from tests.engine.conftest import all_jobs_settled, events_of, jobs_of, overrides, storescu, wait_for
 from tests.engine.hbys import fhir_endpoint, mllp_listener
-from tests.nodeproc import running_node
+from tests.nodeproc import free_port, running_node
+from tests.synthetic import StudySpec, write_ct_series
 from tests.peers import orthanc
 
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
-ROUTE = {"name": "petct-analysis", "match": {"modality": "PT", "tracer": "*fluorodeoxyglucose*"},
-         "actions": ["analyze", {"forward": "pacs", "objects": ["seg", "sr", "pdf"]},
-                     {"hl7": "hbys"}, {"fhir": "hbys"}, {"notify": ["physician"]}]}
-
-
-def hbys_config(mllp_port: int, fhir_url: str, token: str | None = None) -> dict:
-    return {"mllp": {"host": "127.0.0.1", "port": mllp_port, "timeout": 5},
-            "fhir": {"base_url": fhir_url, "token": token, "timeout": 5}}
-
-
-def pacs_peer(port: int) -> dict:
-    return {"name": "pacs", "ae_title": "ORTHANC", "host": "127.0.0.1", "port": port}
-
-
-def overrides(pacs_port: int, mllp_port: int, fhir_url: str, token: str | None = None) -> dict:
-    from tests.nodeproc import SCANNER_AE, free_port
-    return {"peers": [{"name": "scanner", "ae_title": SCANNER_AE, "host": "127.0.0.1", "port": free_port()},
-                      pacs_peer(pacs_port)],
-            "hbys": hbys_config(mllp_port, fhir_url, token), "engine": FAST_ENGINE, "routes": [ROUTE]}
-
-
 def sop_classes(pacs) -> list[str]:
     return sorted(pacs.get(f"/instances/{i}/simplified-tags")["SOPClassUID"] for i in pacs.get("/instances"))
 
@@ -113,9 +93,6 @@ def test_study_in_results_out(tmp_path: Path, petct_study: Path) -> None:
 
 
 def test_a_study_that_cannot_be_analysed_is_parked_and_its_deliveries_wait(tmp_path: Path) -> None:
-    from tests.nodeproc import free_port
-    from tests.synthetic import StudySpec, write_ct_series
-
     ct_only = tmp_path / "ct"
     write_ct_series(StudySpec(ct_slices=5, ct_matrix=64), ct_only)
     route = {"name": "everything", "match": {}, "actions": ["analyze", {"forward": "pacs", "objects": ["sr"]}]}

@@ -9,9 +9,8 @@ from pathlib import Path
 from sqlalchemy import text
 
 from neuropetrix.store.db import make_engine
-from tests.engine.conftest import all_jobs_settled, events_of, storescu, wait_for
+from tests.engine.conftest import all_jobs_settled, events_of, overrides, storescu, wait_for
 from tests.engine.hbys import fhir_endpoint, mllp_listener
-from tests.engine.test_e2e import overrides
 from tests.nodeproc import node_config, running_node
 from tests.peers import orthanc
 
