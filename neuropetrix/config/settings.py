@@ -174,6 +174,7 @@ class EngineSettings(Section):
     # Storage commitment: PACS answers (N-EVENT-REPORT) arrive on this port; null = not requested.
     commitment_port: Port | None = None
     commitment_timeout: float = Field(300.0, gt=0) # no answer by then: the objects are sent again
+    analysis_timeout: float = Field(1800.0, gt=0)  # a hung analysis is stopped and tried again
 
 
 class Settings(Section):

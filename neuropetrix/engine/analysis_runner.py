@@ -11,6 +11,7 @@ import logging
 import multiprocessing
 import signal
 import threading
+import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -92,7 +93,9 @@ class AnalysisProcess:
             self._ensure()
 
     def run(self, study_dir: Path, out_dir: Path, settings: Settings, stop: threading.Event) -> dict:
-        """The summary of a finished analysis; AnalysisFailed otherwise (also when `stop` is set)."""
+        """The summary of a finished analysis; AnalysisFailed otherwise (also when `stop` is set, or
+        when it runs past engine.analysis_timeout: a hung analysis must not hold its lane for ever)."""
+        deadline = time.monotonic() + settings.engine.analysis_timeout
         with self._lock:
             conn = self._ensure()
             conn.send((study_dir, out_dir, settings))
@@ -100,6 +103,10 @@ class AnalysisProcess:
                 if stop.is_set():
                     self._kill()
                     raise AnalysisFailed("the node stopped during the analysis", permanent=False)
+                if time.monotonic() > deadline:
+                    self._kill()
+                    raise AnalysisFailed(f"the analysis took longer than {settings.engine.analysis_timeout:g} s "
+                                         "and was stopped", permanent=False)
                 if self._proc is None or not self._proc.is_alive():
                     code = None if self._proc is None else self._proc.exitcode
                     self._proc = None

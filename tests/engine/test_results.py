@@ -45,3 +45,20 @@ def test_an_attempt_that_published_is_not_run_again(tmp_path: Path) -> None:
     idle = AnalysisProcess()                                     # never started: it must not be needed
     assert runner.run(claimed(5, 2), threading.Event(), idle) == {"resumed": True}
     assert idle._proc is None
+
+
+def test_a_hung_analysis_is_stopped_and_the_next_one_runs(tmp_path: Path, petct_study: Path) -> None:
+    import pytest
+
+    from neuropetrix.engine.analysis_runner import AnalysisFailed
+
+    process = AnalysisProcess()
+    try:
+        hurried = Settings.model_validate({"engine": {"analysis_timeout": 0.05}})
+        with pytest.raises(AnalysisFailed, match="took longer than 0.05 s") as err:
+            process.run(petct_study, tmp_path / "a", hurried, threading.Event())
+        assert not err.value.permanent
+        summary = process.run(petct_study, tmp_path / "b", Settings(), threading.Event())
+        assert summary["lesions"] == 2 and (tmp_path / "b" / "sr.dcm").is_file()
+    finally:
+        process.close()
