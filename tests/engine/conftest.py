@@ -2,11 +2,7 @@
 storescu, reading the node's jobs and events, and a TCP relay that plays a PACS going down and up."""
 from __future__ import annotations
 
-import os
-import shutil
 import socket
-import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +15,8 @@ from sqlalchemy import select
 from neuropetrix.engine.jobs import job_json, list_jobs
 from neuropetrix.store.db import make_engine, make_sessionmaker
 from neuropetrix.store.models import Event
+from tests import pg
+from tests.conftest import storescu as dcmtk_storescu
 from tests.nodeproc import SCANNER_AE, NodeProcess, free_port
 from tests.synthetic import StudySpec, write_petct_study
 
@@ -74,12 +72,7 @@ def petct_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def storescu(node: NodeProcess, folder: Path) -> None:
     """Send a folder the way a scanner does: dcmtk storescu over one association."""
-    exe = shutil.which("storescu")
-    if exe is None:
-        pytest.fail("dcmtk storescu is not installed (make peers)")
-    done = subprocess.run([exe, "-aet", "STORESCU", "-aec", node.ae_title, "+sd", "+r", "127.0.0.1",
-                           str(node.dicom_port), str(folder)], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "TCP_NODELAY": "1"})
+    done = dcmtk_storescu(node.dicom_port, folder, aec=node.ae_title)
     assert done.returncode == 0, done.stderr
 
 
@@ -165,21 +158,8 @@ class Relay:
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
-    """A throwaway PostgreSQL cluster on a free loopback port; yields its base URL (no database)."""
-    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
-    if initdb is None or pg_ctl is None:
+    """tests/pg.py's throw-away cluster; yields its base URL, for a database per test."""
+    if not pg.available():
         pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
-    folder = Path(tempfile.mkdtemp(prefix="neuropetrix-pg-"))    # outside pytest's root-only folder
-    data, port = folder / "data", free_port()
-    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []   # postgres refuses root
-    if as_user:
-        shutil.chown(folder, "postgres")
-    subprocess.run([*as_user, initdb, "-D", str(data), "-U", "neuropetrix", "--auth=trust", "-E", "UTF8"],
-                   check=True, capture_output=True)
-    subprocess.run([*as_user, pg_ctl, "-D", str(data), "-l", str(folder / "log"), "-w", "-o",
-                    f"-h 127.0.0.1 -p {port} -k {folder}", "start"], check=True, capture_output=True)
-    try:
-        yield f"postgresql+psycopg://neuropetrix@127.0.0.1:{port}"
-    finally:
-        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
-        shutil.rmtree(folder, ignore_errors=True)
+    with pg.postgres_cluster() as url:
+        yield url.rsplit("/", 1)[0]
