@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         if r["state"] == QUEUED and r["after"]:
             detail = f"after job {r['after']}" + (f"; {detail}" if detail else "")
         if r["state"] == QUEUED and r["attempts"]:
-            detail = f"next {r['next_attempt_at']}; {detail}"
+            detail = f"next {r['next_attempt_at'][:19]}Z; {detail}"
         print(f"{r['id']:>5} {r['state']:<8} {r['kind']:<8} {r['destination']:<18.18} "
               f"{r['attempts']:>2}/{r['max_attempts']:<2}  {r['study_uid']:<40.40}  {detail[:120]}")
     return 0
