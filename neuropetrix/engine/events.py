@@ -52,8 +52,11 @@ def take_pending(s: Session, consumer: str, kinds: tuple[str, ...], limit: int =
         s.add(cursor)
         s.flush()
     safe = _settled_up_to(s, cursor.event_id, scan=limit * 20)
-    return list(s.scalars(select(Event).where(Event.id > cursor.event_id, Event.id <= safe,
-                                              Event.kind.in_(kinds)).order_by(Event.id).limit(limit)))
+    pending = list(s.scalars(select(Event).where(Event.id > cursor.event_id, Event.id <= safe,
+                                                 Event.kind.in_(kinds)).order_by(Event.id).limit(limit)))
+    if len(pending) < limit:           # all of ours up to `safe` are in hand: skip the others' events
+        cursor.event_id = safe         # (moved in the caller's transaction, undone with it)
+    return pending
 
 
 def advance(s: Session, consumer: str, event_id: int) -> None:

@@ -303,3 +303,18 @@ def test_an_event_behind_a_gap_waits_for_the_gap_to_settle(db) -> None:
                     created_at=utcnow() - timedelta(seconds=events.GAP_SETTLE_SECONDS + 1), payload={}))
     with sessions.begin() as s:
         assert [e.id for e in events.take_pending(s, "t", ("study.complete",))] == [9]
+
+
+def test_other_consumers_events_never_hide_ours(db) -> None:
+    from neuropetrix.engine import events
+
+    _, sessions = db
+    with sessions.begin() as s:
+        for i in range(45):
+            s.add(Event(kind="delivery.done", study_uid="1.2.3", created_at=utcnow(), payload={}))
+        s.add(Event(kind="study.complete", study_uid="1.2.3", created_at=utcnow(), payload={}))
+    found = []
+    for _ in range(3):                                           # each pass scans 20 × limit events
+        with sessions.begin() as s:
+            found += [e.kind for e in events.take_pending(s, "t", ("study.complete",), limit=2)]
+    assert found == ["study.complete"]
