@@ -73,8 +73,10 @@ class Dispatcher:
                 continue
             jobs = create_jobs(s, rule, study_uid, event_id, self.retry)
             created += len(jobs)
-            log.info("study %s: rule %s fires (%s) → jobs %s", study_uid, rule.name,
-                     "; ".join(verdict.reasons), ", ".join(f"{j.id} {j.kind}→{j.destination}" for j in jobs))
+            # the reasons quote header values, which may identify the patient: DEBUG only
+            log.debug("study %s: rule %s fires: %s", study_uid, rule.name, "; ".join(verdict.reasons))
+            log.info("study %s: rule %s fires → jobs %s", study_uid, rule.name,
+                     ", ".join(f"{j.id} {j.kind}→{j.destination}" for j in jobs))
         if not created:
             log.info("study %s complete: no rule fires", study_uid)
         return created
