@@ -41,13 +41,19 @@ def peak_rss_mib(proc: psutil.Process) -> float:
 
 
 @contextmanager
-def neuropetrix(workdir: Path) -> Iterator[tuple[int, str, psutil.Process]]:
-    config = node_config(workdir / "var", {"node": {"study_quiet_seconds": 3600, "log_level": "WARNING"}})
+def neuropetrix(workdir: Path, fsync: bool = True) -> Iterator[tuple[int, str, psutil.Process]]:
+    config = node_config(workdir / "var", {"node": {"study_quiet_seconds": 3600, "log_level": "WARNING",
+                                                    "fsync": fsync}})
     node = start_node(config, workdir)
     try:
         yield node.dicom_port, node.ae_title, psutil.Process(node.proc.pid)
     finally:
         node.stop()
+
+
+def neuropetrix_nofsync(workdir: Path):
+    """Our node with `node.fsync: false`: what durability costs (storescp never fsyncs)."""
+    return neuropetrix(workdir, fsync=False)
 
 
 @contextmanager
@@ -71,7 +77,8 @@ def orthanc_pacs(workdir: Path) -> Iterator[tuple[int, str, psutil.Process]]:
         yield pacs.dicom_port, pacs.aet, procs[0]
 
 
-RECEIVERS: dict[str, Callable] = {"neuropetrix": neuropetrix, "storescp": storescp, "orthanc": orthanc_pacs}
+RECEIVERS: dict[str, Callable] = {"neuropetrix": neuropetrix, "storescp": storescp, "orthanc": orthanc_pacs,
+                                  "nofsync": neuropetrix_nofsync}
 
 
 def send(study: Path, port: int, aet: str) -> float:
@@ -90,7 +97,8 @@ def main() -> int:
     parser.add_argument("--ct", type=int, default=300)
     parser.add_argument("--pet", type=int, default=300)
     parser.add_argument("--study", type=Path, default=ROOT / "benchmarks" / "out" / "study")
-    parser.add_argument("--only", nargs="+", choices=list(RECEIVERS), default=list(RECEIVERS))
+    parser.add_argument("--only", nargs="+", choices=list(RECEIVERS), default=["neuropetrix", "storescp", "orthanc"],
+                        help="receivers to compare (nofsync: ours without fsync, to show what durability costs)")
     args = parser.parse_args()
     # Every receiver and the sender run with Nagle off (dcmtk reads TCP_NODELAY, Orthanc links dcmtk).
     os.environ["TCP_NODELAY"] = "1"
@@ -125,7 +133,7 @@ def main() -> int:
         print(f"{n:<12} {med[n]:>9.2f} {len(files) / med[n]:>8.0f} {size_mb / med[n]:>7.1f} "
               f"{statistics.median(cpu[n]) / len(files) * 1000:>12.2f} {statistics.median(rss[n]):>13.0f}")
     print()
-    for peer in [n for n in ("storescp", "orthanc") if n in names and "neuropetrix" in names]:
+    for peer in [n for n in ("storescp", "orthanc", "nofsync") if n in names and "neuropetrix" in names]:
         paired = [ours / theirs for ours, theirs in zip(walls["neuropetrix"], walls[peer])]
         print(f"neuropetrix throughput / {peer}: {med[peer] / med['neuropetrix']:.2f}x "
               f"(paired wall-time ratios ours/{peer}: median {statistics.median(paired):.2f}, "

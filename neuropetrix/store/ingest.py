@@ -21,6 +21,7 @@ from sqlalchemy.exc import OperationalError
 
 from neuropetrix import metrics
 from neuropetrix.store.files import FileStore, InvalidUID, check_uid, relative_path
+from neuropetrix.store.header import InstanceKeys, int_value, keys_of, scan_keys
 from neuropetrix.store.index import InstanceRecord, StudyIndex
 
 log = logging.getLogger("neuropetrix.store")
@@ -80,14 +81,6 @@ def _text(ds, keyword: str, limit: int = 64) -> str:
     return str(value if value is not None else "")[:limit]
 
 
-def _int(ds, keyword: str) -> int | None:
-    try:
-        value = ds.get(keyword)
-        return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
-
-
 def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
@@ -119,33 +112,44 @@ def read_header(temp: Path, head: bytes, transfer_syntax: str) -> Dataset:
     return ds if ds is not None else dcmread(temp, stop_before_pixels=True)
 
 
-def _described(ds: Dataset) -> dict[str, object]:
+def described(ds: Dataset) -> dict[str, object]:
     """Patient, study and series attributes for the index's rows."""
     return dict(
         patient_id=_text(ds, "PatientID"), issuer=_text(ds, "IssuerOfPatientID"),
         patient_name=_text(ds, "PatientName", 324), birth_date=_text(ds, "PatientBirthDate", 8),
         sex=_text(ds, "PatientSex", 16), study_date=_text(ds, "StudyDate", 8), study_time=_text(ds, "StudyTime", 16),
         accession_number=_text(ds, "AccessionNumber"), study_description=_text(ds, "StudyDescription", 256),
-        modality=_text(ds, "Modality", 16), series_number=_int(ds, "SeriesNumber"),
+        modality=_text(ds, "Modality", 16), series_number=int_value(ds, "SeriesNumber"),
         series_description=_text(ds, "SeriesDescription", 256), body_part=_text(ds, "BodyPartExamined"),
         frame_of_reference_uid=_text(ds, "FrameOfReferenceUID"))
 
 
-def instance_record(ds: Dataset, rel: str, size: int, transfer_syntax: str, calling_ae: str,
-                    calling_host: str, described: bool = True) -> InstanceRecord:
-    """The index row of an instance whose header is `ds` and whose file is `rel`."""
+def instance_record(keys: InstanceKeys, rel: str, size: int, transfer_syntax: str, calling_ae: str,
+                    calling_host: str, described: dict[str, object]) -> InstanceRecord:
+    """The index row of an instance with these keys, file `rel`, and (for a new series) the patient,
+    study and series attributes `described` gives."""
     return InstanceRecord(
-        sop_class_uid=str(ds.SOPClassUID), sop_instance_uid=str(ds.SOPInstanceUID),
-        study_uid=str(ds.StudyInstanceUID), series_uid=str(ds.SeriesInstanceUID),
-        transfer_syntax_uid=transfer_syntax, path=rel, size_bytes=size,
-        instance_number=_int(ds, "InstanceNumber"), calling_ae=calling_ae, calling_host=calling_host,
-        **(_described(ds) if described else {}))
+        sop_class_uid=keys.sop_class_uid, sop_instance_uid=keys.sop_instance_uid, study_uid=keys.study_uid,
+        series_uid=keys.series_uid, transfer_syntax_uid=transfer_syntax, path=rel, size_bytes=size,
+        instance_number=keys.instance_number, calling_ae=calling_ae, calling_host=calling_host, **described)
 
 
 class Ingest:
     def __init__(self, files: FileStore, index: StudyIndex) -> None:
         self.files = files
         self.index = index
+
+    def _read(self, temp: Path, head: bytes, transfer_syntax: str) -> tuple[InstanceKeys, dict[str, object]]:
+        """The instance's keys, from its first bytes when they suffice; and, for a series the index
+        does not know yet, its patient, study and series attributes (pydicom reads those)."""
+        keys = scan_keys(head, transfer_syntax, whole=len(head) < HEAD_BYTES)
+        ds = None
+        if keys is None:
+            ds = read_header(temp, head, transfer_syntax)
+            keys = keys_of(ds)
+        if self.index.knows_series(keys.series_uid):
+            return keys, {}
+        return keys, described(ds if ds is not None else read_header(temp, head, transfer_syntax))
 
     def new_temp(self) -> Path:
         return self.files.new_temp()
@@ -173,25 +177,25 @@ class Ingest:
     def _accept(self, temp: Path, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str,
                 calling_ae: str, calling_host: str, head: bytes) -> Outcome:
         try:
-            ds = read_header(temp, head, transfer_syntax)
+            keys, described = self._read(temp, head, transfer_syntax)
         except Exception as exc:
             self.files.discard(temp)
             log.warning("rejected %s from %s (%s): cannot parse the dataset: %s",
                         sop_instance_uid, calling_ae, calling_host, exc)
             return Outcome(CANNOT_UNDERSTAND, f"cannot parse dataset: {exc}"[:64])
         try:
-            sop = check_uid(ds.get("SOPInstanceUID"), "SOPInstanceUID")
+            sop = check_uid(keys.sop_instance_uid, "SOPInstanceUID")
             if sop != sop_instance_uid:
                 raise InvalidUID(f"SOPInstanceUID {sop} differs from the request's {sop_instance_uid}")
-            if str(ds.get("SOPClassUID", "")) != sop_class_uid:
-                raise InvalidUID(f"SOPClassUID {ds.get('SOPClassUID', '')!s} differs from the request's")
-            rel = relative_path(ds.get("StudyInstanceUID"), ds.get("SeriesInstanceUID"), sop)
+            if keys.sop_class_uid != sop_class_uid:
+                raise InvalidUID(f"SOPClassUID {keys.sop_class_uid} differs from the request's")
+            rel = relative_path(keys.study_uid, keys.series_uid, sop)
         except InvalidUID as exc:
             self.files.discard(temp)
             log.warning("rejected %s from %s (%s): %s", sop_instance_uid, calling_ae, calling_host, exc)
             return Outcome(DOES_NOT_MATCH_SOP_CLASS, str(exc)[:64])
 
-        study_uid, series_uid = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)
+        study_uid = keys.study_uid
         size = temp.stat().st_size
         if not self.files.place(temp, rel):
             if self.index.contains(sop):
@@ -203,9 +207,7 @@ class Ingest:
         # the file alone is enough to rebuild its index row (store/recovery.py), so the index commit
         # need not wait for the disk.
         self.files.sync_dir(rel)
-        # patient, study and series attributes are read only for a series the index does not know
-        rec = instance_record(ds, rel, size, transfer_syntax, calling_ae, calling_host,
-                              described=not self.index.knows_series(series_uid))
+        rec = instance_record(keys, rel, size, transfer_syntax, calling_ae, calling_host, described)
         try:
             added = self.index.add(rec)
         except Exception:

@@ -18,7 +18,8 @@ from pydicom import dcmread
 
 from neuropetrix.store.files import FileStore, fsync_dir
 from neuropetrix.store.index import StudyIndex
-from neuropetrix.store.ingest import instance_record
+from neuropetrix.store.header import keys_of
+from neuropetrix.store.ingest import described, instance_record
 
 log = logging.getLogger("neuropetrix.store")
 MTIME_SLACK_S = 2.0   # folder times are compared with a margin for coarse file-system clocks
@@ -65,8 +66,9 @@ def reindex_since(files: FileStore, index: StudyIndex, since: float) -> int:
                 try:
                     ds = dcmread(path, stop_before_pixels=True)
                     rel = path.relative_to(files.root).as_posix()
-                    rec = instance_record(ds, rel, path.stat().st_size, str(ds.file_meta.TransferSyntaxUID),
-                                          str(ds.file_meta.get("SourceApplicationEntityTitle", "")).strip(), "")
+                    rec = instance_record(keys_of(ds), rel, path.stat().st_size, str(ds.file_meta.TransferSyntaxUID),
+                                          str(ds.file_meta.get("SourceApplicationEntityTitle", "")).strip(), "",
+                                          described(ds))
                 except Exception as exc:   # a file we never acknowledged can be anything: say so, go on
                     log.warning("recovery: cannot index %s: %s", path, exc)
                     continue
