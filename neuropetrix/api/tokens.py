@@ -6,7 +6,6 @@ The signing key comes from the config or from a key file generated once in the d
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 import time
 import uuid
@@ -14,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jose import JWTError, jwt
+
+from neuropetrix.config.secrets import load_secret
 
 ALGORITHM = "HS256"
 KEY_FILE = "api_signing.key"
@@ -25,28 +26,7 @@ class InvalidToken(Exception):
 
 def load_signing_key(configured: str | None, data_dir: Path) -> str:
     """The configured key, else the key file in `data_dir`, created (0600) on first use."""
-    if configured:
-        return configured
-    path = data_dir / KEY_FILE
-    data_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return _read_key_file(path)
-    with os.fdopen(fd, "w", encoding="ascii") as f:
-        key = secrets.token_urlsafe(48)
-        f.write(key + "\n")
-    return key
-
-
-def _read_key_file(path: Path) -> str:
-    mode = path.stat().st_mode & 0o777
-    if mode & 0o077:
-        raise PermissionError(f"{path} is readable by others (mode {mode:o}); chmod 600 it")
-    key = path.read_text(encoding="ascii").strip()
-    if len(key) < 32:
-        raise ValueError(f"{path} holds a key shorter than 32 characters")
-    return key
+    return load_secret(configured, data_dir / KEY_FILE)
 
 
 @dataclass(frozen=True)

@@ -170,7 +170,8 @@ class EngineSettings(Section):
     lease_seconds: float = Field(60.0, gt=0)       # a claimed job is taken again this long after its
     poll_seconds: float = Field(0.5, gt=0)         # worker stops renewing it (a crash)
     retry: RetrySettings = RetrySettings()
-    pseudonym_secret: str = "change-me"            # HMAC key: the same patient gets the same pseudonym
+    pseudonym_secret: str | None = None            # HMAC key: the same patient gets the same pseudonym;
+    #                                                null = generated once into <data_dir>/pseudonym.key
     # Storage commitment: PACS answers (N-EVENT-REPORT) arrive on this port; null = not requested.
     commitment_port: Port | None = None
     commitment_timeout: float = Field(300.0, gt=0) # no answer by then: the objects are sent again

@@ -15,9 +15,16 @@ from neuropetrix.config.settings import Settings
 from neuropetrix.engine import events
 from neuropetrix.engine.analysis_runner import AnalysisFailed, AnalysisProcess
 from neuropetrix.engine.jobs import Claimed, JobFailure
-from neuropetrix.engine.results import ANALYSIS_FILE, FHIR_FILE, HL7_FILE, OBJECT_FILES, ResultStore
+from neuropetrix.engine.results import (
+    ANALYSIS_FILE,
+    FHIR_FILE,
+    HL7_FILE,
+    OBJECT_FILES,
+    ResultStore,
+)
 from neuropetrix.engine.routes.facts import study_files
 from neuropetrix.engine.transforms import build
+from neuropetrix.engine.transforms.deidentify import pseudonym_key
 from neuropetrix.node.scu import fhir, mllp
 from neuropetrix.node.scu.commitment import transaction_uid
 from neuropetrix.node.scu.dicom import SendError, send_files
@@ -114,7 +121,7 @@ class JobRunner:
             else:
                 raise JobFailure(f"no {OBJECT_FILES[obj]} in the results of study {job.study_uid}")
         steps = [*job.params.get("route_transforms", []), *job.params.get("transforms", []), *peer.transforms]
-        transform = build(steps, self.settings.engine.pseudonym_secret)
+        transform = build(steps, pseudonym_key(self.settings))
 
         def begin_commitment(stored: list[tuple[str, str]]) -> str | None:
             transaction = transaction_uid(job.id, job.attempts)

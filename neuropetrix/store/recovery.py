@@ -17,8 +17,8 @@ from pathlib import Path
 from pydicom import dcmread
 
 from neuropetrix.store.files import FileStore, fsync_dir
-from neuropetrix.store.index import StudyIndex
 from neuropetrix.store.header import keys_of
+from neuropetrix.store.index import StudyIndex
 from neuropetrix.store.ingest import described, instance_record
 
 log = logging.getLogger("neuropetrix.store")

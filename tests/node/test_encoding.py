@@ -8,7 +8,11 @@ from pydicom.filereader import read_file_meta_info
 from pynetdicom.dsutils import decode
 
 from neuropetrix.node.scp.dicom import encode_response
-from neuropetrix.store.ingest import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, file_header
+from neuropetrix.store.ingest import (
+    IMPLEMENTATION_CLASS_UID,
+    IMPLEMENTATION_VERSION,
+    file_header,
+)
 
 
 @pytest.mark.parametrize("source_ae", ["STORESCU", "PETCT1", "ODD", ""])

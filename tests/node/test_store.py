@@ -82,9 +82,8 @@ def test_leftover_incoming_files_are_cleaned(tmp_path):
 
 
 def test_header_read_from_memory_matches_the_file_and_falls_back_when_cut(small_study, tmp_path):
-    from tests.dicomfiles import dataset_bytes
-
     from neuropetrix.store.ingest import read_header
+    from tests.dicomfiles import dataset_bytes
     for f in small_study[1][:1] + small_study[1][-1:]:
         ts = pydicom.dcmread(f, stop_before_pixels=True).file_meta.TransferSyntaxUID
         whole = read_header(f, b"", ts)

@@ -26,6 +26,7 @@ from neuropetrix.config.loader import ConfigError
 from neuropetrix.config.settings import Route, Settings
 from neuropetrix.engine.routes.facts import SeriesFacts, attribute_names, is_attribute
 from neuropetrix.engine.transforms import TransformError, check_steps
+from neuropetrix.engine.transforms.deidentify import pseudonym_key
 
 ACTIONS = ("analyze", "forward", "hl7", "fhir", "notify")
 RESULT_OBJECTS = ("seg", "sr", "pdf")
@@ -180,7 +181,7 @@ def _action(raw: str | dict[str, Any], settings: Settings) -> Action:
             raise ValueError(f"forward: {exc.args[0]}") from None
         transforms = body.get("transforms", [])
         try:
-            check_steps(transforms, settings.engine.pseudonym_secret)
+            check_steps(transforms, pseudonym_key(settings))
         except TransformError as exc:
             raise ValueError(f"forward: transforms: {exc}") from None
         return Action("forward", f"dicom:{target}", _objects(body.get("objects", ["study"])),
@@ -213,7 +214,7 @@ def compile_rule(route: Route, settings: Settings) -> Rule:
         if a.needs_results and "analyze" not in kinds:
             raise ValueError(f"{a.kind} of analysis results needs an analyze action in the same rule")
     try:
-        check_steps(route.transforms, settings.engine.pseudonym_secret)
+        check_steps(route.transforms, pseudonym_key(settings))
     except TransformError as exc:
         raise ValueError(f"transforms: {exc}") from None
     return Rule(route.name, tuple(conditions), actions, tuple(route.transforms))
@@ -233,7 +234,7 @@ def compile_routes(settings: Settings) -> list[Rule]:
             raise RouteError(f"{where}: {exc}") from None
     for peer in settings.peers:
         try:
-            check_steps(peer.transforms, settings.engine.pseudonym_secret)
+            check_steps(peer.transforms, pseudonym_key(settings))
         except TransformError as exc:
             raise RouteError(f"peers {peer.name!r}: transforms: {exc}") from None
     return rules

@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
+from neuropetrix.config.secrets import load_secret
+from neuropetrix.config.settings import Settings
 from neuropetrix.engine.transforms.coerce import check_keyword
 from neuropetrix.engine.transforms.errors import TransformError
 
@@ -49,6 +51,12 @@ KEEP_UIDS = frozenset({
     "ReferencedRelatedGeneralSOPClassUIDInFile", "AbstractSyntaxUID",
 })
 METHOD = "PS3.15 Basic Profile; keyed pseudonyms"
+
+
+def pseudonym_key(settings: Settings) -> str:
+    """The pseudonym key: `engine.pseudonym_secret`, else one generated once into
+    `<data_dir>/pseudonym.key` (0600), so no two sites share a built-in key."""
+    return load_secret(settings.engine.pseudonym_secret, settings.node.data_dir / "pseudonym.key")
 
 
 class Deidentifier:

@@ -25,18 +25,38 @@ from typing import BinaryIO, Protocol
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 from pydicom.uid import UID
-from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, VerificationPresentationContexts
+from pynetdicom import (
+    ALL_TRANSFER_SYNTAXES,
+    AllStoragePresentationContexts,
+    VerificationPresentationContexts,
+)
 from pynetdicom._globals import APPLICATION_CONTEXT_NAME
 from pynetdicom.dsutils import decode
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ASSOCIATE_RQ
-from pynetdicom.pdu_primitives import (A_ASSOCIATE, ImplementationClassUIDNotification,
-                                       ImplementationVersionNameNotification, MaximumLengthNotification)
-from pynetdicom.presentation import PresentationContext, build_context, negotiate_as_acceptor
+from pynetdicom.pdu_primitives import (
+    A_ASSOCIATE,
+    ImplementationClassUIDNotification,
+    ImplementationVersionNameNotification,
+    MaximumLengthNotification,
+)
+from pynetdicom.presentation import (
+    PresentationContext,
+    build_context,
+    negotiate_as_acceptor,
+)
 from pynetdicom.sop_class import _STORAGE_CLASSES
 
 from neuropetrix import metrics
-from neuropetrix.store.ingest import HEAD_BYTES, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, \
-    OUT_OF_RESOURCES, Ingest, Outcome, file_header, is_disk_full
+from neuropetrix.store.ingest import (
+    HEAD_BYTES,
+    IMPLEMENTATION_CLASS_UID,
+    IMPLEMENTATION_VERSION,
+    OUT_OF_RESOURCES,
+    Ingest,
+    Outcome,
+    file_header,
+    is_disk_full,
+)
 
 log = logging.getLogger("neuropetrix.scp")
 

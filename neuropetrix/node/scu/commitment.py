@@ -13,7 +13,10 @@ from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 from pynetdicom.association import Association
-from pynetdicom.sop_class import StorageCommitmentPushModel, StorageCommitmentPushModelInstance
+from pynetdicom.sop_class import (
+    StorageCommitmentPushModel,
+    StorageCommitmentPushModelInstance,
+)
 
 from neuropetrix.node.scu.errors import DeliveryError
 
