@@ -2,10 +2,12 @@
 
 A PACS keys instances by SOP Instance UID and a FHIR server by identifier, so a re-run of one analysis
 replaces what it sent before instead of adding a second copy beside it. A different method, threshold,
-SUV type, model file or algorithm version is a different analysis and gets new UIDs.
+SUV type, model file or algorithm version, or a different set of PET images (a study that received
+more slices), is a different analysis and gets new UIDs.
 """
 from __future__ import annotations
 
+import hashlib
 import uuid
 from pathlib import PurePath
 
@@ -18,10 +20,13 @@ _PREFIX = "1.2.826.0.1.3680043.8.498."
 
 
 def analysis_key(result: AnalysisResult) -> list[str]:
-    """Everything that makes two runs "the same analysis"."""
+    """Everything that makes two runs "the same analysis": the same images (a study that received
+    more slices is a new analysis, whose objects get new UIDs as DICOM requires for new content, and
+    whose ORU a HBYS must not drop as a duplicate) measured the same way."""
     seg = result.segmentation
     model = PurePath(seg.model_file).name if seg.model_file else ""
-    return [result.study_instance_uid, result.pet_series_instance_uid, result.suv.suv_type, seg.method,
+    images = hashlib.sha256("\\".join(sorted(set(result.pet_sop_instance_uids))).encode()).hexdigest()
+    return [result.study_instance_uid, result.pet_series_instance_uid, images, result.suv.suv_type, seg.method,
             repr(seg.threshold), repr(seg.seed_threshold), repr(seg.min_volume_ml), seg.algorithm_name,
             seg.algorithm_version, model]
 

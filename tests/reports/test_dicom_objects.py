@@ -77,6 +77,14 @@ def test_uids_are_stable_for_a_rerun_and_new_for_another_analysis(result, pet_st
     assert changed.SegmentSequence[0].TrackingUID != first.SegmentSequence[0].TrackingUID
 
 
+def test_more_images_make_a_new_analysis_with_new_uids(result):
+    from neuropetrix.reports.uids import derived_uid
+    again = dataclasses.replace(result, pet_sop_instance_uids=list(reversed(result.pet_sop_instance_uids)))
+    assert derived_uid(again, "seg") == derived_uid(result, "seg")            # the same images, any order
+    grown = dataclasses.replace(result, pet_sop_instance_uids=[*result.pet_sop_instance_uids, "1.2.3.4.5"])
+    assert derived_uid(grown, "seg") != derived_uid(result, "seg")
+
+
 def _sr_value(group, concept, derivation=None) -> float:
     for m in group.get_measurements(name=concept):
         if derivation is None or (m.derivation is not None and m.derivation.value == derivation.value):
