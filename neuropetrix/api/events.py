@@ -22,7 +22,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, Pool
 
 from neuropetrix.api.context import Database
 from neuropetrix.api.permissions import event_permission
-from neuropetrix.engine.events import _settled_up_to as settled_up_to
+from neuropetrix.engine.events import settled_up_to
 from neuropetrix.store.models import Event
 
 log = logging.getLogger("neuropetrix.api")

@@ -31,7 +31,7 @@ def record(s: Session, kind: str, study_uid: str | None, payload: dict) -> None:
     s.add(Event(kind=kind, study_uid=study_uid, created_at=utcnow(), payload=payload))
 
 
-def _settled_up_to(s: Session, after: int, scan: int) -> int:
+def settled_up_to(s: Session, after: int, scan: int) -> int:
     """The highest event id such that every id from `after` up to it is committed or given up."""
     recent = utcnow() - timedelta(seconds=GAP_SETTLE_SECONDS)
     safe = after
@@ -51,7 +51,7 @@ def take_pending(s: Session, consumer: str, kinds: tuple[str, ...], limit: int =
         cursor = EngineCursor(name=consumer, event_id=0)
         s.add(cursor)
         s.flush()
-    safe = _settled_up_to(s, cursor.event_id, scan=limit * 20)
+    safe = settled_up_to(s, cursor.event_id, scan=limit * 20)
     pending = list(s.scalars(select(Event).where(Event.id > cursor.event_id, Event.id <= safe,
                                                  Event.kind.in_(kinds)).order_by(Event.id).limit(limit)))
     if len(pending) < limit:           # all of ours up to `safe` are in hand: skip the others' events

@@ -1,6 +1,6 @@
 """Instance files under `storage/`, laid out by UIDs, written so that nothing acknowledged is lost.
 
-An instance is written to `storage/.incoming/<random>.part`, fsync'd, renamed to
+An instance is written to `storage/.incoming/<host>/<random>.part`, fsync'd, renamed to
 `storage/<study>/<series>/<sop>.dcm` and the directory fsync'd. Only UIDs that match the PS3.5 UID
 grammar become path components, so a hostile UID can never climb out of the storage folder.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import threading
 import uuid
 from pathlib import Path
@@ -47,7 +48,9 @@ class FileStore:
 
     def __init__(self, root: Path, fsync: bool = True) -> None:
         self.root = Path(root)
-        self.incoming = self.root / ".incoming"
+        # per host: a node cleaning up after itself never touches files another node (sharing this
+        # storage) is still receiving
+        self.incoming = self.root / ".incoming" / socket.gethostname()
         self.incoming.mkdir(parents=True, exist_ok=True)
         self.fsync = fsync
         self._known_dirs: set[Path] = set()

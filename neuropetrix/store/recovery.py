@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -26,10 +27,11 @@ MTIME_SLACK_S = 2.0   # folder times are compared with a margin for coarse file-
 
 
 class RunMarker:
-    """`<data_dir>/node.running`, holding the time the current run began."""
+    """`<data_dir>/node-<host>.running`, holding the time the current run began (per host, as
+    several nodes may share one data folder)."""
 
     def __init__(self, data_dir: Path) -> None:
-        self.path = Path(data_dir) / "node.running"
+        self.path = Path(data_dir) / f"node-{socket.gethostname()}.running"
 
     def unclean_since(self) -> float | None:
         """When the previous run began, if it did not stop cleanly."""
@@ -56,7 +58,7 @@ class RunMarker:
 def reindex_since(files: FileStore, index: StudyIndex, since: float) -> int:
     """Index every stored file under a series folder changed after `since` that the index lacks."""
     restored = 0
-    for study_dir in sorted(p for p in files.root.iterdir() if p.is_dir() and p != files.incoming):
+    for study_dir in sorted(p for p in files.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for series_dir in sorted(p for p in study_dir.iterdir() if p.is_dir()):
             if series_dir.stat().st_mtime < since - MTIME_SLACK_S:
                 continue

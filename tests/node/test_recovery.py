@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import sqlite3
 
 import pydicom
@@ -17,7 +18,7 @@ def test_rows_lost_after_an_unclean_stop_are_reindexed_from_storage(tmp_path, sm
         assert storescu(node.dicom_port, *files).returncode == 0
         assert node.stop(signal.SIGKILL) != 0
         config = node.config
-        marker = node.data_dir / "node.running"
+        marker = node.data_dir / f"node-{socket.gethostname()}.running"
         assert marker.exists(), "a killed node leaves its run marker"
     # what a power cut may do to commits that did not wait for the disk: the last rows are gone
     lost = [pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in files[-3:]]

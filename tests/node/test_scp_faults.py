@@ -111,7 +111,7 @@ def test_silent_garbage_and_aborting_connections_do_not_starve_a_scanner(server,
         assert s.recv(16) == b"", "a silent connection must be closed by the node"
         s.close()
     garbage.close()
-    assert not list((files.root / ".incoming").iterdir()), "the aborted transfer left a partial file"
+    assert not list(files.incoming.iterdir()), "the aborted transfer left a partial file"
     assert "expected A-ASSOCIATE-RQ" in caplog.text
     assert "ended mid-transfer" in caplog.text
     assert "closed before association" in caplog.text or "silent for too long" in caplog.text

@@ -146,7 +146,7 @@ def test_dataset_without_uids_refused_rest_of_study_lands(tmp_path, small_study)
         assert sent.stderr.count("Received Store Response (Error") == 2, sent.stderr
         for f in files[2:]:
             assert dataset_bytes(stored_path(node, f)) == dataset_bytes(f)
-        assert not list((node.data_dir / "storage" / ".incoming").iterdir())
+        assert not list((node.data_dir / "storage" / ".incoming").rglob("*.part"))
         assert not (tmp_path / "etc").exists() and not (node.data_dir / "etc").exists()
         log = node.log_text()
     assert "StudyInstanceUID is missing" in log
@@ -189,7 +189,7 @@ def test_sigterm_finishes_the_transfer_in_hand(tmp_path):
         sender.join()
         log = node.log_text()
         stored = list((node.data_dir / "storage" / spec.study_uid).rglob("*.dcm"))
-        assert not list((node.data_dir / "storage" / ".incoming").iterdir()), "a partial file was left"
+        assert not list((node.data_dir / "storage" / ".incoming").rglob("*.part")), "a partial file was left"
         for kept in stored:   # every file kept is whole
             assert dataset_bytes(kept) == dataset_bytes(tmp_path / "big" / "CT" / f"CT{pydicom.dcmread(kept, stop_before_pixels=True).InstanceNumber:04d}.dcm")
     assert 0 < len(stored) < len(files), "the test must stop the node mid-study"
