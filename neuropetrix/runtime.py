@@ -9,6 +9,8 @@ from neuropetrix.api.server import ApiServer
 from neuropetrix.config.settings import Settings
 from neuropetrix.engine.assembly import CompletionWatcher
 from neuropetrix.engine.mpps import ProcedureSteps
+from neuropetrix.engine.transforms import build
+from neuropetrix.engine.transforms.deidentify import pseudonym_key
 from neuropetrix.engine.worker import build_worker
 from neuropetrix.node.scp.dicom import AcceptancePolicy, DicomServer, ServerLimits
 from neuropetrix.store.db import make_engine, make_sessionmaker, open_database
@@ -26,6 +28,7 @@ class Node:
         node = settings.node
         self.engine, self.sessions = open_database(node.db_url)
         self.files = FileStore(node.storage_dir, fsync=node.fsync)
+        self.worker = build_worker(settings, self.sessions, self.files)   # checks routes and transforms first
         stale = self.files.clean_incoming()
         if stale:
             log.warning("removed %d unfinished incoming file(s) left by an earlier stop", stale)
@@ -39,7 +42,9 @@ class Node:
             restored = reindex_since(self.files, index, since)
             log.warning("the last run did not stop cleanly: %d instance(s) re-indexed from storage", restored)
         self.marker.begin()
-        self.ingest = Ingest(self.files, index)
+        inbound = {peer.ae_title: build(peer.transforms_in, pseudonym_key(settings))
+                   for peer in settings.peers if peer.transforms_in}
+        self.ingest = Ingest(self.files, index, inbound)
         policy = AcceptancePolicy(ae_title=node.ae_title,
                                   known_callers=frozenset(p.ae_title for p in settings.peers),
                                   accept_unknown_callers=node.accept_unknown_callers,
@@ -49,7 +54,6 @@ class Node:
         self.scp = DicomServer(node.dicom_host, node.dicom_port, policy, self.ingest, limits, node.fsync,
                                steps=ProcedureSteps(self.sessions))
         self.completion = CompletionWatcher(self.sessions, node.study_quiet_seconds)
-        self.worker = build_worker(settings, self.sessions, self.files)
         self.api = ApiServer(settings, self.sessions, Readiness(
             node.storage_dir, dicom_listening=lambda: self.scp.listening,
             dicom_associations=lambda: self.scp.active_associations))

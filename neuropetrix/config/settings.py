@@ -70,6 +70,9 @@ class Peer(Section):
     host: str
     port: Port
     transforms: list[TransformStep] = []           # applied to everything sent to this peer
+    # applied to everything received from this peer before it is stored (then re-encoded; without
+    # inbound transforms an instance is stored exactly as it arrived)
+    transforms_in: list[TransformStep] = []
 
     _ae = field_validator("ae_title")(classmethod(lambda cls, v: check_ae_title(v)))
 

@@ -104,7 +104,7 @@ def scan_keys(head: bytes, transfer_syntax: str, whole: bool = False) -> Instanc
     """The keys from the first bytes of a dataset (`whole`: all of it), or None when pydicom should
     read it instead."""
     syntax = UID(transfer_syntax)
-    if syntax.is_deflated or not syntax.is_little_endian:
+    if not head or syntax.is_deflated or not syntax.is_little_endian:
         return None
     try:
         found = _walk(head, syntax.is_implicit_VR, whole)

@@ -11,6 +11,7 @@ import logging
 import struct
 from dataclasses import dataclass
 from io import BytesIO
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from pydicom import dcmread
@@ -125,19 +126,21 @@ def described(ds: Dataset) -> dict[str, object]:
 
 
 def instance_record(keys: InstanceKeys, rel: str, size: int, transfer_syntax: str, calling_ae: str,
-                    calling_host: str, described: dict[str, object]) -> InstanceRecord:
+                    calling_host: str, attributes: dict[str, object]) -> InstanceRecord:
     """The index row of an instance with these keys, file `rel`, and (for a new series) the patient,
-    study and series attributes `described` gives."""
+    study and series `attributes` (see `described`)."""
     return InstanceRecord(
         sop_class_uid=keys.sop_class_uid, sop_instance_uid=keys.sop_instance_uid, study_uid=keys.study_uid,
         series_uid=keys.series_uid, transfer_syntax_uid=transfer_syntax, path=rel, size_bytes=size,
-        instance_number=keys.instance_number, calling_ae=calling_ae, calling_host=calling_host, **described)
+        instance_number=keys.instance_number, calling_ae=calling_ae, calling_host=calling_host, **attributes)
 
 
 class Ingest:
-    def __init__(self, files: FileStore, index: StudyIndex) -> None:
+    def __init__(self, files: FileStore, index: StudyIndex,
+                 inbound: Mapping[str, Callable[[Dataset], None]] | None = None) -> None:
         self.files = files
         self.index = index
+        self.inbound = dict(inbound or {})   # calling AE title → transform applied before storing
 
     def _read(self, temp: Path, head: bytes, transfer_syntax: str) -> tuple[InstanceKeys, dict[str, object]]:
         """The instance's keys, from its first bytes when they suffice; and, for a series the index
@@ -150,6 +153,17 @@ class Ingest:
         if self.index.knows_series(keys.series_uid):
             return keys, {}
         return keys, described(ds if ds is not None else read_header(temp, head, transfer_syntax))
+
+    def _transform(self, temp: Path, transform: Callable[[Dataset], None],
+                   transfer_syntax: str) -> tuple[InstanceKeys, dict[str, object], str]:
+        """Apply a peer's inbound transform to the received file (re-encoding it in the same transfer
+        syntax); returns the keys, attributes and place of what is now to be stored."""
+        ds = dcmread(temp)
+        transform(ds)
+        ds.save_as(temp, enforce_file_format=True)
+        keys, attributes = self._read(temp, b"", transfer_syntax)
+        return keys, attributes, relative_path(keys.study_uid, keys.series_uid,
+                                               check_uid(keys.sop_instance_uid, "SOPInstanceUID"))
 
     def new_temp(self) -> Path:
         return self.files.new_temp()
@@ -177,7 +191,7 @@ class Ingest:
     def _accept(self, temp: Path, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str,
                 calling_ae: str, calling_host: str, head: bytes) -> Outcome:
         try:
-            keys, described = self._read(temp, head, transfer_syntax)
+            keys, attributes = self._read(temp, head, transfer_syntax)
         except Exception as exc:
             self.files.discard(temp)
             log.warning("rejected %s from %s (%s): cannot parse the dataset: %s",
@@ -194,6 +208,10 @@ class Ingest:
             self.files.discard(temp)
             log.warning("rejected %s from %s (%s): %s", sop_instance_uid, calling_ae, calling_host, exc)
             return Outcome(DOES_NOT_MATCH_SOP_CLASS, str(exc)[:64])
+        transform = self.inbound.get(calling_ae)
+        if transform is not None:
+            keys, attributes, rel = self._transform(temp, transform, transfer_syntax)
+            sop = keys.sop_instance_uid
 
         study_uid = keys.study_uid
         size = temp.stat().st_size
@@ -207,7 +225,7 @@ class Ingest:
         # the file alone is enough to rebuild its index row (store/recovery.py), so the index commit
         # need not wait for the disk.
         self.files.sync_dir(rel)
-        rec = instance_record(keys, rel, size, transfer_syntax, calling_ae, calling_host, described)
+        rec = instance_record(keys, rel, size, transfer_syntax, calling_ae, calling_host, attributes)
         try:
             added = self.index.add(rec)
         except Exception:

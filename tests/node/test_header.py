@@ -65,6 +65,7 @@ def test_what_the_reader_does_not_handle_goes_back_to_pydicom(tmp_path):
     raw = encoded(with_sequences(True), ExplicitVRLittleEndian, tmp_path / "x.dcm")
     cut = raw.index(b"\x20\x00\x0d\x00")                         # inside the header
     assert scan_keys(raw[:cut + 4], ExplicitVRLittleEndian, whole=True) is None   # ends inside an element
+    assert scan_keys(b"", ExplicitVRLittleEndian, whole=True) is None          # nothing in hand
     assert scan_keys(raw, "1.2.840.10008.1.2.1.99") is None                   # deflated
     assert scan_keys(raw, "1.2.840.10008.1.2.2") is None                      # big endian
     assert scan_keys(raw[:40] + b"\x08\x00\x20\x00UN\x00\x00\xff\xff\xff\xff", ExplicitVRLittleEndian) is None

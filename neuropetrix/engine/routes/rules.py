@@ -233,10 +233,11 @@ def compile_routes(settings: Settings) -> list[Rule]:
         except ValueError as exc:                       # TransformError is one too
             raise RouteError(f"{where}: {exc}") from None
     for peer in settings.peers:
-        try:
-            check_steps(peer.transforms, pseudonym_key(settings))
-        except TransformError as exc:
-            raise RouteError(f"peers {peer.name!r}: transforms: {exc}") from None
+        for key, steps in (("transforms", peer.transforms), ("transforms_in", peer.transforms_in)):
+            try:
+                check_steps(steps, pseudonym_key(settings))
+            except TransformError as exc:
+                raise RouteError(f"peers {peer.name!r}: {key}: {exc}") from None
     return rules
 
 
