@@ -76,6 +76,15 @@ class FileStore:
             placed = self._move(temp, final, replace)
         return placed
 
+    def sync_file(self, path: Path) -> None:
+        """Make a rewritten temporary file's data durable before it is placed."""
+        if self.fsync:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+
     def sync_dir(self, relative: str) -> None:
         """Make a placed file's name durable (after `place`, before acknowledging the instance)."""
         if self.fsync:

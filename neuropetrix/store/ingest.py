@@ -161,6 +161,7 @@ class Ingest:
         ds = dcmread(temp)
         transform(ds)
         ds.save_as(temp, enforce_file_format=True)
+        self.files.sync_file(temp)             # durable before it gets its name, as received files are
         keys, attributes = self._read(temp, b"", transfer_syntax)
         return keys, attributes, relative_path(keys.study_uid, keys.series_uid,
                                                check_uid(keys.sop_instance_uid, "SOPInstanceUID"))
