@@ -28,6 +28,7 @@ from neuropetrix.store.files import FileStore
 
 log = logging.getLogger("neuropetrix.engine")
 DELIVERY_KINDS = ("forward", "hl7", "fhir", "notify")
+IDLE_POLLS = 4      # an idle lane reads the queue every IDLE_POLLS × engine.poll_seconds
 ANALYSIS_KINDS = ("analyze",)
 
 
@@ -42,6 +43,9 @@ class Worker:
         self.warm_analysis = warm_analysis      # start the analysis process now, not at the first study
         self.node_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._stop = threading.Event()
+        # set when this process made work claimable (jobs created, a job finished that others wait
+        # for), so idle lanes need not poll the database often: they look every IDLE_POLLS × poll
+        self._work = threading.Event()
         self._threads: list[threading.Thread] = []
         self._in_hand: dict[str, int] = {}            # lane name → job id
         self._lock = threading.Lock()
@@ -77,7 +81,8 @@ class Worker:
     def _route_loop(self) -> None:
         while not self._stop.wait(self.settings.poll_seconds):
             try:
-                self.dispatcher.run_once()
+                if self.dispatcher.run_once():
+                    self._work.set()
             except Exception:
                 log.exception("routing completed studies failed; will try again")
 
@@ -99,7 +104,10 @@ class Worker:
                 log.exception("claiming a job failed; will try again")
                 job = None
             if job is None:
-                self._stop.wait(self.settings.poll_seconds)
+                # woken at once for this process's new work; jobs of other nodes and back-offs that
+                # end are found by the slower poll
+                if self._work.wait(self.settings.poll_seconds * IDLE_POLLS):
+                    self._work.clear()
                 continue
             with self._lock:
                 self._in_hand[lane] = job.id
@@ -134,11 +142,13 @@ class Worker:
             return
         if self.queue.finish(job, self.node_id, result, done_event(job.kind)):
             log.info("job %d done: %s → %s %s", job.id, job.kind, job.destination, result)
+            self._work.set()                   # jobs waiting for this one may go
         else:
             log.warning("job %d finished here but was taken by another worker meanwhile", job.id)
 
     def stop(self, grace: float = 30.0) -> None:
         self._stop.set()
+        self._work.set()
         if self.commitments is not None:
             self.commitments.stop()
         for thread in self._threads:
