@@ -9,9 +9,9 @@ from __future__ import annotations
 import errno
 import logging
 import struct
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from io import BytesIO
-from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from pydicom import dcmread
@@ -22,7 +22,7 @@ from sqlalchemy.exc import OperationalError
 
 from neuropetrix import metrics
 from neuropetrix.store.files import FileStore, InvalidUID, check_uid, relative_path
-from neuropetrix.store.header import InstanceKeys, int_value, keys_of, scan_keys
+from neuropetrix.store.header import LAST_TAG, InstanceKeys, int_value, keys_of, scan_keys
 from neuropetrix.store.index import InstanceRecord, StudyIndex
 
 log = logging.getLogger("neuropetrix.store")
@@ -35,7 +35,6 @@ CANNOT_UNDERSTAND = 0xC000          # Error: Cannot understand
 IMPLEMENTATION_VERSION = "NEUROPETRIX_01"
 # Our implementation class UID: a UUID-derived UID (PS3.5 B.2), uuid5 of the project's URL.
 IMPLEMENTATION_CLASS_UID = "2.25.121633663093412260106031864065073478959"
-LAST_INDEXED_TAG = 0x0020FFFF      # every attribute the index keeps is in groups 0008-0020
 HEAD_BYTES = 64 * 1024             # how much of each dataset the SCP keeps in memory for the header
 
 
@@ -95,7 +94,7 @@ def _header_from(head: bytes, transfer_syntax: UID) -> Dataset | None:
     stopped_at: list[int] = []
 
     def stop(tag, _vr, _length) -> bool:
-        if tag > LAST_INDEXED_TAG:
+        if tag > LAST_TAG:          # every attribute the index keeps is in groups 0008-0020
             stopped_at.append(fp.tell())
             return True
         return False
