@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import logging
 import struct
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from io import BytesIO
@@ -36,6 +37,7 @@ IMPLEMENTATION_VERSION = "NEUROPETRIX_01"
 # Our implementation class UID: a UUID-derived UID (PS3.5 B.2), uuid5 of the project's URL.
 IMPLEMENTATION_CLASS_UID = "2.25.121633663093412260106031864065073478959"
 HEAD_BYTES = 64 * 1024             # how much of each dataset the SCP keeps in memory for the header
+_LOCK_STRIPES = 64                 # instances placed at once never need more; collisions only wait
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,9 @@ class Ingest:
         self.files = files
         self.index = index
         self.inbound = dict(inbound or {})   # calling AE title → transform applied before storing
+        # One SOP Instance UID is placed and indexed by one association at a time: otherwise a second
+        # copy arriving between the first one's link and its index row would look like a leftover.
+        self._placing = [threading.Lock() for _ in range(_LOCK_STRIPES)]
 
     def _read(self, temp: Path, head: bytes, transfer_syntax: str) -> tuple[InstanceKeys, dict[str, object]]:
         """The instance's keys, from its first bytes when they suffice; and, for a series the index
@@ -215,25 +220,33 @@ class Ingest:
 
         study_uid = keys.study_uid
         size = temp.stat().st_size
+        with self._placing[hash(sop) % _LOCK_STRIPES]:
+            added = self._place_and_index(temp, rel, keys, size, transfer_syntax, calling_ae, calling_host,
+                                          attributes)
+        if not added:
+            log.info("duplicate %s from %s: already stored, kept the first", sop, calling_ae)
+            return Outcome(SUCCESS, duplicate=True, study_uid=study_uid)
+        metrics.INSTANCES_RECEIVED.inc()
+        metrics.BYTES_RECEIVED.inc(size)
+        return Outcome(SUCCESS, study_uid=study_uid)
+
+    def _place_and_index(self, temp: Path, rel: str, keys: InstanceKeys, size: int, transfer_syntax: str,
+                         calling_ae: str, calling_host: str, attributes: dict[str, object]) -> bool:
+        """Give the file its name and its index row; False (and `temp` discarded) for a duplicate.
+        Called with the instance's lock held, so a file without a row is never another association's
+        copy in flight: it is one an interrupted run placed and never indexed, and it is replaced."""
         if not self.files.place(temp, rel):
-            if self.index.contains(sop):
+            if self.index.contains(keys.sop_instance_uid):
                 self.files.discard(temp)
-                log.info("duplicate %s from %s: already stored, kept the first", sop, calling_ae)
-                return Outcome(SUCCESS, duplicate=True, study_uid=study_uid)
-            self.files.place(temp, rel, replace=True)   # a file an interrupted run placed, never indexed
+                return False
+            self.files.place(temp, rel, replace=True)
         # The data was fdatasync'd before it got its name; now the name is made durable. From here on
         # the file alone is enough to rebuild its index row (store/recovery.py), so the index commit
         # need not wait for the disk.
         self.files.sync_dir(rel)
         rec = instance_record(keys, rel, size, transfer_syntax, calling_ae, calling_host, attributes)
         try:
-            added = self.index.add(rec)
+            return self.index.add(rec)   # False: another node sharing the database indexed it first
         except Exception:
             self.files.path_of(rel).unlink(missing_ok=True)   # not indexed → not acknowledged → not kept
             raise
-        if not added:
-            log.info("duplicate %s from %s arrived concurrently, kept the first", sop, calling_ae)
-        else:
-            metrics.INSTANCES_RECEIVED.inc()
-            metrics.BYTES_RECEIVED.inc(size)
-        return Outcome(SUCCESS, duplicate=not added, study_uid=study_uid)
