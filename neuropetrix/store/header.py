@@ -178,9 +178,36 @@ def _items(data: _Dataset, tag: int, pos: int, implicit: bool) -> int:
         pos = _elements(data, pos, None, implicit) if length == _UNDEFINED else data.skip(tag, pos, length)
 
 
+_TAG_LENGTH, _EXPLICIT_SHORT, _LENGTH = struct.Struct("<HHI"), struct.Struct("<HH2sH"), struct.Struct("<I")
+
+
+def _defined_run(head: bytes, pos: int, end: int, implicit: bool) -> int:
+    """Past the top-level elements from `pos` whose header is in `head` and whose defined-length
+    value ends by `end`: the common case, walked without the general reader's calls (it runs once
+    per received instance)."""
+    limit = len(head) - 12
+    while pos <= limit:
+        if implicit:
+            group, _, length = _TAG_LENGTH.unpack_from(head, pos)
+            header = 8
+        else:
+            group, _, vr, length = _EXPLICIT_SHORT.unpack_from(head, pos)
+            header = 8
+            if vr in _LONG_VRS:
+                length, header = _LENGTH.unpack_from(head, pos + 8)[0], 12
+        if group == 0xFFFE or length == _UNDEFINED or pos + header + length > end:
+            return pos
+        pos += header + length
+    return pos
+
+
 def _elements(data: _Dataset, pos: int, end: int | None, implicit: bool) -> int:
     """Past the elements from `pos` to `end`, or (`end` None) to an item delimiter."""
     while end is None or pos < end:
+        if end is not None:
+            pos = _defined_run(data.head, pos, end, implicit)
+            if pos >= end:
+                return pos
         tag, vr, length, pos = data.element(pos, implicit)
         if end is None and tag == _ITEM_END:
             return pos

@@ -373,15 +373,16 @@ class Association:
             return
         ts = UID(syntax)
 
-        def send_pending(match: Dataset) -> None:
+        def encode(match: Dataset) -> bytes:
             fp = DicomBytesIO()
             fp.is_implicit_VR, fp.is_little_endian = ts.is_implicit_VR, ts.is_little_endian
             write_dataset(fp, match)   # in the match's own Specific Character Set
-            command = encode_response(C_FIND_RSP, abstract, message_id, PENDING, with_dataset=True)
-            self._send(pdata(context_id, command, fp.getvalue(), self.peer_max_pdu))
-
-        status, comment = answer_find(provider, identifier, self.calling_ae, send_pending,
-                                      lambda: self._cancelled(message_id))
+            return fp.getvalue()
+        pending = encode_response(C_FIND_RSP, abstract, message_id, PENDING, with_dataset=True)
+        status, comment = answer_find(
+            provider, identifier, self.calling_ae, encode,
+            lambda match: self._send(pdata(context_id, pending, match, self.peer_max_pdu)),
+            lambda: self._cancelled(message_id))
         self._respond(context_id, C_FIND_RSP, abstract, message_id, status, "", comment)
 
     def _cancelled(self, message_id: int) -> bool:
