@@ -40,6 +40,10 @@ def _dicom_bytes(ds: Dataset) -> bytes:
     return buffer.getvalue()
 
 
+def _sop_classes(datasets: list[Dataset]) -> dict[str, str]:
+    return {str(ds.SOPInstanceUID): str(ds.SOPClassUID) for ds in datasets}
+
+
 def _write_all(out_dir: Path, contents: dict[str, bytes]) -> dict[str, Path]:
     """Every file to a temporary name first, then the renames: nothing replaced unless all were written."""
     temps: dict[str, Path] = {}
@@ -78,7 +82,7 @@ def write_reports(result: AnalysisResult, pet_datasets: list[Dataset], out_dir: 
     contents = {
         "sr": _dicom_bytes(sr),
         "oru": oru_bytes(result, info, settings.mllp),
-        "fhir_bundle": bundle_json(build_bundle(result, info, settings, pdf)).encode("utf-8"),
+        "fhir_bundle": bundle_json(build_bundle(result, info, settings, _sop_classes(pet_datasets), pdf)).encode("utf-8"),
         "mip": mip,
         "report_pdf": pdf,
         "report_dcm": _dicom_bytes(encapsulated),
