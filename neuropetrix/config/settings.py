@@ -86,8 +86,13 @@ class MllpOut(HostPort):
     host: str = "127.0.0.1"
     port: Port = 2575
     version: Literal["2.3.1", "2.5", "2.5.1"] = "2.5"
-    charset: Literal["UNICODE UTF-8", "8859/9", "8859/1"] = "UNICODE UTF-8"
+    charset: Literal["UNICODE UTF-8", "8859/9", "8859/1"] = "UNICODE UTF-8"   # v2.3.1 writes UTF-8 as UNICODE
     timeout: float = Field(30.0, gt=0)
+    # MSH-3..6 (HD: namespace^universal id^type, e.g. "NEUROPETRIX^1.2.3^ISO"); null = left empty
+    sending_application: str = Field("NEUROPETRIX", min_length=1)
+    sending_facility: str | None = None
+    receiving_application: str | None = None
+    receiving_facility: str | None = None
 
 
 class MllpIn(HostPort):

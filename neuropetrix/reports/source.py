@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
@@ -43,6 +44,9 @@ class StudyInfo:
     study_datetime: datetime            # zone-aware
     study_instance_uid: str
     radiopharmaceutical: str | None
+    # The procedure the HBYS ordered, as the scanner copied it (ProcedureCodeSequence or the request's
+    # RequestedProcedureCodeSequence): echoed in OBR-4 so the result files under its order.
+    requested_procedure: Code | None = None
 
     @property
     def patient_name_display(self) -> str:
@@ -70,8 +74,29 @@ def procedure_code(info: StudyInfo) -> Code:
     return codes.SCT.PositronEmissionTomographyOfWholeBody
 
 
+def ordered_procedure(info: StudyInfo) -> Code:
+    """The Universal Service Identifier of the result (OBR-4): the ordered procedure when the images
+    carry it, else the procedure reported."""
+    return info.requested_procedure or procedure_code(info)
+
+
+def _first_code(*sequences: object) -> Code | None:
+    """The first complete code item of the given code sequences."""
+    for seq in sequences:
+        for item in seq or ():
+            value = _text(item, "CodeValue") or _text(item, "LongCodeValue")
+            scheme, meaning = _text(item, "CodingSchemeDesignator"), _text(item, "CodeMeaning")
+            if value and scheme and meaning:
+                return Code(value, scheme, meaning)
+    return None
+
+
 def _text(ds: Dataset, keyword: str) -> str | None:
+    """A text value as the sender wrote it: a backslash read as pydicom's value separator is put back
+    (an order number "A\\4" is one identifier, not two values)."""
     value = ds.get(keyword)
+    if isinstance(value, MultiValue):
+        value = "\\".join(str(v) for v in value)
     text = str(value).strip() if value is not None else ""
     return text or None
 
@@ -103,7 +128,8 @@ def study_info(result: AnalysisResult, pet_datasets: list[Dataset]) -> StudyInfo
     require(name is not None and str(name).strip("^ "), "the PET series has no PatientName")
     family, given = str(name.family_name).strip(), str(name.given_name).strip()
     if not is_valid_tckn(patient_id):
-        log.warning("PatientID %r is not a valid T.C. Kimlik No (foreign patient or newborn?)", patient_id)
+        log.warning("study %s: the PatientID is not a valid T.C. Kimlik No (foreign patient or newborn?); "
+                    "it is reported as a hospital record number", result.study_instance_uid)
     request = ds.RequestAttributesSequence[0] if ds.get("RequestAttributesSequence") else Dataset()
     rp_seq = ds.get("RadiopharmaceuticalInformationSequence")
     radiopharmaceutical = None
@@ -132,4 +158,6 @@ def study_info(result: AnalysisResult, pet_datasets: list[Dataset]) -> StudyInfo
         study_datetime=_dicom_datetime(ds),
         study_instance_uid=result.study_instance_uid,
         radiopharmaceutical=radiopharmaceutical,
+        requested_procedure=_first_code(ds.get("ProcedureCodeSequence"),
+                                        request.get("RequestedProcedureCodeSequence")),
     )
