@@ -112,6 +112,9 @@ class HbysSettings(Section):
     fhir: FhirSettings = FhirSettings()
     # No national OID/URI is published for the T.C. Kimlik No: each site names its own.
     patient_id_system: str = "urn:oid:2.16.792.1.2.1.1.5.1.1.1"   # site-configurable
+    # Patient IDs that are not a valid T.C. Kimlik No are the hospital's record numbers (FHIR type MR):
+    # the system of that namespace, never the national one.
+    patient_record_system: str = "urn:neuropetrix:patient-record-number"   # site-configurable
 
 
 class PushSettings(Section):

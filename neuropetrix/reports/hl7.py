@@ -180,6 +180,7 @@ def encode_oru(message: Message, charset: str) -> bytes:
                           "configure hbys.mllp.charset as 'UNICODE UTF-8' or '8859/9' (Latin-5)") from exc
 
 
-def oru_bytes(result: AnalysisResult, info: StudyInfo, destination: MllpOut) -> bytes:
+def oru_bytes(result: AnalysisResult, info: StudyInfo, destination: MllpOut,
+              now: datetime | None = None) -> bytes:
     """Build, validate and encode the ORU^R01 for `destination`."""
-    return encode_oru(build_oru(result, info, destination), destination.charset)
+    return encode_oru(build_oru(result, info, destination, now), destination.charset)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -105,12 +105,16 @@ def _dicom_datetime(ds: Dataset) -> datetime:
     date = _text(ds, "StudyDate") or _text(ds, "SeriesDate") or _text(ds, "AcquisitionDate")
     require(date, "the PET series has no StudyDate, SeriesDate or AcquisitionDate")
     time = (_text(ds, "StudyTime") or _text(ds, "SeriesTime") or "000000").split(".")[0].ljust(6, "0")
-    zone = _ISTANBUL
+    return datetime.strptime(date + time, "%Y%m%d%H%M%S").replace(tzinfo=site_zone(ds))
+
+
+def site_zone(ds: Dataset) -> tzinfo:
+    """The zone of the dataset's local dates and times: its TimezoneOffsetFromUTC, else UTC+3."""
     offset = _text(ds, "TimezoneOffsetFromUTC")
     if offset and len(offset) == 5 and offset[0] in "+-" and offset[1:].isdigit():
         sign = 1 if offset[0] == "+" else -1
-        zone = timezone(sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[3:])))
-    return datetime.strptime(date + time, "%Y%m%d%H%M%S").replace(tzinfo=zone)
+        return timezone(sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[3:])))
+    return _ISTANBUL
 
 
 def study_info(result: AnalysisResult, pet_datasets: list[Dataset]) -> StudyInfo:
