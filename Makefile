@@ -8,7 +8,7 @@ CONFIG  ?= config/node.yaml
 # Debian packages the tests use as real peers: dcmtk (scanner, PACS), Orthanc (PACS), dicom3tools (validator),
 # Chromium (the dashboard, headless), PostgreSQL (the store's second database), Node.js and npm (the
 # readers OHIF and FHIR/HL7 tools use, pinned in tests/package.json, read our SEG/SR/FHIR/HL7 in tests).
-DEB_PEERS := dcmtk orthanc dicom3tools chromium postgresql nodejs npm
+DEB_PEERS := dcmtk orthanc orthanc-dicomweb dicom3tools chromium postgresql nodejs npm
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test install peers bench clean
@@ -23,6 +23,7 @@ $(STAMP): pyproject.toml
 
 peers:
 	@if ! command -v storescu >/dev/null || ! command -v dciodvfy >/dev/null || ! command -v Orthanc >/dev/null \
+	      || ! test -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so \
 	      || ! command -v npm >/dev/null \
 	      || ! test -x /usr/lib/chromium/chromium || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 	  echo "installing $(DEB_PEERS) from Debian"; \
