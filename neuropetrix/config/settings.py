@@ -86,8 +86,13 @@ class MllpOut(HostPort):
     host: str = "127.0.0.1"
     port: Port = 2575
     version: Literal["2.3.1", "2.5", "2.5.1"] = "2.5"
-    charset: Literal["UNICODE UTF-8", "8859/9", "8859/1"] = "UNICODE UTF-8"
+    charset: Literal["UNICODE UTF-8", "8859/9", "8859/1"] = "UNICODE UTF-8"   # v2.3.1 writes UTF-8 as UNICODE
     timeout: float = Field(30.0, gt=0)
+    # MSH-3..6 (HD: namespace^universal id^type, e.g. "NEUROPETRIX^1.2.3^ISO"); null = left empty
+    sending_application: str = Field("NEUROPETRIX", min_length=1)
+    sending_facility: str | None = None
+    receiving_application: str | None = None
+    receiving_facility: str | None = None
 
 
 class MllpIn(HostPort):
@@ -107,6 +112,9 @@ class HbysSettings(Section):
     fhir: FhirSettings = FhirSettings()
     # No national OID/URI is published for the T.C. Kimlik No: each site names its own.
     patient_id_system: str = "urn:oid:2.16.792.1.2.1.1.5.1.1.1"   # site-configurable
+    # Patient IDs that are not a valid T.C. Kimlik No are the hospital's record numbers (FHIR type MR):
+    # the system of that namespace, never the national one.
+    patient_record_system: str = "urn:neuropetrix:patient-record-number"   # site-configurable
 
 
 class PushSettings(Section):

@@ -2,7 +2,8 @@
 
 highdicom 0.28 has no Encapsulated PDF class, so the IOD (PS3.3 A.45.1) is assembled with pydicom:
 Patient and General Study copied from the PET, Encapsulated Document Series (modality DOC), General and SC
-Equipment, Encapsulated Document and SOP Common. Its UIDs derive from the analysis like the SEG's and SR's.
+Equipment, Encapsulated Document and SOP Common. Its UIDs derive from the analysis like the SEG's and SR's;
+its creation time and character set follow the SEG's and SR's rule (`stamp`).
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 from neuropetrix.analysis.results import AnalysisResult
 from neuropetrix.reports.errors import require
 from neuropetrix.reports.seg import MANUFACTURER, software_version
+from neuropetrix.reports.source import site_zone
+from neuropetrix.reports.stamp import settle_charset, stamp_created
 from neuropetrix.reports.uids import derived_uid
 
 ENCAPSULATED_PDF_STORAGE = "1.2.840.10008.5.1.4.1.1.104.1"
@@ -33,7 +36,8 @@ def build_encapsulated_pdf(result: AnalysisResult, source: Dataset, pdf: bytes,
     require(pdf.startswith(b"%PDF-"), "the report is not a PDF document")
     require(source.get("StudyInstanceUID") == result.study_instance_uid,
             "the source dataset is not from the analysed study")
-    now = now or datetime.now()
+    zone = site_zone(source)
+    now = (now or datetime.now(zone)).astimezone(zone)
     sop_instance_uid = derived_uid(result, "pdf", "instance")
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ENCAPSULATED_PDF_STORAGE
@@ -41,11 +45,8 @@ def build_encapsulated_pdf(result: AnalysisResult, source: Dataset, pdf: bytes,
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SpecificCharacterSet = "ISO_IR 192"
     ds.SOPClassUID = ENCAPSULATED_PDF_STORAGE
     ds.SOPInstanceUID = sop_instance_uid
-    ds.InstanceCreationDate = now.strftime("%Y%m%d")
-    ds.InstanceCreationTime = now.strftime("%H%M%S")
     for keyword in _TYPE2:
         setattr(ds, keyword, None)
     for keyword in _COPIED:
@@ -75,4 +76,6 @@ def build_encapsulated_pdf(result: AnalysisResult, source: Dataset, pdf: bytes,
     ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
     ds.EncapsulatedDocument = pdf + (b"\0" if len(pdf) % 2 else b"")
     ds.EncapsulatedDocumentLength = len(pdf)
+    stamp_created(ds, zone, now)
+    settle_charset(ds, source.get("SpecificCharacterSet"))
     return ds

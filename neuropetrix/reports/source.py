@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
@@ -43,6 +44,9 @@ class StudyInfo:
     study_datetime: datetime            # zone-aware
     study_instance_uid: str
     radiopharmaceutical: str | None
+    # The procedure the HBYS ordered, as the scanner copied it (ProcedureCodeSequence or the request's
+    # RequestedProcedureCodeSequence): echoed in OBR-4 so the result files under its order.
+    requested_procedure: Code | None = None
 
     @property
     def patient_name_display(self) -> str:
@@ -70,8 +74,29 @@ def procedure_code(info: StudyInfo) -> Code:
     return codes.SCT.PositronEmissionTomographyOfWholeBody
 
 
+def ordered_procedure(info: StudyInfo) -> Code:
+    """The Universal Service Identifier of the result (OBR-4): the ordered procedure when the images
+    carry it, else the procedure reported."""
+    return info.requested_procedure or procedure_code(info)
+
+
+def _first_code(*sequences: object) -> Code | None:
+    """The first complete code item of the given code sequences."""
+    for seq in sequences:
+        for item in seq or ():
+            value = _text(item, "CodeValue") or _text(item, "LongCodeValue")
+            scheme, meaning = _text(item, "CodingSchemeDesignator"), _text(item, "CodeMeaning")
+            if value and scheme and meaning:
+                return Code(value, scheme, meaning)
+    return None
+
+
 def _text(ds: Dataset, keyword: str) -> str | None:
+    """A text value as the sender wrote it: a backslash read as pydicom's value separator is put back
+    (an order number "A\\4" is one identifier, not two values)."""
     value = ds.get(keyword)
+    if isinstance(value, MultiValue):
+        value = "\\".join(str(v) for v in value)
     text = str(value).strip() if value is not None else ""
     return text or None
 
@@ -80,12 +105,16 @@ def _dicom_datetime(ds: Dataset) -> datetime:
     date = _text(ds, "StudyDate") or _text(ds, "SeriesDate") or _text(ds, "AcquisitionDate")
     require(date, "the PET series has no StudyDate, SeriesDate or AcquisitionDate")
     time = (_text(ds, "StudyTime") or _text(ds, "SeriesTime") or "000000").split(".")[0].ljust(6, "0")
-    zone = _ISTANBUL
+    return datetime.strptime(date + time, "%Y%m%d%H%M%S").replace(tzinfo=site_zone(ds))
+
+
+def site_zone(ds: Dataset) -> tzinfo:
+    """The zone of the dataset's local dates and times: its TimezoneOffsetFromUTC, else UTC+3."""
     offset = _text(ds, "TimezoneOffsetFromUTC")
     if offset and len(offset) == 5 and offset[0] in "+-" and offset[1:].isdigit():
         sign = 1 if offset[0] == "+" else -1
-        zone = timezone(sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[3:])))
-    return datetime.strptime(date + time, "%Y%m%d%H%M%S").replace(tzinfo=zone)
+        return timezone(sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[3:])))
+    return _ISTANBUL
 
 
 def study_info(result: AnalysisResult, pet_datasets: list[Dataset]) -> StudyInfo:
@@ -103,7 +132,8 @@ def study_info(result: AnalysisResult, pet_datasets: list[Dataset]) -> StudyInfo
     require(name is not None and str(name).strip("^ "), "the PET series has no PatientName")
     family, given = str(name.family_name).strip(), str(name.given_name).strip()
     if not is_valid_tckn(patient_id):
-        log.warning("PatientID %r is not a valid T.C. Kimlik No (foreign patient or newborn?)", patient_id)
+        log.warning("study %s: the PatientID is not a valid T.C. Kimlik No (foreign patient or newborn?); "
+                    "it is reported as a hospital record number", result.study_instance_uid)
     request = ds.RequestAttributesSequence[0] if ds.get("RequestAttributesSequence") else Dataset()
     rp_seq = ds.get("RadiopharmaceuticalInformationSequence")
     radiopharmaceutical = None
@@ -132,4 +162,6 @@ def study_info(result: AnalysisResult, pet_datasets: list[Dataset]) -> StudyInfo
         study_datetime=_dicom_datetime(ds),
         study_instance_uid=result.study_instance_uid,
         radiopharmaceutical=radiopharmaceutical,
+        requested_procedure=_first_code(ds.get("ProcedureCodeSequence"),
+                                        request.get("RequestedProcedureCodeSequence")),
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import os
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 from pydicom.dataset import Dataset
@@ -71,18 +72,21 @@ def write_reports(result: AnalysisResult, pet_datasets: list[Dataset], out_dir: 
     """
     measures(result)
     info = study_info(result, pet_datasets)
-    seg = build_seg(result, pet_datasets) if result.lesions else None
-    sr = build_sr(result, pet_datasets, info, seg)
+    now = datetime.now(info.study_datetime.tzinfo)        # one creation time for every object
+    seg = build_seg(result, pet_datasets, now) if result.lesions else None
+    sr = build_sr(result, pet_datasets, info, seg, now)
     volume = suv_volume(result)
     hottest = sorted(result.lesions, key=lambda les: les.suv_max, reverse=True)[:MAX_KEY_IMAGES]
     mip = mip_png(result, volume)
     pdf = build_pdf(result, info, mip, {les.label: axial_png(result, volume, les) for les in hottest},
                     sr_uid=str(sr.SOPInstanceUID), seg_uid=None if seg is None else str(seg.SOPInstanceUID))
-    encapsulated = build_encapsulated_pdf(result, pet_datasets[0], pdf, [sr] + ([seg] if seg is not None else []))
+    encapsulated = build_encapsulated_pdf(result, pet_datasets[0], pdf, [sr] + ([seg] if seg is not None else []),
+                                          now)
     contents = {
         "sr": _dicom_bytes(sr),
-        "oru": oru_bytes(result, info, settings.mllp),
-        "fhir_bundle": bundle_json(build_bundle(result, info, settings, _sop_classes(pet_datasets), pdf)).encode("utf-8"),
+        "oru": oru_bytes(result, info, settings.mllp, now),
+        "fhir_bundle": bundle_json(build_bundle(result, info, settings, _sop_classes(pet_datasets), pdf,
+                                                now)).encode("utf-8"),
         "mip": mip,
         "report_pdf": pdf,
         "report_dcm": _dicom_bytes(encapsulated),

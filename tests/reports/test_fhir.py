@@ -10,8 +10,10 @@ import base64
 import dataclasses
 import gzip
 import json
+import re
 from functools import cache
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import jsonschema
 import pytest
@@ -31,6 +33,18 @@ def _validator() -> jsonschema.protocols.Validator:
     schema = json.loads(gzip.decompress(SCHEMA.read_bytes()))
     assert schema["id"] == "http://hl7.org/fhir/json-schema/4.0"
     return jsonschema.validators.validator_for(schema)(schema)
+
+
+def identifier_of_query(query: str) -> tuple[str, str]:
+    """(system, value) of `identifier=system|value` as a server reads it: the query decoded first (one
+    parameter, nothing stray), then the token split at its unescaped `|` and FHIR-unescaped."""
+    params = parse_qsl(query, keep_blank_values=True, strict_parsing=True)
+    assert [name for name, _ in params] == ["identifier"], f"{query!r} decodes to {params}"
+    token = params[0][1]
+    parts = re.split(r"(?<!\\)\|", token)
+    assert len(parts) == 2, f"{token!r} is not one system|value"
+    system, value = (re.sub(r"\\(.)", r"\1", part) for part in parts)
+    return system, value
 
 
 def _schema_errors(document: dict) -> list[str]:
@@ -81,7 +95,7 @@ def test_bundle_content_matches_the_analysis(result, document, pet_study):
     assert p["identifier"][0] == {"type": p["identifier"][0]["type"], "system": HbysSettings().patient_id_system,
                                   "value": "10000000146"}
     assert p["name"][0]["family"] == "YILMAZ" and p["name"][0]["given"] == ["AYŞE"]
-    assert patient["request"]["ifNoneExist"].endswith("|10000000146")
+    assert identifier_of_query(patient["request"]["ifNoneExist"]) == (HbysSettings().patient_id_system, "10000000146")
     s = study["resource"]
     assert {"system": "urn:dicom:uid", "value": f"urn:oid:{result.study_instance_uid}"} in s["identifier"]
     assert s["series"][0]["uid"] == result.pet_series_instance_uid
@@ -100,14 +114,16 @@ def test_bundle_content_matches_the_analysis(result, document, pet_study):
     for obs in observations:
         m = expected[obs["identifier"][0]["value"].split("/", 1)[1]]     # "<report uid>/<observation id>"
         q = obs["valueQuantity"]
-        assert q["value"] == pytest.approx(m.value) and q["code"] == m.unit.value
+        assert q["value"] == pytest.approx(m.value, rel=1e-5) and q["code"] == m.unit.value
         assert q["system"] == "http://unitsofmeasure.org"
-        assert obs["code"]["coding"][0]["code"] == m.concept.value
+        assert obs["code"]["coding"][0]["code"] == m.code.value                # the measure's own code
+        assert obs["code"]["coding"][1]["code"] == m.concept.value             # the DICOM concept
         assert obs["subject"]["reference"] == patient["fullUrl"]
         assert obs["derivedFrom"] == [{"reference": study["fullUrl"]}]
-    suvmax = [o for o in observations if o["code"]["coding"][0]["code"] == "126401"
+    suvmax = [o for o in observations if o["code"]["coding"][1]["code"] == "126401"
               and o.get("method", {}).get("coding", [{}])[0].get("code") == "56851009" and "focus" in o]
-    assert sorted(o["valueQuantity"]["value"] for o in suvmax) == sorted(les.suv_max for les in result.lesions)
+    assert sorted(o["valueQuantity"]["value"] for o in suvmax) == \
+        pytest.approx(sorted(les.suv_max for les in result.lesions), rel=1e-5)
     assert {o["valueQuantity"]["code"] for o in suvmax} == {"g/ml{SUVbw}"}
 
 
