@@ -140,6 +140,7 @@ class AnalysisSettings(Section):
     radiomics_bin_width: float = Field(0.25, gt=0)                # SUV units per grey level (IBSI fixed bin width)
     seed_threshold: float = Field(2.5, gt=0)      # percent_max: SUV that makes a region a lesion candidate
     liver_center_mm: tuple[float, float, float] | None = None    # PERCIST sphere centre (LPS mm); None = auto
+    exclude_physiological: bool = True            # tracer's normal uptake (brain, bladder, …) is not a lesion
 
     @model_validator(mode="after")
     def _consistent(self) -> "AnalysisSettings":

@@ -95,7 +95,7 @@ def analyze_folder(study_dir: Path, out_dir: Path, settings: AnalysisSettings,
     """
     resolved = resolve_device(device or settings.device)
     t0 = time.perf_counter()
-    pet, ct = load_study(Path(study_dir), need_ct_pixels=settings.method == "model")
+    pet, ct = load_study(Path(study_dir), need_ct_pixels=settings.method == "model" or settings.exclude_physiological)
     timings = {"read": time.perf_counter() - t0}
     result = analyze_volumes(pet, ct, settings, resolved, timings)
     analysis = OfflineAnalysis(result=result, pet=pet, ct=ct, out_dir=Path(out_dir), hbys=hbys or HbysSettings())
