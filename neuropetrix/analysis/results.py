@@ -15,7 +15,7 @@ import numpy as np
 class SuvInputs:
     """Every input that turned stored pixel values into SUV, so a physicist can check the arithmetic."""
 
-    suv_type: str                      # "bw" | "lbm_james" | "lbm_janmahasatian" | "bsa"
+    suv_type: str                      # "bw" | "lbm_james" | "lbm_janmahasatian" | "bsa" | "ibw"
     units: str                         # Units (0054,1001): BQML, CNTS, GML, CM2ML
     decay_correction: str              # DecayCorrection (0054,1102): START, ADMIN, NONE
     radionuclide: str | None           # e.g. "^18^Fluorine" or the code meaning
@@ -30,6 +30,7 @@ class SuvInputs:
     scale_factor: float | None         # factor from the stored unit to SUV (g/ml), when one factor applies
     vendor: str | None
     notes: tuple[str, ...] = ()        # repairs and warnings applied (e.g. "dose recorded in MBq")
+    stored_suv_type: str | None = None  # SUV Type (0054,1006) of an image stored as SUV (GML/CM2ML)
 
 
 @dataclass(frozen=True)

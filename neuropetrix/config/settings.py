@@ -132,7 +132,7 @@ class ApiSettings(Section):
 class AnalysisSettings(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     model: Path | None = None                     # site-supplied MONAI weights
-    suv_type: Literal["bw", "lbm_james", "lbm_janmahasatian", "bsa"] = "bw"
+    suv_type: Literal["bw", "lbm_james", "lbm_janmahasatian", "bsa", "ibw"] = "bw"
     method: Literal["fixed", "percent_max", "percist", "model"] = "fixed"
     threshold: float = Field(4.0, gt=0)           # SUV for fixed, fraction of SUVmax for percent_max
     min_volume_ml: float = Field(0.5, ge=0)
