@@ -178,4 +178,5 @@ def analyze_volumes(pet: Volume, ct: Volume | None, settings: AnalysisSettings, 
         suv=inputs, segmentation=seg, lesions=lesions, label_map=labels,
         voxel_spacing_mm=pet.spacing, liver=liver, device=device, software_version=software_version(),
         timings_s=timings, pet_frame_numbers=pet.frame_numbers, suv_volume=suv, physiological=regions,
-        physiology=physiology_summary, physiological_map=regions_map, references=references)
+        physiology=physiology_summary, physiological_map=regions_map, references=references,
+        patient_axes=tuple(tuple(float(v) for v in axis) for axis in pet.axes))

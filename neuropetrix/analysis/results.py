@@ -148,6 +148,9 @@ class AnalysisResult:
     # Region i of `physiological` is value i + 1 here (shaped like label_map), for the pictures.
     physiological_map: np.ndarray | None = None
     references: dict[str, Reference] = field(default_factory=dict)
+    # Direction (LPS unit vector) in which each array axis (slice, row, column) runs; None: the usual
+    # axial stack, slices inferior → superior, rows anterior → posterior, columns right → left.
+    patient_axes: tuple[tuple[float, float, float], ...] | None = None
 
     @property
     def suv_max(self) -> float | None:
