@@ -140,7 +140,7 @@ class ApiSettings(Section):
 class AnalysisSettings(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     model: Path | None = None                     # site-supplied MONAI weights
-    suv_type: Literal["bw", "lbm_james", "lbm_janmahasatian", "bsa"] = "bw"
+    suv_type: Literal["bw", "lbm_james", "lbm_janmahasatian", "bsa", "ibw"] = "bw"
     method: Literal["fixed", "percent_max", "percist", "model"] = "fixed"
     threshold: float = Field(4.0, gt=0)           # SUV for fixed, fraction of SUVmax for percent_max
     min_volume_ml: float = Field(0.5, ge=0)
@@ -148,6 +148,7 @@ class AnalysisSettings(Section):
     radiomics_bin_width: float = Field(0.25, gt=0)                # SUV units per grey level (IBSI fixed bin width)
     seed_threshold: float = Field(2.5, gt=0)      # percent_max: SUV that makes a region a lesion candidate
     liver_center_mm: tuple[float, float, float] | None = None    # PERCIST sphere centre (LPS mm); None = auto
+    exclude_physiological: bool = True            # tracer's normal uptake (brain, bladder, …) is not a lesion
 
     @model_validator(mode="after")
     def _consistent(self) -> "AnalysisSettings":

@@ -2,6 +2,7 @@
 notify. Failures come back as JobFailure (permanent or not); the queue decides when to try again."""
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import threading
@@ -34,6 +35,7 @@ from neuropetrix.store.files import FileStore, check_uid
 
 log = logging.getLogger("neuropetrix.engine")
 AWAITING_COMMITMENT = "commitment_transaction"    # in a result: stored, the PACS's answer still to come
+_REFUSABLE = {"oru": HL7_FILE, "fhir_bundle": FHIR_FILE}   # analysis.json deliveries_refused kind → file
 
 
 def done_event(kind: str) -> EventKind | None:
@@ -99,8 +101,20 @@ class JobRunner:
     def _result_file(self, job: Claimed, name: str) -> Path:
         path = self.results.file(job.study_uid, name)
         if not path.is_file():
+            refused = self._refusal(job, name)
+            if refused:          # the analysis could not make it (no accession): retrying cannot help
+                raise JobFailure(f"no {name} for study {job.study_uid}: {refused}", permanent=True)
             raise JobFailure(f"no {name} in the results of study {job.study_uid} (analysis not run?)")
         return path
+
+    def _refusal(self, job: Claimed, name: str) -> str | None:
+        """Why the analysis did not make `name`, as it wrote in analysis.json's deliveries_refused."""
+        try:
+            document = json.loads(self.results.file(job.study_uid, ANALYSIS_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        refused = document.get("deliveries_refused") or {}
+        return next((reason for kind, reason in refused.items() if _REFUSABLE.get(kind) == name), None)
 
     def _forward(self, job: Claimed, waiting: Callable[[dict], bool] | None) -> dict:
         try:

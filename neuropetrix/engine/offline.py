@@ -7,6 +7,7 @@ FHIR, MIP, PDF) is one more step in `write_outputs` that reads that object and a
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,9 @@ from neuropetrix.analysis.pipeline import analyze_volumes
 from neuropetrix.analysis.results import AnalysisResult
 from neuropetrix.analysis.volumes import Volume, choose_ct, choose_pet, load_volume, read_folder
 from neuropetrix.config.settings import AnalysisSettings, HbysSettings
-from neuropetrix.reports.writer import write_reports
+from neuropetrix.reports.writer import delivery_refusals, write_reports
+
+log = logging.getLogger("neuropetrix.analysis")
 
 
 @dataclass
@@ -37,6 +40,7 @@ class OfflineAnalysis:
     out_dir: Path
     files: dict[str, Path] = field(default_factory=dict)
     hbys: HbysSettings = field(default_factory=HbysSettings)   # HL7 version/charset, patient id system
+    refused: dict[str, str] = field(default_factory=dict)       # report kind → why it was not made
 
     @property
     def pet_datasets(self) -> list[Dataset]:
@@ -67,8 +71,11 @@ def load_study(study_dir: Path, need_ct_pixels: bool) -> tuple[Volume, Volume | 
 
 
 def write_analysis_json(analysis: OfflineAnalysis) -> Path:
+    """The analysis, and under `deliveries_refused` the report files that could not be made and why
+    (the engine parks those deliveries with that reason)."""
     path = analysis.out_dir / "analysis.json"
-    path.write_text(json.dumps(analysis.result.to_json(), indent=2, ensure_ascii=False), encoding="utf-8")
+    document = {**analysis.result.to_json(), "deliveries_refused": analysis.refused}
+    path.write_text(json.dumps(document, indent=2, ensure_ascii=False), encoding="utf-8")
     return path
 
 
@@ -80,6 +87,9 @@ def write_outputs(analysis: OfflineAnalysis) -> None:
     """
     t0 = time.perf_counter()
     analysis.out_dir.mkdir(parents=True, exist_ok=True)
+    analysis.refused = delivery_refusals(analysis.pet_datasets)
+    for kind, reason in analysis.refused.items():
+        log.warning("study %s: no %s: %s", analysis.result.study_instance_uid, kind, reason)
     analysis.files["analysis.json"] = write_analysis_json(analysis)
     analysis.files.update({p.name: p for p in write_reports(analysis.result, analysis.pet_datasets,
                                                             analysis.out_dir, analysis.hbys).values()})
@@ -87,17 +97,24 @@ def write_outputs(analysis: OfflineAnalysis) -> None:
 
 
 def analyze_folder(study_dir: Path, out_dir: Path, settings: AnalysisSettings,
-                   device: str | None = None, hbys: HbysSettings | None = None) -> OfflineAnalysis:
+                   device: str | None = None, hbys: HbysSettings | None = None,
+                   organ_labels: Path | None = None, organ_source: str | None = None) -> OfflineAnalysis:
     """Analyse the PET/CT study in `study_dir` and write the results into `out_dir`.
 
-    `device` ("cpu", "cuda", "auto") overrides `settings.device`. Raises `AnalysisError` (with
-    `InputRefused` for SUV inputs) with a one-line message when the study cannot be analysed.
+    `device` ("cpu", "cuda", "auto") overrides `settings.device`. `organ_labels` is a site segmentation
+    model's output for this study (a folder of organ masks or a multi-label map, see
+    `analysis.organlabels`), named `organ_source` (e.g. "TotalSegmentator"). Raises `AnalysisError`
+    (with `InputRefused` for SUV inputs) with a one-line message when the study cannot be analysed.
     """
+    from neuropetrix.analysis.organlabels import read_organ_masks
+
     resolved = resolve_device(device or settings.device)
     t0 = time.perf_counter()
-    pet, ct = load_study(Path(study_dir), need_ct_pixels=settings.method == "model")
+    pet, ct = load_study(Path(study_dir), need_ct_pixels=settings.method == "model" or settings.exclude_physiological)
+    organs = read_organ_masks(organ_labels, pet) if organ_labels is not None else None
     timings = {"read": time.perf_counter() - t0}
-    result = analyze_volumes(pet, ct, settings, resolved, timings)
+    result = analyze_volumes(pet, ct, settings, resolved, timings, organs, organ_source or (
+        None if organ_labels is None else Path(organ_labels).name))
     analysis = OfflineAnalysis(result=result, pet=pet, ct=ct, out_dir=Path(out_dir), hbys=hbys or HbysSettings())
     write_outputs(analysis)
     return analysis

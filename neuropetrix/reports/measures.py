@@ -37,6 +37,8 @@ _SUV = {
                           Code("g/ml{SUVlbm(Janma)}", UCUM, "Standardized Uptake Value lean body mass (Janma)")),
     "bsa": (Code("126403", "DCM", "SUVbsa"),
             Code("cm2/ml{SUVbsa}", UCUM, "Standardized Uptake Value body surface area")),
+    "ibw": (Code("126404", "DCM", "SUVibw"),
+            Code("g/ml{SUVibw}", UCUM, "Standardized Uptake Value ideal body weight")),
 }
 
 MAXIMUM = Code("56851009", "SCT", "Maximum")

@@ -117,8 +117,12 @@ def site_zone(ds: Dataset) -> tzinfo:
     return _ISTANBUL
 
 
-def study_info(result: AnalysisResult, pet_datasets: list[Dataset]) -> StudyInfo:
-    """Read the patient and order from the first PET instance; refuse when identity is missing."""
+def study_info(result: AnalysisResult, pet_datasets: list[Dataset], require_accession: bool = True) -> StudyInfo:
+    """Read the patient and order from the first PET instance; refuse when identity is missing.
+
+    `require_accession=False` for the objects that do not file a result against an order (SEG, SR, PDF):
+    the accession number is then "" when the study has none.
+    """
     require(pet_datasets, "no PET datasets were given")
     ds = pet_datasets[0]
     require(ds.get("StudyInstanceUID") == result.study_instance_uid,
@@ -127,7 +131,7 @@ def study_info(result: AnalysisResult, pet_datasets: list[Dataset]) -> StudyInfo
     patient_id = _text(ds, "PatientID")
     require(patient_id, "the PET series has no PatientID")
     accession = _text(ds, "AccessionNumber")
-    require(accession, "the PET series has no AccessionNumber: the order cannot be identified")
+    require(accession or not require_accession, "the PET series has no AccessionNumber: the order cannot be identified")
     name = ds.get("PatientName")
     require(name is not None and str(name).strip("^ "), "the PET series has no PatientName")
     family, given = str(name.family_name).strip(), str(name.given_name).strip()
@@ -149,7 +153,7 @@ def study_info(result: AnalysisResult, pet_datasets: list[Dataset]) -> StudyInfo
         patient_given_name=given,
         patient_birth_date=_text(ds, "PatientBirthDate"),
         patient_sex=sex if sex in ("M", "F", "O") else None,
-        accession_number=accession,
+        accession_number=accession or "",
         placer_order_number=_text(ds, "PlacerOrderNumberImagingServiceRequest")
         or _text(request, "PlacerOrderNumberImagingServiceRequest"),
         filler_order_number=_text(ds, "FillerOrderNumberImagingServiceRequest")

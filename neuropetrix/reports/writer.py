@@ -7,7 +7,9 @@ a full disk) leaves the folder as it was. The renames themselves are one per fil
 them can leave new files beside older ones; where the set must change in one step (the engine), the
 caller writes into a fresh folder and publishes that folder with one rename (engine/results.py).
 Without lesions there is no SEG (a SEG needs a segment): the other objects report the negative study
-and a seg.dcm left from an earlier run of the same analysis is removed.
+and a seg.dcm left from an earlier run of the same analysis is removed. Without an AccessionNumber
+(a phantom, a QC scan, an import) the HL7 ORU and the FHIR bundle, which file a result against an
+order, are not made (`delivery_refusals` says why); everything else is.
 """
 from __future__ import annotations
 
@@ -63,6 +65,18 @@ def _write_all(out_dir: Path, contents: dict[str, bytes]) -> dict[str, Path]:
     return written
 
 
+NO_ACCESSION = ("the PET series has no AccessionNumber (0008,0050): the HBYS cannot file the result against an "
+                "order; give the study its order's accession number (e.g. by a coercion transform or a re-send "
+                "from the modality) and analyse it again")
+
+
+def delivery_refusals(pet_datasets: list[Dataset]) -> dict[str, str]:
+    """{kind: reason} for the report files that cannot be made for this study (HL7 and FHIR need an order)."""
+    if pet_datasets and str(pet_datasets[0].get("AccessionNumber", "") or "").strip():
+        return {}
+    return {"oru": NO_ACCESSION, "fhir_bundle": NO_ACCESSION}
+
+
 def write_reports(result: AnalysisResult, pet_datasets: list[Dataset], out_dir: Path,
                   settings: HbysSettings) -> dict[str, Path]:
     """Write every report of `result` into `out_dir`; returns {kind: path} for what was written.
@@ -71,7 +85,8 @@ def write_reports(result: AnalysisResult, pet_datasets: list[Dataset], out_dir: 
     every k of an Enhanced PET). Raises ReportError, having written nothing, when an object cannot be made.
     """
     measures(result)
-    info = study_info(result, pet_datasets)
+    refused = delivery_refusals(pet_datasets)
+    info = study_info(result, pet_datasets, require_accession=not refused)
     now = datetime.now(info.study_datetime.tzinfo)        # one creation time for every object
     seg = build_seg(result, pet_datasets, now) if result.lesions else None
     sr = build_sr(result, pet_datasets, info, seg, now)
@@ -82,19 +97,16 @@ def write_reports(result: AnalysisResult, pet_datasets: list[Dataset], out_dir: 
                     sr_uid=str(sr.SOPInstanceUID), seg_uid=None if seg is None else str(seg.SOPInstanceUID))
     encapsulated = build_encapsulated_pdf(result, pet_datasets[0], pdf, [sr] + ([seg] if seg is not None else []),
                                           now)
-    contents = {
-        "sr": _dicom_bytes(sr),
-        "oru": oru_bytes(result, info, settings.mllp, now),
-        "fhir_bundle": bundle_json(build_bundle(result, info, settings, _sop_classes(pet_datasets), pdf,
-                                                now)).encode("utf-8"),
-        "mip": mip,
-        "report_pdf": pdf,
-        "report_dcm": _dicom_bytes(encapsulated),
-    }
+    contents = {"sr": _dicom_bytes(sr), "mip": mip, "report_pdf": pdf, "report_dcm": _dicom_bytes(encapsulated)}
+    if "oru" not in refused:
+        contents["oru"] = oru_bytes(result, info, settings.mllp, now)
+    if "fhir_bundle" not in refused:
+        contents["fhir_bundle"] = bundle_json(build_bundle(result, info, settings, _sop_classes(pet_datasets), pdf,
+                                                           now)).encode("utf-8")
     if seg is not None:
         contents["seg"] = _dicom_bytes(seg)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = _write_all(out_dir, contents)
-    if seg is None:
-        (out_dir / FILES["seg"]).unlink(missing_ok=True)
+    for kind in [*refused, *([] if seg is not None else ["seg"])]:
+        (out_dir / FILES[kind]).unlink(missing_ok=True)       # left from an earlier run
     return written

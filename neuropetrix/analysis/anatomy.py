@@ -1,0 +1,166 @@
+"""Where the organs are, from the CT on the PET's frame of reference (or from the PET alone).
+
+Everything is computed on the PET grid from the CT resampled onto it, smoothed over 3×3×3 voxels so
+that CT noise does not decide a voxel's tissue. The masks and landmarks are what the physiological-
+uptake rules and the reference regions rely on:
+
+- body: CT above −400 HU (or PET above 10 % of its 95th percentile), the largest component;
+- lungs: air density (below −500 HU) inside the body; their top, their base, and the right lung's base;
+- bone: above 250 HU; the spine's centre (x, y) is the median centre of the bone in the body's middle
+  third of width and posterior half, slice by slice;
+- intracranial: what the bone encloses in an axial slice (area ≥ 15 cm²) above the lungs' top — the
+  skull around the brain; never computed below the lungs, where the pelvic ring also encloses soft tissue;
+- urine: water density (−15…20 HU) inside the body below the lungs: the bladder and collecting system;
+- soft tissue: 20…90 HU (blood, liver, muscle without contrast); also without the 3×3×3 smoothing, for
+  structures of a few voxels across (the aorta in its fat).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from neuropetrix.analysis.volumes import Volume
+
+BONE_HU, LUNG_HU, BODY_HU = 250.0, -500.0, -400.0
+URINE_HU = (-15.0, 20.0)
+SOFT_HU = (20.0, 90.0)
+_SKULL_CAVITY_MM2 = 1500.0
+
+
+def coordinate(geometry: Volume, shape: tuple[int, ...], dim: int) -> np.ndarray:
+    """Patient coordinate `dim` (0 x, 1 y, 2 z; LPS mm) of every voxel, broadcast from three 1-D ramps."""
+    steps = geometry.axes[:, dim] * np.asarray(geometry.spacing)
+    return (geometry.origin[dim] + np.arange(shape[0])[:, None, None] * steps[0]
+            + np.arange(shape[1])[None, :, None] * steps[1] + np.arange(shape[2])[None, None, :] * steps[2])
+
+
+def _largest(mask: np.ndarray) -> np.ndarray:
+    labels, n = ndimage.label(mask)
+    if n == 0:
+        return mask
+    counts = np.bincount(labels.ravel())
+    counts[0] = 0
+    return labels == int(np.argmax(counts))
+
+
+@dataclass
+class Anatomy:
+    """Masks on the PET grid and landmarks in patient coordinates (mm), with what they came from."""
+
+    source: str                                  # "ct" or "pet"
+    body: np.ndarray
+    z_mm: np.ndarray                             # (slices,) z of each PET slice
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
+    hu: np.ndarray | None = None                 # smoothed CT on the PET grid
+    spine_xy_mm: tuple[float, float] | None = None
+    body_center_xy_mm: tuple[float, float] = (0.0, 0.0)
+    lung_top_mm: float | None = None
+    lung_base_mm: float | None = None
+    right_lung_base_mm: float | None = None
+    lung_x_mm: np.ndarray | None = None          # (slices, 2): mean x of the right and left lung (nan: none)
+    body_top_mm: float = 0.0
+    body_bottom_mm: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def _center_xy(geometry: Volume, mask: np.ndarray) -> tuple[float, float]:
+    centre = geometry.index_to_mm(np.array(ndimage.center_of_mass(mask)))
+    return float(centre[0]), float(centre[1])
+
+
+def _extent_z(z: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    present = z[mask.any(axis=(1, 2))]
+    return float(present.min()), float(present.max())
+
+
+def from_pet(suv: np.ndarray, geometry: Volume) -> Anatomy:
+    """Body and its extent from the PET alone (no CT on the frame of reference)."""
+    smooth = ndimage.uniform_filter(suv, 3, mode="nearest")
+    positive = smooth[smooth > 0]
+    level = 0.1 * float(np.percentile(positive, 95)) if positive.size else np.inf
+    body = _largest(smooth > level)
+    z = coordinate(geometry, (suv.shape[0], 1, 1), 2)[:, 0, 0]
+    anatomy = Anatomy("pet", body, z)
+    if body.any():
+        anatomy.body_center_xy_mm = _center_xy(geometry, body)
+        anatomy.body_bottom_mm, anatomy.body_top_mm = _extent_z(z, body)
+    anatomy.notes.append("no CT on the PET's frame of reference: organs located from the PET alone")
+    return anatomy
+
+
+def _mean_x_by_slice(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    counts = mask.sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, (x * mask).sum(axis=(1, 2)) / counts, np.nan)
+
+
+_IN_PLANE = np.zeros((3, 3, 3), dtype=bool)
+_IN_PLANE[1] = ndimage.generate_binary_structure(2, 1)
+
+
+def _slice_fill(mask: np.ndarray) -> np.ndarray:
+    """Holes filled slice by slice (what a ring encloses in an axial plane)."""
+    padded = np.pad(mask, ((1, 1), (0, 0), (0, 0)))
+    return ndimage.binary_fill_holes(padded, structure=_IN_PLANE)[1:-1]
+
+
+def _spine(geometry: Volume, bone: np.ndarray, body: np.ndarray, trunk: np.ndarray) -> tuple[float, float] | None:
+    x = coordinate(geometry, bone.shape, 0)
+    y = coordinate(geometry, bone.shape, 1)
+    cx, cy = _center_xy(geometry, body)
+    width = float(np.ptp(x[body])) if body.any() else 0.0
+    central = bone & trunk & (np.abs(x - cx) < width / 6.0) & (y > cy)
+    counts = central.sum(axis=(1, 2))
+    rows = counts >= 3
+    if not rows.any():
+        return None
+    xs = (x * central).sum(axis=(1, 2))[rows] / counts[rows]
+    ys = (y * central).sum(axis=(1, 2))[rows] / counts[rows]
+    return float(np.median(xs)), float(np.median(ys))
+
+
+def from_ct(ct_on_pet: np.ndarray, geometry: Volume) -> Anatomy:
+    """Masks and landmarks from the CT resampled onto the PET grid (HU)."""
+    hu = ndimage.uniform_filter(ct_on_pet.astype(np.float32), 3, mode="nearest")
+    z = coordinate(geometry, (hu.shape[0], 1, 1), 2)[:, 0, 0]
+    body = _slice_fill(_largest(hu > BODY_HU))
+    anatomy = Anatomy("ct", body, z, hu=hu)
+    if not body.any():
+        anatomy.notes.append("the CT shows no body")
+        return anatomy
+    anatomy.body_center_xy_mm = _center_xy(geometry, body)
+    anatomy.body_bottom_mm, anatomy.body_top_mm = _extent_z(z, body)
+    lung = body & (hu < LUNG_HU)
+    labels, n = ndimage.label(lung)
+    if n:
+        sizes = np.bincount(labels.ravel(), minlength=n + 1) * geometry.voxel_volume_ml
+        sizes[0] = 0.0
+        lung = (sizes >= 100.0)[labels]
+    bone = body & (hu > BONE_HU)
+    anatomy.masks.update(lung=lung, bone=bone, soft=body & (hu >= SOFT_HU[0]) & (hu <= SOFT_HU[1]),
+                         soft_unsmoothed=body & (ct_on_pet >= SOFT_HU[0]) & (ct_on_pet <= SOFT_HU[1]))
+    z3 = z[:, None, None]
+    if lung.any():
+        anatomy.lung_base_mm, anatomy.lung_top_mm = _extent_z(z, lung)
+        x = coordinate(geometry, hu.shape, 0)
+        right = lung & (x < anatomy.body_center_xy_mm[0])
+        if right.any():
+            anatomy.right_lung_base_mm = _extent_z(z, right)[0]
+        anatomy.lung_x_mm = np.stack([_mean_x_by_slice(x, right), _mean_x_by_slice(x, lung & ~right)], axis=1)
+        trunk = body & (z3 < anatomy.lung_top_mm)
+    else:
+        anatomy.notes.append("no lungs on the CT: chest landmarks unknown")
+        trunk = body
+    anatomy.spine_xy_mm = _spine(geometry, bone, body, trunk)
+    if anatomy.lung_top_mm is not None:
+        cavity = _slice_fill(bone) & ~bone & (z3 > anatomy.lung_top_mm)
+        area = cavity.sum(axis=(1, 2)) * geometry.spacing[1] * geometry.spacing[2]
+        cavity[area < _SKULL_CAVITY_MM2] = False
+        anatomy.masks["intracranial"] = cavity
+        below = z3 < anatomy.lung_base_mm
+    else:
+        below = np.ones_like(body)
+    anatomy.masks["urine"] = body & below & (hu >= URINE_HU[0]) & (hu <= URINE_HU[1])
+    return anatomy
