@@ -365,7 +365,9 @@ class Association:
         """C-FIND: the registered provider's matches as Pending responses, C-CANCEL heeded between."""
         abstract, syntax = self.contexts[context_id]
         message_id = int(cmd.MessageID)
-        provider = self.server.find_providers[abstract]   # contexts are accepted only with a provider
+        provider = self.server.find_providers.get(abstract)
+        if provider is None:
+            raise ProtocolError(f"C-FIND on {abstract}, which has no provider")
         identifier = self._read_small_dataset(context_id)
         if identifier is None:
             self._respond(context_id, C_FIND_RSP, abstract, message_id, OUT_OF_RESOURCES, "",
