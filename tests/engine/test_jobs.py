@@ -16,7 +16,7 @@ from sqlalchemy import select, text
 
 from neuropetrix.config.settings import RetrySettings, Settings
 from neuropetrix.engine.dispatch import Dispatcher
-from neuropetrix.engine.jobs import JobFailure, JobQueue, backoff_seconds
+from neuropetrix.engine.jobs import JobFailure, JobQueue, backoff_seconds, new_job
 from neuropetrix.engine.routes.rules import compile_routes
 from neuropetrix.store.db import make_engine, make_sessionmaker, open_database, utcnow
 from neuropetrix.store.files import FileStore, relative_path
@@ -49,12 +49,9 @@ def db(db_url: str):
 
 def add_job(sessions, destination: str = "dicom:pacs", kind: str = "forward", after: int | None = None,
             index: int = 0) -> int:
-    now = utcnow()
     with sessions.begin() as s:
-        job = Job(kind=kind, study_uid="1.2.3", route="r", action_index=index, destination=destination,
-                  objects=["study"], params={}, after_id=after, state="queued", attempts=0,
-                  max_attempts=RETRY.max_attempts, next_attempt_at=now, worker="", last_error="", result={},
-                  created_at=now, updated_at=now)
+        job = new_job(kind, "1.2.3", "r", index, destination, RETRY.max_attempts, objects=["study"])
+        job.after_id = after
         s.add(job)
         s.flush()
         return job.id
@@ -318,3 +315,18 @@ def test_other_consumers_events_never_hide_ours(db) -> None:
         with sessions.begin() as s:
             found += [e.kind for e in events.take_pending(s, "t", ("study.complete",), limit=2)]
     assert found == ["study.complete"]
+
+
+def test_a_destination_with_a_job_in_hand_gets_no_second_lane(db) -> None:
+    _, sessions = db
+    queue = JobQueue(sessions, RETRY, 60)
+    slow1, slow2 = add_job(sessions, "dicom:slow", index=0), add_job(sessions, "dicom:slow", index=1)
+    other = add_job(sessions, "dicom:other", index=2)
+    first = queue.claim("w1", ("forward",), per_destination=1)
+    assert first.id == slow1
+    second = queue.claim("w2", ("forward",), per_destination=1)
+    assert second.id == other                                    # not slow2: dicom:slow has its lane
+    assert queue.claim("w3", ("forward",), per_destination=1) is None
+    queue.finish(first, "w1", {})
+    assert queue.claim("w3", ("forward",), per_destination=1).id == slow2
+    assert queue.claim("w4", ("forward",)) is None               # analysis lanes pass no limit; nothing left
