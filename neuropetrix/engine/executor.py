@@ -15,7 +15,7 @@ from neuropetrix.config.settings import Settings
 from neuropetrix.engine import push_jobs
 from neuropetrix.engine.analysis_runner import AnalysisFailed, AnalysisProcess
 from neuropetrix.engine.jobs import Claimed, JobFailure
-from neuropetrix.engine.results import (
+from neuropetrix.engine.result_store import (
     ANALYSIS_FILE,
     FHIR_FILE,
     HL7_FILE,

@@ -22,7 +22,7 @@ from neuropetrix.engine.analysis_runner import AnalysisProcess
 from neuropetrix.engine.dispatch import Dispatcher
 from neuropetrix.engine.executor import AWAITING_COMMITMENT, JobRunner, done_event, failed_event
 from neuropetrix.engine.jobs import Claimed, JobFailure, JobQueue
-from neuropetrix.engine.results import ResultStore
+from neuropetrix.engine.result_store import ResultStore
 from neuropetrix.engine.routes.rules import compile_routes
 from neuropetrix.node.scp.commitment import CommitmentListener
 from neuropetrix.node.scu.commitment import CommitmentReport, job_of
