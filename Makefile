@@ -8,7 +8,7 @@ CONFIG  ?= config/node.yaml
 DEB_PEERS := dcmtk orthanc dicom3tools chromium postgresql
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test install peers bench clean
+.PHONY: run test test-unit lint install peers bench clean
 
 install: $(STAMP)
 
@@ -29,8 +29,15 @@ run: $(STAMP)
 	$(VENV)/bin/neuropetrix db upgrade --config $(CONFIG)
 	exec $(VENV)/bin/neuropetrix serve --config $(CONFIG)
 
-test: $(STAMP) peers
+# The whole suite, lint first. `make test-unit` is the fast loop: no external programs, faults or slow tests.
+test: $(STAMP) peers lint
 	$(PY) -m pytest
+
+test-unit: $(STAMP)
+	$(PY) -m pytest -m "not peers and not slow and not faults"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check neuropetrix tests benchmarks
 
 bench: $(STAMP) peers
 	$(PY) benchmarks/ingest.py

@@ -40,10 +40,6 @@ def _dicom_bytes(ds: Dataset) -> bytes:
     return buffer.getvalue()
 
 
-def _sop_classes(datasets: list[Dataset]) -> dict[str, str]:
-    return {str(ds.SOPInstanceUID): str(ds.SOPClassUID) for ds in datasets}
-
-
 def _write_all(out_dir: Path, contents: dict[str, bytes]) -> dict[str, Path]:
     """Every file to a temporary name first, then the renames: nothing replaced unless all were written."""
     temps: dict[str, Path] = {}
@@ -79,10 +75,11 @@ def write_reports(result: AnalysisResult, pet_datasets: list[Dataset], out_dir: 
     pdf = build_pdf(result, info, mip, {les.label: axial_png(result, volume, les) for les in hottest},
                     sr_uid=str(sr.SOPInstanceUID), seg_uid=None if seg is None else str(seg.SOPInstanceUID))
     encapsulated = build_encapsulated_pdf(result, pet_datasets[0], pdf, [sr] + ([seg] if seg is not None else []))
+    sop_classes = {str(ds.SOPInstanceUID): str(ds.SOPClassUID) for ds in pet_datasets}
     contents = {
         "sr": _dicom_bytes(sr),
         "oru": oru_bytes(result, info, settings.mllp),
-        "fhir_bundle": bundle_json(build_bundle(result, info, settings, _sop_classes(pet_datasets), pdf)).encode("utf-8"),
+        "fhir_bundle": bundle_json(build_bundle(result, info, settings, sop_classes, pdf)).encode("utf-8"),
         "mip": mip,
         "report_pdf": pdf,
         "report_dcm": _dicom_bytes(encapsulated),
