@@ -24,6 +24,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from neuropetrix.config.settings import RetrySettings
+from neuropetrix.engine.clock import SYSTEM, Clock
 from neuropetrix.store.db import utcnow
 from neuropetrix.store.eventlog import EventKind, record
 from neuropetrix.store.jobs_models import COMMITTING, DONE, FAILED, QUEUED, RUNNING, Destination, Job
@@ -100,8 +101,10 @@ def _claimable(now: datetime, kinds: tuple[str, ...], per_destination: int | Non
 
 
 class JobQueue:
-    def __init__(self, sessions: sessionmaker[Session], retry: RetrySettings, lease_seconds: float) -> None:
+    def __init__(self, sessions: sessionmaker[Session], retry: RetrySettings, lease_seconds: float,
+                 clock: Clock = SYSTEM) -> None:
         self.sessions = sessions
+        self.clock = clock
         self.retry = retry
         self.lease = timedelta(seconds=lease_seconds)
         self.postgres = sessions.kw["bind"].dialect.name == "postgresql"
@@ -110,7 +113,7 @@ class JobQueue:
     def claim(self, worker: str, kinds: tuple[str, ...], per_destination: int | None = None) -> Claimed | None:
         """Take one runnable job of `kinds` for `worker`, or None when there is none; with
         `per_destination`, none of a destination that already has that many jobs in hand."""
-        now = utcnow()
+        now = self.clock.now()
         with self.sessions.begin() as s:
             query = select(Job).where(_claimable(now, kinds, per_destination)).order_by(Job.id)
             if self.postgres:
@@ -145,11 +148,11 @@ class JobQueue:
             return
         with self.sessions.begin() as s:
             s.execute(update(Job).where(Job.id.in_(job_ids), Job.worker == worker, Job.state == RUNNING)
-                      .values(lease_until=utcnow() + self.lease))
+                      .values(lease_until=self.clock.now() + self.lease))
 
     def finish(self, job: Claimed, worker: str, result: dict, event: EventKind | None = None) -> bool:
         """Mark done and clear the destination's back-off; False when the job was taken from us."""
-        now = utcnow()
+        now = self.clock.now()
         with self.sessions.begin() as s:
             done = s.execute(update(Job).where(Job.id == job.id, Job.worker == worker,
                                                Job.state.in_((RUNNING, COMMITTING)))
@@ -167,7 +170,7 @@ class JobQueue:
     def await_commitment(self, job: Claimed, worker: str, result: dict, timeout: float) -> bool:
         """Everything is stored and the commitment request is about to go out: from now on the job
         waits for the PACS's answer. Recorded before the request, so even the quickest answer finds it."""
-        now = utcnow()
+        now = self.clock.now()
         with self.sessions.begin() as s:
             return bool(s.execute(
                 update(Job).where(Job.id == job.id, Job.worker == worker, Job.state == RUNNING)
@@ -195,7 +198,7 @@ class JobQueue:
 
         Every write is conditional or atomic (failures = failures + 1), so lanes failing on the same
         destination at once, or a late commitment answer, never lose an update."""
-        now = utcnow()
+        now = self.clock.now()
         message = str(failure)[:2000]
         parked = failure.permanent or job.attempts >= job.max_attempts
         with self.sessions.begin() as s:
@@ -235,11 +238,11 @@ class JobQueue:
         """A job interrupted by its node stopping: queued again at once, the attempt not counted."""
         with self.sessions.begin() as s:
             s.execute(update(Job).where(Job.id == job.id, Job.worker == worker, Job.state == RUNNING)
-                      .values(state=QUEUED, attempts=Job.attempts - 1, lease_until=None, updated_at=utcnow()))
+                      .values(state=QUEUED, attempts=Job.attempts - 1, lease_until=None, updated_at=self.clock.now()))
 
     def requeue(self, job_id: int) -> Job:
         """Requeue a job now (an operator's `jobs retry`): attempts start again, back-off is lifted."""
-        now = utcnow()
+        now = self.clock.now()
         with self.sessions.begin() as s:
             job = s.get(Job, job_id)
             if job is None:
