@@ -11,7 +11,7 @@ CONFIG  ?= config/node.yaml
 DEB_PEERS := dcmtk orthanc orthanc-dicomweb dicom3tools chromium postgresql nodejs npm
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test install peers bench clean
+.PHONY: run test test-unit lint install peers bench clean
 
 install: $(STAMP)
 
@@ -38,8 +38,15 @@ $(NODE_STAMP): tests/package.json tests/package-lock.json | peers
 	cd tests && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-test: $(STAMP) peers $(NODE_STAMP)
+# The whole suite, lint first. `make test-unit` is the fast loop: no external programs, faults or slow tests.
+test: $(STAMP) peers $(NODE_STAMP) lint
 	$(PY) -m pytest
+
+test-unit: $(STAMP)
+	$(PY) -m pytest -m "not peers and not slow and not faults"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check neuropetrix tests benchmarks
 
 bench: $(STAMP) peers
 	$(PY) benchmarks/ingest.py

@@ -18,7 +18,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from scipy import ndimage
 
-from neuropetrix.analysis.dicomtime import parse_dt, parse_date_time
+from neuropetrix.analysis.dicomtime import parse_date_time, parse_dt
 from neuropetrix.analysis.errors import AnalysisError
 
 PET_STORAGE = "1.2.840.10008.5.1.4.1.1.128"

@@ -179,7 +179,8 @@ class RetrySettings(Section):
 
 
 class EngineSettings(Section):
-    workers: int = Field(4, ge=1, le=64)           # delivery threads: a slow peer holds only one
+    workers: int = Field(4, ge=1, le=64)           # delivery threads
+    lanes_per_destination: int = Field(1, ge=1, le=64)  # a dead or silent peer holds at most this many
     analysis_workers: int = Field(1, ge=0, le=16)  # analysis processes; 0 = this node never analyses
     lease_seconds: float = Field(60.0, gt=0)       # a claimed job is taken again this long after its
     poll_seconds: float = Field(0.5, gt=0)         # worker stops renewing it (a crash)

@@ -11,11 +11,11 @@ import logging
 import multiprocessing
 import signal
 import threading
-import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 from neuropetrix.config.settings import Settings
+from neuropetrix.engine.clock import SYSTEM, Clock
 from neuropetrix.logs import setup_logging
 
 log = logging.getLogger("neuropetrix.analysis")
@@ -70,8 +70,9 @@ def _child(conn: Connection, log_level: str) -> None:
 class AnalysisProcess:
     """A child process that runs analyses one at a time; restarted after it dies or is stopped."""
 
-    def __init__(self, log_level: str = "INFO") -> None:
+    def __init__(self, log_level: str = "INFO", clock: Clock = SYSTEM) -> None:
         self.log_level = log_level
+        self.clock = clock
         self._ctx = multiprocessing.get_context("spawn")
         self._proc: multiprocessing.process.BaseProcess | None = None
         self._conn: Connection | None = None
@@ -95,7 +96,7 @@ class AnalysisProcess:
     def run(self, study_dir: Path, out_dir: Path, settings: Settings, stop: threading.Event) -> dict:
         """The summary of a finished analysis; AnalysisFailed otherwise (also when `stop` is set, or
         when it runs past engine.analysis_timeout: a hung analysis must not hold its lane for ever)."""
-        deadline = time.monotonic() + settings.engine.analysis_timeout
+        deadline = self.clock.monotonic() + settings.engine.analysis_timeout
         with self._lock:
             conn = self._ensure()
             conn.send((study_dir, out_dir, settings))
@@ -103,7 +104,7 @@ class AnalysisProcess:
                 if stop.is_set():
                     self._kill()
                     raise AnalysisFailed("the node stopped during the analysis", permanent=False)
-                if time.monotonic() > deadline:
+                if self.clock.monotonic() > deadline:
                     self._kill()
                     raise AnalysisFailed(f"the analysis took longer than {settings.engine.analysis_timeout:g} s "
                                          "and was stopped", permanent=False)

@@ -13,9 +13,10 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from neuropetrix.config.settings import Settings
+from neuropetrix.engine import push_jobs
 from neuropetrix.engine.analysis_runner import AnalysisFailed, AnalysisProcess
 from neuropetrix.engine.jobs import Claimed, JobFailure
-from neuropetrix.engine.results import (
+from neuropetrix.engine.result_store import (
     ANALYSIS_FILE,
     FHIR_FILE,
     HL7_FILE,
@@ -29,6 +30,7 @@ from neuropetrix.node.scu import fhir, mllp
 from neuropetrix.node.scu.commitment import transaction_uid
 from neuropetrix.node.scu.dicom import SendError, send_files
 from neuropetrix.node.scu.errors import DeliveryError
+from neuropetrix.node.scu.push import FcmSender
 from neuropetrix.store.db import utcnow
 from neuropetrix.store.eventlog import EventKind, record
 from neuropetrix.store.files import FileStore, check_uid
@@ -39,10 +41,13 @@ _REFUSABLE = {"oru": HL7_FILE, "fhir_bundle": FHIR_FILE}   # analysis.json deliv
 
 
 def done_event(kind: str) -> EventKind | None:
-    return {"analyze": EventKind.ANALYSIS_DONE, "notify": None}.get(kind, EventKind.DELIVERY_DONE)
+    """Pushes record no event: their outcome is the job's, and a push about a push would follow."""
+    return {"analyze": EventKind.ANALYSIS_DONE, "notify": None, push_jobs.KIND: None}.get(kind, EventKind.DELIVERY_DONE)
 
 
-def failed_event(kind: str) -> EventKind:
+def failed_event(kind: str) -> EventKind | None:
+    if kind == push_jobs.KIND:
+        return None
     return EventKind.ANALYSIS_FAILED if kind == "analyze" else EventKind.DELIVERY_FAILED
 
 
@@ -53,11 +58,12 @@ def _failure(exc: DeliveryError) -> JobFailure:
 
 class JobRunner:
     def __init__(self, settings: Settings, sessions: sessionmaker[Session], files: FileStore,
-                 results: ResultStore) -> None:
+                 results: ResultStore, push: FcmSender | None = None) -> None:
         self.settings = settings
         self.sessions = sessions
         self.files = files
         self.results = results
+        self.push = push
 
     def run(self, job: Claimed, stop: threading.Event, analyzer: AnalysisProcess | None = None,
             waiting: Callable[[dict], bool] | None = None) -> dict:
@@ -75,6 +81,10 @@ class JobRunner:
                 return self._fhir(job)
             if job.kind == "notify":
                 return self._notify(job)
+            if job.kind == push_jobs.KIND:
+                if self.push is None:
+                    raise JobFailure("push is off on this node (push.credentials_file is not set)", permanent=True)
+                return push_jobs.send(job, self.push, self.sessions)
         except DeliveryError as exc:
             raise _failure(exc) from None
         raise JobFailure(f"unknown job kind {job.kind!r}", permanent=True)

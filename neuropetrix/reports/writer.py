@@ -5,7 +5,7 @@ All objects are built in memory first, then every one is written to a temporary 
 all of them are on disk are they renamed into place: a failure while building or writing (a bad input,
 a full disk) leaves the folder as it was. The renames themselves are one per file, so a crash between
 them can leave new files beside older ones; where the set must change in one step (the engine), the
-caller writes into a fresh folder and publishes that folder with one rename (engine/results.py).
+caller writes into a fresh folder and publishes that folder with one rename (engine/result_store.py).
 Without lesions there is no SEG (a SEG needs a segment): the other objects report the negative study
 and a seg.dcm left from an earlier run of the same analysis is removed. Without an AccessionNumber
 (a phantom, a QC scan, an import) the HL7 ORU and the FHIR bundle, which file a result against an

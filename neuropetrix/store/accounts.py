@@ -1,5 +1,5 @@
 """The schema of the clinicians' side: accounts, refresh tokens and push devices (whose messages are
-durable jobs of kind "push", see api/push.py).
+durable jobs of kind "push", see engine/push_jobs.py).
 
 Kept apart from store/models.py (the index) so that accounts evolve on their own migration branch
 (0003). Times are naive UTC like the rest of the database.
