@@ -30,10 +30,30 @@ _SKULL_CAVITY_MM2 = 1500.0
 
 
 def coordinate(geometry: Volume, shape: tuple[int, ...], dim: int) -> np.ndarray:
-    """Patient coordinate `dim` (0 x, 1 y, 2 z; LPS mm) of every voxel, broadcast from three 1-D ramps."""
+    """Patient coordinate `dim` (0 x, 1 y, 2 z; LPS mm) of every voxel of a volume shaped `shape`, as an
+    array that broadcasts to it: only the axes along which the coordinate changes are expanded (on an
+    axial stack x is (1, 1, columns)), so whole-body grids cost no full-size coordinate arrays."""
     steps = geometry.axes[:, dim] * np.asarray(geometry.spacing)
-    return (geometry.origin[dim] + np.arange(shape[0])[:, None, None] * steps[0]
-            + np.arange(shape[1])[None, :, None] * steps[1] + np.arange(shape[2])[None, None, :] * steps[2])
+    out = np.full((1, 1, 1), geometry.origin[dim])
+    for axis in range(3):
+        if abs(steps[axis]) > 1e-9 and shape[axis] > 1:
+            ramp = np.arange(shape[axis], dtype=np.float64) * steps[axis]
+            out = out + ramp.reshape([-1 if a == axis else 1 for a in range(3)])
+    return out
+
+
+def slice_means(geometry: Volume, mask: np.ndarray, dim: int) -> np.ndarray:
+    """Per slice, the mean coordinate `dim` of the mask's voxels (nan where the slice has none).
+
+    The coordinate is linear in the indices, so the per-slice sums of row and column indices suffice.
+    """
+    steps = geometry.axes[:, dim] * np.asarray(geometry.spacing)
+    counts = mask.sum(axis=(1, 2)).astype(np.float64)
+    rows = mask.sum(axis=2) @ np.arange(mask.shape[1], dtype=np.float64)
+    cols = mask.sum(axis=1) @ np.arange(mask.shape[2], dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = geometry.origin[dim] + np.arange(mask.shape[0]) * steps[0] + (rows * steps[1] + cols * steps[2]) / counts
+    return np.where(counts > 0, means, np.nan)
 
 
 def _largest(mask: np.ndarray) -> np.ndarray:
@@ -66,7 +86,11 @@ class Anatomy:
 
 
 def _center_xy(geometry: Volume, mask: np.ndarray) -> tuple[float, float]:
-    centre = geometry.index_to_mm(np.array(ndimage.center_of_mass(mask)))
+    """Centre (x, y) of a mask, from its index sums along each axis (cheaper than center_of_mass)."""
+    count = float(mask.sum())
+    index = [float(mask.sum(axis=tuple(a for a in range(3) if a != axis)) @ np.arange(mask.shape[axis])) / count
+             for axis in range(3)]
+    centre = geometry.index_to_mm(np.array(index))
     return float(centre[0]), float(centre[1])
 
 
@@ -90,40 +114,37 @@ def from_pet(suv: np.ndarray, geometry: Volume) -> Anatomy:
     return anatomy
 
 
-def _mean_x_by_slice(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    counts = mask.sum(axis=(1, 2))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, (x * mask).sum(axis=(1, 2)) / counts, np.nan)
-
-
 _IN_PLANE = np.zeros((3, 3, 3), dtype=bool)
 _IN_PLANE[1] = ndimage.generate_binary_structure(2, 1)
 
 
 def _slice_fill(mask: np.ndarray) -> np.ndarray:
-    """Holes filled slice by slice (what a ring encloses in an axial plane)."""
-    padded = np.pad(mask, ((1, 1), (0, 0), (0, 0)))
-    return ndimage.binary_fill_holes(padded, structure=_IN_PLANE)[1:-1]
+    """Holes filled slice by slice (what a ring encloses in an axial plane): the background regions of
+    each slice that do not reach its edge, found with one labelling pass."""
+    labels, n = ndimage.label(~mask, structure=_IN_PLANE)
+    outside = np.zeros(n + 1, dtype=bool)
+    for edge in (labels[:, 0, :], labels[:, -1, :], labels[:, :, 0], labels[:, :, -1]):
+        outside[edge.ravel()] = True
+    outside[0] = False
+    return ~outside[labels]
 
 
 def _spine(geometry: Volume, bone: np.ndarray, body: np.ndarray, trunk: np.ndarray) -> tuple[float, float] | None:
     x = coordinate(geometry, bone.shape, 0)
     y = coordinate(geometry, bone.shape, 1)
     cx, cy = _center_xy(geometry, body)
-    width = float(np.ptp(x[body])) if body.any() else 0.0
+    width = float(np.ptp(np.broadcast_to(x, body.shape)[body])) if body.any() else 0.0
     central = bone & trunk & (np.abs(x - cx) < width / 6.0) & (y > cy)
-    counts = central.sum(axis=(1, 2))
-    rows = counts >= 3
+    rows = central.sum(axis=(1, 2)) >= 3
     if not rows.any():
         return None
-    xs = (x * central).sum(axis=(1, 2))[rows] / counts[rows]
-    ys = (y * central).sum(axis=(1, 2))[rows] / counts[rows]
+    xs, ys = slice_means(geometry, central, 0)[rows], slice_means(geometry, central, 1)[rows]
     return float(np.median(xs)), float(np.median(ys))
 
 
 def from_ct(ct_on_pet: np.ndarray, geometry: Volume) -> Anatomy:
     """Masks and landmarks from the CT resampled onto the PET grid (HU)."""
-    hu = ndimage.uniform_filter(ct_on_pet.astype(np.float32), 3, mode="nearest")
+    hu = ndimage.uniform_filter(np.asarray(ct_on_pet, dtype=np.float32), 3, mode="nearest")
     z = coordinate(geometry, (hu.shape[0], 1, 1), 2)[:, 0, 0]
     body = _slice_fill(_largest(hu > BODY_HU))
     anatomy = Anatomy("ct", body, z, hu=hu)
@@ -148,7 +169,7 @@ def from_ct(ct_on_pet: np.ndarray, geometry: Volume) -> Anatomy:
         right = lung & (x < anatomy.body_center_xy_mm[0])
         if right.any():
             anatomy.right_lung_base_mm = _extent_z(z, right)[0]
-        anatomy.lung_x_mm = np.stack([_mean_x_by_slice(x, right), _mean_x_by_slice(x, lung & ~right)], axis=1)
+        anatomy.lung_x_mm = np.stack([slice_means(geometry, right, 0), slice_means(geometry, lung & ~right, 0)], axis=1)
         trunk = body & (z3 < anatomy.lung_top_mm)
     else:
         anatomy.notes.append("no lungs on the CT: chest landmarks unknown")

@@ -78,7 +78,7 @@ def place_liver_sphere(suv: np.ndarray, geometry: Volume, allowed: np.ndarray | 
     sd = np.sqrt(np.maximum(ndimage.uniform_filter(values * values, size, mode="constant") - mean * mean, 0))
     inside = ndimage.uniform_filter(body.astype(np.float32), size, mode="constant") > 0.999
     x = coordinate(coarse, values.shape, 0)
-    right = x < float(x[body].mean())
+    right = x < float(np.broadcast_to(x, body.shape)[body].mean())
     if allowed is not None:
         region = np.ascontiguousarray(allowed[::step[0], ::step[1], ::step[2]], dtype=np.float32)
         inside &= ndimage.uniform_filter(region, size, mode="constant") > 0.999

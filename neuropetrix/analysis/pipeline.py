@@ -20,7 +20,7 @@ from neuropetrix.analysis.results import (AnalysisResult, LiverReference, Physio
                                           Reference, Segmentation)
 from neuropetrix.analysis.suv import suv_factors
 from neuropetrix.analysis.tracers import profile_for
-from neuropetrix.analysis.volumes import Volume, ct_on_pet, resample_to
+from neuropetrix.analysis.volumes import Volume, resample_to
 from neuropetrix.config.settings import AnalysisSettings
 
 ALGORITHM_VERSION = "1.0"
@@ -42,9 +42,19 @@ def to_suv(pet: Volume, factors: np.ndarray) -> np.ndarray:
 
 def _liver(suv: np.ndarray, pet: Volume, settings: AnalysisSettings, allowed: np.ndarray | None,
            allowed_by: str) -> tuple[LiverReference | None, str | None]:
-    """The liver reference; its failure stops only a PERCIST analysis (else it is reported as absent)."""
+    """The liver reference; its failure stops only a PERCIST analysis (else it is reported as absent).
+
+    When the anatomy's liver region holds no candidate (an atypical CT), the PET-only placement is
+    tried and the method says so.
+    """
     try:
-        return liver_reference(suv, pet, settings.liver_center_mm, allowed, allowed_by), None
+        try:
+            return liver_reference(suv, pet, settings.liver_center_mm, allowed, allowed_by), None
+        except AnalysisError:
+            if allowed is None or settings.liver_center_mm is not None:
+                raise
+            found = liver_reference(suv, pet)
+            return replace(found, method=f"{found.method} (no candidate within {allowed_by})"), None
     except AnalysisError as exc:
         if settings.method == "percist":
             raise
@@ -59,9 +69,9 @@ def _liver_as_reference(liver: LiverReference | None, note: str | None) -> Refer
 
 
 def _anatomy(suv: np.ndarray, pet: Volume, ct: Volume | None) -> Anatomy:
-    """Organs from the CT where its pixels were read, else from the PET."""
+    """Organs from the CT where its pixels were read (resampled onto the PET grid), else from the PET."""
     if ct is not None and ct.data.size:
-        return anatomy_of.from_ct(ct_on_pet(ct, pet), pet)
+        return anatomy_of.from_ct(resample_to(ct, pet, fill=-1000.0), pet)
     return anatomy_of.from_pet(suv, pet)
 
 

@@ -18,7 +18,7 @@ from neuropetrix.analysis.devices import resolve_device
 from neuropetrix.analysis.errors import AnalysisError
 from neuropetrix.analysis.pipeline import analyze_volumes
 from neuropetrix.analysis.results import AnalysisResult
-from neuropetrix.analysis.volumes import Volume, choose_ct, choose_pet, load_volume, read_folder
+from neuropetrix.analysis.volumes import Volume, choose_ct, choose_pet, inplane_block, load_volume, read_folder
 from neuropetrix.config.settings import AnalysisSettings, HbysSettings
 from neuropetrix.reports.writer import delivery_refusals, write_reports
 
@@ -51,11 +51,13 @@ class OfflineAnalysis:
         return [] if self.ct is None else self.ct.slice_datasets
 
 
-def load_study(study_dir: Path, need_ct_pixels: bool) -> tuple[Volume, Volume | None]:
+def load_study(study_dir: Path, need_ct_pixels: bool, full_ct: bool = False) -> tuple[Volume, Volume | None]:
     """The PET volume and the CT on its frame of reference (geometry only unless its pixels are needed).
 
-    A CT that cannot be stacked (a scout in the series, a missing slice) stops only an analysis that
-    uses the CT; otherwise the study is analysed as PET-only.
+    The CT's pixels are averaged to about the PET's pixel size as they are read unless `full_ct` (a
+    model that takes the CT at its own resolution). A CT that cannot be stacked (a scout in the series,
+    a missing slice) stops only an analysis that needs its full pixels; otherwise the study is analysed
+    as PET-only (the anatomy then comes from the PET, and says so).
     """
     series = read_folder(study_dir)
     pet = load_volume(choose_pet(series))
@@ -63,10 +65,12 @@ def load_study(study_dir: Path, need_ct_pixels: bool) -> tuple[Volume, Volume | 
     if ct_series is None:
         return pet, None
     try:
-        return pet, load_volume(ct_series, with_pixels=need_ct_pixels)
-    except AnalysisError:
-        if need_ct_pixels:
+        return pet, load_volume(ct_series, with_pixels=need_ct_pixels,
+                                block=1 if full_ct else inplane_block(ct_series, pet))
+    except AnalysisError as exc:
+        if full_ct:
             raise
+        log.warning("the CT on the PET's frame of reference is not used: %s", exc)
         return pet, None
 
 
@@ -110,7 +114,8 @@ def analyze_folder(study_dir: Path, out_dir: Path, settings: AnalysisSettings,
 
     resolved = resolve_device(device or settings.device)
     t0 = time.perf_counter()
-    pet, ct = load_study(Path(study_dir), need_ct_pixels=settings.method == "model" or settings.exclude_physiological)
+    model = settings.method == "model"
+    pet, ct = load_study(Path(study_dir), need_ct_pixels=model or settings.exclude_physiological, full_ct=model)
     organs = read_organ_masks(organ_labels, pet) if organ_labels is not None else None
     timings = {"read": time.perf_counter() - t0}
     result = analyze_volumes(pet, ct, settings, resolved, timings, organs, organ_source or (

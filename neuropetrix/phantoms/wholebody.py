@@ -217,6 +217,16 @@ def _tm(when: datetime) -> str:
     return when.strftime("%H%M%S.%f")[:13]
 
 
+# General Equipment, image plane orientation (axial) and Image Pixel module (16-bit signed grey)
+_EQUIPMENT_AND_PIXELS = {
+    "Manufacturer": "NeuroPETRIX phantom", "ManufacturerModelName": "wholebody", "DeviceSerialNumber": "0",
+    "SoftwareVersions": "1", "InstitutionName": "Ankara Şehir Hastanesi",
+    "ImageOrientationPatient": ["1", "0", "0", "0", "1", "0"], "SamplesPerPixel": 1,
+    "PhotometricInterpretation": "MONOCHROME2", "BitsAllocated": 16, "BitsStored": 16, "HighBit": 15,
+    "PixelRepresentation": 1,
+}
+
+
 def _base(record: _Record, modality: str, sop_class: str, series_uid: str, number: int, description: str) -> Dataset:
     ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 192"
@@ -244,18 +254,8 @@ def _base(record: _Record, modality: str, sop_class: str, series_uid: str, numbe
     ds.BodyPartExamined = "WHOLEBODY"
     ds.FrameOfReferenceUID = record.frame_uid
     ds.PositionReferenceIndicator = ""
-    ds.Manufacturer = "NeuroPETRIX phantom"
-    ds.ManufacturerModelName = "wholebody"
-    ds.DeviceSerialNumber = "0"
-    ds.SoftwareVersions = "1"
-    ds.InstitutionName = "Ankara Şehir Hastanesi"
-    ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = 16
-    ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 1
+    for keyword, value in _EQUIPMENT_AND_PIXELS.items():
+        setattr(ds, keyword, value)
     return ds
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from pydicom.dataset import Dataset
 
+from neuropetrix.analysis.devices import cuda_available
 from neuropetrix.analysis.organlabels import read_organ_masks
 from neuropetrix.analysis.pipeline import analyze_volumes
 from neuropetrix.analysis.results import AnalysisResult
@@ -190,3 +191,12 @@ def test_the_engine_parks_a_refused_delivery_with_its_reason(tmp_path: Path):
             runner.run(job, threading.Event())
         assert caught.value.permanent and "AccessionNumber" in str(caught.value) and name in str(caught.value)
     shutil.rmtree(study_dir)
+
+
+@pytest.mark.skipif(not cuda_available(), reason="no CUDA device on this machine")
+def test_the_gpu_finds_the_same_lesions_and_organs(study):
+    folder, _ = study
+    cpu, gpu = analyze_dir(folder), analyze_dir(folder, device="cuda")
+    assert [les.voxel_count for les in gpu.lesions] == [les.voxel_count for les in cpu.lesions]
+    assert [(r.organ, round(r.volume_ml, 3)) for r in gpu.physiological] == \
+        [(r.organ, round(r.volume_ml, 3)) for r in cpu.physiological]
