@@ -100,7 +100,8 @@ def build_bundle(result: AnalysisResult, info: StudyInfo, settings: HbysSettings
     """The transaction Bundle, validated by fhir.resources (R4B models); `pdf` goes into presentedForm,
     `now` (default: the clock, in the study's zone) is the report's `issued`."""
     values = measures(result)
-    now = (now or datetime.now(info.study_datetime.tzinfo)).replace(microsecond=0)
+    zone = info.study_datetime.tzinfo
+    now = (now or datetime.now(zone)).astimezone(zone).replace(microsecond=0)
     require(result.pet_sop_instance_uids, "no PET instances: the ImagingStudy would be empty")
     report_uid = sr_instance_uid(result)
     patient_url = f"urn:uuid:{derived_uuid(result, 'fhir', 'patient')}"
