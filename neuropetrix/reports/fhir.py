@@ -102,7 +102,8 @@ def build_bundle(result: AnalysisResult, info: StudyInfo, settings: HbysSettings
     `now` (default: the clock, in the study's zone) is the report's `issued`.
     `sop_classes`: SOP Class UID of each PET instance (PET, Enhanced PET, Legacy Converted), as stored."""
     values = measures(result)
-    now = (now or datetime.now(info.study_datetime.tzinfo)).replace(microsecond=0)
+    zone = info.study_datetime.tzinfo
+    now = (now or datetime.now(zone)).astimezone(zone).replace(microsecond=0)
     require(result.pet_sop_instance_uids, "no PET instances: the ImagingStudy would be empty")
     instances = list(dict.fromkeys(result.pet_sop_instance_uids))    # an Enhanced PET: one instance, many frames
     require(all(uid in sop_classes for uid in instances), "the SOP Class UID of a PET instance is not known")

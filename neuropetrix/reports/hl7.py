@@ -84,7 +84,8 @@ def build_oru(result: AnalysisResult, info: StudyInfo, destination: MllpOut,
               now: datetime | None = None) -> Message:
     """The ORU^R01 for one analysis, in the destination's version; ReportError if it cannot be valid."""
     values = measures(result)
-    now = now or datetime.now(info.study_datetime.tzinfo)
+    zone = info.study_datetime.tzinfo
+    now = (now or datetime.now(zone)).astimezone(zone)
     version = destination.version
     msg = Message("ORU_R01", version=version, validation_level=VALIDATION_LEVEL.STRICT)
     try:

@@ -17,6 +17,7 @@ from neuropetrix.reports.errors import ReportError
 from neuropetrix.reports.hl7 import oru_bytes
 from neuropetrix.reports.measures import measures, summary
 from neuropetrix.reports.source import study_info
+from tests.reports.consumers import consumer
 
 # MSH-18 → codec, as a receiver maps it (UNICODE: v2.3.1's name for ISO/IEC 10646, sent as UTF-8)
 CODECS = {"UNICODE UTF-8": "utf-8", "UNICODE": "utf-8", "8859/9": "iso8859_9"}
@@ -213,3 +214,22 @@ def test_order_and_visit_identifiers_from_the_dicom_request(result, renamed):
     assert str(msg["ORC.F3"]) == str(msg["OBR.F3"]) == "RIS-9001"           # filler order number
     assert str(msg["OBR.F18"]) == "ACC2026001" and str(msg["OBR.F19"]) == "RP-77"
     assert str(msg["PV1.F19"]) == "YAT-2026-42"
+
+
+@pytest.mark.parametrize("version, charset", [("2.3.1", "8859/9"), ("2.5", "UNICODE UTF-8")])
+def test_a_second_independent_parser_files_every_observation_once(result, renamed, tmp_path, version, charset):
+    """hl7-standard (npm) reads the same OBX-3 + OBX-4 keys, values and derivations."""
+    datasets = _hostile_order(renamed, PatientID=PATIENT_ID, ReferringPhysicianName=REFERRING)
+    path = tmp_path / "oru.hl7"
+    path.write_bytes(oru_bytes(result, study_info(result, datasets), MllpOut(version=version, charset=charset)))
+    read = consumer("hl7", path)
+    assert read["charset"] == MSH18[version, charset]
+    keys = [(o["id"], o["system"], o["sub_id"]) for o in read["obx"]]
+    assert len(keys) == len(set(keys)) == 6 + 3 * 5 + 1
+    expected = {(m.code.value, str(m.lesion or 0)): m for m in measures(result)}
+    numeric = [o for o in read["obx"] if o["type"] == "NM"]
+    assert {(o["id"], o["sub_id"]) for o in numeric} == set(expected)
+    for o in numeric:
+        m = expected[o["id"], o["sub_id"]]
+        assert o["value"] == m.reported
+        assert o["method"] == ("" if m.derivation is None else m.derivation.value)
