@@ -36,7 +36,7 @@ from pynetdicom.sop_class import ModalityPerformedProcedureStep
 from neuropetrix import metrics
 from neuropetrix.node.scp.find import answer_find
 from neuropetrix.node.scp.policy import APPLICATION_CONTEXT_NOT_SUPPORTED, LOCAL_LIMIT_EXCEEDED
-from neuropetrix.node.scp.status import OUT_OF_RESOURCES, PENDING, PROCESSING_FAILURE, SUCCESS
+from neuropetrix.node.scp.status import OUT_OF_RESOURCES, PENDING, PROCESSING_FAILURE, SUCCESS, UNABLE_TO_PROCESS
 from neuropetrix.node.scp.wire import (
     ABORT,
     APPLICATION_CONTEXT,
@@ -213,8 +213,8 @@ class Association:
             if control & PDV_LAST:
                 return
 
-    def _read_small_dataset(self, context_id: int) -> Dataset | None:
-        """A request's small dataset (MPPS, C-FIND identifier) decoded; None when over 1 MiB."""
+    def _read_small_dataset(self, context_id: int) -> bytes | None:
+        """A request's small dataset (MPPS, C-FIND identifier) as received; None when over 1 MiB."""
         buf = bytearray()
         over = False
 
@@ -224,10 +224,13 @@ class Association:
             if not over:
                 buf.extend(chunk)
         self._read_dataset(context_id, keep)
-        if over:
-            return None
+        return None if over else bytes(buf)
+
+    def _decode(self, context_id: int, raw: bytes) -> Dataset:
+        """A small dataset decoded by pydicom in its context's transfer syntax (which raises assorted
+        errors, OSError among them, on malformed data: the caller answers with a failure status)."""
         syntax = UID(self.contexts[context_id][1])
-        return read_dataset(BytesIO(bytes(buf)), syntax.is_implicit_VR, syntax.is_little_endian)
+        return read_dataset(BytesIO(raw), syntax.is_implicit_VR, syntax.is_little_endian)
 
     def _input_waiting(self) -> bool:
         """Whether the peer has sent something not read yet (a C-CANCEL during a C-FIND)."""
@@ -339,16 +342,14 @@ class Association:
             raise ProtocolError(f"N-CREATE/N-SET on {abstract}, which is not MPPS")
         create = cmd.field == N_CREATE_RQ
         response, message_id, uid = (N_CREATE_RSP if create else N_SET_RSP), cmd.message_id, cmd.sop_instance_uid
+        raw = self._read_small_dataset(context_id)
+        if raw is None:
+            self._respond(context_id, response, abstract, message_id, PROCESSING_FAILURE, uid,
+                          "procedure step dataset larger than 1 MiB")
+            return
         try:
-            ds = self._read_small_dataset(context_id)
-            if ds is None:
-                self._respond(context_id, response, abstract, message_id, PROCESSING_FAILURE, uid,
-                              "procedure step dataset larger than 1 MiB")
-                return
             steps = self.server.steps
-            answer = (steps.create if create else steps.update)(uid, ds, self.calling_ae)
-        except (PeerClosed, ProtocolError, OSError):
-            raise
+            answer = (steps.create if create else steps.update)(uid, self._decode(context_id, raw), self.calling_ae)
         except Exception as exc:
             log.warning("procedure step %s from %s (%s) refused: %s", uid or "(new)", self.calling_ae, self.host, exc)
             self._respond(context_id, response, abstract, message_id, PROCESSING_FAILURE, uid, f"cannot process: {exc}")
@@ -366,10 +367,17 @@ class Association:
         provider = self.server.find_providers.get(abstract)
         if provider is None:
             raise ProtocolError(f"C-FIND on {abstract}, which has no provider")
-        identifier = self._read_small_dataset(context_id)
-        if identifier is None:
+        raw = self._read_small_dataset(context_id)
+        if raw is None:
             self._respond(context_id, C_FIND_RSP, abstract, message_id, OUT_OF_RESOURCES, "",
                           "identifier larger than 1 MiB")
+            return
+        try:
+            identifier = self._decode(context_id, raw)
+        except Exception as exc:
+            log.warning("C-FIND from %s (%s): undecodable identifier: %s", self.calling_ae, self.host, exc)
+            self._respond(context_id, C_FIND_RSP, abstract, message_id, UNABLE_TO_PROCESS, "",
+                          "undecodable identifier")
             return
         ts = UID(syntax)
 
