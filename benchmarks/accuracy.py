@@ -11,7 +11,8 @@ rules), and the plain threshold (SUV ≥ 4.0, nothing excluded). Reported per wa
 - sensitivity: true lesions with a found lesion whose centroid lies within the lesion's radius + 5 mm;
 - false positives per scan: found lesions that match no true lesion (an organ counted as a lesion);
 - TMTV error: (found − true) / true total lesion volume, mean over scans;
-- liver and blood-pool reference errors: (found − true) / true mean SUV; "n/f" when not found.
+- liver and blood-pool reference errors: (found − true) / true mean SUV; "n/f" when not found (the
+  plain threshold reads no CT, so it has no blood pool; PET-only never guesses one).
 """
 from __future__ import annotations
 
@@ -26,11 +27,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from neuropetrix.analysis.pipeline import analyze_volumes  # noqa: E402
-from neuropetrix.analysis.results import AnalysisResult  # noqa: E402
-from neuropetrix.config.settings import AnalysisSettings  # noqa: E402
-from neuropetrix.engine.offline import load_study  # noqa: E402
-from neuropetrix.phantoms.wholebody import PhantomTruth, write_study  # noqa: E402
+from neuropetrix.analysis.pipeline import analyze_volumes
+from neuropetrix.analysis.results import AnalysisResult
+from neuropetrix.config.settings import AnalysisSettings
+from neuropetrix.engine.offline import load_study
+from neuropetrix.phantoms.wholebody import PhantomTruth, write_study
 
 WAYS = {"PET/CT, physiology excluded": ("", True), "PET only, physiology excluded": ("PT", True),
         "plain SUV 4.0 threshold": ("", False)}
@@ -80,12 +81,12 @@ def main() -> int:
                     rows.setdefault((matrix, way), []).append(score(result, truth))
                     print(f"  {matrix}² seed {seed} {way}: {len(result.lesions)} lesion(s), "
                           f"{time.perf_counter() - t0:.1f} s (phantom written in {written:.1f} s)", flush=True)
-    print(f"\n{'PET pixel':<10}{'analysis':<32}{'sensitivity':>12}{'FP/scan':>9}{'TMTV err':>10}"
+    print(f"\n{'PET pixel':<10}{'analysis':<32}{'sensitivity':>12}{'FP/scan':>9}{'TMTV err':>13}"
           f"{'liver err':>11}{'blood err':>15}")
     for (matrix, way), scores in rows.items():
         hits, total = sum(s["hits"] for s in scores), sum(s["lesions"] for s in scores)
         print(f"{512 / matrix:<10.2f}{way:<32}{f'{hits}/{total}':>12}"
-              f"{statistics.mean(s['fp'] for s in scores):>9.1f}{_percent([s['tmtv'] for s in scores]):>10}"
+              f"{statistics.mean(s['fp'] for s in scores):>9.1f}{_percent([s['tmtv'] for s in scores]):>13}"
               f"{_percent([s['liver'] for s in scores]):>11}{_percent([s['blood'] for s in scores]):>15}")
     return 0
 

@@ -16,7 +16,7 @@ uptake rules and the reference regions rely on:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy import ndimage
@@ -73,7 +73,6 @@ class Anatomy:
     body: np.ndarray
     z_mm: np.ndarray                             # (slices,) z of each PET slice
     masks: dict[str, np.ndarray] = field(default_factory=dict)
-    hu: np.ndarray | None = None                 # smoothed CT on the PET grid
     spine_xy_mm: tuple[float, float] | None = None
     body_center_xy_mm: tuple[float, float] = (0.0, 0.0)
     lung_top_mm: float | None = None
@@ -143,11 +142,35 @@ def _spine(geometry: Volume, bone: np.ndarray, body: np.ndarray, trunk: np.ndarr
 
 
 def from_ct(ct_on_pet: np.ndarray, geometry: Volume) -> Anatomy:
-    """Masks and landmarks from the CT resampled onto the PET grid (HU)."""
+    """Masks and landmarks from the CT resampled onto the PET grid (HU).
+
+    The work is done on the rows and columns the body occupies (the air around it is often half the
+    field of view); the masks are then placed back on the whole grid.
+    """
+    inside = ct_on_pet > BODY_HU
+    rows, cols = np.nonzero(inside.any(axis=(0, 2)))[0], np.nonzero(inside.any(axis=(0, 1)))[0]
+    if rows.size == 0:
+        return _from_ct_grid(ct_on_pet, geometry)
+    r0, r1 = max(int(rows[0]) - 2, 0), min(int(rows[-1]) + 3, ct_on_pet.shape[1])
+    c0, c1 = max(int(cols[0]) - 2, 0), min(int(cols[-1]) + 3, ct_on_pet.shape[2])
+    window = (slice(None), slice(r0, r1), slice(c0, c1))
+    part = replace(geometry, data=np.empty(0), origin=geometry.index_to_mm(np.array([0.0, r0, c0])))
+    anatomy = _from_ct_grid(np.ascontiguousarray(ct_on_pet[window]), part)
+
+    def whole(mask: np.ndarray) -> np.ndarray:
+        out = np.zeros(ct_on_pet.shape, dtype=bool)
+        out[window] = mask
+        return out
+    anatomy.body = whole(anatomy.body)
+    anatomy.masks = {name: whole(mask) for name, mask in anatomy.masks.items()}
+    return anatomy
+
+
+def _from_ct_grid(ct_on_pet: np.ndarray, geometry: Volume) -> Anatomy:
     hu = ndimage.uniform_filter(np.asarray(ct_on_pet, dtype=np.float32), 3, mode="nearest")
     z = coordinate(geometry, (hu.shape[0], 1, 1), 2)[:, 0, 0]
     body = _slice_fill(_largest(hu > BODY_HU))
-    anatomy = Anatomy("ct", body, z, hu=hu)
+    anatomy = Anatomy("ct", body, z)
     if not body.any():
         anatomy.notes.append("the CT shows no body")
         return anatomy

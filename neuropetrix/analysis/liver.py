@@ -64,7 +64,7 @@ def place_liver_sphere(suv: np.ndarray, geometry: Volume, allowed: np.ndarray | 
     `allowed` (on the PET grid), when given, is where the liver may be (from the CT or an organ mask):
     a candidate cube must lie wholly inside it.
     """
-    step = tuple(max(1, int(round(_SEARCH_GRID_MM / s))) for s in geometry.spacing)
+    step = tuple(max(1, round(_SEARCH_GRID_MM / s)) for s in geometry.spacing)
     coarse = replace(geometry, data=np.empty(0), spacing=tuple(s * f for s, f in zip(geometry.spacing, step)))
     values = np.ascontiguousarray(suv[::step[0], ::step[1], ::step[2]], dtype=np.float32)
     smooth = ndimage.uniform_filter(values, 3, mode="nearest")     # so that noise in the air is not body
@@ -73,7 +73,7 @@ def place_liver_sphere(suv: np.ndarray, geometry: Volume, allowed: np.ndarray | 
         raise AnalysisError("cannot place the liver sphere: the PET volume is empty")
     body = smooth > 0.1 * np.percentile(positive, 95)
     background = float(np.median(values[body]))
-    size = [max(int(round(2 * LIVER_RADIUS_MM / s)), 1) | 1 for s in coarse.spacing]
+    size = [max(round(2 * LIVER_RADIUS_MM / s), 1) | 1 for s in coarse.spacing]
     mean = ndimage.uniform_filter(values, size, mode="constant")
     sd = np.sqrt(np.maximum(ndimage.uniform_filter(values * values, size, mode="constant") - mean * mean, 0))
     inside = ndimage.uniform_filter(body.astype(np.float32), size, mode="constant") > 0.999

@@ -49,8 +49,22 @@ class Component:
     centre_mm: np.ndarray
     top_mm: float
 
-    def fraction_in(self, mask: np.ndarray) -> float:
-        return float(mask[self.box][self.mask].mean())
+    def _grown(self, shape: tuple[int, ...], by: int) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+        """The box grown by `by` voxels (clipped), and where the original box lies inside it."""
+        grown = tuple(slice(max(s.start - by, 0), min(s.stop + by, n)) for s, n in zip(self.box, shape))
+        inner = tuple(slice(s.start - g.start, s.stop - g.start) for s, g in zip(self.box, grown))
+        return grown, inner
+
+    def near_fraction(self, mask: np.ndarray) -> float:
+        """The fraction of the region's voxels within one voxel of `mask` (its partial-volume halo)."""
+        grown, inner = self._grown(mask.shape, 1)
+        return float(ndimage.binary_dilation(mask[grown], _STRUCTURE)[inner][self.mask].mean())
+
+    def beyond(self, mask: np.ndarray, voxels: int) -> np.ndarray:
+        """The region's voxels (in its box) farther than `voxels` from `mask`."""
+        grown, inner = self._grown(mask.shape, voxels)
+        near = ndimage.binary_dilation(mask[grown], _STRUCTURE, iterations=voxels)[inner]
+        return self.mask & ~near
 
     def cavity_gain(self) -> float:
         """How much filling the holes adds to the region (a myocardium wraps the ventricle)."""
@@ -69,13 +83,8 @@ class Finding:
 Rule = Callable[[Component], "Finding | None"]
 
 
-def _dilated(mask: np.ndarray) -> np.ndarray:
-    return ndimage.binary_dilation(mask, _STRUCTURE)
-
-
 def _inside(organ: str, mask: np.ndarray, evidence: str) -> Rule:
-    halo = _dilated(mask)
-    return lambda c: Finding(organ, evidence, mask) if c.fraction_in(halo) >= _HALF else None
+    return lambda c: Finding(organ, evidence, mask) if c.near_fraction(mask) >= _HALF else None
 
 
 def label_map_rules(organ_masks: dict[str, np.ndarray], source: str) -> dict[str, Rule]:
@@ -100,11 +109,10 @@ def ct_rules(anatomy: Anatomy) -> dict[str, Rule]:
         rules["brain"] = _inside("brain", cavity, "inside the skull on CT (bone above 250 HU around it)")
     urine = anatomy.masks.get("urine")
     if urine is not None and urine.any():
-        halo = _dilated(urine)
         low = anatomy.body_bottom_mm + 0.25 * (anatomy.body_top_mm - anatomy.body_bottom_mm)
 
         def urinary(c: Component) -> Finding | None:
-            if c.fraction_in(halo) < _HALF:
+            if c.near_fraction(urine) < _HALF:
                 return None
             organ = "urinary_bladder" if c.centre_mm[2] <= low else "ureter"
             return Finding(organ, "urine density on CT (−15…20 HU), below the lungs", urine)
@@ -189,15 +197,17 @@ def separate(labels: np.ndarray, suv: np.ndarray, geometry: Volume, profile: Tra
         finding = next((f for f in (rule(component) for rule in wanted) if f is not None), None)
         if finding is None:
             continue
-        region = np.zeros(labels.shape, dtype=bool)
-        region[component.box] = component.mask
-        kept[region] = 0
+        box = component.box
+        local = component.mask.copy()
+        kept[box][local] = 0
         if finding.organ_mask is not None:   # what lies beyond the organ's edge stays a candidate lesion
-            beyond = region & ~ndimage.binary_dilation(finding.organ_mask, _STRUCTURE, iterations=2)
-            region &= ~beyond
+            beyond = component.beyond(finding.organ_mask, 2)
+            local &= ~beyond
             pieces, m = ndimage.label(beyond, structure=_STRUCTURE)
-            kept[beyond] = pieces[beyond] + top
+            kept[box][beyond] = pieces[beyond] + top
             top += m
+        region = np.zeros(labels.shape, dtype=bool)
+        region[box] = local
         physiological[region] = len(regions) + 1
         values = suv[region]
         regions.append(PhysiologicalRegion(

@@ -11,13 +11,20 @@ from importlib import metadata
 
 import numpy as np
 
-from neuropetrix.analysis import anatomy as anatomy_of, metrics, physiology, segmentation, suvpeak
+from neuropetrix.analysis import anatomy as anatomy_of
+from neuropetrix.analysis import metrics, physiology, segmentation, suvpeak
 from neuropetrix.analysis.anatomy import Anatomy
 from neuropetrix.analysis.errors import AnalysisError
 from neuropetrix.analysis.liver import liver_reference
 from neuropetrix.analysis.references import blood_pool, liver_region
-from neuropetrix.analysis.results import (AnalysisResult, LiverReference, Physiology, PhysiologicalRegion,
-                                          Reference, Segmentation)
+from neuropetrix.analysis.results import (
+    AnalysisResult,
+    LiverReference,
+    PhysiologicalRegion,
+    Physiology,
+    Reference,
+    Segmentation,
+)
 from neuropetrix.analysis.suv import suv_factors
 from neuropetrix.analysis.tracers import profile_for
 from neuropetrix.analysis.volumes import Volume, resample_to
@@ -81,12 +88,12 @@ def _physiology(labels: np.ndarray, suv: np.ndarray, pet: Volume, anatomy: Anato
     """Lesions without the tracer's physiological uptake, with the regions told apart and how."""
     profile = profile_for(pet.header)
     if not settings.exclude_physiological:
-        return labels, [], None, Physiology(None, "none", (), ("physiological uptake exclusion is off "
-                                                               "(analysis.exclude_physiological)",))
+        return labels, [], None, Physiology(None, "none", (), (
+            "physiological uptake exclusion is off (analysis.exclude_physiological)",))
     if settings.method == "model":
         return labels, [], None, Physiology(profile and profile.name, "none", (), (
-            "method model: the site model's output is taken as the lesions (it was trained to leave normal "
-            "uptake out); no rule was applied on top",))
+            ("method model: the site model's output is taken as the lesions (it was trained to leave normal "
+             "uptake out); no rule was applied on top"),))
     if profile is None:
         return labels, [], None, Physiology(None, "none", (), (
             "radiopharmaceutical not recognised: no physiological uptake was excluded",))

@@ -46,7 +46,7 @@ def _tube(anatomy: Anatomy, geometry: Volume) -> np.ndarray | None:
     z = coordinate(geometry, (shape[0], 1, 1), 2)
     dx, dy = x - spine[0], spine[1] - y
     box = (dx >= 5.0) & (dx <= 70.0) & (dy >= 5.0) & (dy <= 75.0) & (z >= base) & (z <= top)
-    labels, n = ndimage.label(anatomy.masks["soft_unsmoothed"] & box)
+    labels, _ = ndimage.label(anatomy.masks["soft_unsmoothed"] & box)
     best, best_length = None, 0.0
     for i, sl in enumerate(ndimage.find_objects(labels), start=1):
         part = labels[sl] == i

@@ -99,7 +99,7 @@ def read_folder(folder: Path) -> list[SeriesFiles]:
     for path in files:
         try:
             ds = dcmread(path, defer_size="2 KB")
-        except Exception as exc:  # pydicom raises many types for a damaged file
+        except Exception as exc:  # noqa: BLE001 - pydicom raises many types for a damaged file
             if path.suffix.lower() != ".dcm" and not _has_dicom_marker(path):
                 skipped.append(path.name)
                 continue
@@ -275,7 +275,7 @@ def _check_and_sort(planes: list[_Plane], label: str) -> tuple[list[_Plane], np.
     bad = np.nonzero(np.abs(steps - spacing) > _SPACING_TOL * spacing)[0]
     if bad.size:
         k = int(bad[0])
-        missing = int(round(steps[k] / spacing)) - 1
+        missing = round(steps[k] / spacing) - 1
         what = f"{missing} missing slice(s)" if missing >= 1 else "uneven slice spacing"
         raise AnalysisError(f"{label}: {what}: gap of {steps[k]:.2f} mm between positions {depth[k]:.2f} and "
                             f"{depth[k + 1]:.2f} mm where the spacing is {spacing:.2f} mm")
@@ -312,7 +312,7 @@ def _pixels(ds: Dataset, cache: dict[int, np.ndarray]) -> np.ndarray:
         try:
             native = _native(ds)
             cache[key] = native if native is not None else ds.pixel_array
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - every decoder plugin has its own errors
             raise AnalysisError(f"{_where(ds)}: cannot decode pixel data ({type(exc).__name__}: {exc})") from None
     return cache[key]
 

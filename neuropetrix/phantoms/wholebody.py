@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
 CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 PET_STORAGE = "1.2.840.10008.5.1.4.1.1.128"
@@ -344,7 +344,7 @@ def write_study(out_dir: Path, *, patient_name: str = "YILMAZ^AYŞE", patient_id
     ct_matrix = ct_matrix or 2 * pet_matrix
     pet_mm = FOV_MM / pet_matrix
     slice_mm = slice_mm or pet_mm
-    n_slices = int(round((z_range_mm[1] - z_range_mm[0]) / slice_mm))
+    n_slices = round((z_range_mm[1] - z_range_mm[0]) / slice_mm)
     zs = z_range_mm[0] + (np.arange(n_slices) + 0.5) * slice_mm    # instance 1 is the lowest slice
     rng = np.random.default_rng(seed)
     start = datetime(2026, 11, 24, 10, 0, 0)
@@ -363,7 +363,7 @@ def write_study(out_dir: Path, *, patient_name: str = "YILMAZ^AYŞE", patient_id
     bq_per_suv = dose_bq * 2.0 ** (-(start - record.injection).total_seconds() / F18_HALF_LIFE_S) / (weight_kg * 1000.0)
     (out_dir / "PT").mkdir(parents=True, exist_ok=True)
     pet_base = _pet_base(record, pet_uid, n_slices)
-    bed_slices = max(1, int(round(200.0 / slice_mm)))               # 20 cm bed positions, inferior first
+    bed_slices = max(1, round(200.0 / slice_mm))               # 20 cm bed positions, inferior first
     for k, z in enumerate(zs):
         suv = sum(_paint(shapes, px, py, z + dz * slice_mm, "suv", 0.0) for dz in offsets) / _SUB
         suv = suv.reshape(pet_matrix, _SUB, pet_matrix, _SUB).mean(axis=(1, 3))
@@ -423,7 +423,7 @@ def write_label_maps(out_dir: Path, *, spacing_mm: float = 3.0, multilabel: bool
     """
     import SimpleITK as sitk
 
-    n = int(round(FOV_MM / spacing_mm))
+    n = round(FOV_MM / spacing_mm)
     centres = (np.arange(n) - (n - 1) / 2.0) * spacing_mm
     y, x = np.meshgrid(centres, centres, indexing="ij")
     zs = np.arange(z_range_mm[0] + spacing_mm / 2, z_range_mm[1], spacing_mm)
@@ -439,7 +439,7 @@ def write_label_maps(out_dir: Path, *, spacing_mm: float = 3.0, multilabel: bool
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    def image(array: np.ndarray) -> "sitk.Image":
+    def image(array: np.ndarray) -> sitk.Image:
         img = sitk.GetImageFromArray(array)
         img.SetSpacing((spacing_mm, spacing_mm, spacing_mm))
         img.SetOrigin((float(centres[0]), float(centres[0]), float(zs[0])))

@@ -139,7 +139,7 @@ def test_tracer_profiles_come_from_the_radiopharmaceutical():
 
 def test_an_unknown_tracer_excludes_nothing_and_says_so(study, tmp_path: Path):
     folder, truth = study
-    pet, ct = load_study(folder / "PT", need_ct_pixels=False)
+    pet, _ = load_study(folder / "PT", need_ct_pixels=False)
     for ds in {id(d): d for d in pet.slice_datasets}.values():
         ds.RadiopharmaceuticalInformationSequence[0].Radiopharmaceutical = "Sodium fluoride"
         del ds.RadiopharmaceuticalInformationSequence[0].RadiopharmaceuticalCodeSequence
