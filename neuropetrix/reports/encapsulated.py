@@ -16,6 +16,7 @@ from neuropetrix.analysis.results import AnalysisResult
 from neuropetrix.reports.errors import require
 from neuropetrix.reports.seg import MANUFACTURER, software_version
 from neuropetrix.reports.uids import derived_uid
+from neuropetrix.reports.version import AUTOMATIC, ResultVersion
 
 ENCAPSULATED_PDF_STORAGE = "1.2.840.10008.5.1.4.1.1.104.1"
 SERIES_NUMBER = 903
@@ -27,14 +28,15 @@ _TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDa
 
 
 def build_encapsulated_pdf(result: AnalysisResult, source: Dataset, pdf: bytes,
-                           references: list[Dataset], now: datetime | None = None) -> FileDataset:
+                           references: list[Dataset], now: datetime | None = None,
+                           version: ResultVersion = AUTOMATIC) -> FileDataset:
     """An Encapsulated PDF instance of `pdf` in the study of `source`; `references` are the SR/SEG it
     summarises (Source Instance Sequence)."""
     require(pdf.startswith(b"%PDF-"), "the report is not a PDF document")
     require(source.get("StudyInstanceUID") == result.study_instance_uid,
             "the source dataset is not from the analysed study")
     now = now or datetime.now()
-    sop_instance_uid = derived_uid(result, "pdf", "instance")
+    sop_instance_uid = derived_uid(result, "pdf", "instance", *version.uid_suffix)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ENCAPSULATED_PDF_STORAGE
     meta.MediaStorageSOPInstanceUID = sop_instance_uid
@@ -59,7 +61,7 @@ def build_encapsulated_pdf(result: AnalysisResult, source: Dataset, pdf: bytes,
     ds.ManufacturerModelName = MANUFACTURER
     ds.SoftwareVersions = software_version(result)
     ds.ConversionType = "WSD"
-    ds.InstanceNumber = 1
+    ds.InstanceNumber = version.version
     ds.ContentDate = now.strftime("%Y%m%d")
     ds.ContentTime = now.strftime("%H%M%S")
     ds.AcquisitionDateTime = None

@@ -24,6 +24,7 @@ from neuropetrix.reports.seg import lesion_tracking_uid
 from neuropetrix.reports.source import StudyInfo, procedure_code
 from neuropetrix.reports.sr import sr_instance_uid
 from neuropetrix.reports.uids import derived_uuid
+from neuropetrix.reports.version import AUTOMATIC, ResultVersion
 
 SYSTEMS = {"DCM": "http://dicom.nema.org/resources/ontology/DCM", "SCT": "http://snomed.info/sct",
            "LN": "http://loinc.org", "UCUM": "http://unitsofmeasure.org"}
@@ -45,13 +46,13 @@ def _gender(sex: str | None) -> str:
 
 
 def _observation(result: AnalysisResult, m: Measure, report_uid: str, patient: str, study: str,
-                 effective: str) -> dict[str, Any]:
+                 effective: str, status: str) -> dict[str, Any]:
     code = {"coding": [_coding(m.concept.value, m.concept.scheme_designator, m.concept.meaning)],
             "text": m.label if m.lesion is None else f"Lesion {m.lesion} {m.label}"}
     obs: dict[str, Any] = {
         "resourceType": "Observation",
         "identifier": [{"system": OBSERVATION_ID_SYSTEM, "value": f"{report_uid}/{m.observation_id}"}],
-        "status": "final",
+        "status": status,
         "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
                                   "code": "imaging", "display": "Imaging"}]}],
         "code": code,
@@ -74,8 +75,10 @@ def _observation(result: AnalysisResult, m: Measure, report_uid: str, patient: s
 
 
 def build_bundle(result: AnalysisResult, info: StudyInfo, settings: HbysSettings,
-                 pdf: bytes | None = None) -> Bundle:
-    """The transaction Bundle, validated by fhir.resources (R4B models); `pdf` goes into presentedForm."""
+                 pdf: bytes | None = None, version: ResultVersion = AUTOMATIC) -> Bundle:
+    """The transaction Bundle, validated by fhir.resources (R4B models); `pdf` goes into presentedForm.
+    `version` gives the status (preliminary, final, amended); every version updates the same
+    DiagnosticReport and Observations, identified by the analysis."""
     values = measures(result)
     require(result.pet_sop_instance_uids, "no PET instances: the ImagingStudy would be empty")
     report_uid = sr_instance_uid(result)
@@ -116,12 +119,13 @@ def build_bundle(result: AnalysisResult, info: StudyInfo, settings: HbysSettings
         }],
     }
     observations = [(f"urn:uuid:{derived_uuid(result, 'fhir', 'obs', m.observation_id)}",
-                     _observation(result, m, report_uid, patient_url, study_url, effective)) for m in values]
+                     _observation(result, m, report_uid, patient_url, study_url, effective,
+                                  version.fhir_status)) for m in values]
     procedure = procedure_code(info)
     report: dict[str, Any] = {
         "resourceType": "DiagnosticReport",
         "identifier": [{"system": DICOM_UID, "value": _oid(report_uid)}, accession],
-        "status": "final",
+        "status": version.fhir_status,
         "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "NMS",
                                   "display": "Nuclear Medicine Scan"}]}],
         "code": {"coding": [_coding("18748-4", "LN", "Diagnostic imaging study"),
@@ -131,8 +135,10 @@ def build_bundle(result: AnalysisResult, info: StudyInfo, settings: HbysSettings
         "effectiveDateTime": effective,
         "result": [{"reference": url} for url, _ in observations],
         "imagingStudy": [{"reference": study_url}],
-        "conclusion": summary(result),
+        "conclusion": summary(result) + (f" Impression: {version.impression}" if version.impression else ""),
     }
+    if version.signer is not None:
+        report["resultsInterpreter"] = [{"display": version.signer.display_name or version.signer.username}]
     if pdf is not None:
         report["presentedForm"] = [{"contentType": "application/pdf", "language": "en",
                                     "data": base64.b64encode(pdf).decode("ascii"), "title": "PET/CT report"}]

@@ -17,6 +17,7 @@ from pydicom.sr.codedict import codes
 from neuropetrix.analysis.results import AnalysisResult
 from neuropetrix.reports.errors import require
 from neuropetrix.reports.uids import derived_uid
+from neuropetrix.reports.version import AUTOMATIC, ResultVersion
 
 SERIES_NUMBER = 901
 MANUFACTURER = "NeuroPETRIX"
@@ -83,8 +84,10 @@ def _frames(result: AnalysisResult, pet_datasets: list[Dataset],
     return [source], by_frame
 
 
-def build_seg(result: AnalysisResult, pet_datasets: list[Dataset]) -> hd.seg.Segmentation:
-    """The SEG for this analysis; ReportError when there is nothing valid to segment."""
+def build_seg(result: AnalysisResult, pet_datasets: list[Dataset],
+              version: ResultVersion = AUTOMATIC) -> hd.seg.Segmentation:
+    """The SEG for this analysis (the lesions a signed `version` kept); ReportError when there is
+    nothing valid to segment."""
     require(result.lesions, "no lesions: a DICOM SEG needs at least one segment")
     require(result.frame_of_reference_uid, "no frame of reference UID: the SEG cannot be placed on the PET")
     check_geometry(result, pet_datasets)
@@ -117,8 +120,8 @@ def build_seg(result: AnalysisResult, pet_datasets: list[Dataset]) -> hd.seg.Seg
         segment_descriptions=descriptions,
         series_instance_uid=derived_uid(result, "seg", "series"),
         series_number=SERIES_NUMBER,
-        sop_instance_uid=derived_uid(result, "seg", "instance"),
-        instance_number=1,
+        sop_instance_uid=derived_uid(result, "seg", "instance", *version.uid_suffix),
+        instance_number=version.version,
         manufacturer=MANUFACTURER,
         manufacturer_model_name=MANUFACTURER,
         software_versions=software_version(result),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import highdicom as hd
 from pydicom.dataset import Dataset
+from pydicom.uid import Comprehensive3DSRStorage
 from pydicom.sr.codedict import codes
 
 from neuropetrix.analysis.results import AnalysisResult
@@ -17,6 +18,7 @@ from neuropetrix.reports.measures import LIVER, Measure, lesion_measures, measur
 from neuropetrix.reports.seg import MANUFACTURER, lesion_tracking_uid, software_version
 from neuropetrix.reports.source import StudyInfo, procedure_code
 from neuropetrix.reports.uids import derived_uid
+from neuropetrix.reports.version import AUTOMATIC, ResultVersion
 
 SERIES_NUMBER = 902
 
@@ -42,9 +44,21 @@ def _measurement(m: Measure, algorithm: hd.sr.AlgorithmIdentification | None) ->
                              algorithm_id=algorithm)
 
 
+def _predecessor(result: AnalysisResult, sr_uid: str) -> Dataset:
+    """The earlier version this SR replaces: same study and SR series, its own instance."""
+    ds = Dataset()
+    ds.SOPClassUID = Comprehensive3DSRStorage
+    ds.SOPInstanceUID = sr_uid
+    ds.StudyInstanceUID = result.study_instance_uid
+    ds.SeriesInstanceUID = derived_uid(result, "sr", "series")
+    return ds
+
+
 def build_sr(result: AnalysisResult, pet_datasets: list[Dataset], info: StudyInfo,
-             seg: Dataset | None) -> hd.sr.Comprehensive3DSR:
-    """The measurement report; `seg` is the SEG the lesion groups reference (None only without lesions)."""
+             seg: Dataset | None, version: ResultVersion = AUTOMATIC) -> hd.sr.Comprehensive3DSR:
+    """The measurement report; `seg` is the SEG the lesion groups reference (None only without lesions).
+    `version`: preliminary is PARTIAL and UNVERIFIED; a signed version is COMPLETE and VERIFIED by its
+    signer, with the version it replaces in PredecessorDocumentsSequence."""
     require(pet_datasets, "no PET datasets were given")
     require(seg is not None or not result.lesions,
             "lesions without a SEG: each lesion's measurement group must reference its segment")
@@ -98,10 +112,16 @@ def build_sr(result: AnalysisResult, pet_datasets: list[Dataset], info: StudyInf
         content=report[0],
         series_instance_uid=derived_uid(result, "sr", "series"),
         series_number=SERIES_NUMBER,
-        sop_instance_uid=sr_instance_uid(result),
-        instance_number=1,
+        sop_instance_uid=derived_uid(result, "sr", "instance", *version.uid_suffix),
+        instance_number=version.version,
         manufacturer=MANUFACTURER,
-        is_complete=True,
+        is_complete=version.status != "preliminary",
+        is_final=version.status != "preliminary",
+        is_verified=version.verified,
+        verifying_observer_name=None if version.signer is None else version.signer.person_name,
+        verifying_organization=None if version.signer is None else version.signer.organisation or "unknown",
+        previous_versions=None if version.predecessor_sr_uid is None else [
+            _predecessor(result, version.predecessor_sr_uid)],
         institution_name=info.institution_name,
         series_description="NeuroPETRIX PET measurements",
         software_versions=software_version(result),

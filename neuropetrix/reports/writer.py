@@ -25,6 +25,7 @@ from neuropetrix.reports.pdf import MAX_KEY_IMAGES, build_pdf
 from neuropetrix.reports.seg import build_seg
 from neuropetrix.reports.source import study_info
 from neuropetrix.reports.sr import build_sr
+from neuropetrix.reports.version import AUTOMATIC, ResultVersion
 
 FILES = {"seg": "seg.dcm", "sr": "sr.dcm", "oru": "oru.hl7", "fhir_bundle": "fhir_bundle.json",
          "mip": "mip.png", "report_pdf": "report.pdf", "report_dcm": "report.dcm"}
@@ -43,26 +44,28 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def write_reports(result: AnalysisResult, pet_datasets: list[Dataset], out_dir: Path,
-                  settings: HbysSettings) -> dict[str, Path]:
+                  settings: HbysSettings, version: ResultVersion = AUTOMATIC) -> dict[str, Path]:
     """Write every report of `result` into `out_dir`; returns {kind: path} for what was written.
 
     `pet_datasets[k]` is the source dataset of `result.label_map[k]` (the same multi-frame dataset for
-    every k of an Enhanced PET). Raises ReportError, having written nothing, when an object cannot be made.
+    every k of an Enhanced PET); `version` is the status and signer every object carries. Raises ReportError, having written nothing, when an object cannot be made.
     """
     measures(result)
     info = study_info(result, pet_datasets)
-    seg = build_seg(result, pet_datasets) if result.lesions else None
-    sr = build_sr(result, pet_datasets, info, seg)
+    seg = build_seg(result, pet_datasets, version) if result.lesions else None
+    sr = build_sr(result, pet_datasets, info, seg, version)
     volume = suv_volume(result)
     hottest = sorted(result.lesions, key=lambda les: les.suv_max, reverse=True)[:MAX_KEY_IMAGES]
     mip = mip_png(result, volume)
     pdf = build_pdf(result, info, mip, {les.label: axial_png(result, volume, les) for les in hottest},
-                    sr_uid=str(sr.SOPInstanceUID), seg_uid=None if seg is None else str(seg.SOPInstanceUID))
-    encapsulated = build_encapsulated_pdf(result, pet_datasets[0], pdf, [sr] + ([seg] if seg is not None else []))
+                    sr_uid=str(sr.SOPInstanceUID), seg_uid=None if seg is None else str(seg.SOPInstanceUID),
+                    version=version)
+    encapsulated = build_encapsulated_pdf(result, pet_datasets[0], pdf, [sr] + ([seg] if seg is not None else []),
+                                          version=version)
     contents = {
         "sr": _dicom_bytes(sr),
-        "oru": oru_bytes(result, info, settings.mllp),
-        "fhir_bundle": bundle_json(build_bundle(result, info, settings, pdf)).encode("utf-8"),
+        "oru": oru_bytes(result, info, settings.mllp, version),
+        "fhir_bundle": bundle_json(build_bundle(result, info, settings, pdf, version)).encode("utf-8"),
         "mip": mip,
         "report_pdf": pdf,
         "report_dcm": _dicom_bytes(encapsulated),
