@@ -21,9 +21,17 @@ from sqlalchemy.orm import Session
 
 from neuropetrix.api.context import Database
 from neuropetrix.api.events import FeedItem
-from neuropetrix.api.permissions import PUSH_FAILURES, PUSH_RESULTS, roles_with
+from neuropetrix.api.permissions import PUSH_FAILURES, PUSH_RESULTS, RESULTS_SIGN, roles_with
 from neuropetrix.api.tokens import token_hash
-from neuropetrix.engine.events import ANALYSIS_DONE, ANALYSIS_FAILED, NOTIFICATION, advance, take_pending
+from neuropetrix.engine.events import (
+    ANALYSIS_DONE,
+    ANALYSIS_FAILED,
+    NOTIFICATION,
+    REVIEW_READY,
+    REVIEW_VERSION,
+    advance,
+    take_pending,
+)
 from neuropetrix.engine.jobs import Claimed, JobFailure, JobQueue
 from neuropetrix.metrics import PUSH_MESSAGES
 from neuropetrix.node.scu.push import REJECTED, RETRY, SENT, FcmSender, PushMessageSpec, PushOutcome
@@ -35,12 +43,22 @@ from neuropetrix.store.models import Event
 log = logging.getLogger("neuropetrix.push")
 
 KIND, DESTINATION, CONSUMER = "push", "fcm", "push"
-KINDS = (ANALYSIS_DONE, ANALYSIS_FAILED, NOTIFICATION)
+KINDS = (ANALYSIS_DONE, ANALYSIS_FAILED, NOTIFICATION, REVIEW_READY, REVIEW_VERSION)
 
 
 def plan(e: Event) -> tuple[list[str], str, str, str] | None:
     """(roles, priority, title, body) of the notification an event calls for, or None."""
     p = e.payload or {}
+    if e.kind == ANALYSIS_DONE and "status" in p:
+        return None                  # a versioned result: announced by its review.ready / review.version
+    if e.kind == REVIEW_READY:
+        lesions = p.get("lesions")
+        return ([r for r in roles_with(PUSH_RESULTS) if r in roles_with(RESULTS_SIGN)], "normal",
+                "PET/CT result to review", f"Preliminary result ready for review: {lesions} lesion(s)")
+    if e.kind == REVIEW_VERSION:
+        roles = [r for r in p.get("recipients", []) if r in ROLES]
+        return roles, "normal", f"PET/CT result {p.get('status', '')}", \
+            f"Version {p.get('version')} is {p.get('status')}" + (" (signed)" if p.get("signer") else "")
     if e.kind == ANALYSIS_DONE:
         lesions = p.get("lesions")
         body = "Results are ready" if lesions is None else f"Results are ready: {lesions} lesion(s)"

@@ -24,6 +24,10 @@ STUDY_COMPLETE = "study.complete"
 ANALYSIS_STARTED, ANALYSIS_DONE, ANALYSIS_FAILED = "analysis.started", "analysis.done", "analysis.failed"
 DELIVERY_DONE, DELIVERY_FAILED = "delivery.done", "delivery.failed"
 NOTIFICATION = "notification"
+# physician review (engine/review.py): a preliminary result awaits review; decisions changed; a
+# physician signed (or asked for a re-analysis); a new version of the results was made
+REVIEW_READY, REVIEW_CHANGED, REVIEW_SIGNED = "review.ready", "review.changed", "review.signed"
+REVIEW_REANALYSIS, REVIEW_VERSION = "review.reanalysis", "review.version"
 GAP_SETTLE_SECONDS = 10.0
 
 

@@ -19,6 +19,8 @@ from neuropetrix.analysis.pipeline import analyze_volumes
 from neuropetrix.analysis.results import AnalysisResult
 from neuropetrix.analysis.volumes import Volume, choose_ct, choose_pet, load_volume, read_folder
 from neuropetrix.config.settings import AnalysisSettings, HbysSettings
+from neuropetrix.engine.review_result import VersionOrder, apply_decisions
+from neuropetrix.reports.version import AUTOMATIC, ResultVersion
 from neuropetrix.reports.writer import write_reports
 
 
@@ -72,7 +74,7 @@ def write_analysis_json(analysis: OfflineAnalysis) -> Path:
     return path
 
 
-def write_outputs(analysis: OfflineAnalysis) -> None:
+def write_outputs(analysis: OfflineAnalysis, version: ResultVersion = AUTOMATIC) -> None:
     """Write every output file into `analysis.out_dir`, recording each in `analysis.files`.
 
     analysis.json goes first, so that it exists even when a report writer fails; its timings therefore
@@ -82,15 +84,17 @@ def write_outputs(analysis: OfflineAnalysis) -> None:
     analysis.out_dir.mkdir(parents=True, exist_ok=True)
     analysis.files["analysis.json"] = write_analysis_json(analysis)
     analysis.files.update({p.name: p for p in write_reports(analysis.result, analysis.pet_datasets,
-                                                            analysis.out_dir, analysis.hbys).values()})
+                                                            analysis.out_dir, analysis.hbys, version).values()})
     analysis.result.timings_s["write"] = time.perf_counter() - t0
 
 
 def analyze_folder(study_dir: Path, out_dir: Path, settings: AnalysisSettings,
-                   device: str | None = None, hbys: HbysSettings | None = None) -> OfflineAnalysis:
+                   device: str | None = None, hbys: HbysSettings | None = None,
+                   order: VersionOrder | None = None) -> OfflineAnalysis:
     """Analyse the PET/CT study in `study_dir` and write the results into `out_dir`.
 
-    `device` ("cpu", "cuda", "auto") overrides `settings.device`. Raises `AnalysisError` (with
+    `device` ("cpu", "cuda", "auto") overrides `settings.device`; `order` is the version to write (a
+    physician's decisions applied; engine/review_result.py), the automatic preliminary one by default. Raises `AnalysisError` (with
     `InputRefused` for SUV inputs) with a one-line message when the study cannot be analysed.
     """
     resolved = resolve_device(device or settings.device)
@@ -98,6 +102,8 @@ def analyze_folder(study_dir: Path, out_dir: Path, settings: AnalysisSettings,
     pet, ct = load_study(Path(study_dir), need_ct_pixels=settings.method == "model")
     timings = {"read": time.perf_counter() - t0}
     result = analyze_volumes(pet, ct, settings, resolved, timings)
+    order = order or VersionOrder()
+    result = apply_decisions(result, order.decisions)
     analysis = OfflineAnalysis(result=result, pet=pet, ct=ct, out_dir=Path(out_dir), hbys=hbys or HbysSettings())
-    write_outputs(analysis)
+    write_outputs(analysis, order.version)
     return analysis
