@@ -15,6 +15,7 @@ from neuropetrix.api.params import bad_request, json_body
 from neuropetrix.api.permissions import RESULTS_READ, RESULTS_REVIEW, RESULTS_SIGN
 from neuropetrix.api.routes_studies import _uid
 from neuropetrix.engine import review
+from neuropetrix.engine.review_result import REANALYSIS_KEYS
 from neuropetrix.reports.keyimages import key_image_name
 
 routes = web.RouteTableDef()
@@ -68,7 +69,10 @@ async def post_review(request: web.Request) -> web.Response:
 
 
 def _check_analysis(current, settings: dict) -> None:
-    """400 naming the setting when the changed analysis settings are not valid together."""
+    """400 naming the setting when the changed analysis settings are unknown or not valid together."""
+    unknown = sorted(set(settings) - set(REANALYSIS_KEYS))
+    if unknown:
+        raise bad_request(f"analysis: unknown setting(s) {', '.join(unknown)} (known: {', '.join(REANALYSIS_KEYS)})")
     try:
         type(current).model_validate({**current.model_dump(), **settings})
     except ValidationError as exc:

@@ -30,7 +30,6 @@ from neuropetrix.engine.review_result import (
     DECISIONS,
     LESION,
     PHYSIOLOGICAL,
-    REANALYSIS_KEYS,
     VersionOrder,
     order_of,
 )
@@ -291,12 +290,8 @@ def sign(s: Session, study_uid: str, who: Actor, retry: RetrySettings) -> dict[s
 
 
 def reanalyse(s: Session, study_uid: str, who: Actor, settings: dict[str, Any], retry: RetrySettings) -> dict:
-    """Run the analysis again with changed settings (method, threshold, …): a new preliminary version
-    whose regions replace the review's, decisions cleared."""
-    unknown = sorted(set(settings) - set(REANALYSIS_KEYS))
-    if unknown:
-        raise ReviewError(f"analysis: unknown setting(s) {', '.join(unknown)} (known: {', '.join(REANALYSIS_KEYS)})",
-                          400)
+    """Run the analysis again with changed settings (REANALYSIS_KEYS, checked by the caller): a new
+    preliminary version whose regions replace the review's, decisions cleared."""
     review = _review(s, study_uid)
     if review.pending_version is not None:
         raise ReviewError(f"version {review.pending_version} is being made; wait for it")
