@@ -5,7 +5,7 @@ STAMP   := $(VENV)/.installed
 CONFIG  ?= config/node.yaml
 # Debian packages the tests use as real peers: dcmtk (scanner, PACS), Orthanc (PACS), dicom3tools (validator),
 # Chromium (the dashboard, headless), PostgreSQL (the store's second database).
-DEB_PEERS := dcmtk orthanc dicom3tools chromium postgresql
+DEB_PEERS := dcmtk orthanc dicom3tools chromium postgresql ghostscript
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test install peers bench clean
