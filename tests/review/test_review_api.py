@@ -146,3 +146,26 @@ async def test_openapi_documents_the_review_routes_with_their_permissions(review
     body = paths["/api/studies/{study_uid}/review"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body["properties"]["decisions"]["items"]["properties"]["decision"]["enum"] == [
         "lesion", "rejected", "physiological"]
+
+
+async def test_physicians_get_a_push_when_a_preliminary_result_is_ready(make_env, analysed, aiohttp_server,
+                                                                         aiohttp_client, tmp_path):
+    from tests.api.fakefcm import FakeFcm
+
+    fake = FakeFcm()
+    server = await aiohttp_server(fake.app())
+    base = str(server.make_url("")).rstrip("/")
+    env = make_env(push={"credentials_file": str(fake.credentials_file(tmp_path / "sa.json", base)),
+                         "fcm_endpoint": f"{base}/v1/projects", "max_attempts": 3})
+    client = await aiohttp_client(env.app())
+    for role, token in (("physician", "phone-physician"), ("technologist", "phone-tech")):
+        r = await client.post("/api/devices", json={"token": token, "platform": "android"},
+                              headers=bearer(await login(client, role)))
+        assert r.status in (200, 201)
+    open_review(env, analysed)                  # analysis.done (versioned) + review.ready
+    await fake.wait_for(lambda: len(fake.delivered) >= 1)
+    with env.sessions() as s:                   # both events were handled: one message was made, no more
+        assert [j.params["data"]["kind"] for j in s.scalars(select(Job).where(Job.kind == "push"))] == ["review.ready"]
+    assert [(m["token"], m["notification"]["title"]) for m in fake.delivered] == [
+        ("phone-physician", "PET/CT result to review")]
+    assert fake.delivered[0]["data"]["kind"] == "review.ready"
