@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from neuropetrix.store.jobs_models import Job
 from neuropetrix.store.reviews import ReviewAction
+from tests.api.test_push import push_env  # noqa: F401  (fixture)
 from tests.review.conftest import bearer, login, open_review
 
 pytestmark = pytest.mark.asyncio
@@ -148,16 +149,8 @@ async def test_openapi_documents_the_review_routes_with_their_permissions(review
         "lesion", "rejected", "physiological"]
 
 
-async def test_physicians_get_a_push_when_a_preliminary_result_is_ready(make_env, analysed, aiohttp_server,
-                                                                         aiohttp_client, tmp_path):
-    from tests.api.fakefcm import FakeFcm
-
-    fake = FakeFcm()
-    server = await aiohttp_server(fake.app())
-    base = str(server.make_url("")).rstrip("/")
-    env = make_env(push={"credentials_file": str(fake.credentials_file(tmp_path / "sa.json", base)),
-                         "fcm_endpoint": f"{base}/v1/projects", "max_attempts": 3})
-    client = await aiohttp_client(env.app())
+async def test_physicians_get_a_push_when_a_preliminary_result_is_ready(push_env, analysed):
+    fake, env, client = push_env
     for role, token in (("physician", "phone-physician"), ("technologist", "phone-tech")):
         r = await client.post("/api/devices", json={"token": token, "platform": "android"},
                               headers=bearer(await login(client, role)))
@@ -168,4 +161,3 @@ async def test_physicians_get_a_push_when_a_preliminary_result_is_ready(make_env
         assert [j.params["data"]["kind"] for j in s.scalars(select(Job).where(Job.kind == "push"))] == ["review.ready"]
     assert [(m["token"], m["notification"]["title"]) for m in fake.delivered] == [
         ("phone-physician", "PET/CT result to review")]
-    assert fake.delivered[0]["data"]["kind"] == "review.ready"

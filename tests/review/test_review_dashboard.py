@@ -64,6 +64,8 @@ async def test_physician_rejects_a_lesion_and_signs_in_the_dashboard(tmp_path: P
             done = ("(() => { const r = document.querySelector('#versions tr[data-version=\"2\"] td.deliveries');"
                     " return r && /forward.*done/.test(r.textContent) && /hl7.*done/.test(r.textContent); })()")
             await page.wait_for(done, "the final version's deliveries done", timeout=120)
+            await page.wait_for("document.querySelector('#mip').dataset.shown.endsWith('/2')", "the final's MIP")
+            await page.evaluate("document.querySelector('#versions').scrollIntoView()")
             await page.screenshot(ARTIFACTS / "4-signed.png")
             audit = await page.evaluate("document.querySelector('#audit').textContent")
             assert "dr.ayse  reviewed" in audit and "dr.ayse  signed" in audit

@@ -190,11 +190,7 @@ async function loadStudy(uid, refresh) {
   const files = s.files || {};
   const img = $("#mip");
   if (files["mip.png"] && (!refresh || !img.src)) {
-    const blob = await (await api(files["mip.png"])).blob();
-    if (mipUrl) URL.revokeObjectURL(mipUrl);
-    mipUrl = URL.createObjectURL(blob);
-    img.src = mipUrl;
-    $("#mip-caption").textContent = "MIP";
+    await showMip(files["mip.png"]);
   } else if (!files["mip.png"]) {
     img.removeAttribute("src");
     $("#mip-caption").textContent = "no picture yet";
@@ -228,6 +224,14 @@ async function loadStudy(uid, refresh) {
     li.textContent = `${e.created_at.replace("T", " ").slice(0, 19)}  ${e.kind}`;
     events.append(li);
   }
+}
+
+async function showMip(url) {
+  const blob = await (await api(url)).blob();
+  if (mipUrl) URL.revokeObjectURL(mipUrl);
+  mipUrl = URL.createObjectURL(blob);
+  $("#mip").src = mipUrl;
+  $("#mip-caption").textContent = "MIP";
 }
 
 // ---- review and sign-off ----
@@ -265,6 +269,10 @@ async function loadReview(uid) {
 
 async function showReview(uid, rv) {
   const can = session.user?.permissions ?? [];
+  const mip = $("#mip");                       // a new version has its own picture (what was kept)
+  const shown = `${uid}/${rv.version}`;
+  if (mip.dataset.shown?.startsWith(`${uid}/`) && mip.dataset.shown !== shown) await showMip(`/api/studies/${uid}/mip.png`);
+  mip.dataset.shown = shown;
   const editable = can.includes("results.review") && rv.pending_version === null;
   const status = $("#review-status");
   status.textContent = `${rv.status.toUpperCase()} · version ${rv.version}` +
