@@ -19,7 +19,7 @@ from neuropetrix.analysis.pipeline import analyze_volumes
 from neuropetrix.analysis.results import AnalysisResult
 from neuropetrix.analysis.volumes import Volume, choose_ct, choose_pet, load_volume, read_folder
 from neuropetrix.config.settings import AnalysisSettings, HbysSettings
-from neuropetrix.engine.review_result import VersionOrder, apply_decisions
+from neuropetrix.engine.review_result import VersionOrder, reviewed
 from neuropetrix.reports.version import AUTOMATIC, ResultVersion
 from neuropetrix.reports.writer import write_reports
 
@@ -102,8 +102,7 @@ def analyze_folder(study_dir: Path, out_dir: Path, settings: AnalysisSettings,
     pet, ct = load_study(Path(study_dir), need_ct_pixels=settings.method == "model")
     timings = {"read": time.perf_counter() - t0}
     result = analyze_volumes(pet, ct, settings, resolved, timings)
-    order = order or VersionOrder()
-    result = apply_decisions(result, order.decisions)
+    result, version = reviewed(result, order or VersionOrder())
     analysis = OfflineAnalysis(result=result, pet=pet, ct=ct, out_dir=Path(out_dir), hbys=hbys or HbysSettings())
-    write_outputs(analysis, order.version)
+    write_outputs(analysis, version)
     return analysis

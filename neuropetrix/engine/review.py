@@ -11,6 +11,7 @@ Every act is added to the append-only audit (`review_actions`).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -45,7 +46,7 @@ from neuropetrix.store.reviews import Review, ReviewAction, ReviewVersion
 log = logging.getLogger("neuropetrix.review")
 CONSUMER = "review"
 DELIVERY_KINDS = ("forward", "hl7", "fhir")
-PHYSIOLOGICAL_LABELS = 1000      # regions without a label of their own are numbered from here
+PHYSIOLOGICAL_LABELS = 1000      # physiological regions are numbered from here in a review
 
 
 class ReviewError(Exception):
@@ -89,11 +90,12 @@ class VersionStore:
 
 def candidates(analysis: dict[str, Any]) -> dict[str, list[dict]]:
     """The regions a review decides on, from analysis.json: lesions, and the physiological regions the
-    analysis excluded (`physiological`, when the analysis reports them), each with a `label`."""
+    analysis excluded (`physiological`, when the analysis reports them), each with a review `label`
+    (physiological regions from PHYSIOLOGICAL_LABELS on, so they never share one with a lesion)."""
     regions = []
     for i, region in enumerate(analysis.get("physiological") or []):
-        label = region.get("label") if isinstance(region.get("label"), int) else PHYSIOLOGICAL_LABELS + i
-        regions.append({**region, "label": label})
+        own = {"analysis_label": region["label"]} if "label" in region else {}
+        regions.append({**region, **own, "label": PHYSIOLOGICAL_LABELS + i})
     return {"lesions": list(analysis.get("lesions") or []), "physiological": regions}
 
 
@@ -212,6 +214,8 @@ def _order_jobs(s: Session, study_uid: str, event_id: int, order: VersionOrder, 
                      .order_by(Job.id.desc())).first()
     if last is None:
         raise ReviewError(f"study {study_uid} has no analysis job to follow", 409)
+    if not order.analysis:           # a signature keeps the settings the current version was made with
+        order = dataclasses.replace(order, analysis=dict((last.params.get("review") or {}).get("analysis") or {}))
     analyze = _job("analyze", last, event_id, last.destination, [],
                    {**{k: v for k, v in last.params.items() if k != "review"}, "review": order.to_json()}, retry)
     s.add(analyze)
@@ -281,7 +285,8 @@ def sign(s: Session, study_uid: str, who: Actor, retry: RetrySettings) -> dict[s
                             signer=Signer(user.username, user.display_name, user.organisation),
                             predecessor_sr_uid=_current_sr(s, review), impression=review.impression or None,
                             signed_at=utcnow().replace(microsecond=0).isoformat() + "Z")
-    dropped = {int(k): d for k, d in review.decisions.items() if d != LESION and int(k) < PHYSIOLOGICAL_LABELS}
+    lesions = {les["label"] for les in review.candidates.get("lesions", [])}   # physiological ones stay out anyway
+    dropped = {int(k): d for k, d in review.decisions.items() if d != LESION and int(k) in lesions}
     analyze = _start(s, review, who, events.REVIEW_SIGNED, VersionOrder(version, dropped), retry,
                      {"decisions": dict(review.decisions), "impression": review.impression})
     log.info("study %s: version %d (%s) signed by %s; job %d makes it", study_uid, version.version, status,
@@ -295,8 +300,10 @@ def reanalyse(s: Session, study_uid: str, who: Actor, settings: dict[str, Any], 
     review = _review(s, study_uid)
     if review.pending_version is not None:
         raise ReviewError(f"version {review.pending_version} is being made; wait for it")
-    order = VersionOrder(ResultVersion(status="preliminary", version=review.version + 1,
-                                       predecessor_sr_uid=_current_sr(s, review)), {}, dict(settings))
+    # a new analysis (new settings, new object UIDs and SR series) is a new report, not a revision
+    # of the old SR document: no predecessor
+    order = VersionOrder(ResultVersion(status="preliminary", version=review.version + 1), {}, dict(settings),
+                         fresh=True)
     analyze = _start(s, review, who, events.REVIEW_REANALYSIS, order, retry, {"analysis": dict(settings)})
     return {"version": order.version.version, "status": "preliminary", "job": analyze.id, "state": "pending"}
 
@@ -363,7 +370,7 @@ class ReviewWatcher:
         if review is None:
             review = Review(study_uid=study_uid, route=job.route, candidates_version=n)
             s.add(review)
-        if "review" not in job.params or order.analysis:        # new findings: the review starts over
+        if "review" not in job.params or order.fresh:          # new findings: the review starts over
             review.candidates, review.candidates_version = candidates(analysis), n
             review.decisions, review.impression = {}, ""
         review.status, review.version = status, n

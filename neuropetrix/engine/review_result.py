@@ -33,13 +33,15 @@ class VersionOrder:
     version: ResultVersion = AUTOMATIC
     decisions: dict[int, str] = field(default_factory=dict)      # label → decision, only the non-lesions
     analysis: dict[str, Any] = field(default_factory=dict)       # REANALYSIS_KEYS overrides
+    fresh: bool = False          # a re-analysis: the review starts over with this version's findings
 
     def to_json(self) -> dict[str, Any]:
         v = self.version
         return {"status": v.status, "version": v.version, "predecessor_sr_uid": v.predecessor_sr_uid,
                 "impression": v.impression, "signed_at": v.signed_at,
                 "signer": None if v.signer is None else dataclasses.asdict(v.signer),
-                "decisions": {str(k): d for k, d in self.decisions.items()}, "analysis": dict(self.analysis)}
+                "decisions": {str(k): d for k, d in self.decisions.items()}, "analysis": dict(self.analysis),
+                "fresh": self.fresh}
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> VersionOrder:
@@ -48,7 +50,8 @@ class VersionOrder:
                                 signer=None if signer is None else Signer(**signer),
                                 predecessor_sr_uid=doc.get("predecessor_sr_uid"), impression=doc.get("impression"),
                                 signed_at=doc.get("signed_at"))
-        return cls(version, {int(k): d for k, d in (doc.get("decisions") or {}).items()}, dict(doc.get("analysis") or {}))
+        return cls(version, {int(k): d for k, d in (doc.get("decisions") or {}).items()},
+                   dict(doc.get("analysis") or {}), bool(doc.get("fresh")))
 
 
 def order_of(params: Mapping[str, Any]) -> VersionOrder:
@@ -59,6 +62,14 @@ def order_of(params: Mapping[str, Any]) -> VersionOrder:
     if params.get("sign") == "auto":
         return VersionOrder(ResultVersion(status="final"))
     return VersionOrder()
+
+
+def reviewed(result: AnalysisResult, order: VersionOrder) -> tuple[AnalysisResult, ResultVersion]:
+    """The result with the order's decisions applied, and the version naming the lesions taken out."""
+    kept = apply_decisions(result, order.decisions)
+    labels = {les.label for les in kept.lesions}
+    withdrawn = tuple(les for les in result.lesions if les.label not in labels)
+    return kept, dataclasses.replace(order.version, withdrawn=withdrawn) if withdrawn else order.version
 
 
 def apply_decisions(result: AnalysisResult, decisions: Mapping[int, str]) -> AnalysisResult:

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from neuropetrix.analysis.results import AnalysisResult
 from neuropetrix.config.settings import HbysSettings
 from neuropetrix.reports.errors import ReportError, require
-from neuropetrix.reports.measures import Measure, measures, summary
+from neuropetrix.reports.measures import Measure, lesion_measures, measures, summary
 from neuropetrix.reports.seg import lesion_tracking_uid
 from neuropetrix.reports.source import StudyInfo, procedure_code
 from neuropetrix.reports.sr import sr_instance_uid
@@ -121,6 +121,10 @@ def build_bundle(result: AnalysisResult, info: StudyInfo, settings: HbysSettings
     observations = [(f"urn:uuid:{derived_uuid(result, 'fhir', 'obs', m.observation_id)}",
                      _observation(result, m, report_uid, patient_url, study_url, effective,
                                   version.fhir_status)) for m in values]
+    # a lesion the physician took out keeps its identifiers: what an earlier version posted is withdrawn
+    withdrawn = [(f"urn:uuid:{derived_uuid(result, 'fhir', 'obs', m.observation_id)}",
+                  _observation(result, m, report_uid, patient_url, study_url, effective, "entered-in-error"))
+                 for lesion in version.withdrawn for m in lesion_measures(result, lesion)]
     procedure = procedure_code(info)
     report: dict[str, Any] = {
         "resourceType": "DiagnosticReport",
@@ -150,7 +154,7 @@ def build_bundle(result: AnalysisResult, info: StudyInfo, settings: HbysSettings
                             "ifNoneExist": f"identifier={DICOM_UID}|{_oid(result.study_instance_uid)}"}),
         *[(url, obs, {"method": "PUT",
                       "url": f"Observation?identifier={OBSERVATION_ID_SYSTEM}|{obs['identifier'][0]['value']}"})
-          for url, obs in observations],
+          for url, obs in observations + withdrawn],
         (report_url, report, {"method": "PUT",
                               "url": f"DiagnosticReport?identifier={DICOM_UID}|{_oid(report_uid)}"}),
     ]

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from neuropetrix.analysis.results import Lesion
+
 Status = Literal["preliminary", "final", "amended"]
 STATUSES: tuple[Status, ...] = ("preliminary", "final", "amended")
 _HL7 = {"preliminary": "P", "final": "F", "amended": "C"}
@@ -47,6 +49,9 @@ class ResultVersion:
     predecessor_sr_uid: str | None = None     # the SR this version replaces (PredecessorDocumentsSequence)
     impression: str | None = None             # the physician's free text
     signed_at: str | None = None              # ISO 8601, when the signer signed
+    # lesions the physician took out (rejected, or physiological uptake): the FHIR Observations an
+    # earlier version posted for them are marked entered-in-error
+    withdrawn: tuple[Lesion, ...] = ()
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:

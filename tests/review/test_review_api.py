@@ -161,3 +161,10 @@ async def test_physicians_get_a_push_when_a_preliminary_result_is_ready(push_env
         assert [j.params["data"]["kind"] for j in s.scalars(select(Job).where(Job.kind == "push"))] == ["review.ready"]
     assert [(m["token"], m["notification"]["title"]) for m in fake.delivered] == [
         ("phone-physician", "PET/CT result to review")]
+    # a signed version tells the roles the study's route notifies (here: the technologist)
+    env.add_event("review.version", "1.2.826.0.1.3680043.10.4.1", version=2, status="final",
+                  recipients=["technologist"], signer="Ayşe Yılmaz")
+    await fake.wait_for(lambda: len(fake.delivered) == 2)
+    told = fake.delivered[1]
+    assert (told["token"], told["notification"]) == ("phone-tech", {"title": "PET/CT result final",
+                                                                    "body": "Version 2 is final (signed)"})

@@ -111,7 +111,12 @@ def test_preliminary_then_signed_final_then_amended(tmp_path: Path, petct_study:
         assert obr == "F" and set(obx) == {"F"} and "2" not in lesions and "1" in lesions
         assert "motion artefact" in hbys.received[1]
         final = report_of(fhir_end.bundles[1])
-        assert final["status"] == "final" and observation_statuses(fhir_end.bundles[1]) == {"final"}
+        assert final["status"] == "final" and observation_statuses(fhir_end.bundles[1]) == {"final", "entered-in-error"}
+        withdrawn = {e["fullUrl"] for e in fhir_end.bundles[1]["entry"]
+                     if e["resource"]["resourceType"] == "Observation" and e["resource"]["status"] == "entered-in-error"}
+        assert len(withdrawn) == 5 and not withdrawn & {r["reference"] for r in final["result"]}
+        assert all("lesion-2/" in e["resource"]["identifier"][0]["value"] for e in fhir_end.bundles[1]["entry"]
+                   if e["fullUrl"] in withdrawn)                    # the rejected lesion's, posted before
         assert final["identifier"] == report_of(fhir_end.bundles[0])["identifier"]     # the same report, updated
         assert final["resultsInterpreter"] == [{"display": SIGNER}]
 
@@ -128,28 +133,48 @@ def test_preliminary_then_signed_final_then_amended(tmp_path: Path, petct_study:
         obr, obx, _ = oru_statuses(hbys.received[2])
         assert obr == "C" and set(obx) == {"C"}
         assert report_of(fhir_end.bundles[2])["status"] == "amended"
+        assert observation_statuses(fhir_end.bundles[2]) == {"amended", "entered-in-error"}
+
+        # the physician runs the analysis again with a higher threshold: a new preliminary version whose
+        # regions replace the review's (only the SUV 9 sphere is above 7)
+        status, body = physician.call("POST", f"/api/studies/{uid}/review", {"analysis": {"threshold": 7.0}})
+        assert status == 200 and body["pending_version"] == 4, body
+        again = wait_for("version 4", lambda: _review_at(physician, uid, 4) and all_jobs_settled(node, 17), node)
+        assert again["status"] == "preliminary" and [les["label"] for les in again["lesions"]] == [1]
+        assert again["totals"]["lesion_count"] == 1 and again["impression"] == ""
+        assert oru_statuses(hbys.received[3])[0] == "P" and report_of(fhir_end.bundles[3])["status"] == "preliminary"
+        sr4 = pacs_objects(pacs, COMPREHENSIVE_3D_SR)[3]
+        assert (sr4.VerificationFlag, sr4.CompletionFlag) == ("UNVERIFIED", "PARTIAL")
+        # signing it keeps the new threshold: version 5 is that analysis, signed (amended: signed before)
+        assert physician.call("POST", f"/api/studies/{uid}/sign")[1]["status"] == "amended"
+        wait_for("version 5", lambda: _review_at(physician, uid, 5) and all_jobs_settled(node, 21), node)
+        sr5 = pacs_objects(pacs, COMPREHENSIVE_3D_SR)[4]
+        assert sr5.SeriesInstanceUID == sr4.SeriesInstanceUID and sr5.VerificationFlag == "VERIFIED"
+        assert oru_statuses(hbys.received[4])[2] == oru_statuses(hbys.received[3])[2]     # the same lesions
 
         # every version is kept and listed, each with its deliveries done
         status, versions = physician.call("GET", f"/api/studies/{uid}/versions")
         assert status == 200
         assert [(v["version"], v["status"]) for v in versions["items"]] == [(1, "preliminary"), (2, "final"),
-                                                                             (3, "amended")]
+                                                                             (3, "amended"), (4, "preliminary"),
+                                                                             (5, "amended")]
         assert [v["sr_uid"] for v in versions["items"]] == [str(s.SOPInstanceUID) for s in
                                                             pacs_objects(pacs, COMPREHENSIVE_3D_SR)]
         assert versions["items"][1]["signer"]["display_name"] == SIGNER
         assert all(d["state"] == "done" for v in versions["items"][1:] for d in v["deliveries"])
         assert [d["kind"] for d in versions["items"][1]["deliveries"]] == ["forward", "hl7", "fhir"]
-        assert all((node.data_dir / "versions" / uid / str(n) / "sr.dcm").is_file() for n in (1, 2, 3))
+        assert all((node.data_dir / "versions" / uid / str(n) / "sr.dcm").is_file() for n in (1, 2, 3, 4, 5))
 
         # the audit: who did what, returned by the API, and no way to change it
         audit = physician.call("GET", f"/api/studies/{uid}/review")[1]["audit"]
         acts = [(a["username"], a["action"], a["version"]) for a in audit]
         assert ("ayse", "reviewed", 1) in acts and ("ayse", "signed", 2) in acts and ("ayse", "signed", 3) in acts
-        assert [a["action"] for a in audit if a["username"] is None] == ["version made"] * 3
+        assert [a["action"] for a in audit if a["username"] is None] == ["version made"] * 5
+        assert ("ayse", "reanalysis", 4) in acts
         assert physician.call("DELETE", f"/api/studies/{uid}/review")[0] == 405
         assert physician.call("PUT", f"/api/studies/{uid}/review", {"audit": []})[0] == 405
-        assert [e.payload["status"] for e in events_of(node, "review.version")] == ["final", "amended"]
-        assert len(events_of(node, "review.signed")) == 2 and events_of(node, "review.changed")
+        assert [e.payload["status"] for e in events_of(node, "review.version")] == ["final", "amended", "amended"]
+        assert len(events_of(node, "review.signed")) == 3 and events_of(node, "review.changed")
 
         _valid(pacs_objects(pacs, COMPREHENSIVE_3D_SR) + pacs_objects(pacs, SEG_STORAGE), tmp_path)
         for bundle in fhir_end.bundles:
