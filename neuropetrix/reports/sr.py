@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import highdicom as hd
 from pydicom.dataset import Dataset
-from pydicom.uid import Comprehensive3DSRStorage
 from pydicom.sr.codedict import codes
+from pydicom.uid import Comprehensive3DSRStorage
 
 from neuropetrix.analysis.results import AnalysisResult
 from neuropetrix.reports.errors import require

@@ -31,9 +31,8 @@ def test_audit_rows_are_added_never_changed(database_url):
         s.add(ReviewAction(study_uid="1.2.3", at=utcnow(), username="ayse", role="physician", action="signed",
                            version=2, detail={"status": "final"}))
     for statement in ("UPDATE review_actions SET username = 'mallory'", "DELETE FROM review_actions"):
-        with pytest.raises(sqlalchemy.exc.DatabaseError, match="append-only"):
-            with sessions.begin() as s:
-                s.execute(sqlalchemy.text(statement))
+        with pytest.raises(sqlalchemy.exc.DatabaseError, match="append-only"), sessions.begin() as s:
+            s.execute(sqlalchemy.text(statement))
     with sessions.begin() as s:
         s.add(ReviewAction(study_uid="1.2.3", at=utcnow(), username="", role="", action="version made", version=2,
                            detail={}))

@@ -103,9 +103,8 @@ async def test_the_audit_cannot_be_changed(review_client):
         first = s.scalars(select(ReviewAction)).first()
         assert first is not None
     for statement in ("UPDATE review_actions SET username = 'mallory'", "DELETE FROM review_actions"):
-        with pytest.raises(sqlalchemy.exc.DatabaseError, match="append-only"):
-            with review.env.sessions.begin() as s:
-                s.execute(sqlalchemy.text(statement))
+        with pytest.raises(sqlalchemy.exc.DatabaseError, match="append-only"), review.env.sessions.begin() as s:
+            s.execute(sqlalchemy.text(statement))
 
 
 async def test_review_events_stream_to_those_who_read_results(review_client):
@@ -149,7 +148,7 @@ async def test_openapi_documents_the_review_routes_with_their_permissions(review
         "lesion", "rejected", "physiological"]
 
 
-async def test_physicians_get_a_push_when_a_preliminary_result_is_ready(push_env, analysed):
+async def test_physicians_get_a_push_when_a_preliminary_result_is_ready(push_env, analysed):  # noqa: F811
     fake, env, client = push_env
     for role, token in (("physician", "phone-physician"), ("technologist", "phone-tech")):
         r = await client.post("/api/devices", json={"token": token, "platform": "android"},

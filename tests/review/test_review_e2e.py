@@ -25,8 +25,8 @@ from tests.reports.test_fhir import _schema_errors
 from tests.review.helpers import (
     Api,
     add_user,
-    oru_statuses,
     observation_statuses,
+    oru_statuses,
     pacs_objects,
     report_of,
 )
@@ -48,7 +48,7 @@ def _review_at(api: Api, uid: str, version: int):
     return body if status == 200 and body["version"] == version and body["pending_version"] is None else None
 
 
-def test_preliminary_then_signed_final_then_amended(tmp_path: Path, petct_study: Path) -> None:
+def test_preliminary_then_signed_final_then_amended(tmp_path: Path, petct_study: Path) -> None:  # noqa: F811
     with orthanc(tmp_path / "orthanc") as pacs, mllp_listener() as hbys, fhir_endpoint() as fhir_end, \
             running_node(tmp_path / "node", overrides(pacs.dicom_port, hbys.port, fhir_end.base_url)) as node:
         add_user(node, "ayse", "physician", "--display-name", SIGNER, "--organisation", ORGANISATION)
