@@ -1,16 +1,14 @@
 """The review API on a really analysed study: roles, bad input, decisions and totals, physiological
-regions, signing once, the append-only audit, review.* events on the WebSocket, the push to
+regions, signing once, review.* events on the WebSocket, the push to
 physicians, and the OpenAPI description."""
 from __future__ import annotations
 
 import asyncio
 
 import pytest
-import sqlalchemy
 from sqlalchemy import select
 
 from neuropetrix.store.jobs_models import Job
-from neuropetrix.store.reviews import ReviewAction
 from tests.api.test_push import push_env  # noqa: F401  (fixture)
 from tests.review.conftest import bearer, login, open_review
 
@@ -95,16 +93,6 @@ async def test_a_signer_without_a_name_is_told_what_to_set(make_env, analysed, a
     client = await aiohttp_client(env.app())
     r = await client.post(f"/api/studies/{review.study_uid}/sign", headers=await _as(client, "physician"))
     assert r.status == 400 and "--display-name" in (await r.json())["message"]
-
-
-async def test_the_audit_cannot_be_changed(review_client):
-    review, _ = review_client
-    with review.env.sessions.begin() as s:
-        first = s.scalars(select(ReviewAction)).first()
-        assert first is not None
-    for statement in ("UPDATE review_actions SET username = 'mallory'", "DELETE FROM review_actions"):
-        with pytest.raises(sqlalchemy.exc.DatabaseError, match="append-only"), review.env.sessions.begin() as s:
-            s.execute(sqlalchemy.text(statement))
 
 
 async def test_review_events_stream_to_those_who_read_results(review_client):
