@@ -139,7 +139,8 @@ def test_preliminary_then_signed_final_then_amended(tmp_path: Path, petct_study:
         # regions replace the review's (only the SUV 9 sphere is above 7)
         status, body = physician.call("POST", f"/api/studies/{uid}/review", {"analysis": {"threshold": 7.0}})
         assert status == 200 and body["pending_version"] == 4, body
-        again = wait_for("version 4", lambda: _review_at(physician, uid, 4) and all_jobs_settled(node, 17), node)
+        wait_for("version 4", lambda: _review_at(physician, uid, 4) and all_jobs_settled(node, 17), node)
+        again = _review_at(physician, uid, 4)
         assert again["status"] == "preliminary" and [les["label"] for les in again["lesions"]] == [1]
         assert again["totals"]["lesion_count"] == 1 and again["impression"] == ""
         assert oru_statuses(hbys.received[3])[0] == "P" and report_of(fhir_end.bundles[3])["status"] == "preliminary"
