@@ -16,7 +16,7 @@ from neuropetrix.api.permissions import RESULTS_READ, RESULTS_REVIEW, RESULTS_SI
 from neuropetrix.api.routes_studies import _uid
 from neuropetrix.engine import review
 from neuropetrix.engine.review_result import REANALYSIS_KEYS
-from neuropetrix.reports.keyimages import key_image_name
+from neuropetrix.reports.keyimages import key_image_name, mip_image_name
 
 routes = web.RouteTableDef()
 
@@ -100,15 +100,16 @@ async def get_versions(request: web.Request) -> web.Response:
     return web.json_response({"items": await _call(request, query)})
 
 
-@routes.get(r"/api/studies/{study_uid}/review/key-{label:\d{1,6}}.png")
+@routes.get(r"/api/studies/{study_uid}/review/{kind:key|mip}-{label:\d+}.png")
 @requires(RESULTS_READ)
-async def key_image(request: web.Request) -> web.StreamResponse:
-    """The key image of one region of the review (the axial slice through its hottest voxel)."""
+async def region_image(request: web.Request) -> web.StreamResponse:
+    """A region's key image (axial slice through its hottest voxel) or its MIP position (the MIP with it alone)."""
     uid = _uid(request)
     state = await _call(request, review.review_json, uid)
     folder = review.VersionStore(request.app[CTX].settings.node.data_dir / "versions").folder(
         uid, state["candidates_version"])
-    path = folder / key_image_name(int(request.match_info["label"]))
+    name = key_image_name if request.match_info["kind"] == "key" else mip_image_name
+    path = folder / name(int(request.match_info["label"]))
     if not path.is_file():
-        raise web.HTTPNotFound(text="no key image for this region")
+        raise web.HTTPNotFound(text="no such picture of this region")
     return web.FileResponse(path, headers={"Content-Type": "image/png", "Cache-Control": "no-store"})

@@ -85,6 +85,8 @@ def test_preliminary_signed_and_automatic_final_files(tmp_path: Path, petct_stud
     assert "2" not in oru_statuses(oru2)[2] and len((second / "analysis.json").read_text()) > 0
     assert sorted(p.name for p in second.glob("key-*.png")) == ["key-1.png"]
     assert sorted(p.name for p in first.glob("key-*.png")) == ["key-1.png", "key-2.png"]
+    assert sorted(p.name for p in first.glob("mip-*.png")) == ["mip-1.png", "mip-2.png"]
+    assert (first / "mip-1.png").read_bytes() != (first / "mip-2.png").read_bytes() != (first / "mip.png").read_bytes()
 
 
 def test_a_decision_on_a_lesion_the_analysis_no_longer_finds_is_refused(tmp_path: Path,

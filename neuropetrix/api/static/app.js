@@ -287,11 +287,17 @@ async function showReview(uid, rv) {
     const row = body.insertRow();
     row.className = `decision-${les.decision}`;
     row.dataset.label = les.label;
-    cell(row, les.label);
+    const number = cell(row, les.label);
+    number.className = "link";
+    number.title = "show where it lies on the MIP";
+    number.onclick = async () => {
+      const src = await keyImage(`/api/studies/${uid}/review/mip-${les.label}.png?v=${rv.candidates_version}`);
+      if (src) { $("#mip").src = src; $("#mip-caption").textContent = `MIP: lesion ${les.label} outlined`; }
+    };
     const img = document.createElement("img");
     img.className = "key";
     img.alt = `key image of lesion ${les.label}`;
-    const src = await keyImage(`/api/studies/${uid}/review/key-${les.label}.png`);
+    const src = await keyImage(`/api/studies/${uid}/review/key-${les.label}.png?v=${rv.candidates_version}`);
     if (src) img.src = src;
     row.insertCell().append(img);
     [les.suv_max.toFixed(2), les.suv_peak.toFixed(2), les.volume_ml.toFixed(2), les.tlg.toFixed(1),
