@@ -8,7 +8,7 @@ CONFIG  ?= config/node.yaml
 # Debian packages the tests use as real peers: dcmtk (scanner, PACS), Orthanc (PACS), dicom3tools (validator),
 # Chromium (the dashboard, headless), PostgreSQL (the store's second database), Node.js and npm (the
 # readers OHIF and FHIR/HL7 tools use, pinned in tests/package.json, read our SEG/SR/FHIR/HL7 in tests).
-DEB_PEERS := dcmtk orthanc orthanc-dicomweb dicom3tools chromium postgresql nodejs npm
+DEB_PEERS := dcmtk orthanc orthanc-dicomweb dicom3tools chromium postgresql nodejs npm ghostscript
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test test-unit lint install peers bench clean

@@ -37,13 +37,23 @@ def _die_with_parent() -> None:
         pass                                  # not Linux: the lease still recovers the job
 
 
-def analyze_into(study_dir: Path, out_dir: Path, settings: Settings) -> dict:
-    """Analyse `study_dir` and write every result file into `out_dir`; returns a short summary."""
+def analyze_into(study_dir: Path, out_dir: Path, settings: Settings, params: dict | None = None) -> dict:
+    """Analyse `study_dir` and write every result file into `out_dir`, as the version the job's
+    `params` ask for (engine/review_result.py), with a key image per lesion; returns a short summary."""
+    from neuropetrix.config.settings import AnalysisSettings
     from neuropetrix.engine.offline import analyze_folder
+    from neuropetrix.engine.review_result import order_of
+    from neuropetrix.reports.keyimages import write_key_images
 
-    result = analyze_folder(study_dir, out_dir, settings.analysis, hbys=settings.hbys).result
+    order = order_of(params or {})
+    analysis_settings = settings.analysis if not order.analysis else AnalysisSettings.model_validate(
+        {**settings.analysis.model_dump(), **order.analysis})
+    analysis = analyze_folder(study_dir, out_dir, analysis_settings, hbys=settings.hbys, order=order)
+    write_key_images(analysis.result, out_dir)
+    result = analysis.result
     return {"lesions": len(result.lesions), "suv_max": result.suv_max, "tmtv_ml": result.tmtv_ml,
-            "tlg_total": result.tlg_total, "timings_s": {k: round(v, 3) for k, v in result.timings_s.items()}}
+            "tlg_total": result.tlg_total, "timings_s": {k: round(v, 3) for k, v in result.timings_s.items()},
+            "version": order.version.version, "status": order.version.status}
 
 
 def _child(conn: Connection, log_level: str) -> None:
@@ -56,11 +66,11 @@ def _child(conn: Connection, log_level: str) -> None:
 
     while True:
         try:
-            study_dir, out_dir, settings = conn.recv()
+            study_dir, out_dir, settings, params = conn.recv()
         except EOFError:
             return
         try:
-            conn.send(("ok", analyze_into(study_dir, out_dir, settings)))
+            conn.send(("ok", analyze_into(study_dir, out_dir, settings, params)))
         except (AnalysisError, ReportError) as exc:
             conn.send(("refused", f"{type(exc).__name__}: {exc}"))
         except Exception as exc:                        # noqa: BLE001 — reported to the job, not lost
@@ -93,13 +103,14 @@ class AnalysisProcess:
         with self._lock:
             self._ensure()
 
-    def run(self, study_dir: Path, out_dir: Path, settings: Settings, stop: threading.Event) -> dict:
+    def run(self, study_dir: Path, out_dir: Path, settings: Settings, stop: threading.Event,
+            params: dict | None = None) -> dict:
         """The summary of a finished analysis; AnalysisFailed otherwise (also when `stop` is set, or
         when it runs past engine.analysis_timeout: a hung analysis must not hold its lane for ever)."""
         deadline = self.clock.monotonic() + settings.engine.analysis_timeout
         with self._lock:
             conn = self._ensure()
-            conn.send((study_dir, out_dir, settings))
+            conn.send((study_dir, out_dir, settings, params))
             while not conn.poll(0.2):
                 if stop.is_set():
                     self._kill()

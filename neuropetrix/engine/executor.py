@@ -99,7 +99,7 @@ class JobRunner:
         study_dir = self.files.path_of(check_uid(job.study_uid, "StudyInstanceUID"))
         temp = self.results.new_temp(job.study_uid)
         try:
-            summary = analyzer.run(study_dir, temp, self.settings, stop)
+            summary = analyzer.run(study_dir, temp, self.settings, stop, job.params)
             self.results.publish(temp, job.study_uid, job.id, job.attempts)
         except AnalysisFailed as exc:
             raise JobFailure(str(exc), permanent=exc.permanent) from None

@@ -20,6 +20,8 @@ from neuropetrix.analysis.pipeline import analyze_volumes
 from neuropetrix.analysis.results import AnalysisResult
 from neuropetrix.analysis.volumes import Volume, choose_ct, choose_pet, inplane_block, load_volume, read_folder
 from neuropetrix.config.settings import AnalysisSettings, HbysSettings
+from neuropetrix.engine.review_result import VersionOrder, reviewed
+from neuropetrix.reports.version import AUTOMATIC, ResultVersion
 from neuropetrix.reports.writer import delivery_refusals, write_reports
 
 log = logging.getLogger("neuropetrix.analysis")
@@ -83,7 +85,7 @@ def write_analysis_json(analysis: OfflineAnalysis) -> Path:
     return path
 
 
-def write_outputs(analysis: OfflineAnalysis) -> None:
+def write_outputs(analysis: OfflineAnalysis, version: ResultVersion = AUTOMATIC) -> None:
     """Write every output file into `analysis.out_dir`, recording each in `analysis.files`.
 
     analysis.json goes first, so that it exists even when a report writer fails; its timings therefore
@@ -96,19 +98,22 @@ def write_outputs(analysis: OfflineAnalysis) -> None:
         log.warning("study %s: no %s: %s", analysis.result.study_instance_uid, kind, reason)
     analysis.files["analysis.json"] = write_analysis_json(analysis)
     analysis.files.update({p.name: p for p in write_reports(analysis.result, analysis.pet_datasets,
-                                                            analysis.out_dir, analysis.hbys).values()})
+                                                            analysis.out_dir, analysis.hbys, version).values()})
     analysis.result.timings_s["write"] = time.perf_counter() - t0
 
 
 def analyze_folder(study_dir: Path, out_dir: Path, settings: AnalysisSettings,
                    device: str | None = None, hbys: HbysSettings | None = None,
-                   organ_labels: Path | None = None, organ_source: str | None = None) -> OfflineAnalysis:
+                   organ_labels: Path | None = None, organ_source: str | None = None,
+                   order: VersionOrder | None = None) -> OfflineAnalysis:
     """Analyse the PET/CT study in `study_dir` and write the results into `out_dir`.
 
     `device` ("cpu", "cuda", "auto") overrides `settings.device`. `organ_labels` is a site segmentation
     model's output for this study (a folder of organ masks or a multi-label map, see
-    `analysis.organlabels`), named `organ_source` (e.g. "TotalSegmentator"). Raises `AnalysisError`
-    (with `InputRefused` for SUV inputs) with a one-line message when the study cannot be analysed.
+    `analysis.organlabels`), named `organ_source` (e.g. "TotalSegmentator"). `order` is the version to
+    write (a physician's decisions applied; engine/review_result.py), the automatic preliminary one by
+    default. Raises `AnalysisError` (with `InputRefused` for SUV inputs) with a one-line message when
+    the study cannot be analysed.
     """
     from neuropetrix.analysis.organlabels import read_organ_masks
 
@@ -120,6 +125,7 @@ def analyze_folder(study_dir: Path, out_dir: Path, settings: AnalysisSettings,
     timings = {"read": time.perf_counter() - t0}
     result = analyze_volumes(pet, ct, settings, resolved, timings, organs, organ_source or (
         None if organ_labels is None else Path(organ_labels).name))
+    result, version = reviewed(result, order or VersionOrder())
     analysis = OfflineAnalysis(result=result, pet=pet, ct=ct, out_dir=Path(out_dir), hbys=hbys or HbysSettings())
-    write_outputs(analysis)
+    write_outputs(analysis, version)
     return analysis

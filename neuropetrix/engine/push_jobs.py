@@ -16,7 +16,7 @@ import logging
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from neuropetrix.api.permissions import PUSH_FAILURES, PUSH_RESULTS, roles_with
+from neuropetrix.api.permissions import PUSH_FAILURES, PUSH_RESULTS, RESULTS_SIGN, roles_with
 from neuropetrix.engine.jobs import Claimed, JobFailure, new_job
 from neuropetrix.metrics import PUSH_MESSAGES
 from neuropetrix.node.scu.push import REJECTED, RETRY, SENT, FcmSender, PushMessageSpec
@@ -28,12 +28,23 @@ from neuropetrix.store.models import Event
 log = logging.getLogger("neuropetrix.push")
 
 KIND, DESTINATION, CONSUMER = "push", "fcm", "push"
-KINDS = (EventKind.ANALYSIS_DONE, EventKind.ANALYSIS_FAILED, EventKind.NOTIFICATION)
+KINDS = (EventKind.ANALYSIS_DONE, EventKind.ANALYSIS_FAILED, EventKind.NOTIFICATION, EventKind.REVIEW_READY,
+         EventKind.REVIEW_VERSION)
 
 
 def plan(e: Event) -> tuple[list[str], str, str, str] | None:
     """(roles, priority, title, body) of the notification an event calls for, or None."""
     p = e.payload or {}
+    if e.kind == EventKind.ANALYSIS_DONE and "status" in p:
+        return None                  # a versioned result: announced by its review.ready / review.version
+    if e.kind == EventKind.REVIEW_READY:
+        lesions = p.get("lesions")
+        return ([r for r in roles_with(PUSH_RESULTS) if r in roles_with(RESULTS_SIGN)], "normal",
+                "PET/CT result to review", f"Preliminary result ready for review: {lesions} lesion(s)")
+    if e.kind == EventKind.REVIEW_VERSION:
+        roles = [r for r in p.get("recipients", []) if r in ROLES]
+        return roles, "normal", f"PET/CT result {p.get('status', '')}", \
+            f"Version {p.get('version')} is {p.get('status')}" + (" (signed)" if p.get("signer") else "")
     if e.kind == EventKind.ANALYSIS_DONE:
         lesions = p.get("lesions")
         body = "Results are ready" if lesions is None else f"Results are ready: {lesions} lesion(s)"

@@ -23,6 +23,7 @@ from neuropetrix.engine.dispatch import Dispatcher
 from neuropetrix.engine.executor import AWAITING_COMMITMENT, JobRunner, done_event, failed_event
 from neuropetrix.engine.jobs import Claimed, JobFailure, JobQueue
 from neuropetrix.engine.result_store import ResultStore
+from neuropetrix.engine.review import ReviewWatcher, VersionStore
 from neuropetrix.engine.routes.rules import compile_routes
 from neuropetrix.node.scp.commitment import CommitmentListener
 from neuropetrix.node.scu.commitment import CommitmentReport, job_of
@@ -55,6 +56,7 @@ class Worker:
         self._analyzers: list[AnalysisProcess] = []
         self.commitments: CommitmentListener | None = None
         self.push: push_jobs.PushPlanner | None = None
+        self.reviews: ReviewWatcher | None = None      # analyses → review state (engine/review.py)
 
     def on_commitment(self, report: CommitmentReport) -> bool:
         """A PACS's storage commitment answer: settle the job it names."""
@@ -95,6 +97,10 @@ class Worker:
                     self._work.set()
             except Exception:
                 log.exception("making push notifications failed; will try again")
+                if self.reviews is not None:
+                    self.reviews.run_once()
+            except Exception:
+                log.exception("recording analysed results for review failed; will try again")
 
     def _lease_loop(self) -> None:
         while not self._stop.wait(self.settings.lease_seconds / 3):
@@ -186,6 +192,7 @@ def build_worker(settings: Settings, sessions: sessionmaker[Session], files: Fil
                     warm_analysis=any(a.kind == "analyze" for rule in rules for a in rule.actions))
     if sender is not None:
         worker.push = push_jobs.PushPlanner(sessions, settings.push.max_attempts)
+    worker.reviews = ReviewWatcher(sessions, results, VersionStore(settings.node.data_dir / "versions"))
     if engine.commitment_port is not None:
         worker.commitments = CommitmentListener(settings.node.ae_title, settings.node.dicom_host,
                                                 engine.commitment_port,

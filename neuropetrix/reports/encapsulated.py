@@ -19,6 +19,7 @@ from neuropetrix.reports.seg import MANUFACTURER, software_version
 from neuropetrix.reports.source import site_zone
 from neuropetrix.reports.stamp import settle_charset, stamp_created
 from neuropetrix.reports.uids import derived_uid
+from neuropetrix.reports.version import AUTOMATIC, ResultVersion
 
 ENCAPSULATED_PDF_STORAGE = "1.2.840.10008.5.1.4.1.1.104.1"
 SERIES_NUMBER = 903
@@ -30,7 +31,8 @@ _TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDa
 
 
 def build_encapsulated_pdf(result: AnalysisResult, source: Dataset, pdf: bytes,
-                           references: list[Dataset], now: datetime | None = None) -> FileDataset:
+                           references: list[Dataset], now: datetime | None = None,
+                           version: ResultVersion = AUTOMATIC) -> FileDataset:
     """An Encapsulated PDF instance of `pdf` in the study of `source`; `references` are the SR/SEG it
     summarises (Source Instance Sequence)."""
     require(pdf.startswith(b"%PDF-"), "the report is not a PDF document")
@@ -38,7 +40,7 @@ def build_encapsulated_pdf(result: AnalysisResult, source: Dataset, pdf: bytes,
             "the source dataset is not from the analysed study")
     zone = site_zone(source)
     now = (now or datetime.now(zone)).astimezone(zone)
-    sop_instance_uid = derived_uid(result, "pdf", "instance")
+    sop_instance_uid = derived_uid(result, "pdf", "instance", *version.uid_suffix)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ENCAPSULATED_PDF_STORAGE
     meta.MediaStorageSOPInstanceUID = sop_instance_uid
@@ -60,7 +62,7 @@ def build_encapsulated_pdf(result: AnalysisResult, source: Dataset, pdf: bytes,
     ds.ManufacturerModelName = MANUFACTURER
     ds.SoftwareVersions = software_version(result)
     ds.ConversionType = "WSD"
-    ds.InstanceNumber = 1
+    ds.InstanceNumber = version.version
     ds.ContentDate = now.strftime("%Y%m%d")
     ds.ContentTime = now.strftime("%H%M%S")
     ds.AcquisitionDateTime = None

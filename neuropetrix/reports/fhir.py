@@ -29,11 +29,12 @@ from pydantic import ValidationError
 from neuropetrix.analysis.results import AnalysisResult
 from neuropetrix.config.settings import HbysSettings
 from neuropetrix.reports.errors import ReportError, require
-from neuropetrix.reports.measures import LOCAL_SYSTEM, Measure, measures, summary
+from neuropetrix.reports.measures import LOCAL_SYSTEM, Measure, lesion_measures, measures, summary
 from neuropetrix.reports.seg import lesion_tracking_uid
 from neuropetrix.reports.source import StudyInfo, procedure_code
 from neuropetrix.reports.sr import sr_instance_uid
 from neuropetrix.reports.uids import derived_uuid
+from neuropetrix.reports.version import AUTOMATIC, ResultVersion
 
 SYSTEMS = {"DCM": "http://dicom.nema.org/resources/ontology/DCM", "SCT": "http://snomed.info/sct",
            "LN": "http://loinc.org", "UCUM": "http://unitsofmeasure.org", LOCAL_SYSTEM: "urn:neuropetrix:measure"}
@@ -67,14 +68,14 @@ def _gender(sex: str | None) -> str:
 
 
 def _observation(result: AnalysisResult, m: Measure, report_uid: str, patient: str, study: str,
-                 effective: str) -> dict[str, Any]:
+                 effective: str, status: str) -> dict[str, Any]:
     code = {"coding": [_coding(m.code.value, m.code.scheme_designator, m.code.meaning),
                        _coding(m.concept.value, m.concept.scheme_designator, m.concept.meaning)],
             "text": m.label if m.lesion is None else f"Lesion {m.lesion} {m.label}"}
     obs: dict[str, Any] = {
         "resourceType": "Observation",
         "identifier": [{"system": OBSERVATION_ID_SYSTEM, "value": f"{report_uid}/{m.observation_id}"}],
-        "status": "final",
+        "status": status,
         "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
                                   "code": "imaging", "display": "Imaging"}]}],
         "code": code,
@@ -97,10 +98,13 @@ def _observation(result: AnalysisResult, m: Measure, report_uid: str, patient: s
 
 
 def build_bundle(result: AnalysisResult, info: StudyInfo, settings: HbysSettings, sop_classes: Mapping[str, str],
-                 pdf: bytes | None = None, now: datetime | None = None) -> Bundle:
+                 pdf: bytes | None = None, now: datetime | None = None,
+                 version: ResultVersion = AUTOMATIC) -> Bundle:
     """The transaction Bundle, validated by fhir.resources (R4B models); `pdf` goes into presentedForm,
     `now` (default: the clock, in the study's zone) is the report's `issued`.
-    `sop_classes`: SOP Class UID of each PET instance (PET, Enhanced PET, Legacy Converted), as stored."""
+    `sop_classes`: SOP Class UID of each PET instance (PET, Enhanced PET, Legacy Converted), as stored.
+    `version` gives the status (preliminary, final, amended); every version updates the same
+    DiagnosticReport and Observations, identified by the analysis."""
     values = measures(result)
     zone = info.study_datetime.tzinfo
     now = (now or datetime.now(zone)).astimezone(zone).replace(microsecond=0)
@@ -150,12 +154,17 @@ def build_bundle(result: AnalysisResult, info: StudyInfo, settings: HbysSettings
         }])],
     }
     observations = [(f"urn:uuid:{derived_uuid(result, 'fhir', 'obs', m.observation_id)}",
-                     _observation(result, m, report_uid, patient_url, study_url, effective)) for m in values]
+                     _observation(result, m, report_uid, patient_url, study_url, effective,
+                                  version.fhir_status)) for m in values]
+    # a lesion the physician took out keeps its identifiers: what an earlier version posted is withdrawn
+    withdrawn = [(f"urn:uuid:{derived_uuid(result, 'fhir', 'obs', m.observation_id)}",
+                  _observation(result, m, report_uid, patient_url, study_url, effective, "entered-in-error"))
+                 for lesion in version.withdrawn for m in lesion_measures(result, lesion)]
     procedure = procedure_code(info)
     report: dict[str, Any] = {
         "resourceType": "DiagnosticReport",
         "identifier": [{"system": DICOM_UID, "value": _oid(report_uid)}, accession],
-        "status": "final",
+        "status": version.fhir_status,
         "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "NMS",
                                   "display": "Nuclear Medicine Scan"}]}],
         "code": {"coding": [_coding("18748-4", "LN", "Diagnostic imaging study"),
@@ -166,8 +175,10 @@ def build_bundle(result: AnalysisResult, info: StudyInfo, settings: HbysSettings
         "issued": now.isoformat(),
         "result": [{"reference": url} for url, _ in observations],
         "imagingStudy": [{"reference": study_url}],
-        "conclusion": summary(result),
+        "conclusion": summary(result) + (f" Impression: {version.impression}" if version.impression else ""),
     }
+    if version.signer is not None:
+        report["resultsInterpreter"] = [{"display": version.signer.display_name or version.signer.username}]
     if pdf is not None:
         report["presentedForm"] = [{"contentType": "application/pdf", "language": "en",
                                     "data": base64.b64encode(pdf).decode("ascii"), "title": "PET/CT report"}]
@@ -177,7 +188,7 @@ def build_bundle(result: AnalysisResult, info: StudyInfo, settings: HbysSettings
         (study_url, study, {"method": "POST", "url": "ImagingStudy",
                             "ifNoneExist": identifier_query(DICOM_UID, _oid(result.study_instance_uid))}),
         *[(url, obs, {"method": "PUT", "url": "Observation?" + identifier_query(
-            OBSERVATION_ID_SYSTEM, obs["identifier"][0]["value"])}) for url, obs in observations],
+            OBSERVATION_ID_SYSTEM, obs["identifier"][0]["value"])}) for url, obs in observations + withdrawn],
         (report_url, report, {"method": "PUT",
                               "url": "DiagnosticReport?" + identifier_query(DICOM_UID, _oid(report_uid))}),
     ]

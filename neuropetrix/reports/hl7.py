@@ -28,6 +28,7 @@ from neuropetrix.reports.errors import ReportError, require
 from neuropetrix.reports.measures import measures, summary
 from neuropetrix.reports.source import StudyInfo, ordered_procedure
 from neuropetrix.reports.uids import derived_uuid
+from neuropetrix.reports.version import AUTOMATIC, ResultVersion
 
 # MSH-18 values (the configured name, or the v2.3.1 spelling of UTF-8) and the codec of their bytes.
 CODECS = {"UNICODE UTF-8": "utf-8", "UNICODE": "utf-8", "8859/9": "iso8859_9", "8859/1": "latin_1"}
@@ -81,11 +82,13 @@ def _person(pn: str | None) -> str:
 
 
 def build_oru(result: AnalysisResult, info: StudyInfo, destination: MllpOut,
-              now: datetime | None = None) -> Message:
-    """The ORU^R01 for one analysis, in the destination's version; ReportError if it cannot be valid."""
+              now: datetime | None = None, result_version: ResultVersion = AUTOMATIC) -> Message:
+    """The ORU^R01 for one analysis, in the destination's version; ReportError if it cannot be valid.
+    `result_version` sets OBR-25/OBX-11 (P, F, C), the control id of a new version and the signer (OBR-32)."""
     values = measures(result)
     zone = info.study_datetime.tzinfo
     now = (now or datetime.now(zone)).astimezone(zone)
+    status = result_version
     version = destination.version
     msg = Message("ORU_R01", version=version, validation_level=VALIDATION_LEVEL.STRICT)
     try:
@@ -97,7 +100,7 @@ def build_oru(result: AnalysisResult, info: StudyInfo, destination: MllpOut,
                 setattr(msh, name, _hd(value))
         msh.msh_7 = _ts(now)
         msh.msh_9 = "ORU^R01^ORU_R01" if version != "2.3.1" else "ORU^R01"
-        msh.msh_10 = derived_uuid(result, "hl7", "oru").hex[:20]
+        msh.msh_10 = derived_uuid(result, "hl7", "oru", *status.uid_suffix).hex[:20]
         msh.msh_11 = "P"
         msh.msh_12 = version
         msh.msh_18 = msh_charset(destination.charset, version)
@@ -140,7 +143,11 @@ def build_oru(result: AnalysisResult, info: StudyInfo, destination: MllpOut,
             obr.obr_19 = _components(info.requested_procedure_id)
         obr.obr_22 = _ts(now)
         obr.obr_24 = "NMS"
-        obr.obr_25 = "F"
+        obr.obr_25 = status.hl7_status
+        if status.signer is not None:
+            signer = PersonName(status.signer.person_name)     # CNN: id & family & given, one component
+            obr.obr_32 = "&".join(escape(v) for v in (status.signer.username, str(signer.family_name),
+                                                      str(signer.given_name)))
         set_id = 0
         for m in values:
             set_id += 1
@@ -152,7 +159,7 @@ def build_oru(result: AnalysisResult, info: StudyInfo, destination: MllpOut,
             obx.obx_4 = str(m.lesion or 0)
             obx.obx_5 = m.reported
             obx.obx_6 = _components(m.unit.value, m.unit.meaning, "UCUM")
-            obx.obx_11 = "F"
+            obx.obx_11 = status.hl7_status
             obx.obx_14 = _ts(info.study_datetime)
             if m.derivation is not None:
                 obx.obx_17 = _components(m.derivation.value, m.derivation.meaning, m.derivation.scheme_designator)
@@ -161,9 +168,10 @@ def build_oru(result: AnalysisResult, info: StudyInfo, destination: MllpOut,
         obx.obx_2 = "TX"
         obx.obx_3 = _components("121111", "Summary", "DCM")
         obx.obx_4 = "0"
-        for line in tx_lines(summary(result)):
+        text = summary(result) + (f" Impression: {status.impression}" if status.impression else "")
+        for line in tx_lines(text):
             obx.add_field("OBX_5").value = escape(line)
-        obx.obx_11 = "F"
+        obx.obx_11 = status.hl7_status
         msg.validate()
     except HL7apyException as exc:
         raise ReportError(f"the HL7 v{version} ORU^R01 would not be valid: {exc}") from exc
@@ -182,6 +190,6 @@ def encode_oru(message: Message, charset: str) -> bytes:
 
 
 def oru_bytes(result: AnalysisResult, info: StudyInfo, destination: MllpOut,
-              now: datetime | None = None) -> bytes:
+              now: datetime | None = None, version: ResultVersion = AUTOMATIC) -> bytes:
     """Build, validate and encode the ORU^R01 for `destination`."""
-    return encode_oru(build_oru(result, info, destination, now), destination.charset)
+    return encode_oru(build_oru(result, info, destination, now, result_version=version), destination.charset)

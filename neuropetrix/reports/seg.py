@@ -29,6 +29,7 @@ from neuropetrix.reports.images import COLORS
 from neuropetrix.reports.source import site_zone
 from neuropetrix.reports.stamp import settle_charset, stamp_created
 from neuropetrix.reports.uids import derived_uid
+from neuropetrix.reports.version import AUTOMATIC, ResultVersion
 
 SERIES_NUMBER = 901
 MANUFACTURER = "NeuroPETRIX"
@@ -109,9 +110,9 @@ def _frames(result: AnalysisResult, pet_datasets: list[Dataset],
 
 
 def build_seg(result: AnalysisResult, pet_datasets: list[Dataset],
-              now: datetime | None = None) -> hd.seg.Segmentation:
-    """The SEG for this analysis, created `now` (default: the clock); ReportError when there is nothing
-    valid to segment."""
+              now: datetime | None = None, version: ResultVersion = AUTOMATIC) -> hd.seg.Segmentation:
+    """The SEG for this analysis (the lesions a signed `version` kept), created `now` (default: the
+    clock); ReportError when there is nothing valid to segment."""
     require(result.lesions, "no lesions: a DICOM SEG needs at least one segment")
     require(result.frame_of_reference_uid, "no frame of reference UID: the SEG cannot be placed on the PET")
     check_geometry(result, pet_datasets)
@@ -145,8 +146,8 @@ def build_seg(result: AnalysisResult, pet_datasets: list[Dataset],
         segment_descriptions=descriptions,
         series_instance_uid=derived_uid(result, "seg", "series"),
         series_number=SERIES_NUMBER,
-        sop_instance_uid=derived_uid(result, "seg", "instance"),
-        instance_number=1,
+        sop_instance_uid=derived_uid(result, "seg", "instance", *version.uid_suffix),
+        instance_number=version.version,
         manufacturer=MANUFACTURER,
         manufacturer_model_name=MANUFACTURER,
         software_versions=software_version(result),

@@ -15,6 +15,7 @@ from datetime import datetime
 import highdicom as hd
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
+from pydicom.uid import Comprehensive3DSRStorage
 
 from neuropetrix.analysis.results import AnalysisResult
 from neuropetrix.reports.errors import require
@@ -23,6 +24,7 @@ from neuropetrix.reports.seg import MANUFACTURER, lesion_tracking_uid, software_
 from neuropetrix.reports.source import StudyInfo, procedure_code
 from neuropetrix.reports.stamp import settle_charset, stamp_created
 from neuropetrix.reports.uids import derived_uid
+from neuropetrix.reports.version import AUTOMATIC, ResultVersion
 
 SERIES_NUMBER = 902
 
@@ -44,10 +46,23 @@ def _measurement(m: Measure, algorithm: hd.sr.AlgorithmIdentification | None) ->
                              algorithm_id=algorithm)
 
 
+def _predecessor(result: AnalysisResult, sr_uid: str) -> Dataset:
+    """The earlier version this SR replaces: same study and SR series, its own instance."""
+    ds = Dataset()
+    ds.SOPClassUID = Comprehensive3DSRStorage
+    ds.SOPInstanceUID = sr_uid
+    ds.StudyInstanceUID = result.study_instance_uid
+    ds.SeriesInstanceUID = derived_uid(result, "sr", "series")
+    return ds
+
+
 def build_sr(result: AnalysisResult, pet_datasets: list[Dataset], info: StudyInfo,
-             seg: Dataset | None, now: datetime | None = None) -> hd.sr.Comprehensive3DSR:
+             seg: Dataset | None, now: datetime | None = None,
+             version: ResultVersion = AUTOMATIC) -> hd.sr.Comprehensive3DSR:
     """The measurement report, created `now` (default: the clock); `seg` is the SEG the lesion groups
-    reference (None only without lesions)."""
+    reference (None only without lesions). `version`: preliminary is PARTIAL and UNVERIFIED; a signed
+    version is COMPLETE and VERIFIED by its signer, with the version it replaces in
+    PredecessorDocumentsSequence."""
     require(pet_datasets, "no PET datasets were given")
     require(seg is not None or not result.lesions,
             "lesions without a SEG: each lesion's measurement group must reference its segment")
@@ -104,10 +119,16 @@ def build_sr(result: AnalysisResult, pet_datasets: list[Dataset], info: StudyInf
         content=report[0],
         series_instance_uid=derived_uid(result, "sr", "series"),
         series_number=SERIES_NUMBER,
-        sop_instance_uid=sr_instance_uid(result),
-        instance_number=1,
+        sop_instance_uid=derived_uid(result, "sr", "instance", *version.uid_suffix),
+        instance_number=version.version,
         manufacturer=MANUFACTURER,
-        is_complete=True,
+        is_complete=version.status != "preliminary",
+        is_final=version.status != "preliminary",
+        is_verified=version.verified,
+        verifying_observer_name=None if version.signer is None else version.signer.person_name,
+        verifying_organization=None if version.signer is None else version.signer.organisation or "unknown",
+        previous_versions=None if version.predecessor_sr_uid is None else [
+            _predecessor(result, version.predecessor_sr_uid)],
         institution_name=info.institution_name,
         series_description="NeuroPETRIX PET measurements",
         software_versions=software_version(result),

@@ -32,6 +32,7 @@ from neuropetrix.reports.pdf import MAX_KEY_IMAGES, build_pdf
 from neuropetrix.reports.seg import build_seg
 from neuropetrix.reports.source import study_info
 from neuropetrix.reports.sr import build_sr
+from neuropetrix.reports.version import AUTOMATIC, ResultVersion
 
 FILES = {"seg": "seg.dcm", "sr": "sr.dcm", "oru": "oru.hl7", "fhir_bundle": "fhir_bundle.json",
          "mip": "mip.png", "report_pdf": "report.pdf", "report_dcm": "report.dcm"}
@@ -78,31 +79,33 @@ def delivery_refusals(pet_datasets: list[Dataset]) -> dict[str, str]:
 
 
 def write_reports(result: AnalysisResult, pet_datasets: list[Dataset], out_dir: Path,
-                  settings: HbysSettings) -> dict[str, Path]:
+                  settings: HbysSettings, version: ResultVersion = AUTOMATIC) -> dict[str, Path]:
     """Write every report of `result` into `out_dir`; returns {kind: path} for what was written.
 
     `pet_datasets[k]` is the source dataset of `result.label_map[k]` (the same multi-frame dataset for
-    every k of an Enhanced PET). Raises ReportError, having written nothing, when an object cannot be made.
+    every k of an Enhanced PET); `version` is the status and signer every object carries. Raises
+    ReportError, having written nothing, when an object cannot be made.
     """
     measures(result)
     refused = delivery_refusals(pet_datasets)
     info = study_info(result, pet_datasets, require_accession=not refused)
     now = datetime.now(info.study_datetime.tzinfo)        # one creation time for every object
-    seg = build_seg(result, pet_datasets, now) if result.lesions else None
-    sr = build_sr(result, pet_datasets, info, seg, now)
+    seg = build_seg(result, pet_datasets, now, version) if result.lesions else None
+    sr = build_sr(result, pet_datasets, info, seg, now, version)
     volume = suv_volume(result)
     hottest = sorted(result.lesions, key=lambda les: les.suv_max, reverse=True)[:MAX_KEY_IMAGES]
     mip = mip_png(result, volume)
     pdf = build_pdf(result, info, mip, {les.label: axial_png(result, volume, les) for les in hottest},
-                    sr_uid=str(sr.SOPInstanceUID), seg_uid=None if seg is None else str(seg.SOPInstanceUID))
+                    sr_uid=str(sr.SOPInstanceUID), seg_uid=None if seg is None else str(seg.SOPInstanceUID),
+                    version=version)
     encapsulated = build_encapsulated_pdf(result, pet_datasets[0], pdf, [sr] + ([seg] if seg is not None else []),
-                                          now)
+                                          now, version)
     contents = {"sr": _dicom_bytes(sr), "mip": mip, "report_pdf": pdf, "report_dcm": _dicom_bytes(encapsulated)}
     if "oru" not in refused:
-        contents["oru"] = oru_bytes(result, info, settings.mllp, now)
+        contents["oru"] = oru_bytes(result, info, settings.mllp, now, version)
     if "fhir_bundle" not in refused:
         contents["fhir_bundle"] = bundle_json(build_bundle(result, info, settings, _sop_classes(pet_datasets), pdf,
-                                                           now)).encode("utf-8")
+                                                           now, version)).encode("utf-8")
     if seg is not None:
         contents["seg"] = _dicom_bytes(seg)
     out_dir.mkdir(parents=True, exist_ok=True)

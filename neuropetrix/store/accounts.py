@@ -29,6 +29,9 @@ class User(Base):
     token_version: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     last_login_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # How a signed report names the user (the SR's Verifying Observer Name and Organization); 0010.
+    display_name: Mapped[str] = mapped_column(String(128), default="", server_default="")
+    organisation: Mapped[str] = mapped_column(String(128), default="", server_default="")
 
 
 class RefreshToken(Base):

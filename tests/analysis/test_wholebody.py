@@ -175,7 +175,7 @@ def test_the_engine_parks_a_refused_delivery_with_its_reason(tmp_path: Path):
     from neuropetrix.config.settings import Settings
     from neuropetrix.engine.executor import JobRunner
     from neuropetrix.engine.jobs import Claimed, JobFailure
-    from neuropetrix.engine.results import ResultStore
+    from neuropetrix.engine.result_store import ResultStore
     from neuropetrix.store.files import FileStore
 
     study_dir = tmp_path / "study"

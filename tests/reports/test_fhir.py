@@ -103,7 +103,7 @@ def test_bundle_content_matches_the_analysis(result, document, pet_study):
     assert s["series"][0]["uid"] == result.pet_series_instance_uid
     assert [i["uid"] for i in s["series"][0]["instance"]] == result.pet_sop_instance_uids
     r = report["resource"]
-    assert r["status"] == "final" and r["imagingStudy"] == [{"reference": study["fullUrl"]}]
+    assert r["status"] == "preliminary" and r["imagingStudy"] == [{"reference": study["fullUrl"]}]
     assert r["subject"]["reference"] == patient["fullUrl"]
     assert {"system": "http://loinc.org", "code": "18748-4", "display": "Diagnostic imaging study"} \
         in r["code"]["coding"]
