@@ -17,6 +17,7 @@ from pathlib import Path
 
 from neuropetrix.config.settings import Settings
 from neuropetrix.logs import setup_logging
+from neuropetrix.reports.source import OrderFacts
 
 log = logging.getLogger("neuropetrix.analysis")
 _PR_SET_PDEATHSIG = 1
@@ -37,11 +38,12 @@ def _die_with_parent() -> None:
         pass                                  # not Linux: the lease still recovers the job
 
 
-def analyze_into(study_dir: Path, out_dir: Path, settings: Settings) -> dict:
-    """Analyse `study_dir` and write every result file into `out_dir`; returns a short summary."""
+def analyze_into(study_dir: Path, out_dir: Path, settings: Settings, order: OrderFacts | None = None) -> dict:
+    """Analyse `study_dir` and write every result file into `out_dir` (with the HBYS's `order`, when
+    the study was reconciled with one); returns a short summary."""
     from neuropetrix.engine.offline import analyze_folder
 
-    result = analyze_folder(study_dir, out_dir, settings.analysis, hbys=settings.hbys).result
+    result = analyze_folder(study_dir, out_dir, settings.analysis, hbys=settings.hbys, order=order).result
     return {"lesions": len(result.lesions), "suv_max": result.suv_max, "tmtv_ml": result.tmtv_ml,
             "tlg_total": result.tlg_total, "timings_s": {k: round(v, 3) for k, v in result.timings_s.items()}}
 
@@ -56,11 +58,11 @@ def _child(conn: Connection, log_level: str) -> None:
 
     while True:
         try:
-            study_dir, out_dir, settings = conn.recv()
+            study_dir, out_dir, settings, order = conn.recv()
         except EOFError:
             return
         try:
-            conn.send(("ok", analyze_into(study_dir, out_dir, settings)))
+            conn.send(("ok", analyze_into(study_dir, out_dir, settings, order)))
         except (AnalysisError, ReportError) as exc:
             conn.send(("refused", f"{type(exc).__name__}: {exc}"))
         except Exception as exc:                        # noqa: BLE001 — reported to the job, not lost
@@ -92,13 +94,14 @@ class AnalysisProcess:
         with self._lock:
             self._ensure()
 
-    def run(self, study_dir: Path, out_dir: Path, settings: Settings, stop: threading.Event) -> dict:
+    def run(self, study_dir: Path, out_dir: Path, settings: Settings, stop: threading.Event,
+            order: OrderFacts | None = None) -> dict:
         """The summary of a finished analysis; AnalysisFailed otherwise (also when `stop` is set, or
         when it runs past engine.analysis_timeout: a hung analysis must not hold its lane for ever)."""
         deadline = time.monotonic() + settings.engine.analysis_timeout
         with self._lock:
             conn = self._ensure()
-            conn.send((study_dir, out_dir, settings))
+            conn.send((study_dir, out_dir, settings, order))
             while not conn.poll(0.2):
                 if stop.is_set():
                     self._kill()

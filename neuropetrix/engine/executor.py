@@ -15,6 +15,7 @@ from neuropetrix.config.settings import Settings
 from neuropetrix.engine import events
 from neuropetrix.engine.analysis_runner import AnalysisFailed, AnalysisProcess
 from neuropetrix.engine.jobs import Claimed, JobFailure
+from neuropetrix.engine.orders import order_facts
 from neuropetrix.engine.results import (
     ANALYSIS_FILE,
     FHIR_FILE,
@@ -84,10 +85,11 @@ class JobRunner:
             return {"resumed": True}
         with self.sessions.begin() as s:
             events.record(s, events.ANALYSIS_STARTED, job.study_uid, {"job": job.id, "attempt": job.attempts})
+            order = order_facts(s, job.study_uid)
         study_dir = self.files.path_of(check_uid(job.study_uid, "StudyInstanceUID"))
         temp = self.results.new_temp(job.study_uid)
         try:
-            summary = analyzer.run(study_dir, temp, self.settings, stop)
+            summary = analyzer.run(study_dir, temp, self.settings, stop, order)
             self.results.publish(temp, job.study_uid, job.id, job.attempts)
         except AnalysisFailed as exc:
             raise JobFailure(str(exc), permanent=exc.permanent) from None

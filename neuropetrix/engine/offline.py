@@ -19,6 +19,7 @@ from neuropetrix.analysis.pipeline import analyze_volumes
 from neuropetrix.analysis.results import AnalysisResult
 from neuropetrix.analysis.volumes import Volume, choose_ct, choose_pet, load_volume, read_folder
 from neuropetrix.config.settings import AnalysisSettings, HbysSettings
+from neuropetrix.reports.source import OrderFacts
 from neuropetrix.reports.writer import write_reports
 
 
@@ -37,6 +38,7 @@ class OfflineAnalysis:
     out_dir: Path
     files: dict[str, Path] = field(default_factory=dict)
     hbys: HbysSettings = field(default_factory=HbysSettings)   # HL7 version/charset, patient id system
+    order: OrderFacts | None = None                            # the HBYS's order, when reconciled
 
     @property
     def pet_datasets(self) -> list[Dataset]:
@@ -82,12 +84,14 @@ def write_outputs(analysis: OfflineAnalysis) -> None:
     analysis.out_dir.mkdir(parents=True, exist_ok=True)
     analysis.files["analysis.json"] = write_analysis_json(analysis)
     analysis.files.update({p.name: p for p in write_reports(analysis.result, analysis.pet_datasets,
-                                                            analysis.out_dir, analysis.hbys).values()})
+                                                            analysis.out_dir, analysis.hbys,
+                                                            analysis.order).values()})
     analysis.result.timings_s["write"] = time.perf_counter() - t0
 
 
 def analyze_folder(study_dir: Path, out_dir: Path, settings: AnalysisSettings,
-                   device: str | None = None, hbys: HbysSettings | None = None) -> OfflineAnalysis:
+                   device: str | None = None, hbys: HbysSettings | None = None,
+                   order: OrderFacts | None = None) -> OfflineAnalysis:
     """Analyse the PET/CT study in `study_dir` and write the results into `out_dir`.
 
     `device` ("cpu", "cuda", "auto") overrides `settings.device`. Raises `AnalysisError` (with
@@ -98,6 +102,7 @@ def analyze_folder(study_dir: Path, out_dir: Path, settings: AnalysisSettings,
     pet, ct = load_study(Path(study_dir), need_ct_pixels=settings.method == "model")
     timings = {"read": time.perf_counter() - t0}
     result = analyze_volumes(pet, ct, settings, resolved, timings)
-    analysis = OfflineAnalysis(result=result, pet=pet, ct=ct, out_dir=Path(out_dir), hbys=hbys or HbysSettings())
+    analysis = OfflineAnalysis(result=result, pet=pet, ct=ct, out_dir=Path(out_dir), hbys=hbys or HbysSettings(),
+                              order=order)
     write_outputs(analysis)
     return analysis

@@ -23,7 +23,7 @@ from neuropetrix.reports.images import axial_png, mip_png, suv_volume
 from neuropetrix.reports.measures import measures
 from neuropetrix.reports.pdf import MAX_KEY_IMAGES, build_pdf
 from neuropetrix.reports.seg import build_seg
-from neuropetrix.reports.source import study_info
+from neuropetrix.reports.source import OrderFacts, study_info
 from neuropetrix.reports.sr import build_sr
 
 FILES = {"seg": "seg.dcm", "sr": "sr.dcm", "oru": "oru.hl7", "fhir_bundle": "fhir_bundle.json",
@@ -43,14 +43,14 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def write_reports(result: AnalysisResult, pet_datasets: list[Dataset], out_dir: Path,
-                  settings: HbysSettings) -> dict[str, Path]:
+                  settings: HbysSettings, order: OrderFacts | None = None) -> dict[str, Path]:
     """Write every report of `result` into `out_dir`; returns {kind: path} for what was written.
 
     `pet_datasets[k]` is the source dataset of `result.label_map[k]` (the same multi-frame dataset for
     every k of an Enhanced PET). Raises ReportError, having written nothing, when an object cannot be made.
     """
     measures(result)
-    info = study_info(result, pet_datasets)
+    info = study_info(result, pet_datasets, order)
     seg = build_seg(result, pet_datasets) if result.lesions else None
     sr = build_sr(result, pet_datasets, info, seg)
     volume = suv_volume(result)
