@@ -125,13 +125,13 @@ class Intake:
             log.info("HL7 %s %s from %s: %s", header.message_type, header.control_id, header.sender,
                      outcome.summary)
             return ack.encode(codec, "replace")
-        except Refusal as refusal:
-            ack = hl7in.build_ack(header, refusal.code, refusal.text, refusal)
+        except Refusal as refused:
+            refusal = refused
         except Exception as exc:          # a bug or the database: AE, so the sender tries again
             log.exception("HL7 %s %s from %s could not be applied", header.message_type, header.control_id,
                           header.sender)
             refusal = Refusal("AE", f"internal error: {type(exc).__name__}", hl7in.INTERNAL_ERROR)
-            ack = hl7in.build_ack(header, "AE", refusal.text, refusal)
+        ack = hl7in.build_ack(header, refusal.code, refusal.text, refusal)
         log.warning("HL7 %s %s from %s answered %s: %s", header.message_type, header.control_id, header.sender,
                     refusal.code, refusal.text)
         self._finish_row(row_id, refusal.code, ack, refusal.text)

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from neuropetrix.config.settings import EngineSettings, Settings
 from neuropetrix.engine.analysis_runner import AnalysisProcess
-from neuropetrix.engine.dispatch import Dispatcher
+from neuropetrix.engine.dispatch import Dispatcher, Gate
 from neuropetrix.engine.executor import AWAITING_COMMITMENT, JobRunner, done_event, failed_event
 from neuropetrix.engine.jobs import Claimed, JobFailure, JobQueue
 from neuropetrix.engine.results import ResultStore
@@ -157,15 +157,17 @@ class Worker:
             analyzer.close()
 
 
-def build_worker(settings: Settings, sessions: sessionmaker[Session], files: FileStore) -> Worker:
-    """The engine of a node, its rules checked first (RouteError names the rule at fault)."""
+def build_worker(settings: Settings, sessions: sessionmaker[Session], files: FileStore,
+                 gate: Gate | None = None) -> Worker:
+    """The engine of a node, its rules checked first (RouteError names the rule at fault); `gate`
+    holds completed studies back from routing (engine/orders.py)."""
     rules = compile_routes(settings)
     engine = settings.engine
     results = ResultStore(settings.node.data_dir / "results")
     results.clean_incoming()
     queue = JobQueue(sessions, engine.retry, engine.lease_seconds)
     worker = Worker(queue, JobRunner(settings, sessions, files, results),
-                    Dispatcher(sessions, files, rules, engine.retry), engine, settings.node.log_level,
+                    Dispatcher(sessions, files, rules, engine.retry, gate), engine, settings.node.log_level,
                     warm_analysis=any(a.kind == "analyze" for rule in rules for a in rule.actions))
     if engine.commitment_port is not None:
         worker.commitments = CommitmentListener(settings.node.ae_title, settings.node.dicom_host,
