@@ -58,9 +58,10 @@ def encode(segments: list[str], charset: str) -> bytes:
 
 def orm(control: str, placer: str, accession: str, charset: str = "8859/9", order_control: str = "NW",
         name: str = "YILDIZ^ŞÜKRÜ", patient_id: str = TCKN, start: str = "20261201100000",
-        study_uid: str | None = None, status: str = "SC", app: str = "ENLIL") -> bytes:
+        study_uid: str | None = None, status: str = "SC", app: str = "ENLIL", birth: str = "19700101",
+        sex: str = "M") -> bytes:
     filler = f"F{placer}"
-    segments = [msh("ORM^O01", control, charset, app=app), pid(patient_id, name), pv1(),
+    segments = [msh("ORM^O01", control, charset, app=app), pid(patient_id, name, birth, sex), pv1(),
                 orc(order_control, placer, filler, status, start), obr(placer, filler, accession)]
     if study_uid:
         segments.append(f"ZDS|{study_uid}^ENLIL^Application^DICOM")
