@@ -35,7 +35,8 @@ class Node:
         self.files = FileStore(node.storage_dir, fsync=node.fsync)
         listen = settings.hbys.mllp_listen
         # orders come from the HBYS only when the listener is on; then studies are reconciled with them
-        self.orders = OrderTracker(self.sessions, settings.hbys, settings.engine.poll_seconds) if listen.enabled else None
+        self.orders = OrderTracker(self.sessions, settings.hbys, settings.engine.poll_seconds,
+                                   retry=settings.engine.retry) if listen.enabled else None
         self.worker = build_worker(settings, self.sessions, self.files,   # checks routes and transforms first
                                    gate=self.orders.release if self.orders else None)
         stale = self.files.clean_incoming()

@@ -27,6 +27,7 @@ from neuropetrix.engine.routes.facts import study_files
 from neuropetrix.engine.transforms import build
 from neuropetrix.engine.transforms.deidentify import pseudonym_key
 from neuropetrix.node.scu import fhir, mllp
+from neuropetrix.reports.hl7 import CODECS
 from neuropetrix.node.scu.commitment import transaction_uid
 from neuropetrix.node.scu.dicom import SendError, send_files
 from neuropetrix.node.scu.errors import DeliveryError
@@ -74,6 +75,8 @@ class JobRunner:
                 return self._fhir(job)
             if job.kind == "notify":
                 return self._notify(job)
+            if job.kind == "order_status":
+                return self._order_status(job)
         except DeliveryError as exc:
             raise _failure(exc) from None
         raise JobFailure(f"unknown job kind {job.kind!r}", permanent=True)
@@ -146,6 +149,13 @@ class JobRunner:
     def _hl7(self, job: Claimed) -> dict:
         out = self.settings.hbys.mllp
         ack = mllp.send_message(out.host, out.port, self._result_file(job, HL7_FILE).read_bytes(), out.timeout)
+        return {"ack": ack.code, "control_id": ack.control_id}
+
+    def _order_status(self, job: Claimed) -> dict:
+        """The order status message built when the order changed (engine/order_status.py), as it was."""
+        out = self.settings.hbys.mllp
+        message = job.params["message"].encode(CODECS[job.params["charset"]])
+        ack = mllp.send_message(out.host, out.port, message, out.timeout)
         return {"ack": ack.code, "control_id": ack.control_id}
 
     def _fhir(self, job: Claimed) -> dict:

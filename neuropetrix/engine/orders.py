@@ -25,9 +25,12 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from neuropetrix.config.settings import HbysSettings
+from hl7apy.exceptions import HL7apyException
+
+from neuropetrix.config.settings import HbysSettings, RetrySettings
 from neuropetrix.engine import events, hl7in
 from neuropetrix.engine.hl7in import Header, Refusal, components, content_error, first, value
+from neuropetrix.engine.order_status import queue_status
 from neuropetrix.reports.source import OrderFacts, is_valid_tckn
 from neuropetrix.store.db import utcnow
 from neuropetrix.store.files import InvalidUID, check_uid
@@ -529,9 +532,11 @@ class OrderTracker:
     dispatcher whether a completed study may be routed (`release`)."""
 
     def __init__(self, sessions: sessionmaker[Session], settings: HbysSettings, poll_seconds: float = 0.5,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow, retry: RetrySettings | None = None) -> None:
         self.sessions = sessions
         self.hold = settings.hold_unmatched and settings.mllp_listen.enabled
+        self.report_to = settings.mllp if settings.order_status else None     # IP/CM back to the HBYS
+        self.retry = retry or RetrySettings()
         self.poll_seconds = poll_seconds
         self.clock = clock
         self._stop = threading.Event()
@@ -552,12 +557,15 @@ class OrderTracker:
         now = self.clock()
         changed = 0
         with self.sessions.begin() as s:
-            for event in events.take_pending(s, CONSUMER, (STUDY_RECEIVED, events.STUDY_COMPLETE)):
+            for event in events.take_pending(s, CONSUMER, (STUDY_RECEIVED, events.STUDY_COMPLETE, ORDER_CHANGED)):
+                events.advance(s, CONSUMER, event.id)
+                if event.kind == ORDER_CHANGED:
+                    self._report(s, event, now)
+                    continue
                 row = reconcile(s, event.study_uid or "", self.hold, now)
                 if row is not None and row.order_pk is not None and row.state in SETTLED \
                         and event.kind == events.STUDY_COMPLETE:
                     changed += set_status(s, s.get(Order, row.order_pk), COMPLETED, now)
-                events.advance(s, CONSUMER, event.id)
                 changed += 1
             steps = s.execute(select(Order, ProcedureStep.status).join(
                 ProcedureStep, ProcedureStep.study_uid == Order.study_uid).where(
@@ -567,6 +575,22 @@ class OrderTracker:
                 if target is not None:
                     changed += set_status(s, order, target, now)
         return changed
+
+    def _report(self, s: Session, event, now: datetime) -> None:
+        """Queue the order status message for an order.changed event, when configured."""
+        if self.report_to is None:
+            return
+        order = s.get(Order, event.payload.get("order"))
+        if order is None:
+            return
+        try:
+            job = queue_status(s, order, event.payload.get("status", ""), self.report_to, self.retry, event.id, now)
+        except (UnicodeEncodeError, HL7apyException, ValueError) as exc:
+            log.warning("order %d: no status message can be written for hbys.mllp (%s): %s", order.id,
+                        self.report_to.charset, type(exc).__name__)
+            return
+        if job is not None:
+            log.info("order %d: status %s queued for the HBYS", order.id, job.params["code"])
 
     def start(self) -> None:
         def loop() -> None:

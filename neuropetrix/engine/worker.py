@@ -27,7 +27,7 @@ from neuropetrix.node.scu.commitment import CommitmentReport, job_of
 from neuropetrix.store.files import FileStore
 
 log = logging.getLogger("neuropetrix.engine")
-DELIVERY_KINDS = ("forward", "hl7", "fhir", "notify")
+DELIVERY_KINDS = ("forward", "hl7", "fhir", "notify", "order_status")
 IDLE_POLLS = 4      # an idle lane reads the queue every IDLE_POLLS × engine.poll_seconds
 ANALYSIS_KINDS = ("analyze",)
 

@@ -43,6 +43,12 @@ def copy_as_new_study(source: Path, target: Path, accession: str) -> Path:
     return target
 
 
+def of_type(peer, kind: str) -> list[hl7.Message]:
+    """The messages of one type (MSH-9.1) the HBYS peer received, in order, parsed by python-hl7."""
+    parsed = [hl7.parse(m) for m in peer.received]
+    return [m for m in parsed if str(m.segment("MSH")(9)).startswith(kind)]
+
+
 def api(node, method: str, path: str, token: str | None = None, body: dict | None = None) -> dict:
     request = urllib.request.Request(f"http://127.0.0.1:{node.api_port}{path}", method=method,
                                      data=json.dumps(body).encode() if body is not None else None,
@@ -57,7 +63,8 @@ def test_order_in_study_in_result_against_the_order(tmp_path: Path, petct_study:
     with mllp_listener() as hbys_end, running_node(tmp_path / "node", {
             "hbys": {"mllp": {"host": "127.0.0.1", "port": hbys_end.port, "version": "2.3.1",
                               "timeout": 5},
-                     "mllp_listen": {"enabled": True, "host": "127.0.0.1", "port": listen_port}},
+                     "mllp_listen": {"enabled": True, "host": "127.0.0.1", "port": listen_port},
+                     "order_status": True},
             "engine": {"poll_seconds": 0.1}, "routes": [ROUTE]}) as node:
         # the HBYS orders two examinations for the patient, spelling the name its own way
         assert send_hl7(listen_port, corpus.orm("E2E1", "PL7001", "ACC2026001", name="Yılmaz^Ayşe",
@@ -67,8 +74,8 @@ def test_order_in_study_in_result_against_the_order(tmp_path: Path, petct_study:
                                                 name="Yılmaz^Ayşe", birth="19650314", sex="F"))[0] == "AA"
 
         storescu(node, petct_study)               # accession ACC2026001, as the worklist gave it
-        wait_for("the ORU of the ordered study", lambda: hbys_end.received, node, timeout=180)
-        oru = hl7.parse(hbys_end.received[0])
+        wait_for("the ORU of the ordered study", lambda: of_type(hbys_end, "ORU"), node, timeout=180)
+        (oru,) = of_type(hbys_end, "ORU")
         orc, obr, pid = oru.segment("ORC"), oru.segment("OBR"), oru.segment("PID")
         assert str(orc(2)) == "PL7001^ENLIL" and str(obr(2)) == "PL7001^ENLIL"
         assert str(orc(3)) == "FPL7001" and str(obr(3)) == "FPL7001"
@@ -76,13 +83,19 @@ def test_order_in_study_in_result_against_the_order(tmp_path: Path, petct_study:
         assert str(obr(44)) == "804210^PET-BT tüm vücut^SUT"
         assert str(obr(16)) == "^ÖZTÜRK^İSMAİL" and str(obr(18)) == "ACC2026001"
         assert str(pid(3)) == f"{corpus.TCKN}^^^TCKN^NNTUR" and str(pid(5)) == "Yılmaz^Ayşe"
-        assert hbys_end.acked == ["AA"]
+        # and the order's status went back as ORM^O01: IP when the images came, CM when complete
+        wait_for("the order status messages", lambda: len(of_type(hbys_end, "ORM")) == 2, node)
+        assert [(str(m.segment("ORC")(5)), str(m.segment("ORC")(2)), str(m.segment("OBR")(18)))
+                for m in of_type(hbys_end, "ORM")] == [("IP", "PL7001^ENLIL", "ACC2026001"),
+                                                       ("CM", "PL7001^ENLIL", "ACC2026001")]
+        assert set(hbys_end.acked) == {"AA"}
 
         # the same images under an accession the HBYS never sent: held, no job, until linked
         unknown = copy_as_new_study(petct_study, tmp_path / "unknown", "TYPED-BY-HAND")
         storescu(node, unknown)
         wait_for("the study to be held", lambda: "held on the reconcile list" in node.log_text(), node)
-        assert len(jobs_of(node)) == 2 and len(hbys_end.received) == 1
+        assert sorted(j["kind"] for j in jobs_of(node)) == ["analyze", "hl7", "order_status", "order_status"]
+        assert len(of_type(hbys_end, "ORU")) == 1
 
         assert node.cli("users", "add", "tech", "--role", "technologist", input="a long password\n").returncode == 0
         token = api(node, "POST", "/api/auth/login", body={"username": "tech", "password": "a long password"})[
@@ -94,8 +107,8 @@ def test_order_in_study_in_result_against_the_order(tmp_path: Path, petct_study:
         linked = api(node, "POST", f"/api/reconcile/{waiting['study_uid']}", token, {"order_id": order["id"]})
         assert linked["state"] == "linked"
 
-        wait_for("the ORU of the linked study", lambda: len(hbys_end.received) == 2, node, timeout=180)
-        second = hl7.parse(hbys_end.received[1])
+        wait_for("the ORU of the linked study", lambda: len(of_type(hbys_end, "ORU")) == 2, node, timeout=180)
+        second = of_type(hbys_end, "ORU")[1]
         assert str(second.segment("ORC")(2)) == "PL7002^ENLIL"
         assert str(second.segment("OBR")(18)) == "ACC2026002"          # the order's, not the typed one
         orders = {o["placer_number"]: o["status"] for o in api(node, "GET", "/api/orders", token)["items"]}
