@@ -27,10 +27,10 @@ from neuropetrix.engine.routes.facts import study_files
 from neuropetrix.engine.transforms import build
 from neuropetrix.engine.transforms.deidentify import pseudonym_key
 from neuropetrix.node.scu import fhir, mllp
-from neuropetrix.reports.hl7 import CODECS
 from neuropetrix.node.scu.commitment import transaction_uid
 from neuropetrix.node.scu.dicom import SendError, send_files
 from neuropetrix.node.scu.errors import DeliveryError
+from neuropetrix.reports.hl7 import CODECS
 from neuropetrix.store.db import utcnow
 from neuropetrix.store.files import FileStore, check_uid
 

@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session
 
 from neuropetrix.config.settings import MllpOut, RetrySettings
 from neuropetrix.engine.hl7in import OUR_APPLICATION
-from neuropetrix.reports.hl7 import CODECS, escape
+from neuropetrix.reports.hl7 import CODECS
+from neuropetrix.reports.hl7 import _components as _components   # the ORU's escaping, one copy
 from neuropetrix.store.jobs_models import QUEUED, Job
 from neuropetrix.store.orders_models import ARRIVED, COMPLETED, IN_PROGRESS, HbysPatient, Order
 
@@ -27,10 +28,6 @@ KIND = "order_status"
 ROUTE = "order-status"
 CODES = {ARRIVED: "IP", IN_PROGRESS: "IP", COMPLETED: "CM"}
 _ISTANBUL = timezone(timedelta(hours=3))
-
-
-def _components(*values: str) -> str:
-    return "^".join(escape(v or "") for v in values).rstrip("^")
 
 
 def build_status(order: Order, patient: HbysPatient, code: str, destination: MllpOut, control_id: str,

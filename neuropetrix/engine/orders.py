@@ -20,12 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+from hl7apy.exceptions import HL7apyException
 from pydicom.uid import generate_uid
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
-
-from hl7apy.exceptions import HL7apyException
 
 from neuropetrix.config.settings import HbysSettings, RetrySettings
 from neuropetrix.engine import events, hl7in

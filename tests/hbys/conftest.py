@@ -15,6 +15,7 @@ from neuropetrix.config.settings import HbysSettings, MllpIn
 from neuropetrix.engine.orders import Intake
 from neuropetrix.node.scp.mllp_listener import MllpListener
 from neuropetrix.store.db import open_database
+from tests.api.conftest import accounts_db, env, make_env  # noqa: F401  (fixtures for the API tests)
 from tests.nodeproc import free_port
 
 

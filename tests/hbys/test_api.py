@@ -7,7 +7,7 @@ from sqlalchemy import select
 from neuropetrix.engine.orders import Intake, OrderTracker
 from neuropetrix.store.models import Event
 from neuropetrix.store.orders_models import Order
-from tests.api.conftest import accounts_db, bearer, env, login, make_env  # noqa: F401  (fixtures)
+from tests.api.conftest import bearer, login
 from tests.hbys import corpus
 from tests.hbys.conftest import listen_settings
 
@@ -16,7 +16,7 @@ STUDY = "1.2.826.0.1.3680043.10.1.900"
 
 
 @pytest.fixture
-def seeded(env):  # noqa: F811
+def seeded(env):
     settings = listen_settings()
     intake = Intake(env.sessions, settings)
     assert b"MSA|AA" in intake.receive(corpus.orm("API1", "PL1", "ACC1", name="ŞAHİN^ĞÜLSÜM"), "127.0.0.1")

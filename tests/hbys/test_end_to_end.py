@@ -12,8 +12,8 @@ from pathlib import Path
 
 import hl7
 import pydicom
-from pydicom.uid import generate_uid
 from hl7.client import MLLPClient
+from pydicom.uid import generate_uid
 
 from tests.engine.conftest import events_of, jobs_of, petct_study, storescu, wait_for  # noqa: F401  (fixture)
 from tests.engine.hbys import mllp_listener

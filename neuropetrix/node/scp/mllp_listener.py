@@ -180,7 +180,7 @@ class MllpListener:
             await server.wait_closed()
         try:
             asyncio.run_coroutine_threadsafe(close(), loop).result(10)
-        except Exception:            # connections still open: stopping the loop ends them
+        except TimeoutError:         # connections still open: stopping the loop ends them
             log.warning("MLLP listener: connections still open at stop")
         loop.call_soon_threadsafe(loop.stop)
         self._thread.join(10)
