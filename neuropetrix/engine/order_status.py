@@ -19,8 +19,7 @@ from sqlalchemy.orm import Session
 
 from neuropetrix.config.settings import MllpOut, RetrySettings
 from neuropetrix.engine.hl7in import OUR_APPLICATION
-from neuropetrix.reports.hl7 import CODECS
-from neuropetrix.reports.hl7 import _components as _components   # the ORU's escaping, one copy
+from neuropetrix.reports.hl7 import CODECS, _components  # the ORU's escaping: one copy of it
 from neuropetrix.store.jobs_models import QUEUED, Job
 from neuropetrix.store.orders_models import ARRIVED, COMPLETED, IN_PROGRESS, HbysPatient, Order
 
