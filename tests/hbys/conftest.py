@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import hl7
 import pytest
@@ -16,6 +15,8 @@ from neuropetrix.engine.orders import Intake
 from neuropetrix.node.scp.mllp_listener import MllpListener
 from neuropetrix.store.db import open_database
 from tests.api.conftest import accounts_db, env, make_env  # noqa: F401  (fixtures for the API tests)
+from tests.engine.conftest import postgres_server  # noqa: F401  (fixture)
+from tests.engine.test_jobs import db_url  # noqa: F401  (fixture: SQLite and PostgreSQL)
 from tests.nodeproc import free_port
 
 
@@ -47,8 +48,9 @@ def listen_settings(**listen) -> HbysSettings:
 
 
 @pytest.fixture
-def sessions(tmp_path: Path) -> sessionmaker[Session]:
-    engine, made = open_database(f"sqlite:///{tmp_path / 'np.db'}")
+def sessions(db_url: str) -> sessionmaker[Session]:  # noqa: F811
+    """A fresh database: every intake, worklist and reconciliation test runs on SQLite and PostgreSQL."""
+    engine, made = open_database(db_url)
     yield made
     engine.dispose()
 

@@ -14,7 +14,7 @@ from tests.hbys.conftest import ack_of
 from tests.nodeproc import free_port
 
 
-def raw_exchange(port: int, data: bytes, timeout: float = 5) -> bytes:
+def raw_exchange(port: int, data: bytes, timeout: float = 30) -> bytes:
     """Send `data` as it is, half-close, and read whatever comes back until the listener closes."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         try:

@@ -38,7 +38,7 @@ def receive(sessions, study_uid: str, accession: str = "", patient_id: str = cor
     n = next(_n)
     StudyIndex(sessions).add(InstanceRecord(
         sop_class_uid="1.2.840.10008.5.1.4.1.1.128", sop_instance_uid=f"1.2.3.9.{n}", study_uid=study_uid,
-        series_uid=f"{study_uid}.1", transfer_syntax_uid="1.2.840.10008.1.2.1", path=f"x/{n}.dcm", size_bytes=1,
+        series_uid=f"1.2.3.8.{n}", transfer_syntax_uid="1.2.840.10008.1.2.1", path=f"x/{n}.dcm", size_bytes=1,
         patient_id=patient_id, patient_name=name, study_date=date, accession_number=accession, modality=modality))
 
 
