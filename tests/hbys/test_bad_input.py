@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 import random
 import socket
+import threading
 
 from neuropetrix.config.settings import HbysSettings
 from neuropetrix.engine.orders import Intake
 from neuropetrix.node.scp.mllp_listener import MllpListener
+from tests.conftest import storescu
 from tests.hbys import corpus
 from tests.hbys.conftest import ack_of
-from tests.nodeproc import free_port
+from tests.nodeproc import free_port, running_node
+from tests.synthetic import StudySpec, write_pet_series
 
 
 def raw_exchange(port: int, data: bytes, timeout: float = 30) -> bytes:
@@ -82,3 +85,32 @@ def test_callers_outside_allowed_callers_are_closed(sessions, caplog) -> None:
         assert b"MSA|AA|X2" in raw_exchange(port, b"\x0b" + corpus.orm("X2", "PL1", "ACC1") + b"\x1c\x0d")
     finally:
         listener.stop()
+
+
+def test_the_nodes_other_work_goes_on_while_the_listener_is_flooded(tmp_path) -> None:
+    """Garbage and a 10 MB frame at the node's MLLP port while a scanner sends a study: the study is
+    stored, the listener still answers, and the node logs each refusal."""
+    write_pet_series(StudySpec(pet_slices=20, pet_matrix=32), tmp_path / "study")
+    listen = free_port()
+    with running_node(tmp_path / "node", {"hbys": {"mllp_listen": {"enabled": True, "host": "127.0.0.1",
+                                                                   "port": listen}}}) as node:
+        rng = random.Random(7)
+
+        def flood() -> None:
+            for n in range(100):
+                raw_exchange(listen, rng.randbytes(rng.randint(1, 3000)) if n % 2 else
+                             b"\x0b" + corpus.orm(f"T{n}", "PL1", "ACC1")[:rng.randint(0, 300)] + b"\x1c\x0d")
+            raw_exchange(listen, b"\x0b" + b"MSH|" + b"X" * (10 << 20) + b"\x1c\x0d")
+
+        flooding = threading.Thread(target=flood)
+        flooding.start()
+        sent = storescu(node.dicom_port, tmp_path / "study", aec=node.ae_title)
+        flooding.join(300)
+        assert sent.returncode == 0, sent.stderr
+        assert not flooding.is_alive()
+        with socket.create_connection(("127.0.0.1", listen), timeout=30) as sock:
+            sock.sendall(b"\x0b" + corpus.orm("GOOD", "PL2", "ACC2") + b"\x1c\x0d")
+            assert b"MSA|AA|GOOD" in sock.recv(65536)
+        log = node.log_text()
+        assert "20 stored" in log, log[-3000:]
+        assert "refused; connection closed" in log and "outside an MLLP frame skipped" in log
