@@ -522,7 +522,9 @@ def order_facts(s: Session, study_uid: str) -> OrderFacts | None:
         procedure_code=order.procedure_code or None, procedure_text=order.procedure_text or None,
         procedure_system=order.procedure_system or None, sut_code=order.sut_code or None,
         sut_text=order.sut_text or None, ordering_physician=order.ordering_physician or None,
-        referring_physician=order.referring_physician or None, admission_id=order.admission_id or None)
+        referring_physician=order.referring_physician or None, admission_id=order.admission_id or None,
+        other_identifiers=tuple(tuple(c.split("&")[0] for c in rep[:5]) for rep in patient.identifiers
+                                if rep and rep[0] != patient.patient_id))
 
 
 class OrderTracker:

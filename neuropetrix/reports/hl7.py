@@ -75,6 +75,8 @@ def build_oru(result: AnalysisResult, info: StudyInfo, destination: MllpOut,
         authority = info.issuer_of_patient_id or ("TCKN" if info.is_tckn else "")
         pid.pid_3 = _components(info.patient_id, "", "", authority,
                                 info.identifier_type or ("NNTUR" if info.is_tckn else "PI"))
+        for other in info.other_identifiers:         # the HBYS's other identifiers, as it sent them
+            pid.add_field("PID_3").value = _components(*other)
         pid.pid_5 = _components(info.patient_family_name, info.patient_given_name)
         if info.patient_birth_date:
             pid.pid_7 = info.patient_birth_date

@@ -49,6 +49,7 @@ class StudyInfo:
     ordered_procedure: Code | None = None       # OBR-4 as ordered (LOINC)
     sut_procedure: Code | None = None           # OBR-44: the SUT (national billing) code
     ordering_physician: str | None = None       # DICOM PN, family^given
+    other_identifiers: tuple[tuple[str, ...], ...] = ()   # further PID-3 repetitions, CX components as sent
 
     @property
     def patient_name_display(self) -> str:
@@ -84,6 +85,7 @@ class OrderFacts:
     ordering_physician: str | None
     referring_physician: str | None
     admission_id: str | None
+    other_identifiers: tuple[tuple[str, ...], ...] = ()   # PID-3 repetitions besides patient_id
 
 
 def with_order(info: StudyInfo, order: OrderFacts | None) -> StudyInfo:
@@ -104,7 +106,8 @@ def with_order(info: StudyInfo, order: OrderFacts | None) -> StudyInfo:
         admission_id=order.admission_id or info.admission_id,
         referring_physician=order.referring_physician or info.referring_physician,
         identifier_type=order.identifier_type, placer_authority=order.placer_authority,
-        ordered_procedure=ordered, sut_procedure=sut, ordering_physician=order.ordering_physician)
+        ordered_procedure=ordered, sut_procedure=sut, ordering_physician=order.ordering_physician,
+        other_identifiers=order.other_identifiers)
 
 
 def is_valid_tckn(value: str) -> bool:

@@ -82,7 +82,8 @@ def test_order_in_study_in_result_against_the_order(tmp_path: Path, petct_study:
         assert str(obr(4)) == "24472-5^PET/BT Tüm vücut FDG^LN^804210^PET-BT tüm vücut^SUT"
         assert str(obr(44)) == "804210^PET-BT tüm vücut^SUT"
         assert str(obr(16)) == "^ÖZTÜRK^İSMAİL" and str(obr(18)) == "ACC2026001"
-        assert str(pid(3)) == f"{corpus.TCKN}^^^TCKN^NNTUR" and str(pid(5)) == "Yılmaz^Ayşe"
+        assert str(pid(3)) == f"{corpus.TCKN}^^^TCKN^NNTUR~H778899^^^ENLIL^PI"    # as the HBYS sent them
+        assert str(pid(5)) == "Yılmaz^Ayşe"
         # and the order's status went back as ORM^O01: IP when the images came, CM when complete
         wait_for("the order status messages", lambda: len(of_type(hbys_end, "ORM")) == 2, node)
         assert [(str(m.segment("ORC")(5)), str(m.segment("ORC")(2)), str(m.segment("OBR")(18)))
