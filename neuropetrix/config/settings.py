@@ -5,6 +5,7 @@ pydantic's errors into one message that names the key, e.g. ``node.dicom_port: â
 """
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -95,9 +96,32 @@ class MllpOut(HostPort):
     receiving_facility: str | None = None
 
 
+HL7_CHARSETS_IN = Literal["8859/9", "UNICODE UTF-8", "UTF-8", "8859/1", "ASCII"]
+
+
 class MllpIn(HostPort):
+    """The HL7 listener for ADT/ORM/OMG from the HBYS (node/scp/mllp_listener.py)."""
+
+    enabled: bool = False
     host: str = "0.0.0.0"
     port: Port = 2576
+    # addresses or networks (CIDR) that may connect; empty = any caller
+    allowed_callers: list[str] = []
+    # MSH-18 empty: the sender's charset by MSH-3 (sending application), else `default_charset`
+    default_charset: HL7_CHARSETS_IN = "8859/9"
+    sender_charsets: dict[str, HL7_CHARSETS_IN] = {}
+    max_frame_bytes: int = Field(1 << 20, ge=1024)        # a bigger frame is refused, the connection closed
+    idle_timeout: float = Field(300.0, gt=0)              # a silent connection is closed after this
+
+    @field_validator("allowed_callers")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network") from None
+        return value
 
 
 class FhirSettings(Section):
@@ -115,6 +139,14 @@ class HbysSettings(Section):
     # Patient IDs that are not a valid T.C. Kimlik No are the hospital's record numbers (FHIR type MR):
     # the system of that namespace, never the national one.
     patient_record_system: str = "urn:neuropetrix:patient-record-number"   # site-configurable
+    # With the listener on, a study that matches no order (or differs from it) waits on the reconcile
+    # list and is routed only once a technologist links it or confirms it as unordered.
+    hold_unmatched: bool = True
+    # Modality Worklist answers: Specific Character Set per calling AE (consoles that show only Latin-5)
+    worklist_charset: Literal["ISO_IR 192", "ISO_IR 148"] = "ISO_IR 192"
+    worklist_charsets: dict[str, Literal["ISO_IR 192", "ISO_IR 148"]] = {}
+    # ORM^O01 (v2.3.1/2.5) or OMG^O19 (v2.5.1) to hbys.mllp when images arrive (IP) and the study is complete (CM)
+    order_status: bool = False
 
 
 class PushSettings(Section):

@@ -17,6 +17,7 @@ from pathlib import Path
 from neuropetrix.config.settings import Settings
 from neuropetrix.engine.clock import SYSTEM, Clock
 from neuropetrix.logs import setup_logging
+from neuropetrix.reports.source import OrderFacts
 
 log = logging.getLogger("neuropetrix.analysis")
 _PR_SET_PDEATHSIG = 1
@@ -37,9 +38,11 @@ def _die_with_parent() -> None:
         pass                                  # not Linux: the lease still recovers the job
 
 
-def analyze_into(study_dir: Path, out_dir: Path, settings: Settings, params: dict | None = None) -> dict:
+def analyze_into(study_dir: Path, out_dir: Path, settings: Settings, params: dict | None = None,
+                 hbys_order: OrderFacts | None = None) -> dict:
     """Analyse `study_dir` and write every result file into `out_dir`, as the version the job's
-    `params` ask for (engine/review_result.py), with a key image per lesion; returns a short summary."""
+    `params` ask for (engine/review_result.py), with a key image per lesion, and with the HBYS's
+    `hbys_order` when the study was reconciled with one; returns a short summary."""
     from neuropetrix.config.settings import AnalysisSettings
     from neuropetrix.engine.offline import analyze_folder
     from neuropetrix.engine.review_result import order_of
@@ -48,7 +51,8 @@ def analyze_into(study_dir: Path, out_dir: Path, settings: Settings, params: dic
     order = order_of(params or {})
     analysis_settings = settings.analysis if not order.analysis else AnalysisSettings.model_validate(
         {**settings.analysis.model_dump(), **order.analysis})
-    analysis = analyze_folder(study_dir, out_dir, analysis_settings, hbys=settings.hbys, order=order)
+    analysis = analyze_folder(study_dir, out_dir, analysis_settings, hbys=settings.hbys, order=order,
+                              hbys_order=hbys_order)
     write_key_images(analysis.result, out_dir)
     result = analysis.result
     return {"lesions": len(result.lesions), "suv_max": result.suv_max, "tmtv_ml": result.tmtv_ml,
@@ -66,11 +70,11 @@ def _child(conn: Connection, log_level: str) -> None:
 
     while True:
         try:
-            study_dir, out_dir, settings, params = conn.recv()
+            study_dir, out_dir, settings, params, hbys_order = conn.recv()
         except EOFError:
             return
         try:
-            conn.send(("ok", analyze_into(study_dir, out_dir, settings, params)))
+            conn.send(("ok", analyze_into(study_dir, out_dir, settings, params, hbys_order)))
         except (AnalysisError, ReportError) as exc:
             conn.send(("refused", f"{type(exc).__name__}: {exc}"))
         except Exception as exc:                        # noqa: BLE001 — reported to the job, not lost
@@ -104,13 +108,13 @@ class AnalysisProcess:
             self._ensure()
 
     def run(self, study_dir: Path, out_dir: Path, settings: Settings, stop: threading.Event,
-            params: dict | None = None) -> dict:
+            params: dict | None = None, hbys_order: OrderFacts | None = None) -> dict:
         """The summary of a finished analysis; AnalysisFailed otherwise (also when `stop` is set, or
         when it runs past engine.analysis_timeout: a hung analysis must not hold its lane for ever)."""
         deadline = self.clock.monotonic() + settings.engine.analysis_timeout
         with self._lock:
             conn = self._ensure()
-            conn.send((study_dir, out_dir, settings, params))
+            conn.send((study_dir, out_dir, settings, params, hbys_order))
             while not conn.poll(0.2):
                 if stop.is_set():
                     self._kill()

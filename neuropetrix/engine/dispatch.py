@@ -7,7 +7,7 @@ for the rule's analysis job.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -23,6 +23,8 @@ from neuropetrix.store.jobs_models import Job
 
 log = logging.getLogger("neuropetrix.engine")
 CONSUMER = "routes"
+# (session, study UID) → may this completed study be routed now? (engine/orders.py: held until reconciled)
+Gate = Callable[[Session, str], bool]
 
 
 def create_jobs(s: Session, rule: Rule, study_uid: str, event_id: int | None, retry: RetrySettings) -> list[Job]:
@@ -47,11 +49,12 @@ def create_jobs(s: Session, rule: Rule, study_uid: str, event_id: int | None, re
 
 class Dispatcher:
     def __init__(self, sessions: sessionmaker[Session], files: FileStore, rules: Sequence[Rule],
-                 retry: RetrySettings) -> None:
+                 retry: RetrySettings, gate: Gate | None = None) -> None:
         self.sessions = sessions
         self.files = files
         self.rules = list(rules)
         self.retry = retry
+        self.gate = gate
 
     def run_once(self) -> int:
         """Handle pending completion events; returns how many jobs were created."""
@@ -59,7 +62,8 @@ class Dispatcher:
         with self.sessions.begin() as s:
             pending = eventlog.take_pending(s, CONSUMER, (EventKind.STUDY_COMPLETE,))
             for event in pending:
-                created += self._route(s, event.id, event.study_uid or "")
+                if self.gate is None or self.gate(s, event.study_uid or ""):
+                    created += self._route(s, event.id, event.study_uid or "")
                 eventlog.advance(s, CONSUMER, event.id)
         return created
 

@@ -16,6 +16,7 @@ from neuropetrix.config.settings import Settings
 from neuropetrix.engine import push_jobs
 from neuropetrix.engine.analysis_runner import AnalysisFailed, AnalysisProcess
 from neuropetrix.engine.jobs import Claimed, JobFailure
+from neuropetrix.engine.orders import order_facts
 from neuropetrix.engine.result_store import (
     ANALYSIS_FILE,
     FHIR_FILE,
@@ -31,6 +32,7 @@ from neuropetrix.node.scu.commitment import transaction_uid
 from neuropetrix.node.scu.dicom import SendError, send_files
 from neuropetrix.node.scu.errors import DeliveryError
 from neuropetrix.node.scu.push import FcmSender
+from neuropetrix.reports.hl7 import CODECS
 from neuropetrix.store.db import utcnow
 from neuropetrix.store.eventlog import EventKind, record
 from neuropetrix.store.files import FileStore, check_uid
@@ -85,6 +87,8 @@ class JobRunner:
                 if self.push is None:
                     raise JobFailure("push is off on this node (push.credentials_file is not set)", permanent=True)
                 return push_jobs.send(job, self.push, self.sessions)
+            if job.kind == "order_status":
+                return self._order_status(job)
         except DeliveryError as exc:
             raise _failure(exc) from None
         raise JobFailure(f"unknown job kind {job.kind!r}", permanent=True)
@@ -96,10 +100,11 @@ class JobRunner:
             return {"resumed": True}
         with self.sessions.begin() as s:
             record(s, EventKind.ANALYSIS_STARTED, job.study_uid, {"job": job.id, "attempt": job.attempts})
+            order = order_facts(s, job.study_uid)
         study_dir = self.files.path_of(check_uid(job.study_uid, "StudyInstanceUID"))
         temp = self.results.new_temp(job.study_uid)
         try:
-            summary = analyzer.run(study_dir, temp, self.settings, stop, job.params)
+            summary = analyzer.run(study_dir, temp, self.settings, stop, job.params, order)
             self.results.publish(temp, job.study_uid, job.id, job.attempts)
         except AnalysisFailed as exc:
             raise JobFailure(str(exc), permanent=exc.permanent) from None
@@ -168,6 +173,13 @@ class JobRunner:
     def _hl7(self, job: Claimed) -> dict:
         out = self.settings.hbys.mllp
         ack = mllp.send_message(out.host, out.port, self._result_file(job, HL7_FILE).read_bytes(), out.timeout)
+        return {"ack": ack.code, "control_id": ack.control_id}
+
+    def _order_status(self, job: Claimed) -> dict:
+        """The order status message built when the order changed (engine/order_status.py), as it was."""
+        out = self.settings.hbys.mllp
+        message = job.params["message"].encode(CODECS[job.params["charset"]])
+        ack = mllp.send_message(out.host, out.port, message, out.timeout)
         return {"ack": ack.code, "control_id": ack.control_id}
 
     def _fhir(self, job: Claimed) -> dict:

@@ -21,6 +21,7 @@ from neuropetrix.analysis.results import AnalysisResult
 from neuropetrix.analysis.volumes import Volume, choose_ct, choose_pet, inplane_block, load_volume, read_folder
 from neuropetrix.config.settings import AnalysisSettings, HbysSettings
 from neuropetrix.engine.review_result import VersionOrder, reviewed
+from neuropetrix.reports.source import OrderFacts
 from neuropetrix.reports.version import AUTOMATIC, ResultVersion
 from neuropetrix.reports.writer import delivery_refusals, write_reports
 
@@ -43,6 +44,7 @@ class OfflineAnalysis:
     files: dict[str, Path] = field(default_factory=dict)
     hbys: HbysSettings = field(default_factory=HbysSettings)   # HL7 version/charset, patient id system
     refused: dict[str, str] = field(default_factory=dict)       # report kind → why it was not made
+    hbys_order: OrderFacts | None = None                       # the HBYS's order, when reconciled
 
     @property
     def pet_datasets(self) -> list[Dataset]:
@@ -93,26 +95,27 @@ def write_outputs(analysis: OfflineAnalysis, version: ResultVersion = AUTOMATIC)
     """
     t0 = time.perf_counter()
     analysis.out_dir.mkdir(parents=True, exist_ok=True)
-    analysis.refused = delivery_refusals(analysis.pet_datasets)
+    analysis.refused = delivery_refusals(analysis.pet_datasets, analysis.hbys_order)
     for kind, reason in analysis.refused.items():
         log.warning("study %s: no %s: %s", analysis.result.study_instance_uid, kind, reason)
     analysis.files["analysis.json"] = write_analysis_json(analysis)
     analysis.files.update({p.name: p for p in write_reports(analysis.result, analysis.pet_datasets,
-                                                            analysis.out_dir, analysis.hbys, version).values()})
+                                                            analysis.out_dir, analysis.hbys, version,
+                                                            analysis.hbys_order).values()})
     analysis.result.timings_s["write"] = time.perf_counter() - t0
 
 
 def analyze_folder(study_dir: Path, out_dir: Path, settings: AnalysisSettings,
                    device: str | None = None, hbys: HbysSettings | None = None,
                    organ_labels: Path | None = None, organ_source: str | None = None,
-                   order: VersionOrder | None = None) -> OfflineAnalysis:
+                   order: VersionOrder | None = None, hbys_order: OrderFacts | None = None) -> OfflineAnalysis:
     """Analyse the PET/CT study in `study_dir` and write the results into `out_dir`.
 
     `device` ("cpu", "cuda", "auto") overrides `settings.device`. `organ_labels` is a site segmentation
     model's output for this study (a folder of organ masks or a multi-label map, see
     `analysis.organlabels`), named `organ_source` (e.g. "TotalSegmentator"). `order` is the version to
     write (a physician's decisions applied; engine/review_result.py), the automatic preliminary one by
-    default. Raises `AnalysisError` (with `InputRefused` for SUV inputs) with a one-line message when
+    default; `hbys_order` is the HBYS's order when the study was reconciled with one. Raises `AnalysisError` (with `InputRefused` for SUV inputs) with a one-line message when
     the study cannot be analysed.
     """
     from neuropetrix.analysis.organlabels import read_organ_masks
@@ -126,6 +129,7 @@ def analyze_folder(study_dir: Path, out_dir: Path, settings: AnalysisSettings,
     result = analyze_volumes(pet, ct, settings, resolved, timings, organs, organ_source or (
         None if organ_labels is None else Path(organ_labels).name))
     result, version = reviewed(result, order or VersionOrder())
-    analysis = OfflineAnalysis(result=result, pet=pet, ct=ct, out_dir=Path(out_dir), hbys=hbys or HbysSettings())
+    analysis = OfflineAnalysis(result=result, pet=pet, ct=ct, out_dir=Path(out_dir), hbys=hbys or HbysSettings(),
+                               hbys_order=hbys_order)
     write_outputs(analysis, version)
     return analysis

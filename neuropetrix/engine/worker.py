@@ -19,7 +19,7 @@ from neuropetrix.config.loader import ConfigError
 from neuropetrix.config.settings import EngineSettings, Settings
 from neuropetrix.engine import push_jobs
 from neuropetrix.engine.analysis_runner import AnalysisProcess
-from neuropetrix.engine.dispatch import Dispatcher
+from neuropetrix.engine.dispatch import Dispatcher, Gate
 from neuropetrix.engine.executor import AWAITING_COMMITMENT, JobRunner, done_event, failed_event
 from neuropetrix.engine.jobs import Claimed, JobFailure, JobQueue
 from neuropetrix.engine.result_store import ResultStore
@@ -31,7 +31,7 @@ from neuropetrix.node.scu.push import FcmSender
 from neuropetrix.store.files import FileStore
 
 log = logging.getLogger("neuropetrix.engine")
-DELIVERY_KINDS = ("forward", "hl7", "fhir", "notify", push_jobs.KIND)
+DELIVERY_KINDS = ("forward", "hl7", "fhir", "notify", "order_status", push_jobs.KIND)
 IDLE_POLLS = 4      # an idle lane reads the queue every IDLE_POLLS × engine.poll_seconds
 ANALYSIS_KINDS = ("analyze",)
 
@@ -174,8 +174,10 @@ class Worker:
             analyzer.close()
 
 
-def build_worker(settings: Settings, sessions: sessionmaker[Session], files: FileStore) -> Worker:
-    """The engine of a node, its rules checked first (RouteError names the rule at fault)."""
+def build_worker(settings: Settings, sessions: sessionmaker[Session], files: FileStore,
+                 gate: Gate | None = None) -> Worker:
+    """The engine of a node, its rules checked first (RouteError names the rule at fault); `gate`
+    holds completed studies back from routing (engine/orders.py)."""
     rules = compile_routes(settings)
     engine = settings.engine
     results = ResultStore(settings.node.data_dir / "results")
@@ -188,7 +190,7 @@ def build_worker(settings: Settings, sessions: sessionmaker[Session], files: Fil
         except (OSError, ValueError) as exc:     # missing file, not a service-account key
             raise ConfigError(f"push.credentials_file: cannot use {settings.push.credentials_file}: {exc}") from None
     worker = Worker(queue, JobRunner(settings, sessions, files, results, sender),
-                    Dispatcher(sessions, files, rules, engine.retry), engine, settings.node.log_level,
+                    Dispatcher(sessions, files, rules, engine.retry, gate), engine, settings.node.log_level,
                     warm_analysis=any(a.kind == "analyze" for rule in rules for a in rule.actions))
     if sender is not None:
         worker.push = push_jobs.PushPlanner(sessions, settings.push.max_attempts)

@@ -179,6 +179,13 @@ def build_bundle(result: AnalysisResult, info: StudyInfo, settings: HbysSettings
     }
     if version.signer is not None:
         report["resultsInterpreter"] = [{"display": version.signer.display_name or version.signer.username}]
+    if info.placer_order_number:             # the HBYS's order: a logical ServiceRequest reference
+        report["basedOn"] = [{"type": "ServiceRequest", "identifier": {
+            "type": {"coding": [{"system": V2_0203, "code": "PLAC", "display": "Placer Identifier"}]},
+            "value": info.placer_order_number,
+            "assigner": {"display": info.placer_authority}},
+            "display": f"filler order {info.filler_order_number}" if info.filler_order_number else None}]
+        study["basedOn"] = report["basedOn"]
     if pdf is not None:
         report["presentedForm"] = [{"contentType": "application/pdf", "language": "en",
                                     "data": base64.b64encode(pdf).decode("ascii"), "title": "PET/CT report"}]

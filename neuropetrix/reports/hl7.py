@@ -109,7 +109,10 @@ def build_oru(result: AnalysisResult, info: StudyInfo, destination: MllpOut,
         pid = patient.add_segment("PID")
         pid.pid_1 = "1"
         authority = info.issuer_of_patient_id or ("TCKN" if info.is_tckn else "")
-        pid.pid_3 = _components(info.patient_id, "", "", authority, "NNTUR" if info.is_tckn else "PI")
+        pid.pid_3 = _components(info.patient_id, "", "", authority,
+                                info.identifier_type or ("NNTUR" if info.is_tckn else "PI"))
+        for other in info.other_identifiers:         # the HBYS's other identifiers, as it sent them
+            pid.add_field("PID_3").value = _components(*other)
         pid.pid_5 = _components(info.patient_family_name, info.patient_given_name)
         if info.patient_birth_date:
             pid.pid_7 = info.patient_birth_date
@@ -127,17 +130,23 @@ def build_oru(result: AnalysisResult, info: StudyInfo, destination: MllpOut,
         orc = order.add_segment("ORC")
         orc.orc_1 = "RE"
         if info.placer_order_number:
-            orc.orc_2 = _components(info.placer_order_number)
+            orc.orc_2 = _components(info.placer_order_number, info.placer_authority)
         orc.orc_3 = _components(info.filler_order_number or info.accession_number)
         orc.orc_5 = "CM"
+        if info.ordering_physician:
+            orc.orc_12 = "^" + _person(info.ordering_physician)
         obr = order.add_segment("OBR")
         obr.obr_1 = "1"
         if info.placer_order_number:
-            obr.obr_2 = _components(info.placer_order_number)
+            obr.obr_2 = _components(info.placer_order_number, info.placer_authority)
         obr.obr_3 = _components(info.filler_order_number or info.accession_number)
-        procedure = ordered_procedure(info)
-        obr.obr_4 = _components(procedure.value, procedure.meaning, procedure.scheme_designator)
+        procedure = ordered_procedure(info)      # the HBYS's code when it ordered one
+        sut = info.sut_procedure
+        obr.obr_4 = _components(procedure.value, procedure.meaning, procedure.scheme_designator,
+                                *((sut.value, sut.meaning, "SUT") if sut else ()))
         obr.obr_7 = _ts(info.study_datetime)
+        if info.ordering_physician:
+            obr.obr_16 = "^" + _person(info.ordering_physician)
         obr.obr_18 = _components(info.accession_number)
         if info.requested_procedure_id:
             obr.obr_19 = _components(info.requested_procedure_id)
@@ -148,6 +157,8 @@ def build_oru(result: AnalysisResult, info: StudyInfo, destination: MllpOut,
             signer = PersonName(status.signer.person_name)     # CNN: id & family & given, one component
             obr.obr_32 = "&".join(escape(v) for v in (status.signer.username, str(signer.family_name),
                                                       str(signer.given_name)))
+        if sut:
+            obr.obr_44 = _components(sut.value, sut.meaning, "SUT")
         set_id = 0
         for m in values:
             set_id += 1

@@ -7,7 +7,7 @@ the dataset says otherwise in TimezoneOffsetFromUTC.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone, tzinfo
 
 from pydicom.dataset import Dataset
@@ -47,6 +47,12 @@ class StudyInfo:
     # The procedure the HBYS ordered, as the scanner copied it (ProcedureCodeSequence or the request's
     # RequestedProcedureCodeSequence): echoed in OBR-4 so the result files under its order.
     requested_procedure: Code | None = None
+    # from the HBYS order (engine/orders.py), when the study was reconciled with one
+    identifier_type: str | None = None          # PID-3.5 as the HBYS sent it (NNTUR, PI, …)
+    placer_authority: str | None = None         # ORC-2.2
+    sut_procedure: Code | None = None           # OBR-44: the SUT (national billing) code
+    ordering_physician: str | None = None       # DICOM PN, family^given
+    other_identifiers: tuple[tuple[str, ...], ...] = ()   # further PID-3 repetitions, CX components as sent
 
     @property
     def patient_name_display(self) -> str:
@@ -55,6 +61,56 @@ class StudyInfo:
     @property
     def is_tckn(self) -> bool:
         return is_valid_tckn(self.patient_id)
+
+
+@dataclass(frozen=True)
+class OrderFacts:
+    """The HBYS's record of the order and its patient: what results carry instead of what the
+    scanner's console typed (engine/orders.py reads it from the database)."""
+
+    patient_id: str
+    issuer_of_patient_id: str | None
+    identifier_type: str | None
+    patient_family_name: str
+    patient_given_name: str
+    patient_birth_date: str | None
+    patient_sex: str | None
+    accession_number: str
+    placer_order_number: str
+    placer_authority: str | None
+    filler_order_number: str | None
+    requested_procedure_id: str | None
+    procedure_code: str | None
+    procedure_text: str | None
+    procedure_system: str | None
+    sut_code: str | None
+    sut_text: str | None
+    ordering_physician: str | None
+    referring_physician: str | None
+    admission_id: str | None
+    other_identifiers: tuple[tuple[str, ...], ...] = ()   # PID-3 repetitions besides patient_id
+
+
+def with_order(info: StudyInfo, order: OrderFacts | None) -> StudyInfo:
+    """`info` with the patient and order as the HBYS knows them (unchanged without an order)."""
+    if order is None:
+        return info
+    ordered = (Code(order.procedure_code, order.procedure_system or "LN", order.procedure_text or order.procedure_code)
+               if order.procedure_code else None)
+    sut = Code(order.sut_code, "SUT", order.sut_text or order.sut_code) if order.sut_code else None
+    return replace(
+        info, patient_id=order.patient_id, issuer_of_patient_id=order.issuer_of_patient_id,
+        patient_family_name=order.patient_family_name, patient_given_name=order.patient_given_name,
+        patient_birth_date=order.patient_birth_date or info.patient_birth_date,
+        patient_sex=order.patient_sex or info.patient_sex, accession_number=order.accession_number,
+        placer_order_number=order.placer_order_number,
+        filler_order_number=order.filler_order_number or info.filler_order_number,
+        requested_procedure_id=order.requested_procedure_id or info.requested_procedure_id,
+        admission_id=order.admission_id or info.admission_id,
+        referring_physician=order.referring_physician or info.referring_physician,
+        identifier_type=order.identifier_type, placer_authority=order.placer_authority,
+        requested_procedure=ordered or info.requested_procedure, sut_procedure=sut, ordering_physician=order.ordering_physician,
+        other_identifiers=order.other_identifiers)
 
 
 def is_valid_tckn(value: str) -> bool:
@@ -117,8 +173,10 @@ def site_zone(ds: Dataset) -> tzinfo:
     return _ISTANBUL
 
 
-def study_info(result: AnalysisResult, pet_datasets: list[Dataset], require_accession: bool = True) -> StudyInfo:
-    """Read the patient and order from the first PET instance; refuse when identity is missing.
+def study_info(result: AnalysisResult, pet_datasets: list[Dataset], require_accession: bool = True,
+               order: OrderFacts | None = None) -> StudyInfo:
+    """Read the patient and order from the first PET instance, the HBYS's `order` over them when the
+    study was reconciled with one; refuse when identity is missing.
 
     `require_accession=False` for the objects that do not file a result against an order (SEG, SR, PDF):
     the accession number is then "" when the study has none.
@@ -130,12 +188,12 @@ def study_info(result: AnalysisResult, pet_datasets: list[Dataset], require_acce
             f"not the analysed study {result.study_instance_uid}")
     patient_id = _text(ds, "PatientID")
     require(patient_id, "the PET series has no PatientID")
-    accession = _text(ds, "AccessionNumber")
+    accession = _text(ds, "AccessionNumber") or (order.accession_number if order else None)
     require(accession or not require_accession, "the PET series has no AccessionNumber: the order cannot be identified")
     name = ds.get("PatientName")
     require(name is not None and str(name).strip("^ "), "the PET series has no PatientName")
     family, given = str(name.family_name).strip(), str(name.given_name).strip()
-    if not is_valid_tckn(patient_id):
+    if order is None and not is_valid_tckn(patient_id):
         log.warning("study %s: the PatientID is not a valid T.C. Kimlik No (foreign patient or newborn?); "
                     "it is reported as a hospital record number", result.study_instance_uid)
     request = ds.RequestAttributesSequence[0] if ds.get("RequestAttributesSequence") else Dataset()
@@ -146,7 +204,7 @@ def study_info(result: AnalysisResult, pet_datasets: list[Dataset], require_acce
         radiopharmaceutical = (_text(codes[0], "CodeMeaning") if codes else None) or _text(
             rp_seq[0], "Radiopharmaceutical")
     sex = _text(ds, "PatientSex")
-    return StudyInfo(
+    return with_order(StudyInfo(
         patient_id=patient_id,
         issuer_of_patient_id=_text(ds, "IssuerOfPatientID"),
         patient_family_name=family,
@@ -168,4 +226,4 @@ def study_info(result: AnalysisResult, pet_datasets: list[Dataset], require_acce
         radiopharmaceutical=radiopharmaceutical,
         requested_procedure=_first_code(ds.get("ProcedureCodeSequence"),
                                         request.get("RequestedProcedureCodeSequence")),
-    )
+    ), order)

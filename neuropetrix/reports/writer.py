@@ -30,7 +30,7 @@ from neuropetrix.reports.images import axial_png, mip_png, suv_volume
 from neuropetrix.reports.measures import measures
 from neuropetrix.reports.pdf import MAX_KEY_IMAGES, build_pdf
 from neuropetrix.reports.seg import build_seg
-from neuropetrix.reports.source import study_info
+from neuropetrix.reports.source import OrderFacts, study_info
 from neuropetrix.reports.sr import build_sr
 from neuropetrix.reports.version import AUTOMATIC, ResultVersion
 
@@ -71,24 +71,27 @@ NO_ACCESSION = ("the PET series has no AccessionNumber (0008,0050): the HBYS can
                 "from the modality) and analyse it again")
 
 
-def delivery_refusals(pet_datasets: list[Dataset]) -> dict[str, str]:
-    """{kind: reason} for the report files that cannot be made for this study (HL7 and FHIR need an order)."""
-    if pet_datasets and str(pet_datasets[0].get("AccessionNumber", "") or "").strip():
+def delivery_refusals(pet_datasets: list[Dataset], order: OrderFacts | None = None) -> dict[str, str]:
+    """{kind: reason} for the report files that cannot be made for this study (HL7 and FHIR need an order:
+    the images' AccessionNumber, or the HBYS order the study was reconciled with)."""
+    if order is not None or (pet_datasets and str(pet_datasets[0].get("AccessionNumber", "") or "").strip()):
         return {}
     return {"oru": NO_ACCESSION, "fhir_bundle": NO_ACCESSION}
 
 
 def write_reports(result: AnalysisResult, pet_datasets: list[Dataset], out_dir: Path,
-                  settings: HbysSettings, version: ResultVersion = AUTOMATIC) -> dict[str, Path]:
+                  settings: HbysSettings, version: ResultVersion = AUTOMATIC,
+                  order: OrderFacts | None = None) -> dict[str, Path]:
     """Write every report of `result` into `out_dir`; returns {kind: path} for what was written.
 
     `pet_datasets[k]` is the source dataset of `result.label_map[k]` (the same multi-frame dataset for
-    every k of an Enhanced PET); `version` is the status and signer every object carries. Raises
+    every k of an Enhanced PET); `version` is the status and signer every object carries; `order` the HBYS's
+    order when the study was reconciled with one. Raises
     ReportError, having written nothing, when an object cannot be made.
     """
     measures(result)
-    refused = delivery_refusals(pet_datasets)
-    info = study_info(result, pet_datasets, require_accession=not refused)
+    refused = delivery_refusals(pet_datasets, order)
+    info = study_info(result, pet_datasets, require_accession=not refused, order=order)
     now = datetime.now(info.study_datetime.tzinfo)        # one creation time for every object
     seg = build_seg(result, pet_datasets, now, version) if result.lesions else None
     sr = build_sr(result, pet_datasets, info, seg, now, version)

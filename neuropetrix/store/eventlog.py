@@ -46,6 +46,7 @@ class EventKind(StrEnum):
     REVIEW_SIGNED = "review.signed"
     REVIEW_REANALYSIS = "review.reanalysis"
     REVIEW_VERSION = "review.version"
+    ORDER_CHANGED = "order.changed"          # an HBYS order's state moved (engine/orders.py); payload: order, status
 
 
 def record(s: Session, kind: EventKind, study_uid: str | None, payload: dict, at: datetime | None = None) -> None:
