@@ -155,6 +155,41 @@ class PushSettings(Section):
     max_attempts: int = Field(8, ge=1, le=100)     # tries of one message (back-off: engine.retry)
 
 
+class EmailSettings(Section):
+    """SMTP for notification e-mail (engine/notifications.py); STARTTLS and login only when set."""
+
+    smtp_host: str
+    smtp_port: Port = 25
+    sender: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
+    starttls: bool = False
+    username: str | None = None
+    password_file: Path | None = None              # one line, the SMTP password
+    timeout: float = Field(15.0, gt=0)
+
+
+class SmsSettings(Section):
+    """An HTTP SMS gateway: POST `body_template` to `url`; {to} and {text} are filled in, escaped for
+    `content_type` (JSON string content, or form-encoded), since Turkish providers differ."""
+
+    url: str = Field(pattern=r"^https?://")
+    headers: dict[str, str] = {}
+    body_template: str = '{"to": "{to}", "text": "{text}"}'
+    content_type: Literal["application/json", "application/x-www-form-urlencoded"] = "application/json"
+    timeout: float = Field(15.0, gt=0)
+
+
+class NotifySettings(Section):
+    email: EmailSettings | None = None             # None = no e-mail channel
+    sms: SmsSettings | None = None                 # None = no SMS channel
+    # what a message may say of the patient: none (a study link only) | initials | name
+    patient_data: Literal["none", "initials", "name"] = "none"
+    study_link: str = ""                           # e.g. https://petct.hospital.local/#/studies/ (+ UID)
+    escalate_after: float = Field(600.0, gt=0)     # seconds an urgent notification waits for its ack
+    oncall: list[str] = []                         # usernames, in escalation order
+    timezone: str = "Europe/Istanbul"              # users' quiet hours are in this zone
+    max_attempts: int = Field(8, ge=1, le=100)     # tries of one e-mail or SMS (back-off: engine.retry)
+
+
 class ApiSettings(Section):
     # HS256 key for access tokens; None = a random key generated once in <data_dir>/api_signing.key (0600).
     signing_key: str | None = Field(None, min_length=32)
@@ -230,6 +265,7 @@ class Settings(Section):
     peers: list[Peer] = []
     hbys: HbysSettings = HbysSettings()
     push: PushSettings = PushSettings()
+    notify: NotifySettings = NotifySettings()
     api: ApiSettings = ApiSettings()
     analysis: AnalysisSettings = AnalysisSettings()
     engine: EngineSettings = EngineSettings()

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from neuropetrix.config.loader import ConfigError
 from neuropetrix.config.settings import EngineSettings, Settings
-from neuropetrix.engine import push_jobs
+from neuropetrix.engine import notifications, push_jobs
 from neuropetrix.engine.analysis_runner import AnalysisProcess
 from neuropetrix.engine.dispatch import Dispatcher, Gate
 from neuropetrix.engine.executor import AWAITING_COMMITMENT, JobRunner, done_event, failed_event
@@ -31,7 +31,7 @@ from neuropetrix.node.scu.push import FcmSender
 from neuropetrix.store.files import FileStore
 
 log = logging.getLogger("neuropetrix.engine")
-DELIVERY_KINDS = ("forward", "hl7", "fhir", "notify", "order_status", push_jobs.KIND)
+DELIVERY_KINDS = ("forward", "hl7", "fhir", "notify", "order_status", push_jobs.KIND, *notifications.JOB_KINDS)
 IDLE_POLLS = 4      # an idle lane reads the queue every IDLE_POLLS × engine.poll_seconds
 ANALYSIS_KINDS = ("analyze",)
 
@@ -56,6 +56,7 @@ class Worker:
         self._analyzers: list[AnalysisProcess] = []
         self.commitments: CommitmentListener | None = None
         self.push: push_jobs.PushPlanner | None = None
+        self.notifications: notifications.NotificationPlanner | None = None   # route notify → channels
         self.reviews: ReviewWatcher | None = None      # analyses → review state (engine/review.py)
 
     def on_commitment(self, report: CommitmentReport) -> bool:
@@ -97,6 +98,12 @@ class Worker:
                     self._work.set()
             except Exception:
                 log.exception("making push notifications failed; will try again")
+            try:
+                if self.notifications is not None and self.notifications.run_once():
+                    self._work.set()
+            except Exception:
+                log.exception("making or escalating notifications failed; will try again")
+            try:
                 if self.reviews is not None:
                     self.reviews.run_once()
             except Exception:
@@ -194,6 +201,7 @@ def build_worker(settings: Settings, sessions: sessionmaker[Session], files: Fil
                     warm_analysis=any(a.kind == "analyze" for rule in rules for a in rule.actions))
     if sender is not None:
         worker.push = push_jobs.PushPlanner(sessions, settings.push.max_attempts)
+    worker.notifications = notifications.NotificationPlanner(sessions, settings, push_on=sender is not None)
     worker.reviews = ReviewWatcher(sessions, results, VersionStore(settings.node.data_dir / "versions"))
     if engine.commitment_port is not None:
         worker.commitments = CommitmentListener(settings.node.ae_title, settings.node.dicom_host,

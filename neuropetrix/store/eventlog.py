@@ -39,6 +39,11 @@ class EventKind(StrEnum):
     DELIVERY_DONE = "delivery.done"
     DELIVERY_FAILED = "delivery.failed"
     NOTIFICATION = "notification"            # a route's notify action
+    # engine/notifications.py: an urgent one passed on to the next on call; acknowledged; an address
+    # (e-mail, phone) refused for good
+    NOTIFICATION_ESCALATED = "notification.escalated"
+    NOTIFICATION_ACKED = "notification.acked"
+    NOTIFICATION_UNDELIVERABLE = "notification.undeliverable"
     # physician review (engine/review.py): a preliminary result awaits review; decisions changed; a
     # physician signed (or asked for a re-analysis); a new version of the results was made
     REVIEW_READY = "review.ready"
