@@ -134,7 +134,7 @@ def compose(cfg: NotifySettings, priority: str, route: str, study: Study | None,
     html = "".join(f"<p>{escape(line)}</p>" for line in lines if line and line != link)
     if cfg.study_link:
         html += f'<p><a href="{escape(link)}">Open the study</a></p>'
-    return Message(f"{head} {what}", text, f"<html><body>{html}</body></html>", f"{head} {what}. {link}")
+    return Message(f"{head} {what}", text, f"<html><body>{html}</body></html>", f"{head} {what} {link}")
 
 
 class NotificationPlanner:
