@@ -12,6 +12,8 @@ import getpass
 import json
 import sys
 
+from sqlalchemy.orm import Session
+
 from neuropetrix.api import contacts, users
 from neuropetrix.cli import CommandError, add_config_option, settings_from
 from neuropetrix.store.accounts import ROLES
@@ -81,7 +83,7 @@ def _contact_fields(args: argparse.Namespace) -> dict:
 
 
 def _add(args: argparse.Namespace) -> int:
-    def add(s, *fargs):
+    def add(s: Session, *fargs: str) -> users.UserInfo:
         info = users.add_user(s, *fargs)
         if fields := _contact_fields(args):
             contacts.set_contact_of(s, info.username, **fields)
@@ -93,7 +95,8 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _contact(args: argparse.Namespace) -> int:
-    shown = _in_transaction(args, contacts.set_contact_of, args.name, **_contact_fields(args))
+    fields = _contact_fields(args)
+    shown = _in_transaction(args, lambda s: contacts.set_contact_of(s, args.name, **fields))
     print(json.dumps(shown, indent=2))
     return 0
 

@@ -17,7 +17,7 @@ from neuropetrix.api import contacts
 from neuropetrix.config.settings import NotifySettings
 from neuropetrix.engine.notifications import notify_params
 from neuropetrix.store.notify_models import Notification
-from tests.api.conftest import accounts_db, make_env  # noqa: F401  (fixtures)
+from tests.api.conftest import accounts_db, env, make_env  # noqa: F401  (fixtures)
 from tests.nodeproc import free_port
 
 
