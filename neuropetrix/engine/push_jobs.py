@@ -2,12 +2,13 @@
 
 Which events notify whom (docs/api.md): a finished analysis goes to the roles with push.results, an
 analysis parked as failed to those with push.failures (high priority); a route's `notify` action
-(the `notification` event) is engine/notifications.py's, which makes its push jobs with `device_job`. The jobs are made and the engine
-cursor "push" moved in one transaction, so an event turns into messages once, crash or not. They run on
-the engine's delivery lanes like every other delivery (destination "fcm", lease renewed, handed back on
-stop): a 5xx or an unreachable FCM is retried with the queue's back-off up to push.max_attempts, then
-parked for an operator's retry; a token FCM calls unregistered is dropped and its job done. Messages
-carry no patient data: it would cross Google.
+(the `notification` event) is engine/notifications.py's, which makes its push jobs with
+`device_job`. The jobs are made and the engine cursor "push" moved in one transaction, so an event
+turns into messages once, crash or not. They run on the engine's delivery lanes like every other
+delivery (destination "fcm", lease renewed, handed back on stop): a 5xx or an unreachable FCM is
+retried with the queue's back-off up to push.max_attempts, then parked for an operator's retry; a
+token FCM calls unregistered is dropped and its job done. Messages carry no patient data: it would
+cross Google.
 """
 from __future__ import annotations
 

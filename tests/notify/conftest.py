@@ -16,8 +16,10 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from neuropetrix.api import contacts
 from neuropetrix.config.settings import NotifySettings
 from neuropetrix.engine.notifications import notify_params
+from neuropetrix.engine.worker import build_worker
+from neuropetrix.store.files import FileStore
 from neuropetrix.store.notify_models import Notification
-from tests.api.conftest import accounts_db, env, make_env  # noqa: F401  (fixtures)
+from tests.api.conftest import accounts_db, make_env  # noqa: F401  (fixtures)
 from tests.nodeproc import free_port
 
 
@@ -73,6 +75,28 @@ async def until(predicate, timeout: float = 30) -> None:
         while not predicate():
             await asyncio.sleep(0.05)
     await asyncio.wait_for(loop(), timeout)
+
+
+@pytest.fixture
+def env(make_env):  # noqa: F811
+    """tests/api's API environment, no notify section."""
+    return make_env()
+
+
+@pytest.fixture
+def running():
+    """start(env) → the env's engine worker, its notification cursor set before any test event."""
+    workers = []
+
+    def start(env):
+        worker = build_worker(env.settings, env.sessions, FileStore(env.settings.node.storage_dir))
+        worker.notifications.run_once()
+        worker.start()
+        workers.append(worker)
+        return worker
+    yield start
+    for w in workers:
+        w.stop(grace=5)
 
 
 @pytest.fixture

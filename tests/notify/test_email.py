@@ -4,12 +4,9 @@ address marked and reported once, an unreachable server retried with back-off un
 from __future__ import annotations
 
 import pytest
-import pytest_asyncio
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from sqlalchemy import select
 
-from neuropetrix.engine.worker import build_worker
-from neuropetrix.store.files import FileStore
 from neuropetrix.store.jobs_models import Job
 from neuropetrix.store.models import Event
 from neuropetrix.store.notify_models import Contact
@@ -20,22 +17,6 @@ pytestmark = pytest.mark.asyncio
 UID = "1.2.826.0.1.3680043.10.18.1"
 LINK = "https://petct.hastane.local/#/studies/"
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
-
-
-@pytest_asyncio.fixture
-async def running():
-    """start(env) → the env's engine worker, its notification cursor set before any test event."""
-    workers = []
-
-    def start(env):
-        worker = build_worker(env.settings, env.sessions, FileStore(env.settings.node.storage_dir))
-        worker.notifications.run_once()
-        worker.start()
-        workers.append(worker)
-        return worker
-    yield start
-    for w in workers:
-        w.stop(grace=5)
 
 
 def _jobs(env, kind: str = "email") -> list[Job]:

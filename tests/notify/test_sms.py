@@ -14,7 +14,6 @@ from neuropetrix.store.jobs_models import Job
 from neuropetrix.store.models import Event
 from neuropetrix.store.notify_models import Contact
 from tests.notify.conftest import notifications, notify_event, set_contact, until
-from tests.notify.test_email import running  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.asyncio
 UID = "1.2.826.0.1.3680043.10.18.2"
@@ -112,7 +111,8 @@ async def test_a_number_the_gateway_refuses_is_marked_and_not_retried(notify_env
     assert [m["to"] for m in gateway.received] == ["+905321234567"]
     with env.sessions() as s:
         assert "invalid number" in s.get(Contact, failed.params["user_id"]).phone_failed
-        assert s.scalars(select(Event.payload).where(Event.kind == "notification.undeliverable")).one()["channel"] == "sms"
+        reported = s.scalars(select(Event.payload).where(Event.kind == "notification.undeliverable")).one()
+        assert reported["channel"] == "sms"
 
 
 async def test_wrong_credentials_are_permanent_for_the_message_not_the_number(notify_env, aiohttp_server, running):
