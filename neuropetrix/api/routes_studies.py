@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from neuropetrix.api.auth import requires
 from neuropetrix.api.context import CTX
+from neuropetrix.api.etags import json_with_etag
 from neuropetrix.api.params import bad_request, page, paged
 from neuropetrix.api.permissions import DELIVERIES_READ, RESULTS_DOWNLOAD, RESULTS_READ, STUDIES_READ
 from neuropetrix.engine.jobs import job_json
@@ -69,7 +70,7 @@ async def studies(request: web.Request) -> web.Response:
     key = (limit, offset, where)
     cached = ctx.study_pages.get(key)
     if cached is not None and cached[0] == ctx.feed.last_id and time.monotonic() - cached[1] < PAGE_TTL:
-        return web.Response(body=cached[2], content_type="application/json")
+        return json_with_etag(request, cached[2])
 
     def query(s: Session) -> bytes:
         rows = list_studies(s, limit, offset, where)
@@ -81,7 +82,7 @@ async def studies(request: web.Request) -> web.Response:
     if len(ctx.study_pages) > 256:
         ctx.study_pages.clear()
     ctx.study_pages[key] = (position, started, body)
-    return web.Response(body=body, content_type="application/json")
+    return json_with_etag(request, body)
 
 
 def _study_detail(s: Session, uid: str, deliveries: bool) -> dict | None:
@@ -125,7 +126,7 @@ async def study(request: web.Request) -> web.Response:
         detail["analysis"] = json.loads(analysis.read_text(encoding="utf-8")) if analysis.is_file() else None
         detail["files"] = {name: f"/api/studies/{uid}/{name}" for name, (fname, _, perm) in RESULT_FILES.items()
                            if perm in who.permissions and (folder / fname).is_file()}
-    return web.json_response(detail)
+    return json_with_etag(request, json.dumps(detail, ensure_ascii=False).encode())
 
 
 def _send_result(request: web.Request) -> web.FileResponse:
