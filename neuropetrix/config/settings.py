@@ -162,6 +162,8 @@ class EmailSettings(Section):
     smtp_port: Port = 25
     sender: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
     starttls: bool = False
+    ca_file: Path | None = None                    # the hospital CA that signed the server's certificate;
+    #                                                None = the system's trusted CAs
     username: str | None = None
     password_file: Path | None = None              # one line, the SMTP password
     timeout: float = Field(15.0, gt=0)

@@ -284,7 +284,8 @@ class Channels:
         if cfg.email is not None:
             e = cfg.email
             password = e.password_file.read_text().strip() if e.password_file is not None else None
-            self.smtp = SmtpServer(e.smtp_host, e.smtp_port, e.sender, e.starttls, e.username, password, e.timeout)
+            self.smtp = SmtpServer(e.smtp_host, e.smtp_port, e.sender, e.starttls, e.username, password, e.timeout,
+                                   str(e.ca_file) if e.ca_file is not None else None)
         if cfg.sms is not None:
             self.gateway = SmsGateway(cfg.sms.url, cfg.sms.body_template, cfg.sms.content_type,
                                       dict(cfg.sms.headers), cfg.sms.timeout)

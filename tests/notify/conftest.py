@@ -6,12 +6,20 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import ipaddress
+import ssl
 import threading
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from neuropetrix.api import contacts
 from neuropetrix.config.settings import NotifySettings
@@ -113,3 +121,29 @@ def notify_event(env, study_uid: str, route: str = "urgent-finding", **action) -
     """The `notification` event a route's `{notify: {...}}` action records (engine/executor.py)."""
     params = notify_params(action) if action else {"recipients": ["physician"]}
     return env.add_event("notification", study_uid, **params, job=1, route=route, analysed=True)
+
+
+def hospital_ca(folder: Path) -> tuple[Path, ssl.SSLContext]:
+    """A CA (its certificate written to folder/ca.pem) and a server context with a certificate it
+    signed for 127.0.0.1, as a hospital's internal mail server has."""
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    now = datetime.now(UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(name("Hastane CA")).issuer_name(name("Hastane CA"))
+          .public_key(ca_key.public_key()).serial_number(1).not_valid_before(now - timedelta(hours=1))
+          .not_valid_after(now + timedelta(days=1)).add_extension(x509.BasicConstraints(ca=True, path_length=0), True)
+          .sign(ca_key, hashes.SHA256()))
+    cert = (x509.CertificateBuilder().subject_name(name("mail.hastane.local")).issuer_name(ca.subject)
+            .public_key(key.public_key()).serial_number(2).not_valid_before(now - timedelta(hours=1))
+            .not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .sign(ca_key, hashes.SHA256()))
+    (folder / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (folder / "server.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "server.key").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                          serialization.PrivateFormat.PKCS8,
+                                                          serialization.NoEncryption()))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(folder / "server.pem", folder / "server.key")
+    return folder / "ca.pem", context

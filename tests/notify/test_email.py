@@ -11,7 +11,7 @@ from neuropetrix.store.jobs_models import Job
 from neuropetrix.store.models import Event
 from neuropetrix.store.notify_models import Contact
 from tests.nodeproc import free_port
-from tests.notify.conftest import notifications, notify_event, set_contact, until
+from tests.notify.conftest import hospital_ca, notifications, notify_event, set_contact, until
 
 pytestmark = pytest.mark.asyncio
 UID = "1.2.826.0.1.3680043.10.18.1"
@@ -81,6 +81,40 @@ async def test_login_with_the_password_file(notify_env, smtp_server, running, tm
     await until(lambda: len(inbox.messages) == 1)
     assert seen and seen[-1][1] == LoginPassword(b"petct", b"s3cret-Parola")
     assert inbox.messages[0][1]["Subject"] == "[LOW] PET/CT study flagged"
+
+
+async def test_starttls_with_the_hospital_ca_and_login(notify_env, smtp_server, running, tmp_path):
+    ca_file, context = hospital_ca(tmp_path)
+    logins = []
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        logins.append((session.ssl is not None, auth_data))
+        return AuthResult(success=auth_data == LoginPassword(b"petct", b"s3cret-Parola"))
+
+    inbox, port = smtp_server(tls_context=context, require_starttls=True, authenticator=authenticator,
+                              auth_required=True)
+    (tmp_path / "smtp.pw").write_text("s3cret-Parola\n")
+    email = {"smtp_host": "127.0.0.1", "smtp_port": port, "sender": "petct@hastane.local", "starttls": True,
+             "ca_file": str(ca_file), "username": "petct", "password_file": str(tmp_path / "smtp.pw")}
+    env = notify_env({"email": email})
+    set_contact(env, "physician", email="ayse.hekim@hastane.local")
+    running(env)
+    notify_event(env, UID, users=["physician"], priority="low")
+    await until(lambda: len(inbox.messages) == 1)
+    assert logins == [(True, LoginPassword(b"petct", b"s3cret-Parola"))]      # logged in over TLS only
+
+
+async def test_an_untrusted_certificate_is_refused_not_retried(notify_env, smtp_server, running, tmp_path):
+    _, context = hospital_ca(tmp_path)
+    inbox, port = smtp_server(tls_context=context, require_starttls=True)
+    env = notify_env({"email": {"smtp_host": "127.0.0.1", "smtp_port": port, "sender": "petct@hastane.local",
+                                "starttls": True}})             # the system's CAs do not know the hospital's
+    set_contact(env, "physician", email="ayse.hekim@hastane.local")
+    running(env)
+    notify_event(env, UID, users=["physician"], priority="low")
+    await until(lambda: _jobs(env) and _jobs(env)[0].state == "failed")
+    assert "certificate is not trusted" in _jobs(env)[0].last_error and _jobs(env)[0].attempts == 1
+    assert inbox.messages == []
 
 
 async def test_a_refused_address_is_marked_reported_and_not_used_again(notify_env, smtp_server, running):

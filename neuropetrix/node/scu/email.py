@@ -35,6 +35,7 @@ class SmtpServer:
     username: str | None = None
     password: str | None = None
     timeout: float = 15.0
+    ca_file: str | None = None        # trusted for the server's certificate instead of the system's CAs
 
 
 def compose(mail: Mail, sender: str) -> EmailMessage:
@@ -54,7 +55,7 @@ def send_mail(server: SmtpServer, mail: Mail) -> str:
     try:
         with smtplib.SMTP(server.host, server.port, timeout=server.timeout) as smtp:
             if server.starttls:
-                smtp.starttls(context=ssl.create_default_context())
+                smtp.starttls(context=ssl.create_default_context(cafile=server.ca_file))
             if server.username:
                 smtp.login(server.username, server.password or "")
             smtp.send_message(msg)
@@ -69,6 +70,12 @@ def send_mail(server: SmtpServer, mail: Mail) -> str:
     except smtplib.SMTPResponseException as exc:
         raise DeliveryError(f"SMTP {exc.smtp_code} {exc.smtp_error.decode(errors='replace')}",
                             permanent=exc.smtp_code >= 500) from None
+    except smtplib.SMTPNotSupportedError:
+        raise DeliveryError(f"SMTP {server.host}:{server.port} does not offer STARTTLS (notify.email.starttls)",
+                            permanent=True) from None
+    except ssl.SSLCertVerificationError as exc:
+        raise DeliveryError(f"SMTP {server.host}: its certificate is not trusted: {exc.verify_message}",
+                            permanent=True) from None
     except (smtplib.SMTPException, OSError) as exc:
         raise DeliveryError(f"SMTP {server.host}:{server.port}: {type(exc).__name__}: {exc}") from None
     return str(msg["Message-ID"])
