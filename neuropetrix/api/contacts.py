@@ -58,8 +58,7 @@ def set_contact(s: Session, user: User, **fields: object) -> dict:
     values = {name: _checked(name, value) for name, value in fields.items()}
     c = s.get(Contact, user.id)
     if c is None:
-        c = Contact(user_id=user.id, email="", phone="", quiet_from="", quiet_until="", channels=[],
-                    email_failed="", phone_failed="")
+        c = Contact.blank(user.id)
         s.add(c)
     if bool(values.get("quiet_from", c.quiet_from)) != bool(values.get("quiet_until", c.quiet_until)):
         raise AccountError("quiet hours: give both quiet_from and quiet_until (HH:MM), or neither")

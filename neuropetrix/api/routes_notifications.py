@@ -20,7 +20,7 @@ from neuropetrix.api.params import bad_request, json_body, query_int
 from neuropetrix.api.permissions import JOBS_READ, USERS_MANAGE
 from neuropetrix.api.stats import department_stats
 from neuropetrix.api.users import AccountError
-from neuropetrix.engine.notifications import acknowledge
+from neuropetrix.engine.notifications import acknowledge, oncall_list, set_oncall
 from neuropetrix.store.accounts import User
 from neuropetrix.store.db import utcnow
 from neuropetrix.store.notify_models import Contact, Notification
@@ -76,6 +76,32 @@ async def ack(request: web.Request) -> web.Response:
     if shown is None:
         raise web.HTTPNotFound(text=f"no notification {notification_id} of yours")
     return web.json_response(shown)
+
+
+@routes.get("/api/oncall")
+@requires(None)
+async def oncall(request: web.Request) -> web.Response:
+    cfg = request.app[CTX].settings.notify
+    return web.json_response({"users": await request.app[CTX].db(oncall_list, cfg), "configured": cfg.oncall})
+
+
+@routes.put("/api/oncall")
+@requires(USERS_MANAGE)
+async def set_oncall_list(request: web.Request) -> web.Response:
+    """The on-call list in escalation order, set from the dashboard; `{"users": []}` returns to notify.oncall."""
+    body = await json_body(request)
+    names = body.get("users")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise bad_request("users: a list of usernames in escalation order")
+    cfg = request.app[CTX].settings.notify
+
+    def save(s: Session) -> list[str]:
+        set_oncall(s, names)
+        return oncall_list(s, cfg)
+    try:
+        return web.json_response({"users": await request.app[CTX].db(save), "configured": cfg.oncall})
+    except ValueError as exc:
+        raise bad_request(str(exc)) from None
 
 
 @routes.get("/api/me/contact")

@@ -184,7 +184,7 @@ class NotificationPlanner:
                          priority=priority, channels=[], state=QUEUED, created_at=now, updated_at=now,
                          escalated_from=escalated_from.id if escalated_from else None, acked_by="",
                          escalate_at=now + timedelta(seconds=self.cfg.escalate_after)
-                         if priority == "urgent" and self.cfg.oncall else None)
+                         if priority == "urgent" and oncall_list(s, self.cfg) else None)
         s.add(n)
         s.flush()
         study = s.scalars(select(Study).join(Patient).where(Study.study_uid == e.study_uid)).first()
@@ -230,7 +230,7 @@ class NotificationPlanner:
             n.state, n.escalate_at, n.updated_at = ESCALATED, None, now
             told = set(s.scalars(select(Notification.user_id).where(Notification.event_id == n.event_id)))
             current = s.get(User, n.user_id)
-            oncall = self.cfg.oncall
+            oncall = oncall_list(s, self.cfg)
             start = oncall.index(current.username) + 1 if current is not None and current.username in oncall else 0
             nxt = None
             for username in oncall[start:]:
@@ -249,6 +249,28 @@ class NotificationPlanner:
                 "notification": n.id, "from": current.username if current else None,
                 "to": nxt.username if nxt else None, "to_notification": to.id if to else None}, at=now)
         return made
+
+
+def oncall_list(s: Session, cfg: NotifySettings) -> list[str]:
+    """Usernames in escalation order: the list set from the dashboard, or else notify.oncall."""
+    ranked = s.scalars(select(User.username).join(Contact, Contact.user_id == User.id)
+                       .where(Contact.oncall_rank.is_not(None)).order_by(Contact.oncall_rank)).all()
+    return list(ranked) or list(cfg.oncall)
+
+
+def set_oncall(s: Session, usernames: list[str]) -> None:
+    """The dashboard's on-call list ([] = back to notify.oncall); ValueError names an unknown user."""
+    users = {u.username: u for u in s.scalars(select(User).where(User.username.in_(usernames)))}
+    if missing := [name for name in usernames if name not in users]:
+        raise ValueError(f"no user(s) {', '.join(missing)}")
+    s.execute(update(Contact).values(oncall_rank=None))
+    for rank, name in enumerate(dict.fromkeys(usernames)):
+        contact = s.get(Contact, users[name].id)
+        if contact is None:
+            contact = Contact.blank(users[name].id)
+            s.add(contact)
+        contact.oncall_rank = rank
+    s.flush()
 
 
 def acknowledge(s: Session, notification_id: int, username: str, now: datetime) -> Notification | None:

@@ -28,6 +28,14 @@ class Contact(Base):
     channels: Mapped[list] = mapped_column(JSON, default=list)        # [] = whatever the route says
     email_failed: Mapped[str] = mapped_column(String(500), default="")
     phone_failed: Mapped[str] = mapped_column(String(500), default="")
+    # place on the on-call list set from the dashboard (PUT /api/oncall); when any user has one, that
+    # list replaces notify.oncall
+    oncall_rank: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+    @classmethod
+    def blank(cls, user_id: int) -> Contact:
+        return cls(user_id=user_id, email="", phone="", quiet_from="", quiet_until="", channels=[],
+                   email_failed="", phone_failed="", oncall_rank=None)
 
 
 class Notification(Base):

@@ -89,6 +89,27 @@ async def test_acknowledged_urgent_does_not_escalate(oncall):
     assert [i["state"] for i in (await mine.json())["items"]] == ["acknowledged"]
 
 
+async def test_the_on_call_list_set_from_the_dashboard_replaces_the_configured_one(oncall):
+    env, clock, planner, client = oncall
+    r = await client.put("/api/oncall", json={"users": ["physician", "admin", "technologist"]},
+                         headers=bearer(await login(client, "viewer")))
+    assert r.status == 403
+    admin = bearer(await login(client, "admin"))
+    r = await client.put("/api/oncall", json={"users": ["physician", "nobody"]}, headers=admin)
+    assert r.status == 400 and "nobody" in await r.text()
+    r = await client.put("/api/oncall", json={"users": ["physician", "admin", "technologist"]}, headers=admin)
+    assert (await r.json()) == {"users": ["physician", "admin", "technologist"],
+                                "configured": ["physician", "technologist", "admin"]}
+    notify_event(env, UID, users=["physician"], priority="urgent", channels=["email"])
+    planner.run_once()
+    clock.advance(601)
+    planner.run_once()
+    names = _users(env)
+    assert [names[n.user_id] for n in notifications(env)] == ["physician", "admin"]
+    r = await client.put("/api/oncall", json={"users": []}, headers=admin)       # back to the configured list
+    assert (await r.json())["users"] == ["physician", "technologist", "admin"]
+
+
 async def test_quiet_hours_and_preferences_narrow_all_but_urgent(notify_env):
     env = notify_env({"email": EMAIL, "sms": {"url": "http://127.0.0.1:9/send"}, "timezone": "Europe/Istanbul"})
     set_contact(env, "physician", email="p@hastane.local", phone="+905321234567", quiet_from="22:00",

@@ -23,6 +23,7 @@ def upgrade() -> None:
     sa.Column('channels', sa.JSON(), nullable=False),
     sa.Column('email_failed', sa.String(length=500), nullable=False),
     sa.Column('phone_failed', sa.String(length=500), nullable=False),
+    sa.Column('oncall_rank', sa.Integer(), nullable=True),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('user_id')
     )
