@@ -8,7 +8,7 @@ CONFIG  ?= config/node.yaml
 DEB_PEERS := dcmtk orthanc dicom3tools chromium postgresql
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test install peers bench clean
+.PHONY: run demo test install peers bench clean
 
 install: $(STAMP)
 
@@ -28,6 +28,10 @@ peers:
 run: $(STAMP)
 	$(VENV)/bin/neuropetrix db upgrade --config $(CONFIG)
 	exec $(VENV)/bin/neuropetrix serve --config $(CONFIG)
+
+# With the node of `make run` running (another terminal): a whole-body PET/CT through the demo route.
+demo: $(STAMP)
+	$(VENV)/bin/neuropetrix demo --config $(CONFIG)
 
 test: $(STAMP) peers
 	$(PY) -m pytest
