@@ -15,7 +15,8 @@ from neuropetrix.config.loader import ConfigError, load_settings
 from neuropetrix.config.settings import Settings
 
 # Modules under neuropetrix.cli that each add their commands.
-COMMAND_MODULES = ("serve", "studies", "send", "db", "analyze", "jobs", "routes", "users", "doctor", "demo", "backup")
+COMMAND_MODULES = ("serve", "studies", "send", "db", "analyze", "jobs", "routes", "users",
+                   "doctor", "demo", "backup", "worker")
 
 
 class CommandError(Exception):

@@ -36,9 +36,7 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(settings.node.log_level)
     from neuropetrix.runtime import Node
 
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, _frame: stop.set())
+    stop = stop_on_signals()
     try:
         node = Node(settings)
         _first_account(node.sessions)
@@ -53,6 +51,14 @@ def run(args: argparse.Namespace) -> int:
     node.stop()
     log.info("stopped")
     return 0
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM (systemd's stop) or SIGINT (Ctrl-C)."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: stop.set())
+    return stop
 
 
 def _first_account(sessions: sessionmaker[Session]) -> None:

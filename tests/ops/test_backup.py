@@ -11,6 +11,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from neuropetrix.api import users
+from neuropetrix.config.loader import parse_settings
+from neuropetrix.engine.jobs import job_json, list_jobs
+from neuropetrix.store.db import open_database
+from neuropetrix.store.queries import list_studies
 from tests.conftest import storescu
 from tests.engine.conftest import FAST_ENGINE, jobs_of, postgres_server, wait_for  # noqa: F401 (a fixture)
 from tests.firstrun.test_first_account import login
@@ -40,23 +45,28 @@ def settled(node, count: int):
     return jobs if len(jobs) == count and all(j["state"] in ("done", "failed") for j in jobs) else None
 
 
-def listed(node_or_config) -> tuple[list, list, list]:
-    """What `studies`, `jobs` and `users list` say, as JSON."""
-    def cli(*args: str):
-        if isinstance(node_or_config, Path):
-            result = run_cli(*args, "--config", str(node_or_config))
-        else:
-            result = node_or_config.cli(*args)
-        assert result.returncode == 0, result.stderr
-        return json.loads(result.stdout)
-    return cli("studies", "--json"), cli("jobs", "--json"), cli("users", "list", "--json")
+def listed(url: str) -> tuple[list, list, list]:
+    """What `studies --json`, `jobs --json` and `users list --json` print (the same functions, run here:
+    each command would cost a Python start-up)."""
+    engine, sessions = open_database(url)
+    try:
+        with sessions() as s:
+            return ([r.to_json() for r in list_studies(s)], [job_json(j) for j in list_jobs(s)],
+                    [u.to_json() for u in users.list_users(s)])
+    finally:
+        engine.dispose()
 
 
-def config_file(tmp_path: Path, config: dict, data_dir: Path, url: str | None) -> Path:
+def db_url(config: dict) -> str:
+    return parse_settings(json.dumps(config), environ={}).node.db_url
+
+
+def config_file(tmp_path: Path, config: dict, data_dir: Path, url: str | None) -> tuple[Path, str]:
+    """A copy of `config` on another data folder and database, written to a file; (file, database URL)."""
     config = {**config, "node": {**config["node"], "data_dir": str(data_dir), "database_url": url}}
     path = tmp_path / f"{data_dir.parent.name}.yaml"
     path.write_text(json.dumps(config))
-    return path
+    return path, db_url(config)
 
 
 def test_backup_while_running_and_restore_into_an_empty_node(tmp_path: Path, small_study, database_urls):
@@ -77,12 +87,12 @@ def test_backup_while_running_and_restore_into_an_empty_node(tmp_path: Path, sma
             assert storescu(node.dicom_port, first[0].parent.parent).returncode == 0
             jobs = wait_for("the forward jobs to settle", lambda: settled(node, 2), node)
             assert sorted(j["state"] for j in jobs) == ["done", "failed"]     # one delivered, one parked
-            expected = listed(node)
+            expected = listed(db_url(config))
             made = node.cli("backup", str(backup))                              # online: the node runs
             assert made.returncode == 0, made.stderr
             assert storescu(node.dicom_port, tmp_path / "later").returncode == 0   # after the backup
-            wait_for("the later study indexed", lambda: len(listed(node)[0]) == 2, node)
-            final_studies = listed(node)[0]
+            wait_for("the later study indexed", lambda: len(listed(db_url(config))[0]) == 2, node)
+            final_studies = listed(db_url(config))[0]
         source_data = node.data_dir
 
     manifest = json.loads((backup / "manifest.json").read_text())
@@ -90,10 +100,10 @@ def test_backup_while_running_and_restore_into_an_empty_node(tmp_path: Path, sma
     assert {"api_signing.key", "pseudonym.key"} <= set(manifest["keys"])
 
     # an empty folder (and an empty database): everything as it was when the backup was made
-    restored = config_file(tmp_path, config, tmp_path / "b" / "var", database_urls["restored"])
+    restored, restored_url = config_file(tmp_path, config, tmp_path / "b" / "var", database_urls["restored"])
     result = run_cli("restore", str(backup), "--config", str(restored))
     assert result.returncode == 0, result.stderr
-    assert listed(restored) == expected
+    assert listed(restored_url) == expected
     assert (tmp_path / "b" / "var" / "api_signing.key").read_bytes() == (source_data / "api_signing.key").read_bytes()
     assert (tmp_path / "b" / "var" / "api_signing.key").stat().st_mode & 0o777 == 0o600
     again = run_cli("restore", str(backup), "--config", str(restored))
@@ -102,14 +112,14 @@ def test_backup_while_running_and_restore_into_an_empty_node(tmp_path: Path, sma
     # the storage folder survived with a study newer than the backup: it is indexed from its files
     survived_dir = tmp_path / "c" / "var"
     shutil.copytree(source_data / "storage", survived_dir / "storage")
-    survived = config_file(tmp_path, config, survived_dir, database_urls["survived"])
+    survived, survived_url = config_file(tmp_path, config, survived_dir, database_urls["survived"])
     result = run_cli("restore", str(backup), "--config", str(survived))
     assert result.returncode == 0, result.stderr
     assert f"({len(second)} re-indexed from storage)" in result.stdout
-    studies, jobs, users = listed(survived)
+    studies, jobs, accounts = listed(survived_url)
     assert sorted((s["study_uid"], s["instances"]) for s in studies) == sorted(
         (s["study_uid"], s["instances"]) for s in final_studies)
-    assert (jobs, users) == expected[1:]
+    assert (jobs, accounts) == expected[1:]
 
     # the restored node runs, and an account from before the backup signs in
     restarted = json.loads(restored.read_text())
