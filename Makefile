@@ -5,8 +5,8 @@ STAMP   := $(VENV)/.installed
 CONFIG  ?= config/node.yaml
 # Debian packages the tests use as real peers: dcmtk (scanner, PACS), Orthanc (PACS), dicom3tools (validator),
 # Chromium (the dashboard, headless), PostgreSQL (the store's second database, pg_dump for backups),
-# systemd (systemd-analyze checks the unit files).
-DEB_PEERS := dcmtk orthanc dicom3tools chromium postgresql systemd
+# systemd (systemd-analyze checks the unit files), prometheus (promtool checks the alert rules).
+DEB_PEERS := dcmtk orthanc dicom3tools chromium postgresql systemd prometheus
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run demo test install peers bench clean
@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 
 peers:
 	@if ! command -v storescu >/dev/null || ! command -v dciodvfy >/dev/null || ! command -v Orthanc >/dev/null \
-	      || ! command -v systemd-analyze >/dev/null \
+	      || ! command -v systemd-analyze >/dev/null || ! command -v promtool >/dev/null \
 	      || ! test -x /usr/lib/chromium/chromium || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 	  echo "installing $(DEB_PEERS) from Debian"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(DEB_PEERS) >/dev/null; \
