@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import secrets
 import tempfile
 import time
 from collections.abc import Callable
@@ -44,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="send a whole-body PET/CT phantom through the running node and follow it")
     add_config_option(p)
     p.add_argument("--study", type=Path, metavar="DIR", help="send this folder of DICOM files instead of the phantom")
-    p.add_argument("--seed", type=int, default=None, help="phantom seed (default: a new study each run)")
+    p.add_argument("--seed", type=int, default=0, help="phantom noise seed (each run is a new study either way)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for analysis and delivery")
     p.set_defaults(handler=run)
 
@@ -56,10 +55,9 @@ def run(args: argparse.Namespace) -> int:
         return Demo(settings, peer).run(dicom_files([args.study]), args.timeout)
     from neuropetrix.phantoms.wholebody import write_study    # numpy-heavy: only when it is needed
 
-    seed = secrets.randbelow(2 ** 31) if args.seed is None else args.seed
     with tempfile.TemporaryDirectory(prefix="neuropetrix-demo-") as tmp:
         write_study(Path(tmp), patient_name=PATIENT_NAME, patient_id=PATIENT_ID,
-                    accession=datetime.now().strftime("DEMO%y%m%d%H%M%S"), seed=seed)
+                    accession=datetime.now().strftime("DEMO%y%m%d%H%M%S"), seed=args.seed)
         return Demo(settings, peer).run(dicom_files([Path(tmp)]), args.timeout)
 
 
