@@ -12,7 +12,9 @@ from neuropetrix.engine.mpps import ProcedureSteps
 from neuropetrix.engine.transforms import build
 from neuropetrix.engine.transforms.deidentify import pseudonym_key
 from neuropetrix.engine.worker import build_worker
-from neuropetrix.node.scp.dicom import AcceptancePolicy, DicomServer, ServerLimits
+from neuropetrix.node.scp.find import FindProvider
+from neuropetrix.node.scp.policy import AcceptancePolicy, ServerLimits
+from neuropetrix.node.scp.server import DicomServer, raise_open_file_limit
 from neuropetrix.store.db import make_engine, make_sessionmaker, open_database
 from neuropetrix.store.files import FileStore
 from neuropetrix.store.index import StudyIndex
@@ -41,7 +43,6 @@ class Node:
         if since is not None:
             restored = reindex_since(self.files, index, since)
             log.warning("the last run did not stop cleanly: %d instance(s) re-indexed from storage", restored)
-        self.marker.begin()
         inbound = {peer.ae_title: build(peer.transforms_in, pseudonym_key(settings))
                    for peer in settings.peers if peer.transforms_in}
         self.ingest = Ingest(self.files, index, inbound)
@@ -49,20 +50,26 @@ class Node:
                                   known_callers=frozenset(p.ae_title for p in settings.peers),
                                   accept_unknown_callers=node.accept_unknown_callers,
                                   check_called_ae=node.check_called_ae)
-        limits = ServerLimits(max_associations=node.max_associations, acse_timeout=node.acse_timeout,
-                              network_timeout=node.network_timeout, max_pdu_size=node.max_pdu_size)
-        self.scp = DicomServer(node.dicom_host, node.dicom_port, policy, self.ingest, limits, node.fsync,
-                               steps=ProcedureSteps(self.sessions))
+        # C-FIND providers by SOP Class UID (the engine's worklist registers here)
+        find_providers: dict[str, FindProvider] = {}
+        self.scp = DicomServer(node.dicom_host, node.dicom_port, policy, self.ingest, ServerLimits.of(node),
+                               steps=ProcedureSteps(self.sessions), find_providers=find_providers)
         self.completion = CompletionWatcher(self.sessions, node.study_quiet_seconds)
         self.api = ApiServer(settings, self.sessions, Readiness(
             node.storage_dir, dicom_listening=lambda: self.scp.listening,
             dicom_associations=lambda: self.scp.active_associations))
 
     def start(self) -> None:
+        raise_open_file_limit()
         self.completion.start()
         self.worker.start()
         self.api.start()        # before the SCP, so that an open DICOM port means the node is all up
-        self.scp.start()
+        self.marker.begin()     # from here on instances may arrive: a stop without `end` is unclean
+        try:
+            self.scp.start()
+        except BaseException:
+            self.marker.end()   # nothing was received: the next start need not look for lost rows
+            raise
 
     def stop(self) -> None:
         self.api.stop()

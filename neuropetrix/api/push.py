@@ -23,31 +23,31 @@ from neuropetrix.api.context import Database
 from neuropetrix.api.events import FeedItem
 from neuropetrix.api.permissions import PUSH_FAILURES, PUSH_RESULTS, roles_with
 from neuropetrix.api.tokens import token_hash
-from neuropetrix.engine.events import ANALYSIS_DONE, ANALYSIS_FAILED, NOTIFICATION, advance, take_pending
 from neuropetrix.engine.jobs import Claimed, JobFailure, JobQueue
 from neuropetrix.metrics import PUSH_MESSAGES
 from neuropetrix.node.scu.push import REJECTED, RETRY, SENT, FcmSender, PushMessageSpec, PushOutcome
 from neuropetrix.store.accounts import ROLES, Device, User
 from neuropetrix.store.db import utcnow
+from neuropetrix.store.eventlog import EventKind, advance, take_pending
 from neuropetrix.store.jobs_models import QUEUED, EngineCursor, Job
 from neuropetrix.store.models import Event
 
 log = logging.getLogger("neuropetrix.push")
 
 KIND, DESTINATION, CONSUMER = "push", "fcm", "push"
-KINDS = (ANALYSIS_DONE, ANALYSIS_FAILED, NOTIFICATION)
+KINDS = (EventKind.ANALYSIS_DONE, EventKind.ANALYSIS_FAILED, EventKind.NOTIFICATION)
 
 
 def plan(e: Event) -> tuple[list[str], str, str, str] | None:
     """(roles, priority, title, body) of the notification an event calls for, or None."""
     p = e.payload or {}
-    if e.kind == ANALYSIS_DONE:
+    if e.kind == EventKind.ANALYSIS_DONE:
         lesions = p.get("lesions")
         body = "Results are ready" if lesions is None else f"Results are ready: {lesions} lesion(s)"
         return roles_with(PUSH_RESULTS), "normal", "PET/CT analysis done", body
-    if e.kind == ANALYSIS_FAILED and p.get("parked"):
+    if e.kind == EventKind.ANALYSIS_FAILED and p.get("parked"):
         return roles_with(PUSH_FAILURES), "high", "PET/CT analysis failed", "The analysis needs attention"
-    if e.kind == NOTIFICATION:
+    if e.kind == EventKind.NOTIFICATION:
         roles = [r for r in p.get("recipients", []) if r in ROLES]
         return roles, "high", "PET/CT study flagged", f"Rule {p.get('route', '')} asks you to look"
     return None

@@ -13,7 +13,7 @@ import sys
 from neuropetrix.api import users
 from neuropetrix.cli import CommandError, add_config_option, settings_from
 from neuropetrix.store.accounts import ROLES
-from neuropetrix.store.db import open_database
+from neuropetrix.store.db import open_current, open_database
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,8 +48,8 @@ def _read_password() -> str:
     return line.rstrip("\r\n")
 
 
-def _in_transaction(args: argparse.Namespace, fn, *fargs):
-    _, sessions = open_database(settings_from(args).node.db_url)
+def _in_transaction(args: argparse.Namespace, fn, *fargs, read_only: bool = False):
+    _, sessions = (open_current if read_only else open_database)(settings_from(args).node.db_url)
     try:
         with sessions.begin() as s:
             return fn(s, *fargs)
@@ -76,7 +76,7 @@ def _disable(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    rows = _in_transaction(args, users.list_users)
+    rows = _in_transaction(args, users.list_users, read_only=True)
     if args.json:
         print(json.dumps([u.to_json() for u in rows], indent=2))
         return 0

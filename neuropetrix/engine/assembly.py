@@ -14,7 +14,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from neuropetrix.store.db import utcnow
-from neuropetrix.store.models import Event, Instance, ProcedureStep, Series, Study
+from neuropetrix.store.eventlog import EventKind, record
+from neuropetrix.store.models import Instance, ProcedureStep, Series, Study
 
 log = logging.getLogger("neuropetrix.engine")
 
@@ -76,8 +77,7 @@ class CompletionWatcher:
                 if not changed:
                     continue
                 summary = study_summary(s, pk)
-                s.add(Event(kind="study.complete", study_uid=uid, created_at=now,
-                            payload={**summary, "reason": reason}))
+                record(s, EventKind.STUDY_COMPLETE, uid, {**summary, "reason": reason}, now)
                 done.append(uid)
                 log.info("study %s complete (%s): %d series (%s), %d instances", uid,
                          "quiet time" if reason == "quiet" else "procedure step completed", summary["series"],

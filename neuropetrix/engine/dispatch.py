@@ -12,10 +12,11 @@ from collections.abc import Sequence
 from sqlalchemy.orm import Session, sessionmaker
 
 from neuropetrix.config.settings import RetrySettings
-from neuropetrix.engine import events
 from neuropetrix.engine.routes.facts import facts_from_store
 from neuropetrix.engine.routes.rules import Rule, evaluate
+from neuropetrix.store import eventlog
 from neuropetrix.store.db import utcnow
+from neuropetrix.store.eventlog import EventKind
 from neuropetrix.store.files import FileStore
 from neuropetrix.store.jobs_models import QUEUED, Job
 
@@ -57,10 +58,10 @@ class Dispatcher:
         """Handle pending completion events; returns how many jobs were created."""
         created = 0
         with self.sessions.begin() as s:
-            pending = events.take_pending(s, CONSUMER, (events.STUDY_COMPLETE,))
+            pending = eventlog.take_pending(s, CONSUMER, (EventKind.STUDY_COMPLETE,))
             for event in pending:
                 created += self._route(s, event.id, event.study_uid or "")
-                events.advance(s, CONSUMER, event.id)
+                eventlog.advance(s, CONSUMER, event.id)
         return created
 
     def _route(self, s: Session, event_id: int, study_uid: str) -> int:

@@ -12,7 +12,6 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from neuropetrix.config.settings import Settings
-from neuropetrix.engine import events
 from neuropetrix.engine.analysis_runner import AnalysisFailed, AnalysisProcess
 from neuropetrix.engine.jobs import Claimed, JobFailure
 from neuropetrix.engine.results import (
@@ -30,18 +29,19 @@ from neuropetrix.node.scu.commitment import transaction_uid
 from neuropetrix.node.scu.dicom import SendError, send_files
 from neuropetrix.node.scu.errors import DeliveryError
 from neuropetrix.store.db import utcnow
+from neuropetrix.store.eventlog import EventKind, record
 from neuropetrix.store.files import FileStore, check_uid
 
 log = logging.getLogger("neuropetrix.engine")
 AWAITING_COMMITMENT = "commitment_transaction"    # in a result: stored, the PACS's answer still to come
 
 
-def done_event(kind: str) -> str | None:
-    return {"analyze": events.ANALYSIS_DONE, "notify": None}.get(kind, events.DELIVERY_DONE)
+def done_event(kind: str) -> EventKind | None:
+    return {"analyze": EventKind.ANALYSIS_DONE, "notify": None}.get(kind, EventKind.DELIVERY_DONE)
 
 
-def failed_event(kind: str) -> str:
-    return events.ANALYSIS_FAILED if kind == "analyze" else events.DELIVERY_FAILED
+def failed_event(kind: str) -> EventKind:
+    return EventKind.ANALYSIS_FAILED if kind == "analyze" else EventKind.DELIVERY_FAILED
 
 
 def _failure(exc: DeliveryError) -> JobFailure:
@@ -83,7 +83,7 @@ class JobRunner:
             log.info("job %d: results of study %s already written by its previous attempt", job.id, job.study_uid)
             return {"resumed": True}
         with self.sessions.begin() as s:
-            events.record(s, events.ANALYSIS_STARTED, job.study_uid, {"job": job.id, "attempt": job.attempts})
+            record(s, EventKind.ANALYSIS_STARTED, job.study_uid, {"job": job.id, "attempt": job.attempts})
         study_dir = self.files.path_of(check_uid(job.study_uid, "StudyInstanceUID"))
         temp = self.results.new_temp(job.study_uid)
         try:
@@ -155,7 +155,7 @@ class JobRunner:
     def _notify(self, job: Claimed) -> dict:
         summary_path = self.results.file(job.study_uid, ANALYSIS_FILE)
         with self.sessions.begin() as s:
-            events.record(s, events.NOTIFICATION, job.study_uid, {
+            record(s, EventKind.NOTIFICATION, job.study_uid, {
                 "job": job.id, "route": job.route, "recipients": job.params["recipients"],
                 "analysed": summary_path.is_file()})
         return {"recipients": job.params["recipients"]}

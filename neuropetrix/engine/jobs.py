@@ -21,8 +21,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from neuropetrix.config.settings import RetrySettings
-from neuropetrix.engine.events import DELIVERY_DONE, DELIVERY_FAILED, record
 from neuropetrix.store.db import utcnow
+from neuropetrix.store.eventlog import EventKind, record
 from neuropetrix.store.jobs_models import COMMITTING, DONE, FAILED, QUEUED, RUNNING, Destination, Job
 
 log = logging.getLogger("neuropetrix.jobs")
@@ -119,7 +119,7 @@ class JobQueue:
             s.execute(update(Job).where(Job.id.in_(job_ids), Job.worker == worker, Job.state == RUNNING)
                       .values(lease_until=utcnow() + self.lease))
 
-    def finish(self, job: Claimed, worker: str, result: dict, event: str | None = None) -> bool:
+    def finish(self, job: Claimed, worker: str, result: dict, event: EventKind | None = None) -> bool:
         """Mark done and clear the destination's back-off; False when the job was taken from us."""
         now = utcnow()
         with self.sessions.begin() as s:
@@ -157,12 +157,12 @@ class JobQueue:
         if failed:
             reasons = ", ".join(f"{uid} (0x{reason:04X})" for uid, reason in failed[:5])
             self.fail(job, row.worker, JobFailure(f"{job.destination} did not commit {len(failed)} instance(s): "
-                                                  f"{reasons}"), DELIVERY_FAILED)
-        elif self.finish(job, row.worker, {**row.result, "committed": True}, DELIVERY_DONE):
+                                                  f"{reasons}"), EventKind.DELIVERY_FAILED)
+        elif self.finish(job, row.worker, {**row.result, "committed": True}, EventKind.DELIVERY_DONE):
             log.info("job %d done: %s committed all %d object(s)", job.id, job.destination, row.result.get("sent", 0))
         return True
 
-    def fail(self, job: Claimed, worker: str, failure: JobFailure, event: str | None = None) -> str:
+    def fail(self, job: Claimed, worker: str, failure: JobFailure, event: EventKind | None = None) -> str:
         """Record a failed attempt: queued again after the destination's back-off, or parked.
 
         Every write is conditional or atomic (failures = failures + 1), so lanes failing on the same

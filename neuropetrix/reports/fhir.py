@@ -11,6 +11,7 @@ the DiagnosticReport and Observations are updated in place by their identifiers.
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from typing import Any
 
 from fhir.resources.R4B.bundle import Bundle
@@ -73,11 +74,14 @@ def _observation(result: AnalysisResult, m: Measure, report_uid: str, patient: s
     return obs
 
 
-def build_bundle(result: AnalysisResult, info: StudyInfo, settings: HbysSettings,
+def build_bundle(result: AnalysisResult, info: StudyInfo, settings: HbysSettings, sop_classes: Mapping[str, str],
                  pdf: bytes | None = None) -> Bundle:
-    """The transaction Bundle, validated by fhir.resources (R4B models); `pdf` goes into presentedForm."""
+    """The transaction Bundle, validated by fhir.resources (R4B models); `pdf` goes into presentedForm.
+    `sop_classes`: SOP Class UID of each PET instance (PET, Enhanced PET, Legacy Converted), as stored."""
     values = measures(result)
     require(result.pet_sop_instance_uids, "no PET instances: the ImagingStudy would be empty")
+    instances = list(dict.fromkeys(result.pet_sop_instance_uids))    # an Enhanced PET: one instance, many frames
+    require(all(uid in sop_classes for uid in instances), "the SOP Class UID of a PET instance is not known")
     report_uid = sr_instance_uid(result)
     patient_url = f"urn:uuid:{derived_uuid(result, 'fhir', 'patient')}"
     study_url = f"urn:uuid:{derived_uuid(result, 'fhir', 'imagingstudy')}"
@@ -104,15 +108,15 @@ def build_bundle(result: AnalysisResult, info: StudyInfo, settings: HbysSettings
         "subject": {"reference": patient_url},
         "started": effective,
         "numberOfSeries": 1,
-        "numberOfInstances": len(result.pet_sop_instance_uids),
+        "numberOfInstances": len(instances),
         "description": info.study_description,
         "series": [{
             "uid": result.pet_series_instance_uid,
             "modality": {"system": SYSTEMS["DCM"], "code": "PT", "display": "Positron emission tomography"},
-            "numberOfInstances": len(result.pet_sop_instance_uids),
+            "numberOfInstances": len(instances),
             "instance": [{"uid": uid, "sopClass": {"system": "urn:ietf:rfc:3986",
-                                                   "code": "urn:oid:1.2.840.10008.5.1.4.1.1.128"},
-                          "number": k + 1} for k, uid in enumerate(result.pet_sop_instance_uids)],
+                                                   "code": f"urn:oid:{sop_classes[uid]}"},
+                          "number": k + 1} for k, uid in enumerate(instances)],
         }],
     }
     observations = [(f"urn:uuid:{derived_uuid(result, 'fhir', 'obs', m.observation_id)}",

@@ -1,8 +1,11 @@
 """Every report of one analysis, written into one folder: seg.dcm, sr.dcm, oru.hl7, fhir_bundle.json,
 mip.png, report.pdf and report.dcm.
 
-All objects are built in memory first and written only when every one of them could be built, each
-through a temporary file and a rename: a failure leaves the folder as it was, never a half-written set.
+All objects are built in memory first, then every one is written to a temporary file, and only when
+all of them are on disk are they renamed into place: a failure while building or writing (a bad input,
+a full disk) leaves the folder as it was. The renames themselves are one per file, so a crash between
+them can leave new files beside older ones; where the set must change in one step (the engine), the
+caller writes into a fresh folder and publishes that folder with one rename (engine/results.py).
 Without lesions there is no SEG (a SEG needs a segment): the other objects report the negative study
 and a seg.dcm left from an earlier run of the same analysis is removed.
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import io
 import os
+import uuid
 from pathlib import Path
 
 from pydicom.dataset import Dataset
@@ -36,10 +40,26 @@ def _dicom_bytes(ds: Dataset) -> bytes:
     return buffer.getvalue()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+def _sop_classes(datasets: list[Dataset]) -> dict[str, str]:
+    return {str(ds.SOPInstanceUID): str(ds.SOPClassUID) for ds in datasets}
+
+
+def _write_all(out_dir: Path, contents: dict[str, bytes]) -> dict[str, Path]:
+    """Every file to a temporary name first, then the renames: nothing replaced unless all were written."""
+    temps: dict[str, Path] = {}
+    try:
+        for kind, data in contents.items():
+            temps[kind] = out_dir / f".{FILES[kind]}.{uuid.uuid4().hex}.tmp"
+            temps[kind].write_bytes(data)
+    except BaseException:
+        for tmp in temps.values():
+            tmp.unlink(missing_ok=True)
+        raise
+    written = {}
+    for kind, tmp in temps.items():
+        written[kind] = out_dir / FILES[kind]
+        os.replace(tmp, written[kind])
+    return written
 
 
 def write_reports(result: AnalysisResult, pet_datasets: list[Dataset], out_dir: Path,
@@ -62,7 +82,7 @@ def write_reports(result: AnalysisResult, pet_datasets: list[Dataset], out_dir: 
     contents = {
         "sr": _dicom_bytes(sr),
         "oru": oru_bytes(result, info, settings.mllp),
-        "fhir_bundle": bundle_json(build_bundle(result, info, settings, pdf)).encode("utf-8"),
+        "fhir_bundle": bundle_json(build_bundle(result, info, settings, _sop_classes(pet_datasets), pdf)).encode("utf-8"),
         "mip": mip,
         "report_pdf": pdf,
         "report_dcm": _dicom_bytes(encapsulated),
@@ -70,10 +90,7 @@ def write_reports(result: AnalysisResult, pet_datasets: list[Dataset], out_dir: 
     if seg is not None:
         contents["seg"] = _dicom_bytes(seg)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = {}
-    for kind, data in contents.items():
-        written[kind] = out_dir / FILES[kind]
-        _write_atomic(written[kind], data)
+    written = _write_all(out_dir, contents)
     if seg is None:
         (out_dir / FILES["seg"]).unlink(missing_ok=True)
     return written

@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from neuropetrix.store.db import utcnow
+from neuropetrix.store.eventlog import EventKind
 from neuropetrix.store.models import Event, Instance, Patient, Series, Study
 
 log = logging.getLogger("neuropetrix.store")
@@ -111,7 +112,7 @@ class StudyIndex:
             if not touched:   # the study was complete: this instance re-opens it
                 conn.execute(update(_studies).where(_studies.c.id == study_pk)
                              .values(state="receiving", last_received_at=now))
-                conn.execute(_events.insert().values(kind="study.reopened", study_uid=rec.study_uid,
+                conn.execute(_events.insert().values(kind=EventKind.STUDY_REOPENED, study_uid=rec.study_uid,
                                                      created_at=now, payload={"calling_ae": rec.calling_ae}))
                 log.info("study %s re-opened: new instance from %s", rec.study_uid, rec.calling_ae)
         return True
@@ -149,7 +150,7 @@ class StudyIndex:
             study_time=rec.study_time, accession_number=rec.accession_number,
             description=rec.study_description, state="receiving", first_received_at=now,
             last_received_at=now, completion_count=0)).inserted_primary_key[0]
-        conn.execute(_events.insert().values(kind="study.received", study_uid=rec.study_uid, created_at=now,
+        conn.execute(_events.insert().values(kind=EventKind.STUDY_RECEIVED, study_uid=rec.study_uid, created_at=now,
                                              payload={"calling_ae": rec.calling_ae,
                                                       "calling_host": rec.calling_host}))
         log.info("study %s: first instance from %s (%s)", rec.study_uid, rec.calling_ae, rec.calling_host)

@@ -23,7 +23,7 @@ def sop_classes(pacs) -> list[str]:
 def with_research_copy(config: dict, research_port: int) -> dict:
     """A second route: the whole study, de-identified, to a research archive (a peer with transforms)."""
     research = {"name": "research", "ae_title": "ORTHANC", "host": "127.0.0.1", "port": research_port,
-                "transforms": ["deidentify", "charset_utf8"]}
+                "transforms": [{"deidentify": {"keep": ["StudyDescription"]}}, "charset_utf8"]}
     route = {"name": "research-copy", "match": {"modality": "CT", "calling_ae": "STORESCU"},
              "actions": [{"forward": "research", "objects": ["study"],
                           "transforms": [{"set": {"StudyDescription": "RESEARCH COPY"}}]}]}

@@ -283,7 +283,7 @@ def test_storage_commitment_answers_settle_the_job(db) -> None:
 
 def test_an_event_behind_a_gap_waits_for_the_gap_to_settle(db) -> None:
     """PostgreSQL shows event 4 before event 3's transaction commits: the cursor must not pass 3."""
-    from neuropetrix.engine import events
+    from neuropetrix.store import eventlog as events
 
     _, sessions = db
     with sessions.begin() as s:
@@ -306,7 +306,7 @@ def test_an_event_behind_a_gap_waits_for_the_gap_to_settle(db) -> None:
 
 
 def test_other_consumers_events_never_hide_ours(db) -> None:
-    from neuropetrix.engine import events
+    from neuropetrix.store import eventlog as events
 
     _, sessions = db
     with sessions.begin() as s:

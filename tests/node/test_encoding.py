@@ -7,10 +7,10 @@ import pytest
 from pydicom.filereader import read_file_meta_info
 from pynetdicom.dsutils import decode
 
-from neuropetrix.node.scp.dicom import encode_response
-from neuropetrix.store.ingest import (
+from neuropetrix.node.scp.wire import (
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION,
+    encode_response,
     file_header,
 )
 

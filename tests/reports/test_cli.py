@@ -10,6 +10,7 @@ from pathlib import Path
 import highdicom as hd
 import hl7
 import numpy as np
+import pydicom
 import pytest
 
 from neuropetrix.reports.writer import FILES
@@ -57,3 +58,9 @@ def test_analyze_writes_every_report(tmp_path, variant):
     tmtv = [r["valueQuantity"]["value"] for r in resources
             if r["resourceType"] == "Observation" and r["code"]["coding"][0]["code"] == "126032"]
     assert tmtv == pytest.approx([analysis["tmtv_ml"]])
+    # ImagingStudy lists each PET instance once, under the SOP class it was stored with
+    pet = [pydicom.dcmread(p, stop_before_pixels=True) for p in sorted(study.rglob("*")) if p.is_file()]
+    pet = {str(ds.SOPInstanceUID): str(ds.SOPClassUID) for ds in pet if ds.Modality == "PT"}
+    imaging = next(r for r in resources if r["resourceType"] == "ImagingStudy")
+    assert {i["uid"]: i["sopClass"]["code"] for i in imaging["series"][0]["instance"]} == \
+        {uid: f"urn:oid:{cls}" for uid, cls in pet.items()}

@@ -49,7 +49,12 @@ def _schema_errors(document: dict) -> list[str]:
 @pytest.fixture
 def document(result, pet_study) -> dict:
     info = study_info(result, pet_study.datasets)
-    return json.loads(bundle_json(build_bundle(result, info, HbysSettings(), pdf=b"%PDF-1.4 test")))
+    return json.loads(bundle_json(build_bundle(result, info, HbysSettings(), sop_classes(pet_study.datasets),
+                                               pdf=b"%PDF-1.4 test")))
+
+
+def sop_classes(datasets) -> dict[str, str]:
+    return {str(ds.SOPInstanceUID): str(ds.SOPClassUID) for ds in datasets}
 
 
 def test_bundle_is_valid_for_fhir_resources_and_the_r4_json_schema(document):
@@ -108,15 +113,33 @@ def test_bundle_content_matches_the_analysis(result, document, pet_study):
 
 def test_the_bundle_is_the_same_for_a_rerun(result, pet_study):
     info = study_info(result, pet_study.datasets)
-    first = bundle_json(build_bundle(result, info, HbysSettings()))
-    assert first == bundle_json(build_bundle(result, info, HbysSettings()))
+    first = bundle_json(build_bundle(result, info, HbysSettings(), sop_classes(pet_study.datasets)))
+    assert first == bundle_json(build_bundle(result, info, HbysSettings(), sop_classes(pet_study.datasets)))
     other = dataclasses.replace(result, segmentation=dataclasses.replace(result.segmentation, algorithm_version="0.2"))
-    assert json.loads(first)["entry"][-1]["fullUrl"] != \
-        json.loads(bundle_json(build_bundle(other, info, HbysSettings())))["entry"][-1]["fullUrl"]
+    again = bundle_json(build_bundle(other, info, HbysSettings(), sop_classes(pet_study.datasets)))
+    assert json.loads(first)["entry"][-1]["fullUrl"] != json.loads(again)["entry"][-1]["fullUrl"]
 
 
 def test_an_unknown_suv_type_is_refused(result, pet_study):
     info = study_info(result, pet_study.datasets)
     odd = dataclasses.replace(result, suv=dataclasses.replace(result.suv, suv_type="suv_magic"))
     with pytest.raises(ReportError, match="unknown SUV type 'suv_magic'"):
-        build_bundle(odd, info, HbysSettings())
+        build_bundle(odd, info, HbysSettings(), sop_classes(pet_study.datasets))
+
+
+def test_imaging_study_names_the_instances_real_sop_class(result, pet_study):
+    """An Enhanced PET (one instance, many frames) is listed once under Enhanced PET Image Storage."""
+    info = study_info(result, pet_study.datasets)
+    enhanced = "1.2.840.10008.5.1.4.1.1.130"
+    one = dataclasses.replace(result, pet_sop_instance_uids=[result.pet_sop_instance_uids[0]] * 3)
+    document = json.loads(bundle_json(build_bundle(one, info, HbysSettings(),
+                                                   {result.pet_sop_instance_uids[0]: enhanced})))
+    study = next(e["resource"] for e in document["entry"] if e["resource"]["resourceType"] == "ImagingStudy")
+    assert study["numberOfInstances"] == 1 and study["series"][0]["numberOfInstances"] == 1
+    assert [i["sopClass"]["code"] for i in study["series"][0]["instance"]] == [f"urn:oid:{enhanced}"]
+    legacy = json.loads(bundle_json(build_bundle(result, info, HbysSettings(), sop_classes(pet_study.datasets))))
+    study = next(e["resource"] for e in legacy["entry"] if e["resource"]["resourceType"] == "ImagingStudy")
+    assert {i["sopClass"]["code"] for i in study["series"][0]["instance"]} == \
+        {f"urn:oid:{ds.SOPClassUID}" for ds in pet_study.datasets}
+    with pytest.raises(ReportError, match="SOP Class UID of a PET instance"):
+        build_bundle(result, info, HbysSettings(), {})

@@ -6,6 +6,8 @@ import dataclasses
 import io
 import json
 import re
+import resource
+import signal
 
 import highdicom as hd
 import numpy as np
@@ -110,3 +112,24 @@ def test_seg_sr_and_pdf_stored_in_orthanc_and_read_back(result, pet_study, tmp_p
         values = sorted(m.value for g in groups for m in g.get_measurements() if m.derivation is not None
                         and m.derivation.value == "56851009")
         assert values == pytest.approx(sorted(les.suv_max for les in result.lesions))
+
+
+def test_a_failed_write_replaces_nothing(result, pet_study, tmp_path):
+    """A file the disk cannot take (here: over the process's file-size limit, as a full disk would
+    refuse it) leaves every file of the earlier set as it was and no temporary file behind."""
+    earlier = write_reports(result, pet_study.datasets, tmp_path / "out", HbysSettings())
+    sizes = sorted(p.stat().st_size for p in earlier.values())
+    for path in earlier.values():
+        path.write_bytes(b"earlier " + path.name.encode())
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    limit = sizes[1] + 1                    # the two smallest files fit, the larger ones do not
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        with pytest.raises(OSError, match="File too large"):
+            write_reports(result, pet_study.datasets, tmp_path / "out", HbysSettings())
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old_handler)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
