@@ -29,7 +29,7 @@ from neuropetrix.cli import CommandError, add_config_option, settings_from
 from neuropetrix.config.settings import Peer, Settings
 from neuropetrix.engine.jobs import job_json
 from neuropetrix.node.scu.dicom import SendError, dicom_files, send_files
-from neuropetrix.store.db import open_database
+from neuropetrix.store.db import open_current
 from neuropetrix.store.jobs_models import DONE, FAILED, Job
 from neuropetrix.store.models import Study
 
@@ -173,7 +173,7 @@ class Demo:
             raise CommandError("no DICOM files to send")
         first = dcmread(files[0], stop_before_pixels=True)
         study_uid = str(first.StudyInstanceUID)
-        _, sessions = open_database(self.settings.node.db_url)
+        _, sessions = open_current(self.settings.node.db_url)
         folder = self.settings.node.data_dir / "demo-receiver" / study_uid
         with Receiver(self.peer, folder) as receiver:
             self.out(f"demo: receiver {self.peer.ae_title} listening on {self.peer.host}:{self.peer.port} "

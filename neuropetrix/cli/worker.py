@@ -4,6 +4,7 @@ For an extra analysis machine (a GPU) that shares the node's database (PostgreSQ
 file on one machine) and storage folder: jobs are claimed from the shared queue with leases, so the
 node and its workers never run one job twice. Give the node `engine.analysis_workers: 0` to leave
 every analysis to the workers. A worker also has delivery lanes (`engine.workers`, at least one).
+It never migrates the shared database: it refuses to start until the node has upgraded it.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from neuropetrix.cli import add_config_option, settings_from
 from neuropetrix.cli.serve import stop_on_signals
 from neuropetrix.engine.worker import build_worker
 from neuropetrix.logs import setup_logging
-from neuropetrix.store.db import open_database
+from neuropetrix.store.db import open_current
 from neuropetrix.store.files import FileStore
 
 
@@ -28,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     setup_logging(settings.node.log_level)
     stop = stop_on_signals()
-    engine, sessions = open_database(settings.node.db_url)
+    engine, sessions = open_current(settings.node.db_url)
     worker = build_worker(settings, sessions, FileStore(settings.node.storage_dir, fsync=settings.node.fsync))
     worker.start()
     log = logging.getLogger("neuropetrix")
