@@ -84,7 +84,7 @@ def _pg_tool(name: str) -> str:
 
 
 def _run(cmd: list[str], env: dict[str, str]) -> None:
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise CommandError(f"{Path(cmd[0]).name} failed: {done.stderr.strip().splitlines()[-1:] or done.returncode}")
 

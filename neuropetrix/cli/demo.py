@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Self
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     peer = demo_peer(settings)
     if args.study is not None:
         return Demo(settings, peer).run(dicom_files([args.study]), args.timeout)
-    from neuropetrix.phantoms.wholebody import write_study    # numpy-heavy: only when it is needed
+    from neuropetrix.phantoms.wholebody import write_study  # numpy-heavy: only when it is needed
 
     with tempfile.TemporaryDirectory(prefix="neuropetrix-demo-") as tmp:
         write_study(Path(tmp), patient_name=PATIENT_NAME, patient_id=PATIENT_ID,
@@ -91,7 +92,7 @@ class Receiver:
         self.received.append(str(ds.SOPClassUID))
         return SUCCESS
 
-    def __enter__(self) -> Receiver:
+    def __enter__(self) -> Self:
         self.folder.mkdir(parents=True, exist_ok=True)
         ae = AE(ae_title=self.peer.ae_title)
         ae.supported_contexts = StoragePresentationContexts

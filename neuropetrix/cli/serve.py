@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from neuropetrix.api import users
 from neuropetrix.cli import CommandError, add_config_option, settings_from
+from neuropetrix.config.settings import Settings
 from neuropetrix.logs import setup_logging
 from neuropetrix.store.accounts import User
 
@@ -32,11 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
-    setup_logging(settings.node.log_level)
+    settings, stop = long_running(args)
     from neuropetrix.runtime import Node
 
-    stop = stop_on_signals()
     try:
         node = Node(settings)
         _first_account(node.sessions)
@@ -53,12 +52,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def stop_on_signals() -> threading.Event:
-    """An event set by SIGTERM (systemd's stop) or SIGINT (Ctrl-C)."""
+def long_running(args: argparse.Namespace) -> tuple[Settings, threading.Event]:
+    """Settings of a process that runs until stopped (serve, worker), its logging set up, and an event
+    set by SIGTERM (systemd's stop) or SIGINT (Ctrl-C)."""
+    settings = settings_from(args)
+    setup_logging(settings.node.log_level)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: stop.set())
-    return stop
+    return settings, stop
 
 
 def _first_account(sessions: sessionmaker[Session]) -> None:

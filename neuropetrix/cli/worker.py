@@ -11,10 +11,9 @@ from __future__ import annotations
 import argparse
 import logging
 
-from neuropetrix.cli import add_config_option, settings_from
-from neuropetrix.cli.serve import stop_on_signals
+from neuropetrix.cli import add_config_option
+from neuropetrix.cli.serve import long_running
 from neuropetrix.engine.worker import build_worker
-from neuropetrix.logs import setup_logging
 from neuropetrix.store.db import open_current
 from neuropetrix.store.files import FileStore
 
@@ -26,9 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
-    setup_logging(settings.node.log_level)
-    stop = stop_on_signals()
+    settings, stop = long_running(args)
     engine, sessions = open_current(settings.node.db_url)
     worker = build_worker(settings, sessions, FileStore(settings.node.storage_dir, fsync=settings.node.fsync))
     worker.start()

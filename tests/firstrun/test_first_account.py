@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tests.nodeproc import node_config, run_cli, running_node
 
-LINE = re.compile(r"^created the first account admin with password (\S+)$", re.M)
+LINE = re.compile(r"^created the first account admin with password (\S+)$", re.MULTILINE)
 
 
 def login(api_port: int, username: str, password: str) -> int:

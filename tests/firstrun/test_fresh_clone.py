@@ -73,8 +73,9 @@ async def test_make_run_sign_in_make_demo_and_see_the_study_analysed(tmp_path: P
     env.update(PYTHONPATH=str(clone), TCP_NODELAY="1")
     console = tmp_path / "make-run.log"
     with console.open("wb") as out:
-        node = subprocess.Popen(make(clone, "run"), stdout=out, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)       # its own process group: make and the node
+        # in the background for the whole test, in its own process group: make and the node
+        node = subprocess.Popen(make(clone, "run"), stdout=out, stderr=subprocess.STDOUT, env=env,  # noqa: ASYNC220
+                                start_new_session=True)
     base = f"http://127.0.0.1:{config['node']['api_port']}"
     try:
         wait_for_port(config["node"]["dicom_port"], timeout=120, proc=node)

@@ -9,8 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.engine.conftest import FAST_ENGINE, jobs_of, petct_study, wait_for  # noqa: F401 (a fixture)
-from tests.engine.conftest import storescu
+from tests.engine.conftest import FAST_ENGINE, jobs_of, petct_study, storescu, wait_for  # noqa: F401 (a fixture)
 from tests.nodeproc import ROOT, node_config, running_node
 
 ROUTE = {"name": "analysis", "match": {"modality": "PT"}, "actions": ["analyze"]}
