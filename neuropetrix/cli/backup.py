@@ -30,6 +30,7 @@ from sqlalchemy import func, inspect, select
 from sqlalchemy.engine import make_url
 
 from neuropetrix.cli import CommandError, add_config_option, settings_from
+from neuropetrix.config.secrets import KEY_FILES
 from neuropetrix.config.settings import Settings
 from neuropetrix.store import migrate
 from neuropetrix.store.accounts import User
@@ -42,7 +43,6 @@ from neuropetrix.store.recovery import reindex_since
 
 FORMAT = 1
 MANIFEST = "manifest.json"
-KEY_FILES = ("api_signing.key", "pseudonym.key")     # generated secrets (config/secrets.py)
 SQLITE_COPY, PG_DUMP = "database/neuropetrix.db", "database/neuropetrix.pgdump"
 FOLDERS = ("storage", "results")                      # under data_dir, copied file by file
 
@@ -177,10 +177,9 @@ def run_backup(args: argparse.Namespace) -> int:
     counts = Counts.of(url)
     database = _dump_database(url, dest)
     keys = []
-    for name in KEY_FILES:
-        if (node.data_dir / name).is_file():
-            _private_copy(node.data_dir / name, dest / "keys" / name)
-            keys.append(name)
+    for path in sorted(node.data_dir.glob(KEY_FILES)):
+        _private_copy(path, dest / "keys" / path.name)
+        keys.append(path.name)
     if args.config:
         _private_copy(Path(args.config), dest / "config" / "node.yaml")   # it may hold tokens
     copied = {folder: _copy_tree(node.data_dir / folder, dest / folder) for folder in FOLDERS}
@@ -227,7 +226,7 @@ def _check_empty(settings: Settings, kind: str) -> None:
     url = node.db_url
     if kind != ("sqlite" if _is_sqlite(url) else "postgresql"):
         raise CommandError(f"the backup holds a {kind} database; node.database_url is {make_url(url).drivername}")
-    taken = [node.data_dir / n for n in KEY_FILES if (node.data_dir / n).exists()]
+    taken = sorted(node.data_dir.glob(KEY_FILES))
     if _is_sqlite(url):
         taken += [p for p in (_sqlite_path(url),) if p.exists()]
     else:

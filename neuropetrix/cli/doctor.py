@@ -24,6 +24,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
 from neuropetrix.cli import add_config_option, settings_from
+from neuropetrix.config.secrets import KEY_FILES
 from neuropetrix.config.settings import Peer, Settings
 from neuropetrix.engine.routes.rules import compile_routes
 from neuropetrix.store import migrate
@@ -54,7 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)   # its connection errors are our lines
-    checks = [check_data_dir(settings.node.data_dir), check_database(settings)]
+    checks = [check_data_dir(settings.node.data_dir), *check_key_files(settings.node.data_dir),
+              check_database(settings)]
     used = _destinations(settings, checks)
     with ThreadPoolExecutor(max_workers=8) as pool:     # unreachable hosts each take the whole timeout
         network = [pool.submit(check_peer, settings.node.ae_title, p, f"dicom:{p.name}" in used, args.timeout)
@@ -97,6 +99,19 @@ def check_data_dir(data_dir: Path) -> Check:
         return Check(FAIL, name, f"writable, only {free}",
                      "free space (retention, a larger disk) before scanners are refused as out of resources")
     return Check(OK, name, f"writable, {free}")
+
+
+def check_key_files(data_dir: Path) -> list[Check]:
+    """The generated secrets (config/secrets.py) must be readable by the node's user only: the node
+    refuses to start otherwise."""
+    out = []
+    for path in sorted(data_dir.glob(KEY_FILES)):
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            out.append(Check(FAIL, f"key file {path}", f"mode {mode:o}: readable by others", f"chmod 600 {path}"))
+        else:
+            out.append(Check(OK, f"key file {path}", f"mode {mode:o}"))
+    return out
 
 
 def check_database(settings: Settings) -> Check:

@@ -91,21 +91,25 @@ def test_doctor_names_the_dead_peer_and_passes_the_live_ones(tmp_path: Path):
     assert any(line.startswith("ok") and "data folder" in line and "GiB free" in line for line in lines)
 
 
-def test_doctor_fails_on_an_old_schema_an_unused_fhir_base_and_a_dead_hbys(tmp_path: Path):
+def test_doctor_fails_on_an_old_schema_a_readable_key_and_a_dead_hbys_not_an_unused_fhir_base(tmp_path: Path):
     route = {"name": "hl7-only", "match": {"modality": "PT"}, "actions": ["analyze", {"hl7": "hbys"}]}
     config = json.loads(write_config(tmp_path, [], free_port(), "http://127.0.0.1:9/fhir").read_text())
     config["routes"] = [route]
     path = tmp_path / "node.yaml"
     path.write_text(json.dumps(config))
     (tmp_path / "var").mkdir()
+    key = tmp_path / "var" / "api_signing.key"
+    key.write_text("x" * 48 + "\n")
+    key.chmod(0o644)
     engine = create_engine(f"sqlite:///{tmp_path / 'var' / 'neuropetrix.db'}")
     migrate.upgrade(engine, "0001")
     engine.dispose()
     result = run_cli("doctor", "--timeout", "2", "--config", str(path))
     assert result.returncode == 1
     failed = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
-    assert len(failed) == 2, result.stdout
-    assert "database" in failed[0] and "revision 0001" in failed[0] and "neuropetrix db upgrade" in failed[0]
-    assert "HBYS MLLP" in failed[1]
+    assert len(failed) == 3, result.stdout
+    assert "api_signing.key" in failed[0] and "mode 644" in failed[0] and f"chmod 600 {key}" in failed[0]
+    assert "database" in failed[1] and "revision 0001" in failed[1] and "neuropetrix db upgrade" in failed[1]
+    assert "HBYS MLLP" in failed[2]
     assert "no route sends FHIR" in result.stdout             # the FHIR base is not used: not a failure
 
