@@ -21,6 +21,7 @@ from neuropetrix.node.scp.server import DicomServer, raise_open_file_limit
 from neuropetrix.store.db import make_engine, make_sessionmaker, open_database
 from neuropetrix.store.files import FileStore
 from neuropetrix.store.index import StudyIndex
+from neuropetrix.store.space import Watermark
 from neuropetrix.store.ingest import Ingest
 from neuropetrix.store.recovery import RunMarker, reindex_since
 
@@ -57,7 +58,8 @@ class Node:
         policy = AcceptancePolicy(ae_title=node.ae_title,
                                   known_callers=frozenset(p.ae_title for p in settings.peers),
                                   accept_unknown_callers=node.accept_unknown_callers,
-                                  check_called_ae=node.check_called_ae)
+                                  check_called_ae=node.check_called_ae,
+                                  space=Watermark(node.storage_dir, node.min_free_mb).refusal)
         # C-FIND providers by SOP Class UID (the engine's worklist registers here)
         find_providers: dict[str, FindProvider] = {}
         if listen.enabled:          # the worklist is made of the HBYS's orders

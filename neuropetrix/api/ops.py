@@ -3,6 +3,7 @@ reachable, DICOM SCP listening) and /metrics (Prometheus text)."""
 from __future__ import annotations
 
 import os
+import shutil
 from datetime import datetime
 
 from aiohttp import web
@@ -12,9 +13,18 @@ from sqlalchemy.orm import Session
 
 from neuropetrix.api.context import CTX
 from neuropetrix.api.events import FeedItem
-from neuropetrix.metrics import ANALYSES, ANALYSIS_SECONDS, DELIVERIES_FAILED, DICOM_ASSOCIATIONS, JOBS
+from neuropetrix.metrics import (
+    ANALYSES,
+    ANALYSIS_SECONDS,
+    DELIVERIES_FAILED,
+    DESTINATION_FAILURES,
+    DICOM_ASSOCIATIONS,
+    JOBS,
+    STORAGE_CAPACITY,
+    STORAGE_FREE,
+)
 from neuropetrix.store.eventlog import EventKind
-from neuropetrix.store.jobs_models import DONE, FAILED, QUEUED, RUNNING, Job
+from neuropetrix.store.jobs_models import DONE, FAILED, QUEUED, RUNNING, Destination, Job
 
 
 class EventMetrics:
@@ -63,14 +73,24 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
 
 
-def _job_counts(s: Session) -> dict[str, int]:
-    return dict(s.execute(select(Job.state, func.count(Job.id)).group_by(Job.state)).all())
+def _queue_state(s: Session) -> tuple[dict[str, int], dict[str, int]]:
+    """Jobs by state, and each destination's consecutive failures."""
+    return (dict(s.execute(select(Job.state, func.count(Job.id)).group_by(Job.state)).all()),
+            dict(s.execute(select(Destination.name, Destination.failures)).all()))
 
 
 async def metrics(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
-    counts = await ctx.db(_job_counts)
+    counts, failures = await ctx.db(_queue_state)
     for state in {QUEUED, RUNNING, DONE, FAILED} | set(counts):
         JOBS.labels(state).set(counts.get(state, 0))
+    for name, n in failures.items():
+        DESTINATION_FAILURES.labels(name).set(n)
     DICOM_ASSOCIATIONS.set(ctx.readiness.dicom_associations())
+    try:
+        disk = shutil.disk_usage(ctx.readiness.storage_dir)
+        STORAGE_FREE.set(disk.free)
+        STORAGE_CAPACITY.set(disk.total)
+    except OSError:        # storage gone: /readyz says so; the gauges keep their last value
+        pass
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})

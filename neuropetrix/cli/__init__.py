@@ -16,7 +16,8 @@ from neuropetrix.config.settings import Settings
 from neuropetrix.store.migrate import SchemaNotCurrent
 
 # Modules under neuropetrix.cli that each add their commands.
-COMMAND_MODULES = ("serve", "studies", "send", "db", "analyze", "jobs", "routes", "users")
+COMMAND_MODULES = ("serve", "studies", "send", "db", "analyze", "jobs", "routes", "users",
+                   "doctor", "demo", "backup", "worker")
 
 
 class CommandError(Exception):

@@ -7,6 +7,11 @@ import secrets
 from pathlib import Path
 
 
+# Every secret generated into the data folder is named *.key: `backup` copies them all, `doctor` checks
+# that only the node's user can read them.
+KEY_FILES = "*.key"
+
+
 def load_secret(configured: str | None, path: Path) -> str:
     """The configured secret, else the one in `path`, created (0600) on first use."""
     if configured:

@@ -47,6 +47,8 @@ class NodeSettings(Section):
     network_timeout: float = Field(60.0, gt=0)     # a silent connection is closed after this
     max_pdu_size: int = Field(0, ge=0)             # 0 = unlimited: callers send large PDUs
     fsync: bool = True                             # fsync each instance before acknowledging it
+    # below this much free space in storage/, new associations are refused (transient); 0 = never
+    min_free_mb: int = Field(1024, ge=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     _ae = field_validator("ae_title")(classmethod(lambda cls, v: check_ae_title(v)))
