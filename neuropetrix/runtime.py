@@ -21,9 +21,9 @@ from neuropetrix.node.scp.server import DicomServer, raise_open_file_limit
 from neuropetrix.store.db import make_engine, make_sessionmaker, open_database
 from neuropetrix.store.files import FileStore
 from neuropetrix.store.index import StudyIndex
-from neuropetrix.store.space import Watermark
 from neuropetrix.store.ingest import Ingest
 from neuropetrix.store.recovery import RunMarker, reindex_since
+from neuropetrix.store.space import Watermark
 
 log = logging.getLogger("neuropetrix")
 
