@@ -15,6 +15,11 @@ from neuropetrix.analysis.results import AnalysisResult
 from neuropetrix.reports.images import axial_png, mip_png, suv_volume
 
 
+# pictures for the hottest lesions only: each costs a figure (about 0.1–0.3 s), and a study with more
+# candidates than this is reviewed by its method first (re-run with another threshold)
+MAX_LESIONS = 50
+
+
 def key_image_name(label: int) -> str:
     return f"key-{label}.png"
 
@@ -30,7 +35,7 @@ def write_key_images(result: AnalysisResult, out_dir: Path) -> list[Path]:
         return []
     volume = suv_volume(result)
     written = []
-    for lesion in result.lesions:
+    for lesion in sorted(result.lesions, key=lambda les: les.suv_max, reverse=True)[:MAX_LESIONS]:
         path = out_dir / key_image_name(lesion.label)
         path.write_bytes(axial_png(result, volume, lesion))
         mip = out_dir / mip_image_name(lesion.label)
