@@ -49,10 +49,8 @@ def analyze_into(study_dir: Path, out_dir: Path, settings: Settings, params: dic
     analysis_settings = settings.analysis if not order.analysis else AnalysisSettings.model_validate(
         {**settings.analysis.model_dump(), **order.analysis})
     analysis = analyze_folder(study_dir, out_dir, analysis_settings, hbys=settings.hbys, order=order)
-    t0 = time.perf_counter()
     write_key_images(analysis.result, out_dir)
     result = analysis.result
-    result.timings_s["review_images"] = time.perf_counter() - t0
     return {"lesions": len(result.lesions), "suv_max": result.suv_max, "tmtv_ml": result.tmtv_ml,
             "tlg_total": result.tlg_total, "timings_s": {k: round(v, 3) for k, v in result.timings_s.items()},
             "version": order.version.version, "status": order.version.status}

@@ -9,6 +9,7 @@ same orientation as the report.
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 from neuropetrix.analysis.results import AnalysisResult
@@ -30,9 +31,10 @@ def mip_image_name(label: int) -> str:
 
 def write_key_images(result: AnalysisResult, out_dir: Path) -> list[Path]:
     """Write the key image and MIP position of every lesion of `result` into `out_dir` (none without
-    its SUV volume)."""
+    its SUV volume); their time goes into `result.timings_s["review_images"]`."""
     if result.suv_volume is None:
         return []
+    t0 = time.perf_counter()
     volume = suv_volume(result)
     written = []
     for lesion in sorted(result.lesions, key=lambda les: les.suv_max, reverse=True)[:MAX_LESIONS]:
@@ -41,4 +43,5 @@ def write_key_images(result: AnalysisResult, out_dir: Path) -> list[Path]:
         mip = out_dir / mip_image_name(lesion.label)
         mip.write_bytes(mip_png(dataclasses.replace(result, lesions=[lesion]), volume))
         written += [path, mip]
+    result.timings_s["review_images"] = time.perf_counter() - t0
     return written
