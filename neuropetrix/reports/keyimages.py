@@ -15,7 +15,6 @@ from pathlib import Path
 from neuropetrix.analysis.results import AnalysisResult
 from neuropetrix.reports.images import axial_png, mip_png, suv_volume
 
-
 # pictures for the hottest lesions only: each costs a figure (about 0.1–0.3 s), and a study with more
 # candidates than this is reviewed by its method first (re-run with another threshold)
 MAX_LESIONS = 50
