@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 
 from neuropetrix.api.context import CTX
 from neuropetrix.api.events import FeedItem
-from neuropetrix.engine.events import ANALYSIS_DONE, ANALYSIS_FAILED, ANALYSIS_STARTED, DELIVERY_FAILED
 from neuropetrix.metrics import ANALYSES, ANALYSIS_SECONDS, DELIVERIES_FAILED, DICOM_ASSOCIATIONS, JOBS
+from neuropetrix.store.eventlog import EventKind
 from neuropetrix.store.jobs_models import DONE, FAILED, QUEUED, RUNNING, Job
 
 
@@ -28,14 +28,14 @@ class EventMetrics:
     def __call__(self, items: list[FeedItem]) -> None:
         for item in items:
             job = item.payload.get("job")
-            if item.kind == ANALYSIS_STARTED and isinstance(job, int):
+            if item.kind == EventKind.ANALYSIS_STARTED and isinstance(job, int):
                 self._started[job] = item.created_at
-            elif item.kind in (ANALYSIS_DONE, ANALYSIS_FAILED):
+            elif item.kind in (EventKind.ANALYSIS_DONE, EventKind.ANALYSIS_FAILED):
                 ANALYSES.labels(item.kind.split(".")[1]).inc()
                 started = self._started.pop(job, None) if isinstance(job, int) else None
                 if started is not None:
                     ANALYSIS_SECONDS.observe((item.created_at - started).total_seconds())
-            elif item.kind == DELIVERY_FAILED:
+            elif item.kind == EventKind.DELIVERY_FAILED:
                 DELIVERIES_FAILED.labels(str(item.payload.get("destination", "unknown")).split(":")[0]).inc()
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 from neuropetrix.config.loader import ConfigError, load_settings
 from neuropetrix.config.settings import Settings
+from neuropetrix.store.migrate import SchemaNotCurrent
 
 # Modules under neuropetrix.cli that each add their commands.
 COMMAND_MODULES = ("serve", "studies", "send", "db", "analyze", "jobs", "routes", "users")
@@ -46,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
-    except (ConfigError, CommandError) as exc:
+    except (ConfigError, CommandError, SchemaNotCurrent) as exc:
         print(f"neuropetrix: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -27,11 +27,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from neuropetrix.config.settings import HbysSettings, RetrySettings
-from neuropetrix.engine import events, hl7in
+from neuropetrix.engine import hl7in
 from neuropetrix.engine.hl7in import Header, Refusal, components, content_error, first, value
 from neuropetrix.engine.order_status import queue_status
 from neuropetrix.reports.source import OrderFacts, is_valid_tckn
+from neuropetrix.store import eventlog as events
 from neuropetrix.store.db import utcnow
+from neuropetrix.store.eventlog import EventKind
 from neuropetrix.store.files import InvalidUID, check_uid
 from neuropetrix.store.models import Patient, ProcedureStep, Series, Study
 from neuropetrix.store.orders_models import (
@@ -56,8 +58,6 @@ from neuropetrix.store.orders_models import (
 
 log = logging.getLogger("neuropetrix.engine.orders")
 CONSUMER = "orders"
-STUDY_RECEIVED = "study.received"
-ORDER_CHANGED = "order.changed"         # payload: order id, status (the API's feed and the status sender)
 _ISTANBUL = timezone(timedelta(hours=3))
 _RANK = {SCHEDULED: 0, ARRIVED: 1, IN_PROGRESS: 2, COMPLETED: 3}
 ADT_PATIENT = ("A01", "A04", "A05", "A08", "A28", "A31")
@@ -399,7 +399,7 @@ def set_status(s: Session, order: Order, status: str, now: datetime, force: bool
         return False
     order.status = status
     order.updated_at = now
-    events.record(s, ORDER_CHANGED, None, {"order": order.id, "status": status})
+    events.record(s, EventKind.ORDER_CHANGED, None, {"order": order.id, "status": status})
     return True
 
 
@@ -497,7 +497,7 @@ def link(s: Session, study_uid: str, order_id: int | None, user: str, now: datet
         set_status(s, order, COMPLETED if study.state == "complete" else ARRIVED, now)
     if row.held and study.state == "complete":
         row.held = 0
-        events.record(s, events.STUDY_COMPLETE, study_uid, {"reason": "reconciled", "by": user})
+        events.record(s, EventKind.STUDY_COMPLETE, study_uid, {"reason": "reconciled", "by": user})
     log.info("study %s %s by %s", study_uid, f"linked to order {order.id}" if order else "confirmed unordered", user)
     return row
 
@@ -558,14 +558,14 @@ class OrderTracker:
         now = self.clock()
         changed = 0
         with self.sessions.begin() as s:
-            for event in events.take_pending(s, CONSUMER, (STUDY_RECEIVED, events.STUDY_COMPLETE, ORDER_CHANGED)):
+            for event in events.take_pending(s, CONSUMER, (EventKind.STUDY_RECEIVED, EventKind.STUDY_COMPLETE, EventKind.ORDER_CHANGED)):
                 events.advance(s, CONSUMER, event.id)
-                if event.kind == ORDER_CHANGED:
+                if event.kind == EventKind.ORDER_CHANGED:
                     self._report(s, event, now)
                     continue
                 row = reconcile(s, event.study_uid or "", self.hold, now)
                 if row is not None and row.order_pk is not None and row.state in SETTLED \
-                        and event.kind == events.STUDY_COMPLETE:
+                        and event.kind == EventKind.STUDY_COMPLETE:
                     changed += set_status(s, s.get(Order, row.order_pk), COMPLETED, now)
                 changed += 1
             steps = s.execute(select(Order, ProcedureStep.status).join(

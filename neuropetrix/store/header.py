@@ -8,6 +8,7 @@ past the bytes at hand, an undefined-length UN — returns None and the caller l
 """
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -101,14 +102,22 @@ def _text(raw: bytes | None) -> str:
     return "" if raw is None else raw.decode("ascii", "replace").strip("\0 ")
 
 
+@functools.lru_cache(maxsize=256)
+def _walkable(transfer_syntax: str) -> tuple[bool, bool]:
+    """(walkable here: little endian, not deflated; implicit VR) — cached, as pydicom's UID checks its
+    value each time one is made."""
+    syntax = UID(transfer_syntax)
+    return syntax.is_little_endian and not syntax.is_deflated, syntax.is_implicit_VR
+
+
 def scan_keys(head: bytes, transfer_syntax: str, whole: bool = False) -> InstanceKeys | None:
     """The keys from the first bytes of a dataset (`whole`: all of it), or None when pydicom should
     read it instead."""
-    syntax = UID(transfer_syntax)
-    if not head or syntax.is_deflated or not syntax.is_little_endian:
+    walkable, implicit = _walkable(transfer_syntax)
+    if not head or not walkable:
         return None
     try:
-        found = _walk(head, syntax.is_implicit_VR, whole)
+        found = _walk(head, implicit, whole)
         number = _text(found.get(INSTANCE_NUMBER))
         return InstanceKeys(_text(found.get(SOP_CLASS)), _text(found.get(SOP_INSTANCE)), _text(found.get(STUDY)),
                             _text(found.get(SERIES)), int(number) if number else None)
@@ -178,9 +187,36 @@ def _items(data: _Dataset, tag: int, pos: int, implicit: bool) -> int:
         pos = _elements(data, pos, None, implicit) if length == _UNDEFINED else data.skip(tag, pos, length)
 
 
+_TAG_LENGTH, _EXPLICIT_SHORT, _LENGTH = struct.Struct("<HHI"), struct.Struct("<HH2sH"), struct.Struct("<I")
+
+
+def _defined_run(head: bytes, pos: int, end: int, implicit: bool) -> int:
+    """Past the top-level elements from `pos` whose header is in `head` and whose defined-length
+    value ends by `end`: the common case, walked without the general reader's calls (it runs once
+    per received instance)."""
+    limit = len(head) - 12
+    while pos <= limit:
+        if implicit:
+            group, _, length = _TAG_LENGTH.unpack_from(head, pos)
+            header = 8
+        else:
+            group, _, vr, length = _EXPLICIT_SHORT.unpack_from(head, pos)
+            header = 8
+            if vr in _LONG_VRS:
+                length, header = _LENGTH.unpack_from(head, pos + 8)[0], 12
+        if group == 0xFFFE or length == _UNDEFINED or pos + header + length > end:
+            return pos
+        pos += header + length
+    return pos
+
+
 def _elements(data: _Dataset, pos: int, end: int | None, implicit: bool) -> int:
     """Past the elements from `pos` to `end`, or (`end` None) to an item delimiter."""
     while end is None or pos < end:
+        if end is not None:
+            pos = _defined_run(data.head, pos, end, implicit)
+            if pos >= end:
+                return pos
         tag, vr, length, pos = data.element(pos, implicit)
         if end is None and tag == _ITEM_END:
             return pos
@@ -198,11 +234,11 @@ def truncation(head: bytes, size: int, read_at: Callable[[int, int], bytes], tra
     Walks the top-level elements, entering only undefined-length sequences and items: the first bytes
     come from `head`, the rest from `read_at(position, length)`, so a typical image costs one walk of
     its header in memory. Deflated and big-endian datasets are not walked (None)."""
-    syntax = UID(transfer_syntax)
-    if syntax.is_deflated or not syntax.is_little_endian:
+    walkable, implicit = _walkable(transfer_syntax)
+    if not walkable:
         return None
     try:
-        _elements(_Dataset(head, size, read_at), 0, size, syntax.is_implicit_VR)
+        _elements(_Dataset(head, size, read_at), 0, size, implicit)
     except _Short as exc:
         return str(exc) or "the dataset is cut short"
     return None

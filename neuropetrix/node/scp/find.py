@@ -25,22 +25,32 @@ FindProvider = Callable[[Dataset, str], Iterator[Dataset]]
 """(identifier, calling AE title) → the matching identifiers."""
 
 
-def answer_find(provider: FindProvider, identifier: Dataset, calling_ae: str,
-                send_pending: Callable[[Dataset], None], cancelled: Callable[[], bool]) -> tuple[int, str]:
-    """Send every match of `identifier` with `send_pending`; the final (status, error comment)."""
+def answer_find(provider: FindProvider, identifier: Dataset, calling_ae: str, encode: Callable[[Dataset], bytes],
+                send_pending: Callable[[bytes], None], cancelled: Callable[[], bool]) -> tuple[int, str]:
+    """Send every match of `identifier` (`encode`d, then `send_pending`); the final (status, error
+    comment). What the provider raises, or a match that cannot be encoded, ends the query with
+    Unable to process; what the connection raises is the association's to handle."""
     sent = 0
     try:
-        for match in provider(identifier, calling_ae):
-            if cancelled():
-                log.info("C-FIND from %s cancelled after %d match(es)", calling_ae, sent)
-                return CANCEL, ""
-            send_pending(match)
-            sent += 1
-    except OSError:
-        raise                      # the connection failed: the association handles that
+        matches = iter(provider(identifier, calling_ae))
     except Exception as exc:
-        log.warning("C-FIND from %s failed after %d match(es): %s: %s", calling_ae, sent, type(exc).__name__, exc)
-        return UNABLE_TO_PROCESS, f"cannot process the query: {type(exc).__name__}"
+        return _failed(calling_ae, sent, exc)
+    while True:
+        try:
+            encoded = encode(next(matches))
+        except StopIteration:
+            break
+        except Exception as exc:
+            return _failed(calling_ae, sent, exc)
+        if cancelled():
+            log.info("C-FIND from %s cancelled after %d match(es)", calling_ae, sent)
+            return CANCEL, ""
+        send_pending(encoded)
+        sent += 1
     log.debug("C-FIND from %s: %d match(es)", calling_ae, sent)
     return SUCCESS, ""
 
+
+def _failed(calling_ae: str, sent: int, exc: Exception) -> tuple[int, str]:
+    log.warning("C-FIND from %s failed after %d match(es): %s: %s", calling_ae, sent, type(exc).__name__, exc)
+    return UNABLE_TO_PROCESS, f"cannot process the query: {type(exc).__name__}"
