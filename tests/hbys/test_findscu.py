@@ -44,7 +44,8 @@ def findscu(node, out: Path, aet: str, date: str = "", modality: str = "PT",
 @pytest.fixture
 def node_with_orders(tmp_path: Path):
     listen = free_port()
-    peers = [{"name": name, "ae_title": name, "host": "127.0.0.1", "port": free_port()} for name in ("PETCT1", "LATIN5")]
+    peers = [{"name": name, "ae_title": name, "host": "127.0.0.1", "port": free_port()}
+             for name in ("PETCT1", "LATIN5")]
     with running_node(tmp_path / "node", {"peers": peers, "hbys": {
             "mllp_listen": {"enabled": True, "host": "127.0.0.1", "port": listen},
             "worklist_charsets": {"LATIN5": "ISO_IR 148"}}}) as node:

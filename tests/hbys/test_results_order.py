@@ -14,7 +14,7 @@ from neuropetrix.reports.fhir import build_bundle, bundle_json
 from neuropetrix.reports.hl7 import oru_bytes
 from neuropetrix.reports.source import OrderFacts, study_info
 from tests.reports.conftest import pet_study, result  # noqa: F401  (fixtures)
-from tests.reports.test_fhir import _schema_errors
+from tests.reports.test_fhir import _schema_errors, sop_classes
 
 ORDER = OrderFacts(
     patient_id="10000000146", issuer_of_patient_id="TCKN", identifier_type="NNTUR", patient_family_name="Yılmaz",
@@ -27,7 +27,7 @@ ORDER = OrderFacts(
 
 @pytest.mark.parametrize("version", ["2.3.1", "2.5", "2.5.1"])
 def test_the_oru_carries_the_order(result, pet_study, version) -> None:  # noqa: F811
-    info = study_info(result, pet_study.datasets, ORDER)
+    info = study_info(result, pet_study.datasets, order=ORDER)
     oru = hl7.parse(oru_bytes(result, info, MllpOut(version=version)).decode("utf-8"))
     orc, obr, pid = oru.segment("ORC"), oru.segment("OBR"), oru.segment("PID")
     assert (str(orc(2)), str(orc(3)), str(obr(2)), str(obr(3))) == ("PL77^ENLIL", "F77", "PL77^ENLIL", "F77")
@@ -43,8 +43,8 @@ def test_without_an_order_nothing_changes(result, pet_study) -> None:  # noqa: F
 
 
 def test_fhir_references_the_service_request(result, pet_study) -> None:  # noqa: F811
-    info = study_info(result, pet_study.datasets, ORDER)
-    document = json.loads(bundle_json(build_bundle(result, info, HbysSettings())))
+    info = study_info(result, pet_study.datasets, order=ORDER)
+    document = json.loads(bundle_json(build_bundle(result, info, HbysSettings(), sop_classes(pet_study.datasets))))
     assert _schema_errors(document) == []
     resources = {e["resource"]["resourceType"]: e["resource"] for e in document["entry"]}
     for kind in ("DiagnosticReport", "ImagingStudy"):
