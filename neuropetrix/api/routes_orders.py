@@ -66,8 +66,8 @@ async def orders(request: web.Request) -> web.Response:
             where.append(Order.status == status)
         if accession:
             where.append(Order.accession_number == accession)
-        rows = s.execute(select(Order, HbysPatient).where(*where).order_by(Order.scheduled_start.desc(), Order.id.desc())
-                         .limit(limit).offset(offset)).all()
+        rows = s.execute(select(Order, HbysPatient).where(*where)
+                         .order_by(Order.scheduled_start.desc(), Order.id.desc()).limit(limit).offset(offset)).all()
         total = s.scalar(select(func.count()).select_from(Order).join(HbysPatient, Order.patient_pk == HbysPatient.id)
                          .where(*where[1:]))
         return paged([order_json(o, p) for o, p in rows], total, limit, offset)
