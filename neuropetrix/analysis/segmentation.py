@@ -58,11 +58,11 @@ def finalize(labels: np.ndarray, n: int, suv: np.ndarray, min_voxels: int) -> np
     """Drop components under `min_voxels`; renumber the rest 1…N by SUVmax (ties: first voxel)."""
     if n == 0:
         return labels
-    counts = np.bincount(labels.ravel(), minlength=n + 1)
+    inside = labels.ravel() > 0
+    lab = labels.ravel()[inside]
+    counts = np.bincount(lab, minlength=n + 1)
     maxima = np.full(n + 1, -np.inf)
-    present = np.nonzero(counts[1:])[0] + 1
-    if present.size:
-        maxima[present] = ndimage.maximum(suv, labels, present)
+    np.maximum.at(maxima, lab, suv.ravel()[inside])
     keep = [i for i in range(1, n + 1) if counts[i] >= max(min_voxels, 1)]
     keep.sort(key=lambda i: (-maxima[i], i))
     lut = np.zeros(n + 1, dtype=np.int32)
