@@ -1,4 +1,4 @@
-"""The aiohttp application: routes, middlewares, and the background tasks (event feed, push)."""
+"""The aiohttp application: routes, middlewares, and the event feed. Push messages are engine jobs."""
 from __future__ import annotations
 
 import asyncio
@@ -9,20 +9,16 @@ from pathlib import Path
 from aiohttp import WSCloseCode, web
 from sqlalchemy.orm import Session, sessionmaker
 
-from neuropetrix.api import routes_admin, routes_auth, routes_devices, routes_studies
+from neuropetrix.api import routes_admin, routes_auth, routes_devices, routes_orders, routes_review, routes_studies
 from neuropetrix.api.auth import Auth
 from neuropetrix.api.context import CTX, ApiContext, Database, Readiness
 from neuropetrix.api.errors import errors_and_timing
 from neuropetrix.api.events import EventFeed
 from neuropetrix.api.openapi import openapi
 from neuropetrix.api.ops import EventMetrics, healthz, metrics, readyz
-from neuropetrix.api.push import PushNotifier
 from neuropetrix.api.tokens import TokenSigner, load_signing_key
 from neuropetrix.api.ws import websocket
-from neuropetrix.config.loader import ConfigError
 from neuropetrix.config.settings import Settings
-from neuropetrix.engine.jobs import JobQueue
-from neuropetrix.node.scu.push import FcmSender
 
 STATIC = Path(__file__).with_name("static")
 
@@ -34,16 +30,12 @@ async def _index(_request: web.Request) -> web.FileResponse:
 async def _background(app: web.Application) -> AsyncIterator[None]:
     ctx = app[CTX]
     tasks = [asyncio.create_task(ctx.feed.run(), name="event-feed")]
-    if ctx.push is not None:
-        tasks.append(asyncio.create_task(ctx.push.run(), name="push"))
     yield
     for t in tasks:
         t.cancel()
     for t in tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await t
-    if ctx.push is not None:
-        ctx.push.close()
     ctx.db.close()
 
 
@@ -59,20 +51,10 @@ def create_app(settings: Settings, sessions: sessionmaker[Session], readiness: R
     auth = Auth(TokenSigner(key, settings.api.access_token_seconds), settings.api)
     feed = EventFeed(db, settings.api.event_poll_seconds)
     feed.listen(EventMetrics())
-    push = None
-    if settings.push.credentials_file is not None:
-        try:
-            sender = FcmSender(settings.push.credentials_file, settings.push.fcm_endpoint)
-        except (OSError, ValueError) as exc:     # missing file, not a service-account key
-            raise ConfigError(f"push.credentials_file: cannot use {settings.push.credentials_file}: {exc}") from None
-        engine = settings.engine
-        push = PushNotifier(db, JobQueue(sessions, engine.retry, engine.lease_seconds), sender,
-                            settings.push.max_attempts, engine.poll_seconds)
-        feed.listen(push.on_events)
 
     app = web.Application(middlewares=[errors_and_timing], client_max_size=1024 * 1024)
-    app[CTX] = ApiContext(settings, db, auth, feed, readiness, push)
-    for module in (routes_auth, routes_studies, routes_admin, routes_devices):
+    app[CTX] = ApiContext(settings, db, auth, feed, readiness)
+    for module in (routes_auth, routes_studies, routes_review, routes_admin, routes_devices, routes_orders):
         app.add_routes(module.routes)
     app.router.add_get("/api/ws", websocket)
     app.router.add_get("/api/openapi.json", openapi)

@@ -16,7 +16,6 @@ from neuropetrix.config.settings import Settings
 if TYPE_CHECKING:
     from neuropetrix.api.auth import Auth
     from neuropetrix.api.events import EventFeed
-    from neuropetrix.api.push import PushNotifier
 
 T = TypeVar("T")
 
@@ -60,7 +59,6 @@ class ApiContext:
     auth: Auth
     feed: EventFeed
     readiness: Readiness
-    push: PushNotifier | None = None
     websockets: set[web.WebSocketResponse] = field(default_factory=set)
     # study-list pages by (limit, offset, filter): (event id, time, JSON body); see routes_studies
     study_pages: dict[tuple, tuple[int, float, bytes]] = field(default_factory=dict)

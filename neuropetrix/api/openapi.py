@@ -36,13 +36,32 @@ BODIES: dict[tuple[str, str], dict] = {
     ("POST", "/api/devices"): _obj("token", "platform", token=_STR,
                                    platform={"enum": ["android", "ios", "web"]}),
     ("POST", "/api/users"): _obj("username", "password", "role", username=_STR, password=_STR,
-                                 role={"enum": ["admin", "physician", "technologist", "viewer"]}),
-    ("PATCH", "/api/users/{username}"): _obj(role=_STR, disabled={"type": "boolean"}),
+                                 role={"enum": ["admin", "physician", "technologist", "viewer"]},
+                                 display_name=_STR, organisation=_STR),
+    ("PATCH", "/api/users/{username}"): _obj(role=_STR, disabled={"type": "boolean"}, display_name=_STR,
+                                             organisation=_STR),
 }
+_DECISION = _obj("label", "decision", label={"type": "integer"},
+                 decision={"enum": ["lesion", "rejected", "physiological"]})
+BODIES[("POST", "/api/studies/{study_uid}/review")] = _obj(
+    decisions={"type": "array", "items": _DECISION}, impression=_STR,
+    analysis=_obj(method={"enum": ["fixed", "percent_max", "percist", "model"]}, threshold={"type": "number"},
+                  min_volume_ml={"type": "number"}, seed_threshold={"type": "number"}))
+_REGION = _obj("label", "decision", label={"type": "integer"}, decision=_DECISION["properties"]["decision"])
+_STATUS = {"enum": ["preliminary", "final", "amended"]}
 RESPONSES: dict[tuple[str, str], dict] = {
+    ("GET", "/api/studies/{study_uid}/review"): _obj(
+        "status", "version", "lesions", "physiological", "totals", "audit", status=_STATUS,
+        version={"type": "integer"}, pending_version={"type": ["integer", "null"]}, impression=_STR,
+        lesions={"type": "array", "items": _REGION}, physiological={"type": "array", "items": _REGION},
+        totals={"type": "object"}, versions={"type": "array"}, audit={"type": "array"}),
+    ("POST", "/api/studies/{study_uid}/sign"): _obj("version", "status", version={"type": "integer"},
+                                                    status=_STATUS, job={"type": "integer"}, state=_STR),
+    ("GET", "/api/studies/{study_uid}/versions"): _obj("items", items={"type": "array"}),
     ("POST", "/api/auth/login"): _TOKENS,
     ("POST", "/api/auth/refresh"): _TOKENS,
 }
+RESPONSES[("POST", "/api/studies/{study_uid}/review")] = RESPONSES[("GET", "/api/studies/{study_uid}/review")]
 _ERROR = {"description": "error", "content": {"application/json": {"schema": _obj(
     "status", "message", status={"type": "integer"}, message=_STR)}}}
 

@@ -27,11 +27,21 @@ async def list_users(request: web.Request) -> web.Response:
 @requires(USERS_MANAGE)
 async def add_user(request: web.Request) -> web.Response:
     body = await json_body(request, ("username", "password", "role"))
+    labels = _labels(body)
     try:
-        info = await request.app[CTX].db(users.add_user, body["username"], body["password"], body["role"])
+        info = await request.app[CTX].db(users.add_user, body["username"], body["password"], body["role"],
+                                         labels["display_name"] or "", labels["organisation"] or "")
     except users.AccountError as exc:
         raise bad_request(str(exc)) from None
     return web.json_response(info.to_json(), status=201)
+
+
+def _labels(body: dict) -> dict[str, str | None]:
+    """display_name and organisation of a user body (what a signed report names), None when absent."""
+    out = {name: body.get(name) for name in ("display_name", "organisation")}
+    if any(v is not None and not isinstance(v, str) for v in out.values()):
+        raise bad_request("display_name, organisation: strings")
+    return out
 
 
 @routes.patch("/api/users/{username}")
@@ -43,7 +53,8 @@ async def update_user(request: web.Request) -> web.Response:
         raise bad_request("role: a string; disabled: true or false")
     ctx = request.app[CTX]
     try:
-        info = await ctx.db(users.update_user, request.match_info["username"], role, disabled)
+        info = await ctx.db(users.update_user, request.match_info["username"], role, disabled,
+                            *_labels(body).values())
     except users.AccountError as exc:
         raise (web.HTTPNotFound(text=str(exc)) if str(exc).startswith("no user") else bad_request(str(exc))) \
             from None

@@ -33,15 +33,19 @@ class UserInfo:
     disabled: bool
     created_at: datetime
     last_login_at: datetime | None
+    display_name: str = ""
+    organisation: str = ""
 
     @classmethod
     def of(cls, u: User) -> UserInfo:
-        return cls(u.id, u.username, u.role, u.disabled, u.created_at, u.last_login_at)
+        return cls(u.id, u.username, u.role, u.disabled, u.created_at, u.last_login_at, u.display_name or "",
+                   u.organisation or "")
 
     def to_json(self) -> dict:
         return {"id": self.id, "username": self.username, "role": self.role, "disabled": self.disabled,
                 "created_at": self.created_at.isoformat() + "Z",
-                "last_login_at": self.last_login_at.isoformat() + "Z" if self.last_login_at else None}
+                "last_login_at": self.last_login_at.isoformat() + "Z" if self.last_login_at else None,
+                "display_name": self.display_name, "organisation": self.organisation}
 
 
 def check_password(password: str) -> None:
@@ -68,7 +72,17 @@ def revoke_sessions(s: Session, user: User) -> None:
     user.token_version += 1
 
 
-def add_user(s: Session, username: str, password: str, role: str) -> UserInfo:
+def check_label(name: str, value: str) -> str:
+    """A display name or organisation as a signed report prints it: one line, at most 64 characters
+    (a DICOM PN component group and LO hold 64)."""
+    value = value.strip()
+    if len(value) > 64 or any(c in value for c in "\r\n\\^="):
+        raise AccountError(f"{name}: one line of at most 64 characters without \\ ^ =")
+    return value
+
+
+def add_user(s: Session, username: str, password: str, role: str, display_name: str = "",
+             organisation: str = "") -> UserInfo:
     if not _USERNAME.match(username):
         raise AccountError("user names are 1-64 letters, digits and _ . @ -")
     check_role(role)
@@ -76,7 +90,8 @@ def add_user(s: Session, username: str, password: str, role: str) -> UserInfo:
     if s.scalars(select(User.id).where(User.username == username)).first() is not None:
         raise AccountError(f"user {username!r} exists")
     user = User(username=username, password_hash=_hasher.hash(password), role=role, disabled=False,
-                token_version=0, created_at=utcnow())
+                token_version=0, created_at=utcnow(), display_name=check_label("display_name", display_name),
+                organisation=check_label("organisation", organisation))
     s.add(user)
     s.flush()
     return UserInfo.of(user)
@@ -90,8 +105,13 @@ def set_password(s: Session, username: str, password: str) -> None:
 
 
 def update_user(s: Session, username: str, role: str | None = None,
-                disabled: bool | None = None) -> UserInfo:
+                disabled: bool | None = None, display_name: str | None = None,
+                organisation: str | None = None) -> UserInfo:
     user = _get(s, username)
+    if display_name is not None:
+        user.display_name = check_label("display_name", display_name)
+    if organisation is not None:
+        user.organisation = check_label("organisation", organisation)
     if role is not None and role != user.role:
         check_role(role)
         user.role = role

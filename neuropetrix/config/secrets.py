@@ -6,7 +6,6 @@ import os
 import secrets
 from pathlib import Path
 
-
 # Every secret generated into the data folder is named *.key: `backup` copies them all, `doctor` checks
 # that only the node's user can read them.
 KEY_FILES = "*.key"

@@ -15,6 +15,7 @@ weight, height, radiopharmaceutical with dose and times). `write_study` returns 
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
 CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 PET_STORAGE = "1.2.840.10008.5.1.4.1.1.128"
@@ -119,11 +120,12 @@ _BACKGROUND = [    # painted in this order; later shapes override earlier ones
     Shape("brain", (0.0, 10.0, 655.0), (67.0, 87.0, 92.0), 8.0, 35.0),
     Shape("lung_right", (-85.0, 5.0, 330.0), (60.0, 75.0, 120.0), 0.4, -850.0),
     Shape("lung_left", (85.0, 5.0, 330.0), (60.0, 75.0, 120.0), 0.4, -850.0),
-    Shape("periaortic_fat", (28.0, 38.0, 0.0), (20.0, 20.0, 0.0), 0.5, -100.0, (60.0, 440.0)),
-    Shape("aorta", (28.0, 38.0, 0.0), (12.0, 12.0, 0.0), BLOOD_SUV, 40.0, (60.0, 440.0)),
-    Shape("heart", (20.0, -25.0, 270.0), (52.0, 45.0, 55.0), BLOOD_SUV, 40.0),
-    Shape("myocardium", (30.0, -25.0, 265.0), (38.0, 34.0, 44.0), 6.0, 45.0),
-    Shape("ventricle", (30.0, -25.0, 265.0), (28.0, 24.0, 34.0), BLOOD_SUV, 40.0),
+    Shape("mediastinal_fat", (0.0, 5.0, 0.0), (40.0, 65.0, 0.0), 0.5, -90.0, (205.0, 450.0)),
+    Shape("periaortic_fat", (28.0, 45.0, 0.0), (20.0, 20.0, 0.0), 0.5, -100.0, (60.0, 450.0)),
+    Shape("aorta", (28.0, 45.0, 0.0), (12.0, 12.0, 0.0), BLOOD_SUV, 40.0, (60.0, 450.0)),
+    Shape("heart", (20.0, -30.0, 270.0), (52.0, 45.0, 55.0), BLOOD_SUV, 40.0),
+    Shape("myocardium", (30.0, -30.0, 265.0), (38.0, 34.0, 44.0), 6.0, 45.0),
+    Shape("ventricle", (30.0, -30.0, 265.0), (28.0, 24.0, 34.0), BLOOD_SUV, 40.0),
     Shape("spine", (0.0, 72.0, 0.0), (20.0, 20.0, 0.0), 1.0, 400.0, (-40.0, 570.0)),
     Shape("liver", (-65.0, -10.0, 150.0), (85.0, 75.0, 70.0), LIVER_SUV, 55.0),
     Shape("spleen", (85.0, 30.0, 150.0), (35.0, 45.0, 50.0), 1.9, 50.0),
@@ -215,6 +217,16 @@ def _tm(when: datetime) -> str:
     return when.strftime("%H%M%S.%f")[:13]
 
 
+# General Equipment, image plane orientation (axial) and Image Pixel module (16-bit signed grey)
+_EQUIPMENT_AND_PIXELS = {
+    "Manufacturer": "NeuroPETRIX phantom", "ManufacturerModelName": "wholebody", "DeviceSerialNumber": "0",
+    "SoftwareVersions": "1", "InstitutionName": "Ankara Şehir Hastanesi",
+    "ImageOrientationPatient": ["1", "0", "0", "0", "1", "0"], "SamplesPerPixel": 1,
+    "PhotometricInterpretation": "MONOCHROME2", "BitsAllocated": 16, "BitsStored": 16, "HighBit": 15,
+    "PixelRepresentation": 1,
+}
+
+
 def _base(record: _Record, modality: str, sop_class: str, series_uid: str, number: int, description: str) -> Dataset:
     ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 192"
@@ -242,18 +254,8 @@ def _base(record: _Record, modality: str, sop_class: str, series_uid: str, numbe
     ds.BodyPartExamined = "WHOLEBODY"
     ds.FrameOfReferenceUID = record.frame_uid
     ds.PositionReferenceIndicator = ""
-    ds.Manufacturer = "NeuroPETRIX phantom"
-    ds.ManufacturerModelName = "wholebody"
-    ds.DeviceSerialNumber = "0"
-    ds.SoftwareVersions = "1"
-    ds.InstitutionName = "Ankara Şehir Hastanesi"
-    ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = 16
-    ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 1
+    for keyword, value in _EQUIPMENT_AND_PIXELS.items():
+        setattr(ds, keyword, value)
     return ds
 
 
@@ -342,7 +344,7 @@ def write_study(out_dir: Path, *, patient_name: str = "YILMAZ^AYŞE", patient_id
     ct_matrix = ct_matrix or 2 * pet_matrix
     pet_mm = FOV_MM / pet_matrix
     slice_mm = slice_mm or pet_mm
-    n_slices = int(round((z_range_mm[1] - z_range_mm[0]) / slice_mm))
+    n_slices = round((z_range_mm[1] - z_range_mm[0]) / slice_mm)
     zs = z_range_mm[0] + (np.arange(n_slices) + 0.5) * slice_mm    # instance 1 is the lowest slice
     rng = np.random.default_rng(seed)
     start = datetime(2026, 11, 24, 10, 0, 0)
@@ -361,7 +363,7 @@ def write_study(out_dir: Path, *, patient_name: str = "YILMAZ^AYŞE", patient_id
     bq_per_suv = dose_bq * 2.0 ** (-(start - record.injection).total_seconds() / F18_HALF_LIFE_S) / (weight_kg * 1000.0)
     (out_dir / "PT").mkdir(parents=True, exist_ok=True)
     pet_base = _pet_base(record, pet_uid, n_slices)
-    bed_slices = max(1, int(round(200.0 / slice_mm)))               # 20 cm bed positions, inferior first
+    bed_slices = max(1, round(200.0 / slice_mm))               # 20 cm bed positions, inferior first
     for k, z in enumerate(zs):
         suv = sum(_paint(shapes, px, py, z + dz * slice_mm, "suv", 0.0) for dz in offsets) / _SUB
         suv = suv.reshape(pet_matrix, _SUB, pet_matrix, _SUB).mean(axis=(1, 3))
@@ -401,3 +403,52 @@ def write_study(out_dir: Path, *, patient_name: str = "YILMAZ^AYŞE", patient_id
         ds.PixelData = np.clip(np.rint(hu + 1024.0), -32768, 32767).astype(np.int16).tobytes()
         truth.ct_paths.append(_save(ds, out_dir / "CT" / f"CT{k + 1:04d}.dcm"))
     return truth
+
+
+# Organ names as TotalSegmentator writes them (one file per structure, or one multi-label map)
+LABELS = {1: "brain", 2: "heart", 3: "urinary_bladder", 4: "kidney_right", 5: "kidney_left", 6: "liver",
+          7: "aorta", 8: "spleen"}
+_LABEL_SHAPES = {"brain": ("brain",), "heart": ("heart", "myocardium", "ventricle"),
+                 "urinary_bladder": ("urinary_bladder",), "kidney_right": ("kidney_right",),
+                 "kidney_left": ("kidney_left",), "liver": ("liver",), "aorta": ("aorta",), "spleen": ("spleen",)}
+
+
+def write_label_maps(out_dir: Path, *, spacing_mm: float = 3.0, multilabel: bool = False,
+                     z_range_mm: tuple[float, float] = Z_RANGE_MM) -> Path:
+    """The phantom's organs as a segmentation model would write them (NIfTI, LPS geometry via SimpleITK).
+
+    `multilabel=False`: a folder of `<organ>.nii.gz` masks (TotalSegmentator's default output);
+    True: one `organs.nii.gz` with `organs.json` naming its labels (TotalSegmentator --ml, MOOSE).
+    Returns the folder or the file to give to the analysis.
+    """
+    import SimpleITK as sitk
+
+    n = round(FOV_MM / spacing_mm)
+    centres = (np.arange(n) - (n - 1) / 2.0) * spacing_mm
+    y, x = np.meshgrid(centres, centres, indexing="ij")
+    zs = np.arange(z_range_mm[0] + spacing_mm / 2, z_range_mm[1], spacing_mm)
+    by_name = {s.name: s for s in _BACKGROUND}
+    labels = np.zeros((zs.size, n, n), dtype=np.uint8)
+    for value, name in LABELS.items():
+        for part in _LABEL_SHAPES[name]:
+            shape = by_name[part]
+            low, high = shape.bounds_z()
+            for k, z in enumerate(zs):
+                if low <= z <= high:
+                    labels[k][shape.inside(x, y, float(z)) & ((labels[k] == 0) | (labels[k] == value))] = value
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def image(array: np.ndarray) -> sitk.Image:
+        img = sitk.GetImageFromArray(array)
+        img.SetSpacing((spacing_mm, spacing_mm, spacing_mm))
+        img.SetOrigin((float(centres[0]), float(centres[0]), float(zs[0])))
+        return img
+
+    if multilabel:
+        sitk.WriteImage(image(labels), str(out_dir / "organs.nii.gz"))
+        (out_dir / "organs.json").write_text(json.dumps({str(k): v for k, v in LABELS.items()}), encoding="utf-8")
+        return out_dir / "organs.nii.gz"
+    for value, name in LABELS.items():
+        sitk.WriteImage(image((labels == value).astype(np.uint8)), str(out_dir / f"{name}.nii.gz"))
+    return out_dir

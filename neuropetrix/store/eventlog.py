@@ -39,6 +39,14 @@ class EventKind(StrEnum):
     DELIVERY_DONE = "delivery.done"
     DELIVERY_FAILED = "delivery.failed"
     NOTIFICATION = "notification"            # a route's notify action
+    # physician review (engine/review.py): a preliminary result awaits review; decisions changed; a
+    # physician signed (or asked for a re-analysis); a new version of the results was made
+    REVIEW_READY = "review.ready"
+    REVIEW_CHANGED = "review.changed"
+    REVIEW_SIGNED = "review.signed"
+    REVIEW_REANALYSIS = "review.reanalysis"
+    REVIEW_VERSION = "review.version"
+    ORDER_CHANGED = "order.changed"          # an HBYS order's state moved (engine/orders.py); payload: order, status
 
 
 def record(s: Session, kind: EventKind, study_uid: str | None, payload: dict, at: datetime | None = None) -> None:

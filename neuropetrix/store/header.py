@@ -8,6 +8,7 @@ past the bytes at hand, an undefined-length UN — returns None and the caller l
 """
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -101,14 +102,22 @@ def _text(raw: bytes | None) -> str:
     return "" if raw is None else raw.decode("ascii", "replace").strip("\0 ")
 
 
+@functools.lru_cache(maxsize=256)
+def _walkable(transfer_syntax: str) -> tuple[bool, bool]:
+    """(walkable here: little endian, not deflated; implicit VR) — cached, as pydicom's UID checks its
+    value each time one is made."""
+    syntax = UID(transfer_syntax)
+    return syntax.is_little_endian and not syntax.is_deflated, syntax.is_implicit_VR
+
+
 def scan_keys(head: bytes, transfer_syntax: str, whole: bool = False) -> InstanceKeys | None:
     """The keys from the first bytes of a dataset (`whole`: all of it), or None when pydicom should
     read it instead."""
-    syntax = UID(transfer_syntax)
-    if not head or syntax.is_deflated or not syntax.is_little_endian:
+    walkable, implicit = _walkable(transfer_syntax)
+    if not head or not walkable:
         return None
     try:
-        found = _walk(head, syntax.is_implicit_VR, whole)
+        found = _walk(head, implicit, whole)
         number = _text(found.get(INSTANCE_NUMBER))
         return InstanceKeys(_text(found.get(SOP_CLASS)), _text(found.get(SOP_INSTANCE)), _text(found.get(STUDY)),
                             _text(found.get(SERIES)), int(number) if number else None)
@@ -225,11 +234,11 @@ def truncation(head: bytes, size: int, read_at: Callable[[int, int], bytes], tra
     Walks the top-level elements, entering only undefined-length sequences and items: the first bytes
     come from `head`, the rest from `read_at(position, length)`, so a typical image costs one walk of
     its header in memory. Deflated and big-endian datasets are not walked (None)."""
-    syntax = UID(transfer_syntax)
-    if syntax.is_deflated or not syntax.is_little_endian:
+    walkable, implicit = _walkable(transfer_syntax)
+    if not walkable:
         return None
     try:
-        _elements(_Dataset(head, size, read_at), 0, size, syntax.is_implicit_VR)
+        _elements(_Dataset(head, size, read_at), 0, size, implicit)
     except _Short as exc:
         return str(exc) or "the dataset is cut short"
     return None

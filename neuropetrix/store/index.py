@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -67,6 +67,9 @@ class StudyIndex:
         # when the dialect adds RETURNING by itself, as SQLAlchemy does on PostgreSQL)
         self._insert_instance = (insert(_instances).on_conflict_do_nothing(index_elements=["sop_instance_uid"])
                                  .returning(_instances.c.id))
+        # built once: constructing a statement cost more than executing it (once per instance)
+        self._touch_study = (update(_studies).where(_studies.c.id == bindparam("pk"), _studies.c.state == "receiving")
+                             .values(last_received_at=bindparam("at")))
         self._series_cache: dict[str, tuple[int, int]] = {}
         self._lock = threading.Lock()
 
@@ -106,9 +109,7 @@ class StudyIndex:
                 "received_at": now, "calling_ae": rec.calling_ae, "calling_host": rec.calling_host}).first()
             if inserted is None:
                 return False
-            touched = conn.execute(update(_studies).where(_studies.c.id == study_pk,
-                                                          _studies.c.state == "receiving")
-                                   .values(last_received_at=now)).rowcount
+            touched = conn.execute(self._touch_study, {"pk": study_pk, "at": now}).rowcount
             if not touched:   # the study was complete: this instance re-opens it
                 conn.execute(update(_studies).where(_studies.c.id == study_pk)
                              .values(state="receiving", last_received_at=now))

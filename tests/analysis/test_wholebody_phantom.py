@@ -20,9 +20,9 @@ def small(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_series_pass_dciodvfy_and_share_the_frame_of_reference(small):
-    folder, truth = small
+    _, truth = small
     for path in (truth.pet_paths[40], truth.ct_paths[40]):
-        done = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+        done = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, check=False)
         errors = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("Error")]
         assert errors == [], errors
     pet, ct = dcmread(truth.pet_paths[0]), dcmread(truth.ct_paths[0])

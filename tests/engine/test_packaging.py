@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -79,11 +80,15 @@ def test_every_imported_distribution_is_declared() -> None:
 def test_plain_install_imports_every_module(tmp_path: Path) -> None:
     """A fresh venv, `pip install .` (no extras, pip's cache and the local wheel folders as configured),
     then every module imported from the installed copy, not from this checkout."""
+    source = tmp_path / "source"                # a copy: the build leaves build/ and *.egg-info behind
+    shutil.copytree(PACKAGE, source / "neuropetrix", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    install = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-compile", str(ROOT)],
+    install = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-compile", str(source)],
                              capture_output=True, text=True, timeout=360, env=env, cwd=tmp_path)
     assert install.returncode == 0, install.stderr[-3000:]
     imported = subprocess.run([str(python), "-c", IMPORT_ALL], capture_output=True, text=True, timeout=180,

@@ -119,7 +119,8 @@ def test_routes_test_command(tmp_path: Path, petct_study: Path) -> None:
     config.write_text(
         "peers: [{name: pacs, ae_title: ORTHANC, host: 127.0.0.1, port: 4242}]\n"
         "routes:\n"
-        "  - {name: petct, match: {modality: PT, tracer: '*fluorodeoxy*'}, actions: [analyze, {forward: pacs, objects: [seg]}]}\n"
+        "  - {name: petct, match: {modality: PT, tracer: '*fluorodeoxy*'},\n"
+        "     actions: [analyze, {forward: pacs, objects: [seg]}]}\n"
         "  - {name: from-scanner2, match: {calling_ae: PETCT2}, actions: [{forward: pacs}]}\n", encoding="utf-8")
     done = run_cli("routes", "test", str(petct_study), "--calling-ae", "PETCT1", "--config", str(config))
     assert done.returncode == 0, done.stderr

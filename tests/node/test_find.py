@@ -155,3 +155,22 @@ def test_a_failing_provider_is_answered_unable_to_process_and_logged(tmp_path, c
         srv.stop(grace=2)
     assert statuses == [0xFF00] * fail_after + [0xC000]
     assert f"C-FIND from PYNETDICOM failed after {fail_after} match(es): RuntimeError" in caplog.text
+
+
+def test_an_undecodable_identifier_is_answered_and_the_association_goes_on(tmp_path, caplog):
+    srv = server_with(tmp_path, lambda identifier, ae: iter([match(NAMES[0])]))
+    try:
+        raw = RawFind(srv.port)
+        cmd = Dataset()
+        cmd.AffectedSOPClassUID = MWL
+        cmd.CommandField, cmd.MessageID, cmd.Priority, cmd.CommandDataSetType = 0x0020, 3, 0, 0x0000
+        raw._send_pdv(encode_command(cmd), 0x03)
+        # a sequence whose item is longer than what follows it
+        raw._send_pdv(b"\x08\x00\x16\x00SQ\x00\x00\xff\xff\xff\xff\xfe\xff\x00\xe0\x10\x00\x00\x00" + b"\x01" * 8, 0x02)
+        assert raw.response() == (0xC000, None)
+        raw.find(Dataset())
+        assert raw.response()[0] == 0xFF00
+        raw.abort()
+    finally:
+        srv.stop(grace=2)
+    assert "C-FIND from PYNETDICOM (127.0.0.1:" in caplog.text and "undecodable identifier" in caplog.text

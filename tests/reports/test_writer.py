@@ -17,7 +17,7 @@ from PIL import Image
 
 from neuropetrix.config.settings import HbysSettings, MllpOut
 from neuropetrix.reports.errors import ReportError
-from neuropetrix.reports.writer import FILES, write_reports
+from neuropetrix.reports.writer import FILES, delivery_refusals, write_reports
 from tests.peers import orthanc, upload
 from tests.reports.conftest import dciodvfy
 
@@ -60,14 +60,26 @@ def test_a_rerun_writes_the_same_objects(result, pet_study, tmp_path):
 
 def test_nothing_is_written_when_one_object_cannot_be_made(result, renamed, tmp_path):
     (tmp_path / "sr.dcm").write_bytes(b"earlier")
-    with pytest.raises(ReportError, match="AccessionNumber"):
-        write_reports(result, renamed(AccessionNumber=""), tmp_path, HbysSettings())
+    with pytest.raises(ReportError, match="PatientID"):
+        write_reports(result, renamed(PatientID=""), tmp_path, HbysSettings())
     with pytest.raises(ReportError, match="8859/1"):
         write_reports(result, renamed(), tmp_path, HbysSettings(mllp=MllpOut(charset="8859/1")))
     without_suv = dataclasses.replace(result, suv_volume=None)
     with pytest.raises(ReportError, match="suv_volume"):
         write_reports(without_suv, renamed(), tmp_path, HbysSettings())
     assert [p.name for p in tmp_path.iterdir()] == ["sr.dcm"] and (tmp_path / "sr.dcm").read_bytes() == b"earlier"
+
+
+def test_without_an_accession_all_but_the_order_deliveries_are_written(result, renamed, tmp_path):
+    """No AccessionNumber (a phantom, a QC scan, an import): SEG, SR, PDF, MIP are made; the ORU and the
+    FHIR bundle, which file a result against an order, are not, and one left from an earlier run goes."""
+    (tmp_path / "oru.hl7").write_bytes(b"from an earlier run")
+    written = write_reports(result, renamed(AccessionNumber=""), tmp_path, HbysSettings())
+    assert {"seg", "sr", "mip", "report_pdf", "report_dcm"} <= set(written)
+    assert not {"oru", "fhir_bundle"} & set(written) and not (tmp_path / "oru.hl7").exists()
+    assert set(delivery_refusals(renamed(AccessionNumber=""))) == {"oru", "fhir_bundle"}
+    assert delivery_refusals(renamed()) == {}
+    dciodvfy(written["sr"])
 
 
 def test_a_negative_study_is_reported_without_a_seg(result, pet_study, tmp_path):

@@ -168,6 +168,11 @@ def _action(raw: str | dict[str, Any], settings: Settings) -> Action:
         raise ValueError(f"{kind}: unknown key(s) {', '.join(sorted(extra))}")
     target = body.get("target")
     if kind == "analyze":
+        if isinstance(target, dict):            # {analyze: {sign: auto}}: results final without review
+            if set(target) - {"sign"} or target.get("sign") not in ("auto", "review"):
+                raise ValueError("analyze: takes {sign: review} (the default: results are preliminary until a "
+                                 f"physician signs) or {{sign: auto}} (final at once, for research); got {target!r}")
+            return Action("analyze", "analysis", (), {"sign": target["sign"]})
         if target not in (None, "default"):
             raise ValueError(f"analyze: takes no target (got {target!r}); the analysis section configures it")
         return Action("analyze", "analysis")

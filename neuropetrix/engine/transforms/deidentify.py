@@ -113,7 +113,8 @@ class Deidentifier:
                 raise TransformError(f"deidentify: keep: {k!r} is not a DICOM keyword")
         self.keep_tags = frozenset(tag_for_keyword(k) for k in keywords)
         self.kept_names = tuple(keep)
-        self.keep_private = frozenset(_private_spec(s) for s in (*SAFE_PRIVATE, *(k for k in keep if k not in keywords)))
+        private = [k for k in keep if k not in keywords]
+        self.keep_private = frozenset(_private_spec(s) for s in (*SAFE_PRIVATE, *private))
 
     def _digest(self, kind: str, value: str) -> bytes:
         return hmac.new(self.key, f"{kind}\0{value}".encode(), hashlib.sha256).digest()

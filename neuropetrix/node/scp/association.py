@@ -36,7 +36,7 @@ from pynetdicom.sop_class import ModalityPerformedProcedureStep
 from neuropetrix import metrics
 from neuropetrix.node.scp.find import answer_find
 from neuropetrix.node.scp.policy import APPLICATION_CONTEXT_NOT_SUPPORTED, LOCAL_LIMIT_EXCEEDED
-from neuropetrix.node.scp.status import OUT_OF_RESOURCES, PENDING, PROCESSING_FAILURE, SUCCESS
+from neuropetrix.node.scp.status import OUT_OF_RESOURCES, PENDING, PROCESSING_FAILURE, SUCCESS, UNABLE_TO_PROCESS
 from neuropetrix.node.scp.wire import (
     ABORT,
     APPLICATION_CONTEXT,
@@ -52,12 +52,12 @@ from neuropetrix.node.scp.wire import (
     N_CREATE_RSP,
     N_SET_RQ,
     N_SET_RSP,
-    NO_DATASET,
     P_DATA_TF,
     PDV_COMMAND,
     PDV_LAST,
     RELEASE_RP_PDU,
     RELEASE_RQ,
+    Command,
     abort_pdu,
     associate_ac,
     associate_rj,
@@ -178,7 +178,7 @@ class Association:
         self._pdu_left -= item_length + 4
         return context_id, control, item_length - 2
 
-    def _read_command(self) -> tuple[int, Dataset] | None:
+    def _read_command(self) -> tuple[int, Command] | None:
         """The next request's context id and command set; None when the peer released."""
         command = bytearray()
         while True:
@@ -197,8 +197,7 @@ class Association:
             raise ProtocolError(f"message on presentation context {context_id}, which was not accepted")
         try:
             cmd = decode_command(bytes(command))
-            int(cmd.CommandField)
-        except Exception as exc:
+        except ValueError as exc:
             raise ProtocolError(f"undecodable command set: {exc}") from None
         return context_id, cmd
 
@@ -214,8 +213,8 @@ class Association:
             if control & PDV_LAST:
                 return
 
-    def _read_small_dataset(self, context_id: int) -> Dataset | None:
-        """A request's small dataset (MPPS, C-FIND identifier) decoded; None when over 1 MiB."""
+    def _read_small_dataset(self, context_id: int) -> bytes | None:
+        """A request's small dataset (MPPS, C-FIND identifier) as received; None when over 1 MiB."""
         buf = bytearray()
         over = False
 
@@ -225,10 +224,13 @@ class Association:
             if not over:
                 buf.extend(chunk)
         self._read_dataset(context_id, keep)
-        if over:
-            return None
+        return None if over else bytes(buf)
+
+    def _decode(self, context_id: int, raw: bytes) -> Dataset:
+        """A small dataset decoded by pydicom in its context's transfer syntax (which raises assorted
+        errors, OSError among them, on malformed data: the caller answers with a failure status)."""
         syntax = UID(self.contexts[context_id][1])
-        return read_dataset(BytesIO(bytes(buf)), syntax.is_implicit_VR, syntax.is_little_endian)
+        return read_dataset(BytesIO(raw), syntax.is_implicit_VR, syntax.is_little_endian)
 
     def _input_waiting(self) -> bool:
         """Whether the peer has sent something not read yet (a C-CANCEL during a C-FIND)."""
@@ -300,25 +302,25 @@ class Association:
                 self._log_end("released")
                 return
             context_id, cmd = request
-            field_ = int(cmd.CommandField)
+            field_ = cmd.field
             if field_ == C_ECHO_RQ:
-                self._respond(context_id, C_ECHO_RSP, str(cmd.AffectedSOPClassUID), int(cmd.MessageID), SUCCESS)
+                self._respond(context_id, C_ECHO_RSP, cmd.sop_class_uid, cmd.message_id, SUCCESS)
                 log.debug("C-ECHO from %s (%s)", self.calling_ae, self.host)
                 continue
             if field_ == C_CANCEL_RQ:
                 continue          # nothing of this association's is in progress any more
             handler = self._handlers.get(field_)
-            if handler is None or int(cmd.get("CommandDataSetType", NO_DATASET)) == NO_DATASET:
+            if handler is None or not cmd.has_dataset:
                 raise ProtocolError(f"unsupported DIMSE command 0x{field_:04x}")
             with self.busy:
                 if self.closing:
                     raise PeerClosed("node is shutting down")
                 handler(self, context_id, cmd)
 
-    def _store(self, context_id: int, cmd: Dataset) -> None:
+    def _store(self, context_id: int, cmd: Command) -> None:
         """C-STORE: the dataset streams into the store's writer; the answer is the store's."""
-        request = StoreRequest(str(cmd.AffectedSOPClassUID).rstrip("\0"), str(cmd.AffectedSOPInstanceUID).rstrip("\0"),
-                               self.contexts[context_id][1], self.calling_ae, self.host)
+        request = StoreRequest(cmd.sop_class_uid, cmd.sop_instance_uid, self.contexts[context_id][1],
+                               self.calling_ae, self.host)
         incoming = IncomingInstance(self.server.ingest, request, file_header(
             request.sop_class_uid, request.sop_instance_uid, request.transfer_syntax, self.calling_ae))
         try:
@@ -330,27 +332,24 @@ class Association:
             raise
         outcome = incoming.commit()
         self._count(outcome, incoming.size)
-        self._respond(context_id, C_STORE_RSP, request.sop_class_uid, int(cmd.MessageID), outcome.status,
+        self._respond(context_id, C_STORE_RSP, request.sop_class_uid, cmd.message_id, outcome.status,
                       request.sop_instance_uid, outcome.message)
 
-    def _procedure_step(self, context_id: int, cmd: Dataset) -> None:
+    def _procedure_step(self, context_id: int, cmd: Command) -> None:
         """N-CREATE or N-SET of an MPPS: the small dataset decoded, the engine's handler answers."""
         abstract = self.contexts[context_id][0]
         if abstract != ModalityPerformedProcedureStep or self.server.steps is None:
             raise ProtocolError(f"N-CREATE/N-SET on {abstract}, which is not MPPS")
-        create = int(cmd.CommandField) == N_CREATE_RQ
-        response, message_id = (N_CREATE_RSP if create else N_SET_RSP), int(cmd.MessageID)
-        uid = str(cmd.get("AffectedSOPInstanceUID" if create else "RequestedSOPInstanceUID") or "").rstrip("\0")
+        create = cmd.field == N_CREATE_RQ
+        response, message_id, uid = (N_CREATE_RSP if create else N_SET_RSP), cmd.message_id, cmd.sop_instance_uid
+        raw = self._read_small_dataset(context_id)
+        if raw is None:
+            self._respond(context_id, response, abstract, message_id, PROCESSING_FAILURE, uid,
+                          "procedure step dataset larger than 1 MiB")
+            return
         try:
-            ds = self._read_small_dataset(context_id)
-            if ds is None:
-                self._respond(context_id, response, abstract, message_id, PROCESSING_FAILURE, uid,
-                              "procedure step dataset larger than 1 MiB")
-                return
             steps = self.server.steps
-            answer = (steps.create if create else steps.update)(uid, ds, self.calling_ae)
-        except (PeerClosed, ProtocolError, OSError):
-            raise
+            answer = (steps.create if create else steps.update)(uid, self._decode(context_id, raw), self.calling_ae)
         except Exception as exc:
             log.warning("procedure step %s from %s (%s) refused: %s", uid or "(new)", self.calling_ae, self.host, exc)
             self._respond(context_id, response, abstract, message_id, PROCESSING_FAILURE, uid, f"cannot process: {exc}")
@@ -361,15 +360,24 @@ class Association:
         self._respond(context_id, response, abstract, message_id, answer.status, answer.sop_instance_uid or uid,
                       answer.comment)
 
-    def _find(self, context_id: int, cmd: Dataset) -> None:
+    def _find(self, context_id: int, cmd: Command) -> None:
         """C-FIND: the registered provider's matches as Pending responses, C-CANCEL heeded between."""
         abstract, syntax = self.contexts[context_id]
-        message_id = int(cmd.MessageID)
-        provider = self.server.find_providers[abstract]   # contexts are accepted only with a provider
-        identifier = self._read_small_dataset(context_id)
-        if identifier is None:
+        message_id = cmd.message_id
+        provider = self.server.find_providers.get(abstract)
+        if provider is None:
+            raise ProtocolError(f"C-FIND on {abstract}, which has no provider")
+        raw = self._read_small_dataset(context_id)
+        if raw is None:
             self._respond(context_id, C_FIND_RSP, abstract, message_id, OUT_OF_RESOURCES, "",
                           "identifier larger than 1 MiB")
+            return
+        try:
+            identifier = self._decode(context_id, raw)
+        except Exception as exc:
+            log.warning("C-FIND from %s (%s): undecodable identifier: %s", self.calling_ae, self.host, exc)
+            self._respond(context_id, C_FIND_RSP, abstract, message_id, UNABLE_TO_PROCESS, "",
+                          "undecodable identifier")
             return
         ts = UID(syntax)
 
@@ -393,11 +401,11 @@ class Association:
         if request is None:
             raise ProtocolError("A-RELEASE-RQ while a C-FIND is in progress")
         cmd = request[1]
-        if int(cmd.CommandField) == C_CANCEL_RQ and int(cmd.get("MessageIDBeingRespondedTo", -1)) == message_id:
+        if cmd.field == C_CANCEL_RQ and cmd.message_id == message_id:
             return True
-        raise ProtocolError(f"DIMSE command 0x{int(cmd.CommandField):04x} while a C-FIND is in progress")
+        raise ProtocolError(f"DIMSE command 0x{cmd.field:04x} while a C-FIND is in progress")
 
-    _handlers: dict[int, Callable[[Association, int, Dataset], None]] = {
+    _handlers: dict[int, Callable[[Association, int, Command], None]] = {
         C_STORE_RQ: _store, N_CREATE_RQ: _procedure_step, N_SET_RQ: _procedure_step, C_FIND_RQ: _find}
 
     def _count(self, outcome: Outcome, size: int) -> None:

@@ -28,16 +28,20 @@ _TRANSIENT = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.ECO
 _BACKOFF_MAX_S = 1.0
 
 
+_OPEN_FILES_WANTED = 65536   # ample for every association's socket and file; finite where hard is not
+
+
 def raise_open_file_limit() -> int:
-    """Raise this process's soft limit of open files to its hard limit (each association holds a
-    socket and a file); returns the new soft limit."""
+    """Raise this process's soft limit of open files towards its hard limit (systemd's default soft
+    limit, 1024, is what ran out); returns the new soft limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
+    wanted = _OPEN_FILES_WANTED if hard == resource.RLIM_INFINITY else min(hard, _OPEN_FILES_WANTED)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
         except (ValueError, OSError) as exc:
-            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, hard, exc)
+            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, wanted, exc)
     return soft
 
 
