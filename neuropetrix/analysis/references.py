@@ -24,7 +24,8 @@ _IN_PLANE = np.zeros((3, 3, 3), dtype=bool)
 _IN_PLANE[1] = ndimage.generate_binary_structure(2, 1)
 
 
-def liver_region(anatomy: Anatomy, geometry: Volume, organ_masks: dict[str, np.ndarray]) -> tuple[np.ndarray | None, str]:
+def liver_region(anatomy: Anatomy, geometry: Volume,
+                 organ_masks: dict[str, np.ndarray]) -> tuple[np.ndarray | None, str]:
     """Where the liver sphere may be placed, and what said so (None: the PET-only search)."""
     if "liver" in organ_masks:
         return organ_masks["liver"], "the organ label map's liver"
