@@ -8,17 +8,31 @@ from aiohttp import web
 
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
+MAX_ID = 2**63 - 1          # the largest row id SQLite and PostgreSQL (bigint) hold
 
 
 def bad_request(message: str) -> web.HTTPBadRequest:
     return web.HTTPBadRequest(text=message)
 
 
-async def json_body(request: web.Request, required: tuple[str, ...] = ()) -> dict[str, Any]:
+def parse_json(raw: bytes, charset: str | None) -> Any:
+    """The JSON document in `raw`; 400 for an unknown charset, bytes not in it, bad or too deeply nested JSON."""
     try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        text = raw.decode(charset or "utf-8")
+    except LookupError:
+        raise bad_request(f"unknown charset {charset!r}; send UTF-8") from None
+    except UnicodeDecodeError:
+        raise bad_request(f"the body is not valid {charset or 'utf-8'}") from None
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise bad_request("the body is JSON nested too deeply") from None
+    except json.JSONDecodeError:
         raise bad_request("the body must be JSON") from None
+
+
+async def json_body(request: web.Request, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    body = parse_json(await request.read(), request.charset)
     if not isinstance(body, dict):
         raise bad_request("the body must be a JSON object")
     for name in required:
@@ -37,6 +51,14 @@ def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -
         raise bad_request(f"{name}: an integer is required") from None
     if not lo <= value <= hi:
         raise bad_request(f"{name}: must be between {lo} and {hi}")
+    return value
+
+
+def path_id(request: web.Request, name: str, what: str) -> int:
+    """A row id from the path (the route's pattern makes it digits); 404 when no row can have it."""
+    value = int(request.match_info[name])
+    if value > MAX_ID:
+        raise web.HTTPNotFound(text=f"no {what} {value}")
     return value
 
 

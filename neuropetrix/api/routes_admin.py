@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 from neuropetrix.api import users
 from neuropetrix.api.auth import requires
 from neuropetrix.api.context import CTX
-from neuropetrix.api.params import bad_request, json_body, page, paged
+from neuropetrix.api.params import bad_request, json_body, page, paged, path_id
 from neuropetrix.api.permissions import CONFIG_READ, JOBS_READ, JOBS_RETRY, USERS_MANAGE
 from neuropetrix.engine.jobs import JobQueue, job_json
 from neuropetrix.store.jobs_models import DONE, FAILED, QUEUED, RUNNING, Job
@@ -85,7 +85,7 @@ async def list_jobs(request: web.Request) -> web.Response:
 @requires(JOBS_RETRY)
 async def retry_job(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
-    job_id = int(request.match_info["job_id"])
+    job_id = path_id(request, "job_id", "job")
 
     queue = JobQueue(ctx.db.sessions, ctx.settings.engine.retry, ctx.settings.engine.lease_seconds)
     try:

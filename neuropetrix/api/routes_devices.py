@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 
 from neuropetrix.api.auth import requires
 from neuropetrix.api.context import CTX
-from neuropetrix.api.params import bad_request, json_body
+from neuropetrix.api.params import bad_request, json_body, path_id
 from neuropetrix.api.permissions import DEVICES_OWN
 from neuropetrix.api.tokens import token_hash
 from neuropetrix.store.accounts import Device
@@ -60,7 +60,7 @@ async def mine(request: web.Request) -> web.Response:
 @routes.delete("/api/devices/{device_id:\\d+}")
 @requires(DEVICES_OWN)
 async def remove(request: web.Request) -> web.Response:
-    device_id = int(request.match_info["device_id"])
+    device_id = path_id(request, "device_id", "device")
 
     def drop(s: Session) -> bool:
         d = s.get(Device, device_id)

@@ -18,6 +18,7 @@ from neuropetrix.config.secrets import load_secret
 
 ALGORITHM = "HS256"
 KEY_FILE = "api_signing.key"
+MAX_USER_ID = 2**63 - 1     # a database row id
 
 
 class InvalidToken(Exception):
@@ -56,8 +57,11 @@ class TokenSigner:
                                 options={"require_exp": True, "require_iat": True, "require_sub": True})
             if claims.get("typ") != "access":
                 raise InvalidToken("not an access token")
-            return AccessClaims(int(claims["sub"]), str(claims["name"]), str(claims["role"]),
-                                int(claims["ver"]), int(claims["exp"]))
+            user_id = int(claims["sub"])
+            if not 0 < user_id <= MAX_USER_ID:
+                raise InvalidToken(f"subject {str(claims['sub'])[:24]!r} is not a user id")
+            return AccessClaims(user_id, str(claims["name"]), str(claims["role"]), int(claims["ver"]),
+                                int(claims["exp"]))
         except (JWTError, KeyError, TypeError, ValueError) as exc:
             raise InvalidToken(str(exc) or type(exc).__name__) from None
 

@@ -22,6 +22,7 @@ from neuropetrix.api.auth import AuthError, Principal, auth_error_response, auth
 from neuropetrix.api.context import CTX, ApiContext
 from neuropetrix.api.errors import json_error
 from neuropetrix.api.events import PAGE, FeedItem, Subscription, read_after
+from neuropetrix.api.params import MAX_ID
 from neuropetrix.metrics import WS_CLIENTS
 
 TOKEN_EXPIRED = 4001
@@ -97,6 +98,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     try:
         cursor = int(after) if after is not None else ctx.feed.last_id
     except ValueError:
+        cursor = -1
+    if not 0 <= cursor <= MAX_ID:
         return json_error(400, "after: an event id (integer)")
     ws = web.WebSocketResponse(heartbeat=ctx.settings.api.heartbeat_seconds * 2, compress=False)
     await ws.prepare(request)
