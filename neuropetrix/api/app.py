@@ -59,6 +59,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session], readiness: R
     auth = Auth(TokenSigner(key, settings.api.access_token_seconds), settings.api)
     feed = EventFeed(db, settings.api.event_poll_seconds)
     feed.listen(EventMetrics())
+    feed.listen(auth.on_events)
     push = None
     if settings.push.credentials_file is not None:
         try:

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from neuropetrix.api import users
 from neuropetrix.api.context import CTX
 from neuropetrix.api.errors import json_error
+from neuropetrix.api.events import FeedItem
 from neuropetrix.api.permissions import ROLE_PERMISSIONS
 from neuropetrix.api.tokens import InvalidToken, TokenSigner, new_refresh_token, token_hash
 from neuropetrix.config.settings import ApiSettings
@@ -188,6 +189,12 @@ class Auth:
     def forget_user(self, user_id: int) -> None:
         """This user's tokens were revoked here: check them against the database again."""
         self._checked = {t: hit for t, hit in self._checked.items() if hit[1].user_id != user_id}
+
+    def on_events(self, items: list[FeedItem]) -> None:
+        """Feed listener: forget the tokens of accounts revoked by any process (the `users` command)."""
+        for item in items:
+            if item.kind == users.ACCOUNT_REVOKED:
+                self.forget_user(item.payload.get("user_id"))
 
 
 def bearer_token(request: web.Request, allow_query: bool = False) -> str | None:

@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 from neuropetrix.api.auth import requires
 from neuropetrix.api.context import CTX
 from neuropetrix.api.params import bad_request, page, paged
-from neuropetrix.api.permissions import DELIVERIES_READ, RESULTS_DOWNLOAD, RESULTS_READ, STUDIES_READ
+from neuropetrix.api.permissions import (DELIVERIES_READ, RESULTS_DOWNLOAD, RESULTS_READ, STUDIES_READ,
+                                         event_permission)
 from neuropetrix.engine.jobs import job_json
 from neuropetrix.store.jobs_models import Job
 from neuropetrix.store.models import Event, Instance, Series, Study
@@ -84,7 +85,7 @@ async def studies(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type="application/json")
 
 
-def _study_detail(s: Session, uid: str, deliveries: bool) -> dict | None:
+def _study_detail(s: Session, uid: str, permissions: frozenset[str]) -> dict | None:
     study = s.scalars(select(Study).where(Study.study_uid == uid)).first()
     if study is None:
         return None
@@ -102,9 +103,9 @@ def _study_detail(s: Session, uid: str, deliveries: bool) -> dict | None:
                     "description": se.description, "calling_ae": se.calling_ae, "instances": n}
                    for se, n in series],
         "events": [{"id": e.id, "kind": e.kind, "created_at": _iso(e.created_at), "payload": e.payload}
-                   for e in events],
+                   for e in events if event_permission(e.kind) in permissions],
     }
-    if deliveries:
+    if DELIVERIES_READ in permissions:
         jobs = s.scalars(select(Job).where(Job.study_uid == uid).order_by(Job.id)).all()
         out["deliveries"] = [job_json(j) for j in jobs]
     return out
@@ -116,7 +117,7 @@ async def study(request: web.Request) -> web.Response:
     uid = _uid(request)
     ctx = request.app[CTX]
     who = request["principal"]
-    detail = await ctx.db(_study_detail, uid, DELIVERIES_READ in who.permissions)
+    detail = await ctx.db(_study_detail, uid, who.permissions)
     if detail is None:
         raise web.HTTPNotFound(text=f"no study {uid}")
     if RESULTS_READ in who.permissions:

@@ -6,7 +6,8 @@ Protocol (server → client, JSON text frames):
   {"type": "heartbeat", "last_event_id"}   every heartbeat_seconds; the id also covers events this
                                            role may not see, so a client can resume past them
 A client that reconnects with `?after=<last id seen>` gets every event after it, then the live stream;
-the socket closes with code 4001 when the access token expires (reconnect with a fresh one).
+the socket closes with code 4001 when the access token expires (reconnect with a fresh one), and with
+4003 when the account is disabled, its role or password changed, or it logs out everywhere.
 """
 from __future__ import annotations
 
@@ -23,9 +24,11 @@ from neuropetrix.api.context import CTX, ApiContext
 from neuropetrix.api.errors import json_error
 from neuropetrix.api.events import PAGE, FeedItem, Subscription, read_after
 from neuropetrix.api.params import MAX_ID
+from neuropetrix.api.users import ACCOUNT_REVOKED
 from neuropetrix.metrics import WS_CLIENTS
 
 TOKEN_EXPIRED = 4001
+ACCESS_REVOKED = 4003
 log = logging.getLogger("neuropetrix.api")
 
 
@@ -39,12 +42,15 @@ class _Stream:
             if item.id <= self.cursor:
                 continue             # already sent from the table while catching up
             self.cursor = item.id
+            if item.kind == ACCOUNT_REVOKED and item.payload.get("user_id") == self.who.user_id:
+                await self.ws.close(code=ACCESS_REVOKED, message=b"account changed; sign in again")
+                return
             if item.permission in self.who.permissions:
                 await self.ws.send_str(item.text)
 
     async def catch_up(self) -> None:
         """Everything after the cursor, from the table, page by page."""
-        while True:
+        while not self.ws.closed:
             items = await self.ctx.db(read_after, self.cursor, PAGE)
             await self._send(items)
             if len(items) < PAGE:

@@ -60,7 +60,7 @@ def make_settings(data_dir: Path, push: dict | None = None, **api) -> Settings:
     config = {"node": {"data_dir": str(data_dir)}, "push": push or {},
               "engine": {"poll_seconds": 0.05, "retry": {"base_seconds": 0.05, "max_seconds": 0.2, "jitter": 0}},
               "api": {"login_failures_per_account": 3, "login_failures_per_address": 6,
-                      "event_poll_seconds": 0.02, "heartbeat_seconds": 0.5, **api}}
+                      "event_poll_seconds": 0.02, "heartbeat_seconds": 1.0, **api}}
     return parse_settings(yaml.safe_dump(config), "test", environ={})
 
 
