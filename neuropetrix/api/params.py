@@ -1,10 +1,13 @@
 """Reading what a request carries: JSON bodies and query parameters, with 400s that name the field."""
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 from aiohttp import web
+
+from neuropetrix.api.context import CTX
 
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
@@ -31,8 +34,18 @@ def parse_json(raw: bytes, charset: str | None) -> Any:
         raise bad_request("the body must be JSON") from None
 
 
+async def read_body(request: web.Request, seconds: float) -> bytes:
+    """The request's body, which must arrive within `seconds` (a trickled body holds a connection)."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await request.read()
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(text=f"the body did not arrive within {seconds:g} s") from None
+
+
 async def json_body(request: web.Request, required: tuple[str, ...] = ()) -> dict[str, Any]:
-    body = parse_json(await request.read(), request.charset)
+    body = parse_json(await read_body(request, request.app[CTX].settings.api.body_timeout_seconds),
+                      request.charset)
     if not isinstance(body, dict):
         raise bad_request("the body must be a JSON object")
     for name in required:

@@ -127,6 +127,12 @@ class ApiSettings(Section):
     # feed at once); 0.05 s cost an idle node 3% of a core
     event_poll_seconds: float = Field(0.25, gt=0, le=5)
     heartbeat_seconds: float = Field(15.0, gt=0)         # WebSocket heartbeat message interval
+    # A connection gets this long to send a whole request's headers, and is closed after this long
+    # idle between requests (slowloris, idle sockets holding file descriptors).
+    idle_timeout_seconds: float = Field(15.0, gt=0, le=3600)
+    body_timeout_seconds: float = Field(30.0, gt=0, le=3600)     # to receive a request's body
+    # Open HTTP connections (WebSockets included); beyond it a new one is answered 503 and closed.
+    max_connections: int = Field(1000, ge=1, le=100_000)
 
 
 class AnalysisSettings(Section):
