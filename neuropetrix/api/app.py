@@ -14,6 +14,7 @@ from neuropetrix.api.auth import Auth
 from neuropetrix.api.context import CTX, ApiContext, Database, Readiness
 from neuropetrix.api.errors import errors_and_timing
 from neuropetrix.api.events import EventFeed
+from neuropetrix.api.headers import add_security_headers
 from neuropetrix.api.openapi import openapi
 from neuropetrix.api.ops import EventMetrics, healthz, metrics, readyz
 from neuropetrix.api.push import PushNotifier
@@ -84,4 +85,5 @@ def create_app(settings: Settings, sessions: sessionmaker[Session], readiness: R
     app.router.add_static("/static/", STATIC)
     app.cleanup_ctx.append(_background)
     app.on_shutdown.append(_close_websockets)
+    app.on_response_prepare.append(add_security_headers)
     return app

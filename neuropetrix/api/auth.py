@@ -1,5 +1,5 @@
 """Who is calling and whether they may: login, refresh-token rotation, logout, access-token checks,
-and the rate limit on failed logins (per account and per client address)."""
+and the rate limit on failed logins (per account and client address together, and per address)."""
 from __future__ import annotations
 
 import time
@@ -51,13 +51,16 @@ class TokenPair:
 
 
 class LoginLimiter:
-    """Failed logins within a sliding window, per key ("account:NAME", "address:IP"). In memory: one
-    node process answers the logins of its clients."""
+    """Failed logins within a sliding window, per account and client address together
+    ("pair:NAME ADDRESS") and per address ("address:IP"). Not per account alone: whoever knows a user
+    name could then lock that user out from anywhere. In memory: one node process answers the logins
+    of its clients."""
 
-    def __init__(self, per_account: int, per_address: int, window: float) -> None:
-        self.limits = {"account": per_account, "address": per_address}
+    def __init__(self, per_pair: int, per_address: int, window: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.limits = {"pair": per_pair, "address": per_address}
         self.window = window
-        self.clock = time.monotonic
+        self.clock = clock
         self._failures: dict[str, deque[float]] = {}
 
     def _recent(self, key: str) -> deque[float]:
@@ -67,22 +70,29 @@ class LoginLimiter:
             q.popleft()
         return q
 
+    @staticmethod
+    def _keys(username: str, address: str) -> tuple[tuple[str, str], ...]:
+        return ("pair", f"pair:{username.lower()} {address}"), ("address", f"address:{address}")
+
     def retry_after(self, username: str, address: str) -> float:
         """Seconds until a login may be tried again; 0 when it may be tried now."""
         wait = 0.0
-        for kind, key in (("account", username.lower()), ("address", address)):
-            q = self._recent(f"{kind}:{key}")
+        for kind, key in self._keys(username, address):
+            q = self._recent(key)
             if len(q) >= self.limits[kind]:
                 wait = max(wait, q[0] + self.window - self.clock())
         return wait
 
     def failed(self, username: str, address: str) -> None:
         now = self.clock()
-        self._recent(f"account:{username.lower()}").append(now)
-        self._recent(f"address:{address}").append(now)
+        if len(self._failures) > 100_000:     # a flood of names: forget the oldest half of the keys
+            for key in list(self._failures)[:50_000]:
+                del self._failures[key]
+        for _, key in self._keys(username, address):
+            self._recent(key).append(now)
 
-    def succeeded(self, username: str) -> None:
-        self._failures.pop(f"account:{username.lower()}", None)
+    def succeeded(self, username: str, address: str) -> None:
+        self._failures.pop(self._keys(username, address)[0][1], None)
 
 
 class AuthError(Exception):
@@ -104,9 +114,8 @@ class Auth:
         self.signer = signer
         self._checked: dict[str, tuple[float, Principal]] = {}    # token → (when checked, principal)
         self.refresh_ttl = timedelta(days=settings.refresh_token_days)
-        self.limiter = LoginLimiter(settings.login_failures_per_account,
-                                               settings.login_failures_per_address,
-                                               settings.login_window_seconds)
+        self.limiter = LoginLimiter(settings.login_failures_per_account, settings.login_failures_per_address,
+                                    settings.login_window_seconds)
 
     def _issue(self, s: Session, user: User, family: str, address: str) -> TokenPair:
         refresh = new_refresh_token()
@@ -124,7 +133,7 @@ class Auth:
         if user is None:
             self.limiter.failed(username, address)
             raise AuthError(401, "invalid user name or password")
-        self.limiter.succeeded(username)
+        self.limiter.succeeded(username, address)
         user.last_login_at = utcnow()
         return self._issue(s, user, uuid.uuid4().hex, address)
 

@@ -120,8 +120,10 @@ class ApiSettings(Section):
     signing_key: str | None = Field(None, min_length=32)
     access_token_seconds: int = Field(900, ge=30, le=86400)
     refresh_token_days: float = Field(14.0, gt=0)
-    login_failures_per_account: int = Field(5, ge=1)    # failed logins allowed per window …
-    login_failures_per_address: int = Field(20, ge=1)   # … per account and per client address
+    # failed logins allowed per window for one account from one client address (never for an account
+    # from everywhere: knowing a user name must not be enough to lock its owner out) …
+    login_failures_per_account: int = Field(5, ge=1)
+    login_failures_per_address: int = Field(20, ge=1)   # … and from one client address, any accounts
     login_window_seconds: float = Field(300.0, gt=0)
     # how often the event log is read for events other processes write (this process's own wake the
     # feed at once); 0.05 s cost an idle node 3% of a core
