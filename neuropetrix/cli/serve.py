@@ -28,6 +28,8 @@ def run(args: argparse.Namespace) -> int:
         node = Node(settings)
         node.start()
     except OSError as exc:
+        if exc.errno is None:                   # a refusal with its own message: the data folder is open
+            raise CommandError(f"cannot start: {exc}") from None
         raise CommandError(f"cannot start: {exc.strerror or exc} "
                            f"(DICOM port {settings.node.dicom_port})") from None
     log = logging.getLogger("neuropetrix")

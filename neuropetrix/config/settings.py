@@ -35,6 +35,9 @@ class NodeSettings(Section):
     api_host: str = "127.0.0.1"
     api_port: Port = 8080
     data_dir: Path = Path("./var")
+    # A group that may read stored DICOM and results (a PACS reader); null = the node's user alone.
+    # The database and the key files stay 0600 either way (config/filemodes.py).
+    data_group: str | None = None
     database_url: str | None = None
     accept_unknown_callers: bool = False
     check_called_ae: bool = True                   # refuse callers that address another AE title
@@ -55,8 +58,13 @@ class NodeSettings(Section):
         return self.data_dir / "storage"
 
     @property
+    def sqlite_file(self) -> Path | None:
+        """The database file when it is the default SQLite one in the data folder."""
+        return None if self.database_url else (self.data_dir / "neuropetrix.db").resolve()
+
+    @property
     def db_url(self) -> str:
-        return self.database_url or f"sqlite:///{(self.data_dir / 'neuropetrix.db').resolve()}"
+        return self.database_url or f"sqlite:///{self.sqlite_file}"
 
 
 # A transform step as configured ({set: {...}}, {deidentify: {...}}, charset_utf8, …); the engine
