@@ -1,20 +1,25 @@
-"""Operations endpoints outside /api: /healthz (the process answers), /readyz (database and storage
-reachable, DICOM SCP listening) and /metrics (Prometheus text)."""
+"""Operations endpoints outside /api: /healthz (the process answers), /readyz (the database takes
+writes, the storage folder is writable with room left, the DICOM SCP listens) and /metrics
+(Prometheus text)."""
 from __future__ import annotations
 
+import asyncio
 import os
+import shutil
 from datetime import datetime
+from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import func, select, text
+from sqlalchemy import false, func, select, text, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from neuropetrix.api.context import CTX
 from neuropetrix.api.events import FeedItem
 from neuropetrix.engine.events import ANALYSIS_DONE, ANALYSIS_FAILED, ANALYSIS_STARTED, DELIVERY_FAILED
 from neuropetrix.metrics import ANALYSES, ANALYSIS_SECONDS, DELIVERIES_FAILED, DICOM_ASSOCIATIONS, JOBS
-from neuropetrix.store.jobs_models import DONE, FAILED, QUEUED, RUNNING, Job
+from neuropetrix.store.jobs_models import DONE, FAILED, QUEUED, RUNNING, EngineCursor, Job
 
 
 class EventMetrics:
@@ -43,21 +48,43 @@ async def healthz(_request: web.Request) -> web.Response:
     return web.json_response({"status": "alive"})
 
 
-def _database_ok(s: Session) -> bool:
-    return s.execute(text("SELECT 1")).scalar() == 1
+READYZ_DB_SECONDS = 5.0
+
+
+def _database_check(s: Session) -> str:
+    """'ok' when the database answers and would take a write: an UPDATE that matches no row needs
+    the write lock (SQLite) or a writable transaction (PostgreSQL) and changes nothing."""
+    s.execute(text("SELECT 1"))
+    try:
+        s.execute(update(EngineCursor).where(false()).values(event_id=EngineCursor.event_id))
+    except DBAPIError as exc:
+        reason = str(exc.orig)          # SQLite: "… readonly database"; PostgreSQL: "… read-only transaction"
+        if "readonly" in reason or "read-only" in reason:
+            return f"read-only: {reason}"[:200]
+        raise
+    return "ok"
+
+
+def _storage_check(storage: Path, min_free_mb: int) -> str:
+    if not storage.is_dir() or not os.access(storage, os.W_OK | os.X_OK):
+        return f"{storage} missing or not writable"
+    free_mb = shutil.disk_usage(storage).free // 2**20
+    if free_mb < min_free_mb:
+        return f"disk full: {free_mb} MiB free in {storage}, below api.readyz_min_free_mb ({min_free_mb})"
+    return "ok"
 
 
 async def readyz(request: web.Request) -> web.Response:
+    """Whether this node can take studies now; 503 with the failing checks otherwise."""
     ctx = request.app[CTX]
     checks: dict[str, str] = {}
     try:
-        await ctx.db(_database_ok)
-        checks["database"] = "ok"
+        checks["database"] = await asyncio.wait_for(ctx.db(_database_check), READYZ_DB_SECONDS)
+    except TimeoutError:
+        checks["database"] = f"no answer within {READYZ_DB_SECONDS:g} s"
     except Exception as exc:
         checks["database"] = f"unreachable: {type(exc).__name__}: {exc}"[:200]
-    storage = ctx.readiness.storage_dir
-    checks["storage"] = "ok" if storage.is_dir() and os.access(storage, os.W_OK | os.X_OK) \
-        else f"{storage} missing or not writable"
+    checks["storage"] = _storage_check(ctx.readiness.storage_dir, ctx.settings.api.readyz_min_free_mb)
     checks["dicom"] = "ok" if ctx.readiness.dicom_listening() else "DICOM SCP not listening"
     ready = all(v == "ok" for v in checks.values())
     return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)

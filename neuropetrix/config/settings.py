@@ -143,6 +143,8 @@ class ApiSettings(Section):
     body_timeout_seconds: float = Field(30.0, gt=0, le=3600)     # to receive a request's body
     # Open HTTP connections (WebSockets included); beyond it a new one is answered 503 and closed.
     max_connections: int = Field(1000, ge=1, le=100_000)
+    # /readyz says not ready when the storage folder's disk has less free space than this
+    readyz_min_free_mb: int = Field(512, ge=0)
 
 
 class AnalysisSettings(Section):
