@@ -103,7 +103,8 @@ def study_info(result: AnalysisResult, pet_datasets: list[Dataset]) -> StudyInfo
     require(name is not None and str(name).strip("^ "), "the PET series has no PatientName")
     family, given = str(name.family_name).strip(), str(name.given_name).strip()
     if not is_valid_tckn(patient_id):
-        log.warning("PatientID %r is not a valid T.C. Kimlik No (foreign patient or newborn?)", patient_id)
+        log.warning("study %s: PatientID is not a valid T.C. Kimlik No (foreign patient or newborn?)",
+                    result.study_instance_uid)
     request = ds.RequestAttributesSequence[0] if ds.get("RequestAttributesSequence") else Dataset()
     rp_seq = ds.get("RadiopharmaceuticalInformationSequence")
     radiopharmaceutical = None
