@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from neuropetrix.api.context import Readiness
+from neuropetrix.api.ops import Readiness
 from neuropetrix.api.server import ApiServer
 from neuropetrix.config.filemodes import prepare_data_dir
 from neuropetrix.config.settings import Settings

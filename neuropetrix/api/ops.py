@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -15,11 +17,24 @@ from sqlalchemy import false, func, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from neuropetrix.api.context import CTX
-from neuropetrix.api.events import FeedItem
+from neuropetrix.api.database import DATABASE
+from neuropetrix.api.event_feed import FeedItem
+from neuropetrix.api.node_config import SETTINGS
 from neuropetrix.engine.events import ANALYSIS_DONE, ANALYSIS_FAILED, ANALYSIS_STARTED, DELIVERY_FAILED
 from neuropetrix.metrics import ANALYSES, ANALYSIS_SECONDS, DELIVERIES_FAILED, DICOM_ASSOCIATIONS, JOBS
 from neuropetrix.store.jobs_models import DONE, FAILED, QUEUED, RUNNING, EngineCursor, Job
+
+
+@dataclass
+class Readiness:
+    """What /readyz checks besides the database: supplied by the node that serves the API."""
+
+    storage_dir: Path
+    dicom_listening: Callable[[], bool] = lambda: False
+    dicom_associations: Callable[[], int] = lambda: 0
+
+
+READINESS = web.AppKey("readiness", Readiness)
 
 
 class EventMetrics:
@@ -45,6 +60,7 @@ class EventMetrics:
 
 
 async def healthz(_request: web.Request) -> web.Response:
+    """The process answers."""
     return web.json_response({"status": "alive"})
 
 
@@ -76,16 +92,16 @@ def _storage_check(storage: Path, min_free_mb: int) -> str:
 
 async def readyz(request: web.Request) -> web.Response:
     """Whether this node can take studies now; 503 with the failing checks otherwise."""
-    ctx = request.app[CTX]
+    readiness = request.app[READINESS]
     checks: dict[str, str] = {}
     try:
-        checks["database"] = await asyncio.wait_for(ctx.db(_database_check), READYZ_DB_SECONDS)
+        checks["database"] = await asyncio.wait_for(request.app[DATABASE](_database_check), READYZ_DB_SECONDS)
     except TimeoutError:
         checks["database"] = f"no answer within {READYZ_DB_SECONDS:g} s"
     except Exception as exc:
         checks["database"] = f"unreachable: {type(exc).__name__}: {exc}"[:200]
-    checks["storage"] = _storage_check(ctx.readiness.storage_dir, ctx.settings.api.readyz_min_free_mb)
-    checks["dicom"] = "ok" if ctx.readiness.dicom_listening() else "DICOM SCP not listening"
+    checks["storage"] = _storage_check(readiness.storage_dir, request.app[SETTINGS].api.readyz_min_free_mb)
+    checks["dicom"] = "ok" if readiness.dicom_listening() else "DICOM SCP not listening"
     ready = all(v == "ok" for v in checks.values())
     return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
 
@@ -95,9 +111,9 @@ def _job_counts(s: Session) -> dict[str, int]:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    ctx = request.app[CTX]
-    counts = await ctx.db(_job_counts)
+    """Prometheus metrics of the node."""
+    counts = await request.app[DATABASE](_job_counts)
     for state in {QUEUED, RUNNING, DONE, FAILED} | set(counts):
         JOBS.labels(state).set(counts.get(state, 0))
-    DICOM_ASSOCIATIONS.set(ctx.readiness.dicom_associations())
+    DICOM_ASSOCIATIONS.set(request.app[READINESS].dicom_associations())
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})

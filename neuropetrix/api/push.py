@@ -19,8 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from neuropetrix.api.context import Database
-from neuropetrix.api.events import FeedItem
+from neuropetrix.api.database import Database
+from neuropetrix.api.event_feed import FeedItem
 from neuropetrix.api.permissions import PUSH_FAILURES, PUSH_RESULTS, roles_with
 from neuropetrix.api.tokens import token_hash
 from neuropetrix.engine.events import ANALYSIS_DONE, ANALYSIS_FAILED, NOTIFICATION, advance, take_pending

@@ -50,13 +50,17 @@ class TokenSigner:
                   "iat": iat, "exp": iat + self.ttl, "jti": uuid.uuid4().hex}
         return jwt.encode(claims, self._key, algorithm=ALGORITHM)
 
-    def verify(self, token: str) -> AccessClaims:
-        """Claims of a valid access token; only HS256 is accepted, so `alg: none` never passes."""
+    def verify(self, token: str, now: float | None = None) -> AccessClaims:
+        """Claims of a valid access token, unexpired at `now` (Unix time; default the clock's); only
+        HS256 is accepted, so `alg: none` never passes."""
         try:
             claims = jwt.decode(token, self._key, algorithms=[ALGORITHM],
-                                options={"require_exp": True, "require_iat": True, "require_sub": True})
+                                options={"require_exp": True, "require_iat": True, "require_sub": True,
+                                         "verify_exp": False})     # checked below, against `now`
             if claims.get("typ") != "access":
                 raise InvalidToken("not an access token")
+            if int(claims["exp"]) <= (now if now is not None else time.time()):
+                raise InvalidToken("Signature has expired.")
             user_id = int(claims["sub"])
             if not 0 < user_id <= MAX_USER_ID:
                 raise InvalidToken(f"subject {str(claims['sub'])[:24]!r} is not a user id")

@@ -7,8 +7,6 @@ import shutil
 
 import pytest
 
-from neuropetrix.api.app import create_app
-from neuropetrix.api.context import Readiness
 from neuropetrix.store.db import make_engine, make_sessionmaker
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.faults]
@@ -17,8 +15,7 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.faults]
 async def test_not_ready_while_the_database_is_read_only(env, aiohttp_client):
     db_file = env.settings.node.data_dir / "neuropetrix.db"
     read_only = make_sessionmaker(make_engine(f"sqlite:///file:{db_file}?mode=ro&uri=true"))
-    client = await aiohttp_client(create_app(env.settings, read_only,
-                                             Readiness(env.settings.node.storage_dir, lambda: True)))
+    client = await aiohttp_client(env.app(read_only))
     r = await client.get("/readyz")
     body = await r.json()
     assert r.status == 503 and body["ready"] is False

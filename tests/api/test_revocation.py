@@ -61,7 +61,8 @@ async def test_an_account_changed_through_the_api_loses_its_sockets_at_once(clie
 
 
 async def test_a_password_changed_by_the_users_command_closes_the_sockets(client, env):
-    ws = await client.ws_connect("/api/ws", headers=bearer(await login(client, "physician")), autoclose=False, autoping=False)
+    ws = await client.ws_connect("/api/ws", headers=bearer(await login(client, "physician")), autoclose=False,
+                                 autoping=False)
     with env.sessions.begin() as s:       # what `neuropetrix users passwd physician` does, in its process
         users.set_password(s, "physician", "a brand new password")
     assert await _closed_with(ws) == ACCESS_REVOKED

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from neuropetrix.api.context import Readiness
+from neuropetrix.api.ops import Readiness
 from neuropetrix.api.server import ApiServer
 from tests.nodeproc import free_port
 
