@@ -5,9 +5,11 @@
 The study (PET 200×200×400 at 3.5×3.5×3 mm, CT 512×512×400 on the same slices, 400 + 400 files) is
 written once into --data and reused. Each run is a fresh Python process (imports included, as a user
 running `neuropetrix analyze` pays them) that reports the stage timings of `analyze_folder`:
-read/decode, SUV, segmentation (liver reference included), measures, writing (analysis.json and the
-report files), and its peak RSS. The CT's own decoding and resampling onto the PET grid (needed only by
-the MONAI path) is timed separately. Target on the 2-core reference machine: under 10 s in total.
+read/decode (PET, and the CT at the PET's pixel size for the anatomy), SUV, anatomy (organs from the CT
+on the PET grid), segmentation (references and physiological uptake included), measures, writing
+(analysis.json and the report files), and its peak RSS. The full-resolution CT decoding and resampling
+onto the PET grid (needed only by the MONAI path) is timed separately. Target on the 2-core reference
+machine: under 10 s in total.
 """
 from __future__ import annotations
 
@@ -87,7 +89,7 @@ def main() -> int:
             done = subprocess.run([sys.executable, "-c", CHILD, str(args.data), out, args.method],
                                   capture_output=True, text=True, cwd=ROOT, check=True)
             runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    order = ["import", "read", "suv", "segmentation", "measures", "write"]
+    order = ["import", "read", "suv", "anatomy", "segmentation", "measures", "write"]
     print(f"{'stage':<14}{'median s':>10}{'min s':>9}")
     for stage in order:
         values = [r["stages"].get(stage, 0.0) for r in runs]

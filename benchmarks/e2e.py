@@ -58,7 +58,8 @@ def one_round(work: Path, study: Path, quiet: float) -> dict[str, float]:
             with sessions() as s:
                 jobs = {j.kind: j for j in s.scalars(select(Job))}
                 if any(j.state != "done" for j in jobs.values()):
-                    raise SystemExit(f"not every job finished: {[(j.kind, j.state, j.last_error) for j in jobs.values()]}")
+                    states = [(j.kind, j.state, j.last_error) for j in jobs.values()]
+                    raise SystemExit(f"not every job finished: {states}")
                 last = s.scalar(select(func.max(Instance.received_at)))
                 completed = s.scalar(select(Study.completed_at))
                 started = s.scalar(select(Event.created_at).where(Event.kind == "analysis.started"))

@@ -31,7 +31,6 @@ from tests.peers import orthanc  # noqa: E402
 from tests.synthetic import StudySpec, write_petct_study  # noqa: E402
 
 
-
 def peak_rss_mib(proc: psutil.Process) -> float:
     """Peak resident set size (VmHWM) of the receiver process, in MiB."""
     for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
@@ -61,7 +60,8 @@ def storescp(workdir: Path) -> Iterator[tuple[int, str, psutil.Process]]:
     port = free_port()
     out = workdir / "storescp"
     out.mkdir(parents=True)
-    proc = subprocess.Popen(["storescp", "-od", str(out), str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(["storescp", "-od", str(out), str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     try:
         wait_for_port(port, proc=proc)
         yield port, "STORESCP", psutil.Process(proc.pid)

@@ -10,15 +10,21 @@ from neuropetrix.config.filemodes import prepare_data_dir
 from neuropetrix.config.settings import Settings
 from neuropetrix.engine.assembly import CompletionWatcher
 from neuropetrix.engine.mpps import ProcedureSteps
+from neuropetrix.engine.orders import Intake, OrderTracker
 from neuropetrix.engine.transforms import build
 from neuropetrix.engine.transforms.deidentify import pseudonym_key
 from neuropetrix.engine.worker import build_worker
-from neuropetrix.node.scp.dicom import AcceptancePolicy, DicomServer, ServerLimits
+from neuropetrix.engine.worklist import MODALITY_WORKLIST_FIND, Worklist
+from neuropetrix.node.scp.find import FindProvider
+from neuropetrix.node.scp.mllp_listener import MllpListener
+from neuropetrix.node.scp.policy import AcceptancePolicy, ServerLimits
+from neuropetrix.node.scp.server import DicomServer, raise_open_file_limit
 from neuropetrix.store.db import make_engine, make_sessionmaker, open_database
 from neuropetrix.store.files import FileStore
 from neuropetrix.store.index import StudyIndex
 from neuropetrix.store.ingest import Ingest
 from neuropetrix.store.recovery import RunMarker, reindex_since
+from neuropetrix.store.space import Watermark
 
 log = logging.getLogger("neuropetrix")
 
@@ -30,7 +36,12 @@ class Node:
         prepare_data_dir(node.data_dir, node.data_group, tuple(filter(None, [node.sqlite_file])))
         self.engine, self.sessions = open_database(node.db_url)
         self.files = FileStore(node.storage_dir, fsync=node.fsync)
-        self.worker = build_worker(settings, self.sessions, self.files)   # checks routes and transforms first
+        listen = settings.hbys.mllp_listen
+        # orders come from the HBYS only when the listener is on; then studies are reconciled with them
+        self.orders = OrderTracker(self.sessions, settings.hbys, settings.engine.poll_seconds,
+                                   retry=settings.engine.retry) if listen.enabled else None
+        self.worker = build_worker(settings, self.sessions, self.files,   # checks routes and transforms first
+                                   gate=self.orders.release if self.orders else None)
         stale = self.files.clean_incoming()
         if stale:
             log.warning("removed %d unfinished incoming file(s) left by an earlier stop", stale)
@@ -43,32 +54,53 @@ class Node:
         if since is not None:
             restored = reindex_since(self.files, index, since)
             log.warning("the last run did not stop cleanly: %d instance(s) re-indexed from storage", restored)
-        self.marker.begin()
         inbound = {peer.ae_title: build(peer.transforms_in, pseudonym_key(settings))
                    for peer in settings.peers if peer.transforms_in}
         self.ingest = Ingest(self.files, index, inbound)
         policy = AcceptancePolicy(ae_title=node.ae_title,
                                   known_callers=frozenset(p.ae_title for p in settings.peers),
                                   accept_unknown_callers=node.accept_unknown_callers,
-                                  check_called_ae=node.check_called_ae)
-        limits = ServerLimits(max_associations=node.max_associations, acse_timeout=node.acse_timeout,
-                              network_timeout=node.network_timeout, max_pdu_size=node.max_pdu_size)
-        self.scp = DicomServer(node.dicom_host, node.dicom_port, policy, self.ingest, limits, node.fsync,
-                               steps=ProcedureSteps(self.sessions))
+                                  check_called_ae=node.check_called_ae,
+                                  space=Watermark(node.storage_dir, node.min_free_mb).refusal)
+        # C-FIND providers by SOP Class UID (the engine's worklist registers here)
+        find_providers: dict[str, FindProvider] = {}
+        if listen.enabled:          # the worklist is made of the HBYS's orders
+            find_providers[MODALITY_WORKLIST_FIND] = Worklist(self.sessions, settings.hbys.worklist_charset,
+                                                              settings.hbys.worklist_charsets)
+        self.scp = DicomServer(node.dicom_host, node.dicom_port, policy, self.ingest, ServerLimits.of(node),
+                               steps=ProcedureSteps(self.sessions), find_providers=find_providers)
         self.completion = CompletionWatcher(self.sessions, node.study_quiet_seconds)
+        self.mllp = None
+        if listen.enabled:
+            self.mllp = MllpListener(listen.host, listen.port, Intake(self.sessions, settings.hbys).receive,
+                                     listen.allowed_callers, listen.max_frame_bytes, listen.idle_timeout)
         self.api = ApiServer(settings, self.sessions, Readiness(
             node.storage_dir, dicom_listening=lambda: self.scp.listening,
             dicom_associations=lambda: self.scp.active_associations))
 
     def start(self) -> None:
+        raise_open_file_limit()
         self.completion.start()
         self.worker.start()
+        if self.orders is not None:
+            self.orders.start()
         self.api.start()        # before the SCP, so that an open DICOM port means the node is all up
-        self.scp.start()
+        if self.mllp is not None:
+            self.mllp.start()
+        self.marker.begin()     # from here on instances may arrive: a stop without `end` is unclean
+        try:
+            self.scp.start()
+        except BaseException:
+            self.marker.end()   # nothing was received: the next start need not look for lost rows
+            raise
 
     def stop(self) -> None:
         self.api.stop()
+        if self.mllp is not None:
+            self.mllp.stop()
         self.scp.stop()
+        if self.orders is not None:
+            self.orders.stop()
         self.completion.stop()
         self.worker.stop()
         self.engine.dispose()

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,7 +104,13 @@ def run_cli(*args: str, input: str | None = None, timeout: float = 120) -> subpr
                           text=True, input=input, timeout=timeout, cwd=ROOT)
 
 
-def start_node(config: dict[str, Any], workdir: Path) -> NodeProcess:
+def _open_file_limit(soft: int, hard: int) -> Callable[[], None]:
+    """A preexec_fn giving the child process these limits of open files (a fault to reproduce)."""
+    return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def start_node(config: dict[str, Any], workdir: Path, open_files: tuple[int, int] | None = None) -> NodeProcess:
+    """The node in a subprocess; `open_files` = its (soft, hard) RLIMIT_NOFILE."""
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "node.yaml"
     config_path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
@@ -111,7 +118,8 @@ def start_node(config: dict[str, Any], workdir: Path) -> NodeProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEUROPETRIX_")}
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "neuropetrix", "serve", "--config",
-                                 str(config_path)], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+                                 str(config_path)], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
+                                preexec_fn=_open_file_limit(*open_files) if open_files else None)
     node = NodeProcess(proc, config, config_path, log_path)
     try:
         wait_for_port(node.dicom_port, proc=proc)
@@ -123,9 +131,10 @@ def start_node(config: dict[str, Any], workdir: Path) -> NodeProcess:
 
 @contextmanager
 def running_node(workdir: Path, overrides: dict[str, Any] | None = None,
-                 config: dict[str, Any] | None = None) -> Iterator[NodeProcess]:
+                 config: dict[str, Any] | None = None,
+                 open_files: tuple[int, int] | None = None) -> Iterator[NodeProcess]:
     """A node for the duration of a `with` block; `config` reuses an earlier one (a restart)."""
-    node = start_node(config or node_config(workdir / "var", overrides), workdir)
+    node = start_node(config or node_config(workdir / "var", overrides), workdir, open_files)
     try:
         yield node
     finally:

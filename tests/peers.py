@@ -16,7 +16,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +25,8 @@ from typing import Any
 from tests.nodeproc import free_port
 
 ORTHANC_AET = "ORTHANC"
+# Debian package orthanc-dicomweb: QIDO-RS, WADO-RS (frames too), STOW-RS under /dicom-web/
+DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 
 
 @dataclass(frozen=True)
@@ -65,8 +67,9 @@ def _wait_ready(proc: subprocess.Popen, url: str, log: Path, timeout: float) -> 
 
 
 @contextmanager
-def orthanc(tmp_dir: Path, timeout: float = 30.0) -> Iterator[Orthanc]:
-    """Start Orthanc on free loopback ports with its data in `tmp_dir`; stop it on exit."""
+def orthanc(tmp_dir: Path, timeout: float = 30.0, plugins: Sequence[str] = ()) -> Iterator[Orthanc]:
+    """Start Orthanc on free loopback ports with its data in `tmp_dir`; stop it on exit. `plugins` are
+    shared-library paths (e.g. DICOMWEB_PLUGIN)."""
     exe = shutil.which("Orthanc") or ("/usr/sbin/Orthanc" if Path("/usr/sbin/Orthanc").exists() else None)
     if exe is None:
         raise RuntimeError("Orthanc is not installed: run `make peers` (Debian package orthanc)")
@@ -84,7 +87,7 @@ def orthanc(tmp_dir: Path, timeout: float = 30.0) -> Iterator[Orthanc]:
         "AuthenticationEnabled": False,
         "HttpServerEnabled": True,
         "DicomServerEnabled": True,
-        "Plugins": [],
+        "Plugins": list(plugins),
         "StableAge": 1,
     }
     config_path = tmp_dir / "orthanc.json"

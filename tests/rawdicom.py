@@ -12,7 +12,7 @@ from pynetdicom.pdu import A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
 from pynetdicom.presentation import build_context
 
-from neuropetrix.node.scp.dicom import ABORT, ASSOCIATE_AC, P_DATA_TF
+from neuropetrix.node.scp.wire import ABORT, ASSOCIATE_AC, P_DATA_TF
 
 
 def encode_command(ds: pydicom.Dataset) -> bytes:

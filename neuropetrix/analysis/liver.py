@@ -13,6 +13,10 @@ method written down here so that a physicist can check it:
 3. the largest connected region of candidates is taken to be the liver, and the sphere is centred on
    its deepest point (the largest distance to the region's border), well inside the right lobe.
 
+With a CT on the frame of reference the cube must also lie wholly in soft tissue (20–90 HU) on the
+patient's right of the spine, from 20 cm below to 2 cm above the right lung's base (the right lobe
+under the diaphragm); with an organ label map, wholly inside its liver.
+
 If no candidate exists the placement fails with a message asking for `analysis.liver_center_mm`.
 """
 from __future__ import annotations
@@ -22,6 +26,7 @@ from dataclasses import replace
 import numpy as np
 from scipy import ndimage
 
+from neuropetrix.analysis.anatomy import coordinate
 from neuropetrix.analysis.errors import AnalysisError
 from neuropetrix.analysis.results import LiverReference
 from neuropetrix.analysis.volumes import Volume
@@ -51,20 +56,15 @@ def sphere_stats(suv: np.ndarray, geometry: Volume, center_mm: np.ndarray,
     return float(values.mean()), float(values.std(ddof=1)), int(values.size)
 
 
-def _x_mm(geometry: Volume, shape: tuple[int, ...]) -> np.ndarray:
-    """Patient x (LPS) of every voxel, broadcast from three 1-D ramps."""
-    steps = geometry.axes[:, 0] * np.asarray(geometry.spacing)
-    return (geometry.origin[0] + np.arange(shape[0])[:, None, None] * steps[0]
-            + np.arange(shape[1])[None, :, None] * steps[1] + np.arange(shape[2])[None, None, :] * steps[2])
-
-
-def place_liver_sphere(suv: np.ndarray, geometry: Volume) -> np.ndarray:
+def place_liver_sphere(suv: np.ndarray, geometry: Volume, allowed: np.ndarray | None = None) -> np.ndarray:
     """Centre (LPS mm) of the liver sphere by the documented automatic method.
 
     The search runs on a grid of about 6 mm (every 2nd voxel of a 3–4 mm PET), eight times fewer voxels:
     it only has to find the organ, and the sphere's statistics are then taken at full resolution.
+    `allowed` (on the PET grid), when given, is where the liver may be (from the CT or an organ mask):
+    a candidate cube must lie wholly inside it.
     """
-    step = tuple(max(1, int(round(_SEARCH_GRID_MM / s))) for s in geometry.spacing)
+    step = tuple(max(1, round(_SEARCH_GRID_MM / s)) for s in geometry.spacing)
     coarse = replace(geometry, data=np.empty(0), spacing=tuple(s * f for s, f in zip(geometry.spacing, step)))
     values = np.ascontiguousarray(suv[::step[0], ::step[1], ::step[2]], dtype=np.float32)
     smooth = ndimage.uniform_filter(values, 3, mode="nearest")     # so that noise in the air is not body
@@ -73,18 +73,22 @@ def place_liver_sphere(suv: np.ndarray, geometry: Volume) -> np.ndarray:
         raise AnalysisError("cannot place the liver sphere: the PET volume is empty")
     body = smooth > 0.1 * np.percentile(positive, 95)
     background = float(np.median(values[body]))
-    size = [max(int(round(2 * LIVER_RADIUS_MM / s)), 1) | 1 for s in coarse.spacing]
+    size = [max(round(2 * LIVER_RADIUS_MM / s), 1) | 1 for s in coarse.spacing]
     mean = ndimage.uniform_filter(values, size, mode="constant")
     sd = np.sqrt(np.maximum(ndimage.uniform_filter(values * values, size, mode="constant") - mean * mean, 0))
     inside = ndimage.uniform_filter(body.astype(np.float32), size, mode="constant") > 0.999
-    x = _x_mm(coarse, values.shape)
-    right = x < float(x[body].mean())
+    x = coordinate(coarse, values.shape, 0)
+    right = x < float(np.broadcast_to(x, body.shape)[body].mean())
+    if allowed is not None:
+        region = np.ascontiguousarray(allowed[::step[0], ::step[1], ::step[2]], dtype=np.float32)
+        inside &= ndimage.uniform_filter(region, size, mode="constant") > 0.999
     candidates = (inside & right & (mean >= _MEAN_RANGE[0] * background)
                   & (mean <= _MEAN_RANGE[1] * background) & (sd < _MAX_CV * mean))
     labels, n = ndimage.label(candidates)
     if n == 0:
-        raise AnalysisError("cannot place the liver sphere automatically (no homogeneous warm region in the "
-                            "patient's right half); set analysis.liver_center_mm")
+        where = "in the liver region the CT or organ map allows" if allowed is not None else "in the patient's right half"
+        raise AnalysisError(f"cannot place the liver sphere automatically (no homogeneous warm region {where}); "
+                            "set analysis.liver_center_mm")
     largest = int(np.argmax(np.bincount(labels.ravel())[1:])) + 1
     box = ndimage.find_objects((labels == largest).astype(np.int8))[0]
     region = np.pad(labels[box] == largest, 1)
@@ -93,13 +97,17 @@ def place_liver_sphere(suv: np.ndarray, geometry: Volume) -> np.ndarray:
     return coarse.index_to_mm(np.array([d + s.start for d, s in zip(deepest, box)], dtype=np.float64))
 
 
-def liver_reference(suv: np.ndarray, geometry: Volume,
-                    center_mm: tuple[float, float, float] | None = None) -> LiverReference:
-    """The liver reference at the user's centre, or at the automatically placed one."""
+def liver_reference(suv: np.ndarray, geometry: Volume, center_mm: tuple[float, float, float] | None = None,
+                    allowed: np.ndarray | None = None, allowed_by: str = "") -> LiverReference:
+    """The liver reference at the user's centre, or at the automatically placed one.
+
+    `allowed` restricts the automatic placement (see `place_liver_sphere`); `allowed_by` says what it came from.
+    """
     if center_mm is not None:
         center, method = np.asarray(center_mm, dtype=np.float64), "user"
     else:
-        center, method = place_liver_sphere(suv, geometry), AUTO_METHOD
+        center = place_liver_sphere(suv, geometry, allowed)
+        method = AUTO_METHOD if allowed is None else f"{AUTO_METHOD}, within {allowed_by}"
     mean, sd, _ = sphere_stats(suv, geometry, center)
     return LiverReference(suv_mean=mean, suv_sd=sd, center_mm=tuple(float(v) for v in center),  # type: ignore[arg-type]
                           radius_mm=LIVER_RADIUS_MM, method=method)

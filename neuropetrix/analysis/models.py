@@ -50,7 +50,7 @@ def load_model(path: Path, device: str) -> LesionModel:
         raise AnalysisError(f"analysis.model: weights file {path} does not exist")
     try:
         checkpoint = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - torch.load raises anything from pickle, zip and its own checks
         raise AnalysisError(f"analysis.model: cannot load {path} ({type(exc).__name__}: {exc})") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise AnalysisError(f"analysis.model: {path} is not a NeuroPETRIX checkpoint (no 'state_dict')")

@@ -15,7 +15,7 @@ import numpy as np
 class SuvInputs:
     """Every input that turned stored pixel values into SUV, so a physicist can check the arithmetic."""
 
-    suv_type: str                      # "bw" | "lbm_james" | "lbm_janmahasatian" | "bsa"
+    suv_type: str                      # "bw" | "lbm_james" | "lbm_janmahasatian" | "bsa" | "ibw"
     units: str                         # Units (0054,1001): BQML, CNTS, GML, CM2ML
     decay_correction: str              # DecayCorrection (0054,1102): START, ADMIN, NONE
     radionuclide: str | None           # e.g. "^18^Fluorine" or the code meaning
@@ -30,6 +30,7 @@ class SuvInputs:
     scale_factor: float | None         # factor from the stored unit to SUV (g/ml), when one factor applies
     vendor: str | None
     notes: tuple[str, ...] = ()        # repairs and warnings applied (e.g. "dose recorded in MBq")
+    stored_suv_type: str | None = None  # SUV Type (0054,1006) of an image stored as SUV (GML/CM2ML)
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,43 @@ class LiverReference:
     def percist_threshold(self) -> float:
         """1.5 × mean + 2 SD, the PERCIST measurability threshold."""
         return 1.5 * self.suv_mean + 2.0 * self.suv_sd
+
+
+@dataclass(frozen=True)
+class PhysiologicalRegion:
+    """A hot region that is normal uptake for the tracer: not a lesion, not in counts, TMTV or TLG."""
+
+    organ: str                                  # canonical name: brain, myocardium, urinary_bladder, kidney, …
+    suv_max: float
+    suv_mean: float
+    volume_ml: float
+    centroid_mm: tuple[float, float, float]    # patient coordinates (LPS, mm)
+    evidence: str                               # what showed it is that organ
+
+
+@dataclass(frozen=True)
+class Physiology:
+    """How physiological uptake was told apart: the tracer profile, the evidence source, what could not be done."""
+
+    profile: str | None          # "FDG", "PSMA"; None when the radiopharmaceutical is not recognised
+    source: str                  # "organ label map (…)", "CT rules", "PET-only rules", "none"
+    organs: tuple[str, ...]      # the organs of the profile
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Reference:
+    """An anatomical reference region (PERCIST liver, mediastinal blood pool), or why it was not found."""
+
+    name: str                                       # "liver", "blood_pool"
+    found: bool
+    suv_mean: float | None = None
+    suv_sd: float | None = None
+    center_mm: tuple[float, float, float] | None = None
+    region: str | None = None                       # e.g. "sphere r 15 mm", "cylinder r 8 mm × 20 mm"
+    voxel_count: int | None = None
+    method: str | None = None                       # how it was placed
+    note: str | None = None                         # why not found
 
 
 @dataclass(frozen=True)
@@ -104,6 +142,15 @@ class AnalysisResult:
     pet_frame_numbers: list[int] | None = None
     # The SUV volume (float32, shaped like label_map) the measures were made on, e.g. for a MIP.
     suv_volume: np.ndarray | None = None
+    # Normal uptake told apart from lesions (additive to the contract: empty when nothing was excluded).
+    physiological: list[PhysiologicalRegion] = field(default_factory=list)
+    physiology: Physiology | None = None
+    # Region i of `physiological` is value i + 1 here (shaped like label_map), for the pictures.
+    physiological_map: np.ndarray | None = None
+    references: dict[str, Reference] = field(default_factory=dict)
+    # Direction (LPS unit vector) in which each array axis (slice, row, column) runs; None: the usual
+    # axial stack, slices inferior → superior, rows anterior → posterior, columns right → left.
+    patient_axes: tuple[tuple[float, float, float], ...] | None = None
 
     @property
     def suv_max(self) -> float | None:
@@ -134,6 +181,9 @@ class AnalysisResult:
             "tmtv_ml": self.tmtv_ml,
             "tlg_total": self.tlg_total,
             "lesions": [asdict(les) for les in self.lesions],
+            "physiological": [asdict(region) for region in self.physiological],
+            "physiology": None if self.physiology is None else asdict(self.physiology),
+            "references": {name: asdict(ref) for name, ref in self.references.items()},
             "voxel_spacing_mm": list(self.voxel_spacing_mm),
             "device": self.device,
             "software_version": self.software_version,

@@ -1,12 +1,22 @@
 """Stored PET values → SUV, the way a physicist would check it (QIBA rules), or a refusal.
 
 SUV = activity concentration × normaliser / decayed dose, the normaliser being body weight (g), lean
-body mass (James or Janmahasatian, g) or body-surface area (DuBois, cm²). Every input that went into
-the factor is returned in `SuvInputs`; when an input is missing or contradicts another, `InputRefused`
-names the attribute instead of a plausible-looking guess.
+body mass (James 128 or Janmahasatian, g), ideal body weight (g) or body-surface area (Du Bois, cm²),
+with the formulas of the IBSI "Comprehensive Manual for SUV Computation" (height in cm there):
+LBM James 128 = 1.10 W − 128 (W/H)² (M), 1.07 W − 148 (W/H)² (F); Janmahasatian = 9270 W / (6680 +
+216 BMI) (M), 9270 W / (8780 + 244 BMI) (F); IBW = 48.0 + 1.06 (H − 152) (M), 45.5 + 0.91 (H − 152) (F);
+BSA = 0.007184 H^0.725 W^0.425 m²; lean and ideal weights need PatientSex M or F (the manual: no
+consensus for O, so it is refused, not guessed). Images already in SUV (Units GML or CM2ML) are converted from the SUV Type
+(0054,1006) they carry (BW when empty; LBM is Morgan's 120 multiplier), never assumed to be SUVbw.
+Every input that went into the factor is returned in `SuvInputs`; when an input is missing or
+contradicts another, `InputRefused` names the attribute instead of a plausible-looking guess.
 
 Reference time (QIBA): SeriesDate/Time, unless it is later than the earliest acquisition date-time
-(a post-processed series); then GE's private scan date-time (0009,100d), else the earliest acquisition.
+(a post-processed series); then GE's private scan date-time (0009,100d); else, where every slice has
+FrameReferenceTime and ActualFrameDuration, the scan start back-computed as the manual gives it:
+t_ref = t_acq + T_ave − Δt with T_ave = ln(λT / (1 − e^(−λT))) / λ (T the frame duration, Δt the
+frame reference time), when every slice gives the same start within a second; else the earliest
+acquisition.
 Decay correction START uses that reference; ADMIN images are already corrected to the injection;
 NONE images are corrected here slice by slice from each frame's acquisition start and duration.
 """
@@ -26,7 +36,10 @@ from neuropetrix.analysis.errors import InputRefused
 from neuropetrix.analysis.results import SuvInputs
 from neuropetrix.analysis.volumes import Volume
 
-SUV_TYPES = ("bw", "lbm_james", "lbm_janmahasatian", "bsa")
+SUV_TYPES = ("bw", "lbm_james", "lbm_janmahasatian", "bsa", "ibw")
+# SUV Type (0054,1006) of a stored SUV image → our normaliser ("lbm_morgan" only ever describes a stored image)
+STORED_SUV_TYPES = {"BW": "bw", "LBM": "lbm_morgan", "LBMJAMES128": "lbm_james", "LBMJANMA": "lbm_janmahasatian",
+                    "IBW": "ibw", "BSA": "bsa"}
 # A dose below this many "Bq" cannot be a PET injection: it was recorded in MBq.
 _MBQ_RECORDED_BELOW = 1e5
 # Radionuclides this long-lived are imaged days after injection: a time without a date is ambiguous.
@@ -96,24 +109,28 @@ def _decay_correction(ds: Dataset) -> str:
     return value
 
 
-def _lbm_kg(suv_type: str, weight: float, height_m: float, sex: str) -> float:
-    """Lean body mass: James (1976) or Janmahasatian et al. (2005)."""
-    if suv_type == "lbm_james":
-        height_cm = height_m * 100.0
-        lbm = (1.10 * weight - 128.0 * (weight / height_cm) ** 2 if sex == "M"
-               else 1.07 * weight - 148.0 * (weight / height_cm) ** 2)
-    else:
+def _lean_or_ideal_kg(suv_type: str, weight: float, height_m: float, sex: str) -> float:
+    """Lean body mass (Morgan 120, James 128, Janmahasatian) or ideal body weight, in kg."""
+    height_cm = height_m * 100.0
+    male = sex == "M"
+    if suv_type in ("lbm_james", "lbm_morgan"):
+        ratio = (weight / height_cm) ** 2
+        kg = (1.10 * weight - (128.0 if suv_type == "lbm_james" else 120.0) * ratio if male
+              else 1.07 * weight - 148.0 * ratio)
+    elif suv_type == "lbm_janmahasatian":
         bmi = weight / height_m ** 2
-        lbm = 9270.0 * weight / ((6680.0 + 216.0 * bmi) if sex == "M" else (8780.0 + 244.0 * bmi))
-    if lbm <= 0:
+        kg = 9270.0 * weight / ((6680.0 + 216.0 * bmi) if male else (8780.0 + 244.0 * bmi))
+    else:
+        kg = 48.0 + 1.06 * (height_cm - 152.0) if male else 45.5 + 0.91 * (height_cm - 152.0)
+    if kg <= 0:
         raise InputRefused("PatientWeight (0010,1030)",
-                           f"{weight:g} kg at {height_m:g} m is outside the James formula's range; "
+                           f"{weight:g} kg at {height_m:g} m is outside the {suv_type} formula's range; "
                            "use lbm_janmahasatian")
-    return lbm
+    return kg
 
 
 def normaliser(suv_type: str, weight: float | None, height_m: float | None, sex: str | None) -> float:
-    """The SUV normaliser: grams of body weight or lean body mass, or cm² of body-surface area."""
+    """The SUV normaliser: grams of body weight, lean body mass or ideal body weight, or cm² of body surface."""
     if weight is None or weight <= 0:
         raise InputRefused("PatientWeight (0010,1030)", "missing or zero; needed for SUV")
     if suv_type == "bw":
@@ -123,10 +140,25 @@ def normaliser(suv_type: str, weight: float | None, height_m: float | None, sex:
     if height_m > 2.8:
         raise InputRefused("PatientSize (0010,1020)", f"{height_m:g} m is not a height in metres")
     if suv_type == "bsa":
-        return 0.007184 * weight ** 0.425 * (height_m * 100.0) ** 0.725 * 1e4   # DuBois, cm²
-    if sex not in ("M", "F"):
-        raise InputRefused("PatientSex (0010,0040)", f"{sex or 'missing'}: lean body mass needs M or F")
-    return _lbm_kg(suv_type, weight, height_m, sex) * 1000.0
+        return 0.007184 * weight ** 0.425 * (height_m * 100.0) ** 0.725 * 1e4   # Du Bois, cm²
+    if sex not in ("M", "F"):   # the manual: no consensus for O (the mean of both is only a suggestion)
+        raise InputRefused("PatientSex (0010,0040)", f"{sex or 'missing'}: SUV {suv_type} needs M or F")
+    return _lean_or_ideal_kg(suv_type, weight, height_m, sex) * 1000.0
+
+
+def stored_suv_type(ds: Dataset, units: str) -> str:
+    """Which SUV a GML/CM2ML image already holds, from SUV Type (0054,1006); refused when inconsistent."""
+    value = str(ds.get("SUVType", "") or "").strip().upper()
+    if units == "CM2ML":
+        if value not in ("", "BSA"):
+            raise InputRefused("SUV Type (0054,1006)", f"{value} contradicts Units CM2ML (body-surface SUV)")
+        return "bsa"
+    if not value:
+        return "bw"
+    if value not in STORED_SUV_TYPES or value == "BSA":
+        raise InputRefused("SUV Type (0054,1006)", f"{value!r} is not a SUV type of Units GML "
+                                                   f"(BW, LBM, LBMJAMES128, LBMJANMA, IBW)")
+    return STORED_SUV_TYPES[value]
 
 
 def _radiopharmaceutical(ds: Dataset) -> Dataset:
@@ -166,7 +198,31 @@ def _earliest(datetimes: Sequence[datetime | None]) -> datetime | None:
     return min(known) if known else None
 
 
-def reference_time(ds: Dataset, acquisitions: Sequence[datetime | None]) -> tuple[datetime, str]:
+def back_computed_start(pet: Volume, half_life_s: float) -> datetime | None:
+    """Scan start from each slice's acquisition, FrameReferenceTime and ActualFrameDuration (IBSI-SUV).
+
+    t_ref = t_acq + T_ave − Δt, T_ave = ln(λT / (1 − e^(−λT))) / λ; the median over the slices, or None
+    when a slice lacks one of the three or the slices disagree by more than a second (a frame reference
+    time that does not describe the frames).
+    """
+    lam = math.log(2.0) / half_life_s
+    starts = []
+    for ds, acquired, duration_s in zip(pet.slice_datasets, pet.acquisition_datetimes, pet.frame_durations_s):
+        reference_ms = _number(ds.get("FrameReferenceTime"))
+        if acquired is None or not duration_s or reference_ms is None or pet.frame_numbers is not None:
+            return None
+        t_ave = math.log(lam * duration_s / (1.0 - math.exp(-lam * duration_s))) / lam
+        starts.append(acquired + timedelta(seconds=t_ave - reference_ms / 1000.0))
+    if not starts:
+        return None
+    starts.sort()
+    if (starts[-1] - starts[0]).total_seconds() > 1.0:
+        return None
+    return starts[len(starts) // 2]
+
+
+def reference_time(ds: Dataset, acquisitions: Sequence[datetime | None],
+                   back_computed: datetime | None = None) -> tuple[datetime, str]:
     """The decay-correction reference time by the QIBA rule, and where it came from."""
     if "DecayCorrectionDateTime" in ds and parse_dt(ds.DecayCorrectionDateTime):
         return parse_dt(ds.DecayCorrectionDateTime), "decay_correction_datetime"  # type: ignore[return-value]
@@ -177,6 +233,8 @@ def reference_time(ds: Dataset, acquisitions: Sequence[datetime | None]) -> tupl
     ge = parse_dt(_private(ds, 0x0009, _GE_CREATOR, _GE_SCAN_DATETIME))
     if ge is not None:
         return ge, "ge_private_scan_datetime"
+    if back_computed is not None:
+        return back_computed, "back_computed_frame_reference_time"
     if earliest is not None:
         return earliest, "earliest_acquisition"
     raise InputRefused("SeriesDate/SeriesTime (0008,0021)/(0008,0031)",
@@ -267,15 +325,17 @@ def suv_factors(pet: Volume, suv_type: str) -> tuple[SuvInputs, np.ndarray]:
     notes: list[str] = []
     n = len(pet.slice_datasets)
     decay_inputs: _Decay | None = None
+    stored_type = None
     if units in ("GML", "CM2ML"):
         rp = ds.get("RadiopharmaceuticalInformationSequence", [Dataset()])[0]
-        stored_type = "bw" if units == "GML" else "bsa"
+        stored_type = stored_suv_type(ds, units)
         if stored_type == suv_type:
             factors = np.ones(n)
         else:   # stored SUV × (normaliser wanted / normaliser stored)
             factors = np.full(n, normaliser(suv_type, weight, height, sex)
                               / normaliser(stored_type, weight, height, sex))
-            notes.append(f"stored SUV{stored_type} converted to SUV {suv_type}")
+            notes.append(f"stored SUV {stored_type} (SUV Type {ds.get('SUVType') or 'empty: BW'}) "
+                         f"converted to SUV {suv_type}")
     elif units in ("BQML", "CNTS"):
         rp = _radiopharmaceutical(ds)
         norm = normaliser(suv_type, weight, height, sex)
@@ -298,7 +358,8 @@ def suv_factors(pet: Volume, suv_type: str) -> tuple[SuvInputs, np.ndarray]:
         reference_datetime=decay_inputs.reference.isoformat() if decay_inputs and decay_inputs.reference else None,
         reference_source=decay_inputs.source if decay_inputs else None,
         patient_weight_kg=weight, patient_height_m=height, patient_sex=sex,
-        scale_factor=float(factors[0]) if constant else None, vendor=_vendor(ds), notes=tuple(notes))
+        scale_factor=float(factors[0]) if constant else None, vendor=_vendor(ds), notes=tuple(notes),
+        stored_suv_type=stored_type)
     return inputs, factors
 
 
@@ -306,7 +367,7 @@ def _per_bqml(ds: Dataset, rp: Dataset, pet: Volume, decay: str, notes: list[str
     """Per slice: 1 / (decayed dose in Bq) — SUV per (Bq/ml) per gram of normaliser."""
     dose = _dose(rp, notes)
     half_life = _half_life(rp)
-    reference, source = reference_time(ds, pet.acquisition_datetimes)
+    reference, source = reference_time(ds, pet.acquisition_datetimes, back_computed_start(pet, half_life))
     injected = injection_time(ds, rp, reference, half_life, notes)
     n = len(pet.slice_datasets)
     if decay == "ADMIN":

@@ -19,7 +19,7 @@ _SUBSAMPLES = 7
 
 def sphere_kernel(spacing: tuple[float, float, float], radius_mm: float = PEAK_RADIUS_MM) -> np.ndarray:
     """Weights (summing to 1) of a sphere of `radius_mm` on a grid of `spacing` (slice, row, col) mm."""
-    half = [int(math.ceil(radius_mm / s - 0.5)) for s in spacing]
+    half = [math.ceil(radius_mm / s - 0.5) for s in spacing]
     offsets = (np.arange(_SUBSAMPLES) + 0.5) / _SUBSAMPLES - 0.5
     axes = [(np.arange(-h, h + 1)[:, None] + offsets[None, :]) * s for h, s in zip(half, spacing)]
     z = axes[0].reshape(-1, 1, 1, _SUBSAMPLES, 1, 1)

@@ -7,6 +7,7 @@ missing slice silently changes every volume and centroid. Rescale slope/intercep
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,7 +18,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from scipy import ndimage
 
-from neuropetrix.analysis.dicomtime import parse_dt, parse_date_time
+from neuropetrix.analysis.dicomtime import parse_date_time, parse_dt
 from neuropetrix.analysis.errors import AnalysisError
 
 PET_STORAGE = "1.2.840.10008.5.1.4.1.1.128"
@@ -25,6 +26,7 @@ ENHANCED_PET_STORAGE = "1.2.840.10008.5.1.4.1.1.130"
 LEGACY_ENHANCED_PET_STORAGE = "1.2.840.10008.5.1.4.1.1.128.1"
 CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 ENHANCED_CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
+log = logging.getLogger("neuropetrix.analysis")
 _ORIENTATION_TOL = 1e-3      # direction cosines
 _SPACING_TOL = 0.02          # fraction of the slice spacing
 
@@ -84,22 +86,39 @@ class Volume:
 
 
 def read_folder(folder: Path) -> list[SeriesFiles]:
-    """Every image series under `folder` (recursively), pixel data left on disk until needed."""
+    """Every image series under `folder` (recursively), pixel data left on disk until needed.
+
+    Files that are not DICOM (a README, JSON, JPEG; no "DICM" marker and no .dcm name) are skipped with a
+    log line; a file that claims to be DICOM and cannot be read stops the analysis, naming it.
+    """
     if not folder.is_dir():
         raise AnalysisError(f"{folder}: not a folder")
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
     series: dict[str, SeriesFiles] = {}
+    skipped: list[str] = []
     for path in files:
         try:
             ds = dcmread(path, defer_size="2 KB")
-        except Exception as exc:  # pydicom raises many types for a damaged file
+        except Exception as exc:  # noqa: BLE001 - pydicom raises many types for a damaged file
+            if path.suffix.lower() != ".dcm" and not _has_dicom_marker(path):
+                skipped.append(path.name)
+                continue
             raise AnalysisError(f"{path}: not a readable DICOM file ({type(exc).__name__}: {exc})") from None
         if "PixelData" not in ds or "SeriesInstanceUID" not in ds:
             continue                                  # DICOMDIR, SR, presentation states, …
         uid = str(ds.SeriesInstanceUID)
         entry = series.setdefault(uid, SeriesFiles(uid, str(ds.get("Modality", "")), []))
         entry.datasets.append(ds)
+    if skipped:
+        log.info("%s: skipped %d file(s) that are not DICOM (%s)", folder, len(skipped),
+                 ", ".join(sorted({Path(n).suffix or "no extension" for n in skipped})))
+        log.debug("not DICOM: %s", ", ".join(skipped))
     return list(series.values())
+
+
+def _has_dicom_marker(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(132)[128:132] == b"DICM"
 
 
 def is_pet(series: SeriesFiles) -> bool:
@@ -256,7 +275,7 @@ def _check_and_sort(planes: list[_Plane], label: str) -> tuple[list[_Plane], np.
     bad = np.nonzero(np.abs(steps - spacing) > _SPACING_TOL * spacing)[0]
     if bad.size:
         k = int(bad[0])
-        missing = int(round(steps[k] / spacing)) - 1
+        missing = round(steps[k] / spacing) - 1
         what = f"{missing} missing slice(s)" if missing >= 1 else "uneven slice spacing"
         raise AnalysisError(f"{label}: {what}: gap of {steps[k]:.2f} mm between positions {depth[k]:.2f} and "
                             f"{depth[k + 1]:.2f} mm where the spacing is {spacing:.2f} mm")
@@ -267,27 +286,51 @@ def _check_and_sort(planes: list[_Plane], label: str) -> tuple[list[_Plane], np.
     return planes, normal, spacing
 
 
+_NATIVE_LE = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")    # implicit / explicit VR little endian
+
+
+def _native(ds: Dataset) -> np.ndarray | None:
+    """Uncompressed single-frame 16-bit pixels straight from the bytes (what most PET/CT is), else None.
+
+    pydicom's general decoder costs milliseconds per instance, which is seconds on a 400-slice CT.
+    """
+    syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", ""))
+    if (syntax not in _NATIVE_LE or int(ds.get("BitsAllocated", 0)) != 16 or int(ds.get("SamplesPerPixel", 1)) != 1
+            or int(ds.get("NumberOfFrames", 1) or 1) != 1 or int(ds.get("BitsStored", 16)) != 16):
+        return None
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    data = ds.PixelData
+    if not isinstance(data, bytes) or len(data) < rows * cols * 2:
+        return None
+    dtype = "<i2" if int(ds.get("PixelRepresentation", 0)) == 1 else "<u2"
+    return np.frombuffer(data, dtype=dtype, count=rows * cols).reshape(rows, cols)
+
+
 def _pixels(ds: Dataset, cache: dict[int, np.ndarray]) -> np.ndarray:
     key = id(ds)
     if key not in cache:
         try:
-            cache[key] = ds.pixel_array
-        except Exception as exc:
+            native = _native(ds)
+            cache[key] = native if native is not None else ds.pixel_array
+        except Exception as exc:  # noqa: BLE001 - every decoder plugin has its own errors
             raise AnalysisError(f"{_where(ds)}: cannot decode pixel data ({type(exc).__name__}: {exc})") from None
     return cache[key]
 
 
-def load_volume(series: SeriesFiles, with_pixels: bool = True) -> Volume:
+def load_volume(series: SeriesFiles, with_pixels: bool = True, block: int = 1) -> Volume:
     """The series as a float32 volume in its stored units (rescale applied slice by slice).
 
     With `with_pixels=False` only the geometry is read (data is an empty array), for a CT that is
-    referenced but not needed.
+    referenced but not needed. `block` > 1 averages each slice over block × block pixels as it is read
+    (a CT needed only at PET resolution: 1/block² of the memory and of the resampling).
     """
     label = f"{series.modality} series {series.series_uid}"
     planes, normal, slice_spacing = _check_and_sort(_planes(series.datasets), label)
     first = planes[0]
     rows, cols = int(first.dataset.Rows), int(first.dataset.Columns)
-    data = np.empty((len(planes), rows, cols) if with_pixels else (0, 0, 0), dtype=np.float32)
+    block = max(1, min(block, rows, cols))
+    out_rows, out_cols = rows // block, cols // block
+    data = np.empty((len(planes), out_rows, out_cols) if with_pixels else (0, 0, 0), dtype=np.float32)
     if with_pixels:
         cache: dict[int, np.ndarray] = {}
         for k, plane in enumerate(planes):
@@ -295,13 +338,17 @@ def load_volume(series: SeriesFiles, with_pixels: bool = True) -> Volume:
             frame = pixels[plane.frame - 1] if plane.frame is not None else pixels
             if frame.shape != (rows, cols):
                 raise AnalysisError(f"{_where(plane.dataset)}: pixel data is not {rows}×{cols}")
+            if block > 1:
+                frame = frame[:out_rows * block, :out_cols * block].reshape(
+                    out_rows, block, out_cols, block).mean(axis=(1, 3), dtype=np.float32)
             np.multiply(frame, plane.slope, out=data[k], casting="unsafe")
             if plane.intercept:
                 data[k] += plane.intercept
     axes = np.stack([normal, first.orientation[3:], first.orientation[:3]])
     multi = any(p.frame is not None for p in planes)
-    return Volume(data=data, origin=first.position.copy(), axes=axes,
-                  spacing=(slice_spacing, float(first.pixel_spacing[0]), float(first.pixel_spacing[1])),
+    shift = (block - 1) / 2.0 * (first.pixel_spacing[0] * axes[1] + first.pixel_spacing[1] * axes[2])
+    return Volume(data=data, origin=first.position + shift, axes=axes,
+                  spacing=(slice_spacing, float(first.pixel_spacing[0]) * block, float(first.pixel_spacing[1]) * block),
                   slice_datasets=[p.dataset for p in planes],
                   frame_numbers=[p.frame or 1 for p in planes] if multi else None,
                   acquisition_datetimes=[p.acquisition for p in planes],
@@ -314,5 +361,16 @@ def resample_to(source: Volume, target: Volume, fill: float) -> np.ndarray:
     source_steps_inv = np.linalg.inv(source.axes * np.asarray(source.spacing)[:, None])
     matrix = (target_steps @ source_steps_inv).T
     offset = (target.origin - source.origin) @ source_steps_inv
+    if np.allclose(matrix, np.diag(np.diag(matrix)), atol=1e-9):
+        matrix = np.diag(matrix)          # axis-aligned grids: scipy's much faster separable path
     return ndimage.affine_transform(source.data, matrix, offset=offset, output_shape=target.data.shape,
                                     order=1, mode="constant", cval=fill, output=np.float32)
+
+
+def inplane_block(ct: SeriesFiles, pet: Volume) -> int:
+    """How many CT pixels (per side) make about one PET pixel: the `block` to read a CT with for PET-grid use."""
+    try:
+        ct_mm = float(ct.first.PixelSpacing[0])
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return 1
+    return max(int(min(pet.spacing[1], pet.spacing[2]) / ct_mm + 1e-6), 1) if ct_mm > 0 else 1

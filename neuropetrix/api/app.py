@@ -1,7 +1,7 @@
 """The aiohttp application, wired as aiohttp's examples wire theirs: each service under its own
 `web.AppKey` (defined beside the service), the route modules' tables added, the background tasks (event
-feed, push) in `cleanup_ctx`. Nothing heavy is built here: the signing key, the database pool, the FCM
-sender and the job queue come from the caller (api/server.py for the node, the tests' fixtures).
+feed) in `cleanup_ctx`. Nothing heavy is built here: the signing key and the database pool come from
+the caller (api/server.py for the node, the tests' fixtures). Push messages are engine jobs.
 
 A route module plugs in by defining `routes = web.RouteTableDef()`, its handlers declared with
 `api.endpoint` (permission and pydantic models), and being listed in ROUTE_MODULES.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from aiohttp import WSCloseCode, web
 
-from neuropetrix.api import routes_admin, routes_auth, routes_devices, routes_studies
+from neuropetrix.api import routes_admin, routes_auth, routes_devices, routes_orders, routes_review, routes_studies
 from neuropetrix.api.auth import AUTH, Auth
 from neuropetrix.api.database import DATABASE, Database
 from neuropetrix.api.errors import errors_and_timing
@@ -25,15 +25,13 @@ from neuropetrix.api.headers import add_security_headers
 from neuropetrix.api.node_config import SETTINGS
 from neuropetrix.api.openapi import openapi
 from neuropetrix.api.ops import READINESS, EventMetrics, Readiness, healthz, metrics, readyz
-from neuropetrix.api.push import PushNotifier
 from neuropetrix.api.routes_studies import STUDY_PAGES, StudyPages
 from neuropetrix.api.tokens import TokenSigner
 from neuropetrix.api.ws import SOCKETS, websocket
 from neuropetrix.config.settings import Settings
 
 STATIC = Path(__file__).with_name("static")
-ROUTE_MODULES = (routes_auth, routes_studies, routes_admin, routes_devices)
-PUSH = web.AppKey("push", PushNotifier)
+ROUTE_MODULES = (routes_auth, routes_studies, routes_review, routes_admin, routes_devices, routes_orders)
 
 
 async def _index(_request: web.Request) -> web.FileResponse:
@@ -42,18 +40,11 @@ async def _index(_request: web.Request) -> web.FileResponse:
 
 
 async def _background(app: web.Application) -> AsyncIterator[None]:
-    tasks = [asyncio.create_task(app[FEED].run(), name="event-feed")]
-    push = app.get(PUSH)
-    if push is not None:
-        tasks.append(asyncio.create_task(push.run(), name="push"))
+    feed = asyncio.create_task(app[FEED].run(), name="event-feed")
     yield
-    for t in tasks:
-        t.cancel()
-    for t in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await t
-    if push is not None:
-        push.close()
+    feed.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await feed
     app[DATABASE].close()
 
 
@@ -64,14 +55,12 @@ async def _close_websockets(app: web.Application) -> None:
 
 
 def create_app(settings: Settings, db: Database, readiness: Readiness, signer: TokenSigner,
-               push: PushNotifier | None = None, clock: Callable[[], float] = time.time) -> web.Application:
+               clock: Callable[[], float] = time.time) -> web.Application:
     """The app over these services; `clock` (Unix seconds) is what token expiry is measured by."""
     auth = Auth(signer, settings.api, clock)
     feed = EventFeed(db, settings.api.event_poll_seconds)
     feed.listen(EventMetrics())
     feed.listen(auth.on_events)
-    if push is not None:
-        feed.listen(push.on_events)
 
     app = web.Application(middlewares=[errors_and_timing], client_max_size=1024 * 1024)
     app[SETTINGS] = settings
@@ -81,8 +70,6 @@ def create_app(settings: Settings, db: Database, readiness: Readiness, signer: T
     app[READINESS] = readiness
     app[SOCKETS] = set()
     app[STUDY_PAGES] = StudyPages()
-    if push is not None:
-        app[PUSH] = push
     for module in ROUTE_MODULES:
         app.add_routes(module.routes)
     app.router.add_get("/api/ws", websocket)

@@ -25,6 +25,7 @@ from neuropetrix.config.settings import ApiSettings
 from neuropetrix.store.accounts import RefreshToken, User
 from neuropetrix.store.db import utcnow
 
+
 @dataclass(frozen=True)
 class Principal:
     user_id: int

@@ -3,8 +3,8 @@
 Reading the table (rather than trusting an in-process signal) sees events written by any process — the
 SCP thread, a worker, another node on the same database — and makes resuming exact: a client that saw
 event N asks for everything after N. Reading stops at an id gap that an open PostgreSQL transaction may
-still fill (engine/events.py, the engine's side of the same log), so no event is passed over. Commits
-of events in this process wake the feed at once; those of other processes are seen at the next poll.
+still fill (store/eventlog.py, which the engine reads too), so no event is passed over. Commits of
+events in this process wake the feed at once; those of other processes are seen at the next poll.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, Pool
 
 from neuropetrix.api.database import Database
 from neuropetrix.api.permissions import event_permission
-from neuropetrix.engine.events import settled_up_to
+from neuropetrix.store.eventlog import settled_up_to
 from neuropetrix.store.models import Event
 
 log = logging.getLogger("neuropetrix.api")

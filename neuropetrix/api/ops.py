@@ -20,9 +20,18 @@ from sqlalchemy.orm import Session
 from neuropetrix.api.database import DATABASE
 from neuropetrix.api.event_feed import FeedItem
 from neuropetrix.api.node_config import SETTINGS
-from neuropetrix.engine.events import ANALYSIS_DONE, ANALYSIS_FAILED, ANALYSIS_STARTED, DELIVERY_FAILED
-from neuropetrix.metrics import ANALYSES, ANALYSIS_SECONDS, DELIVERIES_FAILED, DICOM_ASSOCIATIONS, JOBS
-from neuropetrix.store.jobs_models import DONE, FAILED, QUEUED, RUNNING, EngineCursor, Job
+from neuropetrix.metrics import (
+    ANALYSES,
+    ANALYSIS_SECONDS,
+    DELIVERIES_FAILED,
+    DESTINATION_FAILURES,
+    DICOM_ASSOCIATIONS,
+    JOBS,
+    STORAGE_CAPACITY,
+    STORAGE_FREE,
+)
+from neuropetrix.store.eventlog import EventKind
+from neuropetrix.store.jobs_models import DONE, FAILED, QUEUED, RUNNING, Destination, EngineCursor, Job
 
 
 @dataclass
@@ -48,14 +57,14 @@ class EventMetrics:
     def __call__(self, items: list[FeedItem]) -> None:
         for item in items:
             job = item.payload.get("job")
-            if item.kind == ANALYSIS_STARTED and isinstance(job, int):
+            if item.kind == EventKind.ANALYSIS_STARTED and isinstance(job, int):
                 self._started[job] = item.created_at
-            elif item.kind in (ANALYSIS_DONE, ANALYSIS_FAILED):
+            elif item.kind in (EventKind.ANALYSIS_DONE, EventKind.ANALYSIS_FAILED):
                 ANALYSES.labels(item.kind.split(".")[1]).inc()
                 started = self._started.pop(job, None) if isinstance(job, int) else None
                 if started is not None:
                     ANALYSIS_SECONDS.observe((item.created_at - started).total_seconds())
-            elif item.kind == DELIVERY_FAILED:
+            elif item.kind == EventKind.DELIVERY_FAILED:
                 DELIVERIES_FAILED.labels(str(item.payload.get("destination", "unknown")).split(":")[0]).inc()
 
 
@@ -106,14 +115,25 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
 
 
-def _job_counts(s: Session) -> dict[str, int]:
-    return dict(s.execute(select(Job.state, func.count(Job.id)).group_by(Job.state)).all())
+def _queue_state(s: Session) -> tuple[dict[str, int], dict[str, int]]:
+    """Jobs by state, and each destination's consecutive failures."""
+    return (dict(s.execute(select(Job.state, func.count(Job.id)).group_by(Job.state)).all()),
+            dict(s.execute(select(Destination.name, Destination.failures)).all()))
 
 
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus metrics of the node."""
-    counts = await request.app[DATABASE](_job_counts)
+    counts, failures = await request.app[DATABASE](_queue_state)
     for state in {QUEUED, RUNNING, DONE, FAILED} | set(counts):
         JOBS.labels(state).set(counts.get(state, 0))
-    DICOM_ASSOCIATIONS.set(request.app[READINESS].dicom_associations())
+    for name, n in failures.items():
+        DESTINATION_FAILURES.labels(name).set(n)
+    readiness = request.app[READINESS]
+    DICOM_ASSOCIATIONS.set(readiness.dicom_associations())
+    try:
+        disk = shutil.disk_usage(readiness.storage_dir)
+        STORAGE_FREE.set(disk.free)
+        STORAGE_CAPACITY.set(disk.total)
+    except OSError:        # storage gone: /readyz says so; the gauges keep their last value
+        pass
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})

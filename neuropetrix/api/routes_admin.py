@@ -28,6 +28,8 @@ class UserOut(BaseModel):
     username: str
     role: str
     disabled: bool
+    display_name: str
+    organisation: str
     created_at: str
     last_login_at: str | None
 
@@ -36,15 +38,22 @@ class Users(BaseModel):
     items: list[UserOut]
 
 
+Label = Field(None, max_length=200, description="what a signed report names (review)")
+
+
 class NewUser(Body):
     username: Text
     password: Text
     role: Text            # checked by users.add_user, whose message lists the roles
+    display_name: str | None = Label
+    organisation: str | None = Label
 
 
 class UserChange(Body):
     role: Role | None = None
     disabled: StrictBool | None = None
+    display_name: str | None = Label
+    organisation: str | None = Label
 
 
 class Configured(BaseModel):
@@ -70,7 +79,8 @@ async def list_users(request: web.Request) -> web.Response:
 async def add_user(request: web.Request, body: NewUser) -> web.Response:
     """Add an account."""
     try:
-        info = await request.app[DATABASE](users.add_user, body.username, body.password, body.role)
+        info = await request.app[DATABASE](users.add_user, body.username, body.password, body.role,
+                                           body.display_name or "", body.organisation or "")
     except users.AccountError as exc:
         raise bad_request(str(exc)) from None
     return web.json_response(info.to_json(), status=201)
@@ -82,7 +92,7 @@ async def update_user(request: web.Request, body: UserChange) -> web.Response:
     """Change an account's role or disable it (either logs it out everywhere)."""
     try:
         info = await request.app[DATABASE](users.update_user, request.match_info["username"], body.role,
-                                           body.disabled)
+                                           body.disabled, body.display_name, body.organisation)
     except users.AccountError as exc:
         raise (web.HTTPNotFound(text=str(exc)) if str(exc).startswith("no user") else bad_request(str(exc))) \
             from None

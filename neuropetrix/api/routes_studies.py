@@ -19,8 +19,7 @@ from neuropetrix.api.endpoint import endpoint
 from neuropetrix.api.event_feed import FEED
 from neuropetrix.api.node_config import SETTINGS, results_dir
 from neuropetrix.api.params import Page, PageQuery, bad_request, paged
-from neuropetrix.api.permissions import (DELIVERIES_READ, RESULTS_DOWNLOAD, RESULTS_READ, STUDIES_READ,
-                                         event_permission)
+from neuropetrix.api.permissions import DELIVERIES_READ, RESULTS_DOWNLOAD, RESULTS_READ, STUDIES_READ, event_permission
 from neuropetrix.engine.jobs import job_json
 from neuropetrix.store.jobs_models import Job
 from neuropetrix.store.models import Event, Instance, Series, Study

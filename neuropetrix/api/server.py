@@ -22,12 +22,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from neuropetrix.api.app import create_app
 from neuropetrix.api.database import Database
 from neuropetrix.api.ops import Readiness
-from neuropetrix.api.push import PushNotifier
 from neuropetrix.api.tokens import TokenSigner, load_signing_key
-from neuropetrix.config.loader import ConfigError
 from neuropetrix.config.settings import Settings
-from neuropetrix.engine.jobs import JobQueue
-from neuropetrix.node.scu.push import FcmSender
 
 log = logging.getLogger("neuropetrix.api")
 BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: application/json\r\n"
@@ -75,21 +71,11 @@ class CappedSite(web.BaseSite):
 
 def build_app(settings: Settings, sessions: sessionmaker[Session], readiness: Readiness,
               clock: Callable[[], float] = time.time) -> web.Application:
-    """What the app needs, built: the signing key (created on first use), the database pool and, when
-    push.credentials_file is set, the FCM sender with its job queue; then the app wired over them."""
-    db = Database(sessions)
+    """What the app needs, built: the signing key (created on first use) and the database pool; then
+    the app wired over them."""
     signer = TokenSigner(load_signing_key(settings.api.signing_key, settings.node.data_dir),
                          settings.api.access_token_seconds)
-    push = None
-    if settings.push.credentials_file is not None:
-        try:
-            sender = FcmSender(settings.push.credentials_file, settings.push.fcm_endpoint)
-        except (OSError, ValueError) as exc:     # missing file, not a service-account key
-            raise ConfigError(f"push.credentials_file: cannot use {settings.push.credentials_file}: {exc}") from None
-        engine = settings.engine
-        push = PushNotifier(db, JobQueue(sessions, engine.retry, engine.lease_seconds), sender,
-                            settings.push.max_attempts, engine.poll_seconds)
-    return create_app(settings, db, readiness, signer, push, clock)
+    return create_app(settings, Database(sessions), readiness, signer, clock)
 
 
 class ApiServer:

@@ -13,11 +13,11 @@ from sqlalchemy.orm import Session
 
 from neuropetrix.store.accounts import ROLES, RefreshToken, User
 from neuropetrix.store.db import utcnow
-from neuropetrix.store.models import Event
+from neuropetrix.store.eventlog import EventKind, record
 
 # Written when an account's tokens are revoked, so that every process serving the API (the feed reads
 # the log) forgets the account's checked tokens and closes its open WebSockets.
-ACCOUNT_REVOKED = "account.revoked"
+ACCOUNT_REVOKED = EventKind.ACCOUNT_REVOKED
 
 MIN_PASSWORD = 8
 _USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
@@ -38,15 +38,19 @@ class UserInfo:
     disabled: bool
     created_at: datetime
     last_login_at: datetime | None
+    display_name: str = ""
+    organisation: str = ""
 
     @classmethod
     def of(cls, u: User) -> UserInfo:
-        return cls(u.id, u.username, u.role, u.disabled, u.created_at, u.last_login_at)
+        return cls(u.id, u.username, u.role, u.disabled, u.created_at, u.last_login_at, u.display_name or "",
+                   u.organisation or "")
 
     def to_json(self) -> dict:
         return {"id": self.id, "username": self.username, "role": self.role, "disabled": self.disabled,
                 "created_at": self.created_at.isoformat() + "Z",
-                "last_login_at": self.last_login_at.isoformat() + "Z" if self.last_login_at else None}
+                "last_login_at": self.last_login_at.isoformat() + "Z" if self.last_login_at else None,
+                "display_name": self.display_name, "organisation": self.organisation}
 
 
 def check_password(password: str) -> None:
@@ -73,11 +77,20 @@ def revoke_sessions(s: Session, user: User) -> None:
     s.execute(update(RefreshToken).where(RefreshToken.user_id == user.id, RefreshToken.revoked_at.is_(None))
               .values(revoked_at=now))
     user.token_version += 1
-    s.add(Event(kind=ACCOUNT_REVOKED, study_uid=None, created_at=now,
-                payload={"user_id": user.id, "username": user.username}))
+    record(s, ACCOUNT_REVOKED, None, {"user_id": user.id, "username": user.username}, at=now)
 
 
-def add_user(s: Session, username: str, password: str, role: str) -> UserInfo:
+def check_label(name: str, value: str) -> str:
+    """A display name or organisation as a signed report prints it: one line, at most 64 characters
+    (a DICOM PN component group and LO hold 64)."""
+    value = value.strip()
+    if len(value) > 64 or any(c in value for c in "\r\n\\^="):
+        raise AccountError(f"{name}: one line of at most 64 characters without \\ ^ =")
+    return value
+
+
+def add_user(s: Session, username: str, password: str, role: str, display_name: str = "",
+             organisation: str = "") -> UserInfo:
     if not _USERNAME.match(username):
         raise AccountError("user names are 1-64 letters, digits and _ . @ -")
     check_role(role)
@@ -85,7 +98,8 @@ def add_user(s: Session, username: str, password: str, role: str) -> UserInfo:
     if s.scalars(select(User.id).where(User.username == username)).first() is not None:
         raise AccountError(f"user {username!r} exists")
     user = User(username=username, password_hash=_hasher.hash(password), role=role, disabled=False,
-                token_version=0, created_at=utcnow())
+                token_version=0, created_at=utcnow(), display_name=check_label("display_name", display_name),
+                organisation=check_label("organisation", organisation))
     s.add(user)
     s.flush()
     return UserInfo.of(user)
@@ -99,8 +113,13 @@ def set_password(s: Session, username: str, password: str) -> None:
 
 
 def update_user(s: Session, username: str, role: str | None = None,
-                disabled: bool | None = None) -> UserInfo:
+                disabled: bool | None = None, display_name: str | None = None,
+                organisation: str | None = None) -> UserInfo:
     user = _get(s, username)
+    if display_name is not None:
+        user.display_name = check_label("display_name", display_name)
+    if organisation is not None:
+        user.organisation = check_label("organisation", organisation)
     if role is not None and role != user.role:
         check_role(role)
         user.role = role

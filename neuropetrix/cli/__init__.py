@@ -14,9 +14,11 @@ from collections.abc import Callable, Sequence
 from neuropetrix.config.filemodes import apply_private_umask
 from neuropetrix.config.loader import ConfigError, load_settings
 from neuropetrix.config.settings import Settings
+from neuropetrix.store.migrate import SchemaNotCurrent
 
 # Modules under neuropetrix.cli that each add their commands.
-COMMAND_MODULES = ("serve", "studies", "send", "db", "analyze", "jobs", "routes", "users")
+COMMAND_MODULES = ("serve", "studies", "send", "db", "analyze", "jobs", "routes", "users",
+                   "doctor", "demo", "backup", "worker")
 
 
 class CommandError(Exception):
@@ -48,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     apply_private_umask()         # every command may create the database, keys or results
     try:
         return handler(args)
-    except (ConfigError, CommandError) as exc:
+    except (ConfigError, CommandError, SchemaNotCurrent) as exc:
         print(f"neuropetrix: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -14,6 +14,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="OUT_DIR", type=Path, required=True, help="where to write the results")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default=None,
                    help="where the heavy parts run (default: analysis.device from the config)")
+    p.add_argument("--organ-labels", metavar="PATH", type=Path, default=None,
+                   help="organ segmentation of this study (TotalSegmentator/MOOSE output: a folder of organ masks, "
+                        "or a multi-label map with its names in a .json beside it)")
+    p.add_argument("--organ-model", metavar="NAME", default=None, help="the model that made --organ-labels")
     p.set_defaults(handler=run)
 
 
@@ -24,7 +28,8 @@ def run(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     try:
-        analysis = analyze_folder(args.study_dir, args.out, settings.analysis, args.device, hbys=settings.hbys)
+        analysis = analyze_folder(args.study_dir, args.out, settings.analysis, args.device, hbys=settings.hbys,
+                                  organ_labels=args.organ_labels, organ_source=args.organ_model)
     except AnalysisError as exc:
         raise CommandError(f"analyze {args.study_dir}: {exc}") from None
     except ReportError as exc:
@@ -33,6 +38,10 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"analyze: {exc}") from None
     result = analysis.result
     suv_max = "-" if result.suv_max is None else f"{result.suv_max:.2f}"
+    normal = ", ".join(region.organ for region in result.physiological) or "none"
     print(f"{len(result.lesions)} lesion(s), SUVmax {suv_max}, TMTV {result.tmtv_ml:.1f} ml, "
-          f"TLG {result.tlg_total:.1f}; wrote {', '.join(sorted(analysis.files))} to {analysis.out_dir}")
+          f"TLG {result.tlg_total:.1f}; normal uptake not counted: {normal}; "
+          f"wrote {', '.join(sorted(analysis.files))} to {analysis.out_dir}")
+    for kind, reason in analysis.refused.items():
+        print(f"not made: {kind}: {reason}")
     return 0

@@ -6,7 +6,7 @@ import json
 
 from neuropetrix.cli import CommandError, add_config_option, settings_from
 from neuropetrix.engine.jobs import JobQueue, job_json, list_jobs
-from neuropetrix.store.db import open_database
+from neuropetrix.store.db import open_current
 from neuropetrix.store.jobs_models import COMMITTING, DONE, FAILED, QUEUED, RUNNING
 
 
@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    _, sessions = open_database(settings.node.db_url)
+    _, sessions = open_current(settings.node.db_url)
     if args.action == "retry":
         if args.id is None:
             raise CommandError("jobs retry: give the job ID")

@@ -5,7 +5,7 @@ import argparse
 import json
 
 from neuropetrix.cli import add_config_option, settings_from
-from neuropetrix.store.db import open_database
+from neuropetrix.store.db import open_current
 from neuropetrix.store.queries import list_studies
 
 
@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    _, sessions = open_database(settings_from(args).node.db_url)
+    _, sessions = open_current(settings_from(args).node.db_url)
     with sessions() as s:
         rows = list_studies(s, limit=args.limit)
     if args.json:

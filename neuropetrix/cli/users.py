@@ -1,4 +1,4 @@
-"""`neuropetrix users add NAME --role ROLE | passwd NAME | list [--json] | disable NAME`.
+"""`neuropetrix users add NAME --role ROLE [--display-name TEXT] [--organisation TEXT] | passwd NAME | list [--json] | disable NAME`.
 
 Passwords are read from standard input (one line), or prompted twice without echo on a terminal, so
 they never appear in the process list or the shell history.
@@ -13,7 +13,7 @@ import sys
 from neuropetrix.api import users
 from neuropetrix.cli import CommandError, add_config_option, settings_from
 from neuropetrix.store.accounts import ROLES
-from neuropetrix.store.db import open_database
+from neuropetrix.store.db import open_current, open_database
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,6 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add = usub.add_parser("add", help="create an account (password from stdin or prompted)")
     add.add_argument("name")
     add.add_argument("--role", required=True, choices=ROLES)
+    add.add_argument("--display-name", default="", help="the name a signed report gives, e.g. \"Dr. Ayşe Yılmaz\"")
+    add.add_argument("--organisation", default="", help="the signer's organisation in a signed report")
     passwd = usub.add_parser("passwd", help="set a new password (logs the user out everywhere)")
     passwd.add_argument("name")
     lst = usub.add_parser("list", help="list accounts")
@@ -48,8 +50,8 @@ def _read_password() -> str:
     return line.rstrip("\r\n")
 
 
-def _in_transaction(args: argparse.Namespace, fn, *fargs):
-    _, sessions = open_database(settings_from(args).node.db_url)
+def _in_transaction(args: argparse.Namespace, fn, *fargs, read_only: bool = False):
+    _, sessions = (open_current if read_only else open_database)(settings_from(args).node.db_url)
     try:
         with sessions.begin() as s:
             return fn(s, *fargs)
@@ -58,7 +60,8 @@ def _in_transaction(args: argparse.Namespace, fn, *fargs):
 
 
 def _add(args: argparse.Namespace) -> int:
-    info = _in_transaction(args, users.add_user, args.name, _read_password(), args.role)
+    info = _in_transaction(args, users.add_user, args.name, _read_password(), args.role, args.display_name,
+                           args.organisation)
     print(f"user {info.username} added with role {info.role}")
     return 0
 
@@ -76,7 +79,7 @@ def _disable(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    rows = _in_transaction(args, users.list_users)
+    rows = _in_transaction(args, users.list_users, read_only=True)
     if args.json:
         print(json.dumps([u.to_json() for u in rows], indent=2))
         return 0

@@ -6,13 +6,15 @@ reading a failed start-up needs to know which line to fix, not a pydantic traceb
 from __future__ import annotations
 
 import os
+import types
+import typing
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from neuropetrix.config.settings import Settings
 
@@ -28,8 +30,46 @@ def default_config_text() -> str:
     return resources.files("neuropetrix.config").joinpath("default.yaml").read_text(encoding="utf-8")
 
 
+_NULLS = ("", "null", "~", "Null", "NULL")
+
+
+def _key_annotation(path: list[str]) -> Any:
+    """The type the settings schema declares for `path` (None when the path is not a key of it)."""
+    model: Any = Settings
+    annotation: Any = None
+    for part in path:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+            return None
+        annotation = model.model_fields[part].annotation
+        model = annotation
+    return annotation
+
+
+def _is_text(annotation: Any) -> tuple[bool, bool]:
+    """(whether the key holds text — str, Path or a Literal of strings, optionally None —, whether None
+    is allowed)."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        kinds = [a for a in args if a is not type(None)]
+        return len(kinds) == 1 and _is_text(kinds[0])[0], type(None) in args
+    if typing.get_origin(annotation) is typing.Literal:
+        return all(isinstance(a, str) for a in args), None in args
+    return annotation in (str, Path), False
+
+
+def _env_value(path: list[str], raw: str) -> Any:
+    """An environment value read as its key's type: text keys take the text as written (so
+    `VERSION=2.5` is "2.5", not the number 2.5); other keys (numbers, booleans, lists) are parsed as YAML,
+    whose errors pydantic then reports against the key."""
+    text, nullable = _is_text(_key_annotation(path))
+    if text:
+        return None if nullable and raw in _NULLS else raw
+    return yaml.safe_load(raw) if raw != "" else None
+
+
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
-    """NEUROPETRIX_NODE__DICOM_PORT=11113 → {"node": {"dicom_port": 11113}} (values parsed as YAML)."""
+    """NEUROPETRIX_NODE__DICOM_PORT=11113 → {"node": {"dicom_port": 11113}} (values read as the key's
+    type, see `_env_value`)."""
     tree: dict[str, Any] = {}
     for name, raw in environ.items():
         if not name.startswith(ENV_PREFIX) or "__" not in name:
@@ -38,7 +78,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         if not all(path):
             raise ConfigError(f"environment variable {name}: empty key")
         try:
-            value = yaml.safe_load(raw) if raw != "" else None
+            value = _env_value(path, raw)
         except yaml.YAMLError as exc:
             raise ConfigError(f"environment variable {name}: cannot parse value: {exc}") from None
         node = tree

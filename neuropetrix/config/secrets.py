@@ -8,6 +8,10 @@ from pathlib import Path
 
 from neuropetrix.config.filemodes import refuse_if_open
 
+# Every secret generated into the data folder is named *.key: `backup` copies them all, `doctor` checks
+# that only the node's user can read them.
+KEY_FILES = "*.key"
+
 
 def load_secret(configured: str | None, path: Path) -> str:
     """The configured secret, else the one in `path`, created (0600) on first use."""

@@ -5,6 +5,7 @@ pydantic's errors into one message that names the key, e.g. ``node.dicom_port: â
 """
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -49,6 +50,8 @@ class NodeSettings(Section):
     network_timeout: float = Field(60.0, gt=0)     # a silent connection is closed after this
     max_pdu_size: int = Field(0, ge=0)             # 0 = unlimited: callers send large PDUs
     fsync: bool = True                             # fsync each instance before acknowledging it
+    # below this much free space in storage/, new associations are refused (transient); 0 = never
+    min_free_mb: int = Field(1024, ge=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     _ae = field_validator("ae_title")(classmethod(lambda cls, v: check_ae_title(v)))
@@ -94,13 +97,41 @@ class MllpOut(HostPort):
     host: str = "127.0.0.1"
     port: Port = 2575
     version: Literal["2.3.1", "2.5", "2.5.1"] = "2.5"
-    charset: Literal["UNICODE UTF-8", "8859/9", "8859/1"] = "UNICODE UTF-8"
+    charset: Literal["UNICODE UTF-8", "8859/9", "8859/1"] = "UNICODE UTF-8"   # v2.3.1 writes UTF-8 as UNICODE
     timeout: float = Field(30.0, gt=0)
+    # MSH-3..6 (HD: namespace^universal id^type, e.g. "NEUROPETRIX^1.2.3^ISO"); null = left empty
+    sending_application: str = Field("NEUROPETRIX", min_length=1)
+    sending_facility: str | None = None
+    receiving_application: str | None = None
+    receiving_facility: str | None = None
+
+
+HL7_CHARSETS_IN = Literal["8859/9", "UNICODE UTF-8", "UTF-8", "8859/1", "ASCII"]
 
 
 class MllpIn(HostPort):
+    """The HL7 listener for ADT/ORM/OMG from the HBYS (node/scp/mllp_listener.py)."""
+
+    enabled: bool = False
     host: str = "0.0.0.0"
     port: Port = 2576
+    # addresses or networks (CIDR) that may connect; empty = any caller
+    allowed_callers: list[str] = []
+    # MSH-18 empty: the sender's charset by MSH-3 (sending application), else `default_charset`
+    default_charset: HL7_CHARSETS_IN = "8859/9"
+    sender_charsets: dict[str, HL7_CHARSETS_IN] = {}
+    max_frame_bytes: int = Field(1 << 20, ge=1024)        # a bigger frame is refused, the connection closed
+    idle_timeout: float = Field(300.0, gt=0)              # a silent connection is closed after this
+
+    @field_validator("allowed_callers")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network") from None
+        return value
 
 
 class FhirSettings(Section):
@@ -115,6 +146,17 @@ class HbysSettings(Section):
     fhir: FhirSettings = FhirSettings()
     # No national OID/URI is published for the T.C. Kimlik No: each site names its own.
     patient_id_system: str = "urn:oid:2.16.792.1.2.1.1.5.1.1.1"   # site-configurable
+    # Patient IDs that are not a valid T.C. Kimlik No are the hospital's record numbers (FHIR type MR):
+    # the system of that namespace, never the national one.
+    patient_record_system: str = "urn:neuropetrix:patient-record-number"   # site-configurable
+    # With the listener on, a study that matches no order (or differs from it) waits on the reconcile
+    # list and is routed only once a technologist links it or confirms it as unordered.
+    hold_unmatched: bool = True
+    # Modality Worklist answers: Specific Character Set per calling AE (consoles that show only Latin-5)
+    worklist_charset: Literal["ISO_IR 192", "ISO_IR 148"] = "ISO_IR 192"
+    worklist_charsets: dict[str, Literal["ISO_IR 192", "ISO_IR 148"]] = {}
+    # ORM^O01 (v2.3.1/2.5) or OMG^O19 (v2.5.1) to hbys.mllp when images arrive (IP) and the study is complete (CM)
+    order_status: bool = False
 
 
 class PushSettings(Section):
@@ -150,7 +192,7 @@ class ApiSettings(Section):
 class AnalysisSettings(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     model: Path | None = None                     # site-supplied MONAI weights
-    suv_type: Literal["bw", "lbm_james", "lbm_janmahasatian", "bsa"] = "bw"
+    suv_type: Literal["bw", "lbm_james", "lbm_janmahasatian", "bsa", "ibw"] = "bw"
     method: Literal["fixed", "percent_max", "percist", "model"] = "fixed"
     threshold: float = Field(4.0, gt=0)           # SUV for fixed, fraction of SUVmax for percent_max
     min_volume_ml: float = Field(0.5, ge=0)
@@ -158,6 +200,7 @@ class AnalysisSettings(Section):
     radiomics_bin_width: float = Field(0.25, gt=0)                # SUV units per grey level (IBSI fixed bin width)
     seed_threshold: float = Field(2.5, gt=0)      # percent_max: SUV that makes a region a lesion candidate
     liver_center_mm: tuple[float, float, float] | None = None    # PERCIST sphere centre (LPS mm); None = auto
+    exclude_physiological: bool = True            # tracer's normal uptake (brain, bladder, â€¦) is not a lesion
 
     @model_validator(mode="after")
     def _consistent(self) -> "AnalysisSettings":
@@ -188,7 +231,8 @@ class RetrySettings(Section):
 
 
 class EngineSettings(Section):
-    workers: int = Field(4, ge=1, le=64)           # delivery threads: a slow peer holds only one
+    workers: int = Field(4, ge=1, le=64)           # delivery threads
+    lanes_per_destination: int = Field(1, ge=1, le=64)  # a dead or silent peer holds at most this many
     analysis_workers: int = Field(1, ge=0, le=16)  # analysis processes; 0 = this node never analyses
     lease_seconds: float = Field(60.0, gt=0)       # a claimed job is taken again this long after its
     poll_seconds: float = Field(0.5, gt=0)         # worker stops renewing it (a crash)

@@ -11,12 +11,13 @@ import logging
 import multiprocessing
 import signal
 import threading
-import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 from neuropetrix.config.settings import Settings
+from neuropetrix.engine.clock import SYSTEM, Clock
 from neuropetrix.logs import setup_logging
+from neuropetrix.reports.source import OrderFacts
 
 log = logging.getLogger("neuropetrix.analysis")
 _PR_SET_PDEATHSIG = 1
@@ -37,13 +38,26 @@ def _die_with_parent() -> None:
         pass                                  # not Linux: the lease still recovers the job
 
 
-def analyze_into(study_dir: Path, out_dir: Path, settings: Settings) -> dict:
-    """Analyse `study_dir` and write every result file into `out_dir`; returns a short summary."""
+def analyze_into(study_dir: Path, out_dir: Path, settings: Settings, params: dict | None = None,
+                 hbys_order: OrderFacts | None = None) -> dict:
+    """Analyse `study_dir` and write every result file into `out_dir`, as the version the job's
+    `params` ask for (engine/review_result.py), with a key image per lesion, and with the HBYS's
+    `hbys_order` when the study was reconciled with one; returns a short summary."""
+    from neuropetrix.config.settings import AnalysisSettings
     from neuropetrix.engine.offline import analyze_folder
+    from neuropetrix.engine.review_result import order_of
+    from neuropetrix.reports.keyimages import write_key_images
 
-    result = analyze_folder(study_dir, out_dir, settings.analysis, hbys=settings.hbys).result
+    order = order_of(params or {})
+    analysis_settings = settings.analysis if not order.analysis else AnalysisSettings.model_validate(
+        {**settings.analysis.model_dump(), **order.analysis})
+    analysis = analyze_folder(study_dir, out_dir, analysis_settings, hbys=settings.hbys, order=order,
+                              hbys_order=hbys_order)
+    write_key_images(analysis.result, out_dir)
+    result = analysis.result
     return {"lesions": len(result.lesions), "suv_max": result.suv_max, "tmtv_ml": result.tmtv_ml,
-            "tlg_total": result.tlg_total, "timings_s": {k: round(v, 3) for k, v in result.timings_s.items()}}
+            "tlg_total": result.tlg_total, "timings_s": {k: round(v, 3) for k, v in result.timings_s.items()},
+            "version": order.version.version, "status": order.version.status}
 
 
 def _child(conn: Connection, log_level: str) -> None:
@@ -56,11 +70,11 @@ def _child(conn: Connection, log_level: str) -> None:
 
     while True:
         try:
-            study_dir, out_dir, settings = conn.recv()
+            study_dir, out_dir, settings, params, hbys_order = conn.recv()
         except EOFError:
             return
         try:
-            conn.send(("ok", analyze_into(study_dir, out_dir, settings)))
+            conn.send(("ok", analyze_into(study_dir, out_dir, settings, params, hbys_order)))
         except (AnalysisError, ReportError) as exc:
             conn.send(("refused", f"{type(exc).__name__}: {exc}"))
         except Exception as exc:                        # noqa: BLE001 — reported to the job, not lost
@@ -70,8 +84,9 @@ def _child(conn: Connection, log_level: str) -> None:
 class AnalysisProcess:
     """A child process that runs analyses one at a time; restarted after it dies or is stopped."""
 
-    def __init__(self, log_level: str = "INFO") -> None:
+    def __init__(self, log_level: str = "INFO", clock: Clock = SYSTEM) -> None:
         self.log_level = log_level
+        self.clock = clock
         self._ctx = multiprocessing.get_context("spawn")
         self._proc: multiprocessing.process.BaseProcess | None = None
         self._conn: Connection | None = None
@@ -92,18 +107,19 @@ class AnalysisProcess:
         with self._lock:
             self._ensure()
 
-    def run(self, study_dir: Path, out_dir: Path, settings: Settings, stop: threading.Event) -> dict:
+    def run(self, study_dir: Path, out_dir: Path, settings: Settings, stop: threading.Event,
+            params: dict | None = None, hbys_order: OrderFacts | None = None) -> dict:
         """The summary of a finished analysis; AnalysisFailed otherwise (also when `stop` is set, or
         when it runs past engine.analysis_timeout: a hung analysis must not hold its lane for ever)."""
-        deadline = time.monotonic() + settings.engine.analysis_timeout
+        deadline = self.clock.monotonic() + settings.engine.analysis_timeout
         with self._lock:
             conn = self._ensure()
-            conn.send((study_dir, out_dir, settings))
+            conn.send((study_dir, out_dir, settings, params, hbys_order))
             while not conn.poll(0.2):
                 if stop.is_set():
                     self._kill()
                     raise AnalysisFailed("the node stopped during the analysis", permanent=False)
-                if time.monotonic() > deadline:
+                if self.clock.monotonic() > deadline:
                     self._kill()
                     raise AnalysisFailed(f"the analysis took longer than {settings.engine.analysis_timeout:g} s "
                                          "and was stopped", permanent=False)

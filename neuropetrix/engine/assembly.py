@@ -13,8 +13,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from neuropetrix.store.db import utcnow
-from neuropetrix.store.models import Event, Instance, ProcedureStep, Series, Study
+from neuropetrix.engine.clock import SYSTEM, Clock
+from neuropetrix.store.eventlog import EventKind, record
+from neuropetrix.store.models import Instance, ProcedureStep, Series, Study
 
 log = logging.getLogger("neuropetrix.engine")
 
@@ -51,15 +52,16 @@ def _performed(s: Session) -> list[tuple[int, str]]:
 
 
 class CompletionWatcher:
-    def __init__(self, sessions: sessionmaker[Session], quiet_seconds: float) -> None:
+    def __init__(self, sessions: sessionmaker[Session], quiet_seconds: float, clock: Clock = SYSTEM) -> None:
         self.sessions = sessions
+        self.clock = clock
         self.quiet = timedelta(seconds=quiet_seconds)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def sweep(self, now: datetime | None = None) -> list[str]:
         """Complete every study quiet for long enough or performed in full; returns their UIDs."""
-        now = now or utcnow()
+        now = now or self.clock.now()
         cutoff = now - self.quiet
         done: list[str] = []
         with self.sessions.begin() as s:
@@ -76,8 +78,7 @@ class CompletionWatcher:
                 if not changed:
                     continue
                 summary = study_summary(s, pk)
-                s.add(Event(kind="study.complete", study_uid=uid, created_at=now,
-                            payload={**summary, "reason": reason}))
+                record(s, EventKind.STUDY_COMPLETE, uid, {**summary, "reason": reason}, now)
                 done.append(uid)
                 log.info("study %s complete (%s): %d series (%s), %d instances", uid,
                          "quiet time" if reason == "quiet" else "procedure step completed", summary["series"],

@@ -7,20 +7,24 @@ for the rule's analysis job.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from neuropetrix.config.settings import RetrySettings
-from neuropetrix.engine import events
+from neuropetrix.engine.jobs import new_job
 from neuropetrix.engine.routes.facts import facts_from_store
 from neuropetrix.engine.routes.rules import Rule, evaluate
+from neuropetrix.store import eventlog
 from neuropetrix.store.db import utcnow
+from neuropetrix.store.eventlog import EventKind
 from neuropetrix.store.files import FileStore
-from neuropetrix.store.jobs_models import QUEUED, Job
+from neuropetrix.store.jobs_models import Job
 
 log = logging.getLogger("neuropetrix.engine")
 CONSUMER = "routes"
+# (session, study UID) → may this completed study be routed now? (engine/orders.py: held until reconciled)
+Gate = Callable[[Session, str], bool]
 
 
 def create_jobs(s: Session, rule: Rule, study_uid: str, event_id: int | None, retry: RetrySettings) -> list[Job]:
@@ -29,11 +33,9 @@ def create_jobs(s: Session, rule: Rule, study_uid: str, event_id: int | None, re
     jobs: list[Job] = []
     analysis: Job | None = None
     for index, action in enumerate(rule.actions):
-        job = Job(kind=action.kind, study_uid=study_uid, route=rule.name, action_index=index,
-                  source_event_id=event_id, destination=action.destination, objects=list(action.objects),
-                  params={**action.params, "route_transforms": list(rule.transforms)}, state=QUEUED,
-                  attempts=0, max_attempts=retry.max_attempts, next_attempt_at=now, worker="",
-                  last_error="", result={}, created_at=now, updated_at=now)
+        job = new_job(action.kind, study_uid, rule.name, index, action.destination, retry.max_attempts,
+                      source_event_id=event_id, objects=action.objects, now=now,
+                      params={**action.params, "route_transforms": list(rule.transforms)})
         s.add(job)
         jobs.append(job)
         if action.kind == "analyze":
@@ -47,20 +49,22 @@ def create_jobs(s: Session, rule: Rule, study_uid: str, event_id: int | None, re
 
 class Dispatcher:
     def __init__(self, sessions: sessionmaker[Session], files: FileStore, rules: Sequence[Rule],
-                 retry: RetrySettings) -> None:
+                 retry: RetrySettings, gate: Gate | None = None) -> None:
         self.sessions = sessions
         self.files = files
         self.rules = list(rules)
         self.retry = retry
+        self.gate = gate
 
     def run_once(self) -> int:
         """Handle pending completion events; returns how many jobs were created."""
         created = 0
         with self.sessions.begin() as s:
-            pending = events.take_pending(s, CONSUMER, (events.STUDY_COMPLETE,))
+            pending = eventlog.take_pending(s, CONSUMER, (EventKind.STUDY_COMPLETE,))
             for event in pending:
-                created += self._route(s, event.id, event.study_uid or "")
-                events.advance(s, CONSUMER, event.id)
+                if self.gate is None or self.gate(s, event.study_uid or ""):
+                    created += self._route(s, event.id, event.study_uid or "")
+                eventlog.advance(s, CONSUMER, event.id)
         return created
 
     def _route(self, s: Session, event_id: int, study_uid: str) -> int:

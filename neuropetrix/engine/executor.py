@@ -2,6 +2,7 @@
 notify. Failures come back as JobFailure (permanent or not); the queue decides when to try again."""
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import threading
@@ -12,10 +13,11 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from neuropetrix.config.settings import Settings
-from neuropetrix.engine import events
+from neuropetrix.engine import push_jobs
 from neuropetrix.engine.analysis_runner import AnalysisFailed, AnalysisProcess
 from neuropetrix.engine.jobs import Claimed, JobFailure
-from neuropetrix.engine.results import (
+from neuropetrix.engine.orders import order_facts
+from neuropetrix.engine.result_store import (
     ANALYSIS_FILE,
     FHIR_FILE,
     HL7_FILE,
@@ -29,19 +31,26 @@ from neuropetrix.node.scu import fhir, mllp
 from neuropetrix.node.scu.commitment import transaction_uid
 from neuropetrix.node.scu.dicom import SendError, send_files
 from neuropetrix.node.scu.errors import DeliveryError
+from neuropetrix.node.scu.push import FcmSender
+from neuropetrix.reports.hl7 import CODECS
 from neuropetrix.store.db import utcnow
+from neuropetrix.store.eventlog import EventKind, record
 from neuropetrix.store.files import FileStore, check_uid
 
 log = logging.getLogger("neuropetrix.engine")
 AWAITING_COMMITMENT = "commitment_transaction"    # in a result: stored, the PACS's answer still to come
+_REFUSABLE = {"oru": HL7_FILE, "fhir_bundle": FHIR_FILE}   # analysis.json deliveries_refused kind → file
 
 
-def done_event(kind: str) -> str | None:
-    return {"analyze": events.ANALYSIS_DONE, "notify": None}.get(kind, events.DELIVERY_DONE)
+def done_event(kind: str) -> EventKind | None:
+    """Pushes record no event: their outcome is the job's, and a push about a push would follow."""
+    return {"analyze": EventKind.ANALYSIS_DONE, "notify": None, push_jobs.KIND: None}.get(kind, EventKind.DELIVERY_DONE)
 
 
-def failed_event(kind: str) -> str:
-    return events.ANALYSIS_FAILED if kind == "analyze" else events.DELIVERY_FAILED
+def failed_event(kind: str) -> EventKind | None:
+    if kind == push_jobs.KIND:
+        return None
+    return EventKind.ANALYSIS_FAILED if kind == "analyze" else EventKind.DELIVERY_FAILED
 
 
 def _failure(exc: DeliveryError) -> JobFailure:
@@ -51,11 +60,12 @@ def _failure(exc: DeliveryError) -> JobFailure:
 
 class JobRunner:
     def __init__(self, settings: Settings, sessions: sessionmaker[Session], files: FileStore,
-                 results: ResultStore) -> None:
+                 results: ResultStore, push: FcmSender | None = None) -> None:
         self.settings = settings
         self.sessions = sessions
         self.files = files
         self.results = results
+        self.push = push
 
     def run(self, job: Claimed, stop: threading.Event, analyzer: AnalysisProcess | None = None,
             waiting: Callable[[dict], bool] | None = None) -> dict:
@@ -73,6 +83,12 @@ class JobRunner:
                 return self._fhir(job)
             if job.kind == "notify":
                 return self._notify(job)
+            if job.kind == push_jobs.KIND:
+                if self.push is None:
+                    raise JobFailure("push is off on this node (push.credentials_file is not set)", permanent=True)
+                return push_jobs.send(job, self.push, self.sessions)
+            if job.kind == "order_status":
+                return self._order_status(job)
         except DeliveryError as exc:
             raise _failure(exc) from None
         raise JobFailure(f"unknown job kind {job.kind!r}", permanent=True)
@@ -83,11 +99,12 @@ class JobRunner:
             log.info("job %d: results of study %s already written by its previous attempt", job.id, job.study_uid)
             return {"resumed": True}
         with self.sessions.begin() as s:
-            events.record(s, events.ANALYSIS_STARTED, job.study_uid, {"job": job.id, "attempt": job.attempts})
+            record(s, EventKind.ANALYSIS_STARTED, job.study_uid, {"job": job.id, "attempt": job.attempts})
+            order = order_facts(s, job.study_uid)
         study_dir = self.files.path_of(check_uid(job.study_uid, "StudyInstanceUID"))
         temp = self.results.new_temp(job.study_uid)
         try:
-            summary = analyzer.run(study_dir, temp, self.settings, stop)
+            summary = analyzer.run(study_dir, temp, self.settings, stop, job.params, order)
             self.results.publish(temp, job.study_uid, job.id, job.attempts)
         except AnalysisFailed as exc:
             raise JobFailure(str(exc), permanent=exc.permanent) from None
@@ -99,8 +116,20 @@ class JobRunner:
     def _result_file(self, job: Claimed, name: str) -> Path:
         path = self.results.file(job.study_uid, name)
         if not path.is_file():
+            refused = self._refusal(job, name)
+            if refused:          # the analysis could not make it (no accession): retrying cannot help
+                raise JobFailure(f"no {name} for study {job.study_uid}: {refused}", permanent=True)
             raise JobFailure(f"no {name} in the results of study {job.study_uid} (analysis not run?)")
         return path
+
+    def _refusal(self, job: Claimed, name: str) -> str | None:
+        """Why the analysis did not make `name`, as it wrote in analysis.json's deliveries_refused."""
+        try:
+            document = json.loads(self.results.file(job.study_uid, ANALYSIS_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        refused = document.get("deliveries_refused") or {}
+        return next((reason for kind, reason in refused.items() if _REFUSABLE.get(kind) == name), None)
 
     def _forward(self, job: Claimed, waiting: Callable[[dict], bool] | None) -> dict:
         try:
@@ -146,6 +175,13 @@ class JobRunner:
         ack = mllp.send_message(out.host, out.port, self._result_file(job, HL7_FILE).read_bytes(), out.timeout)
         return {"ack": ack.code, "control_id": ack.control_id}
 
+    def _order_status(self, job: Claimed) -> dict:
+        """The order status message built when the order changed (engine/order_status.py), as it was."""
+        out = self.settings.hbys.mllp
+        message = job.params["message"].encode(CODECS[job.params["charset"]])
+        ack = mllp.send_message(out.host, out.port, message, out.timeout)
+        return {"ack": ack.code, "control_id": ack.control_id}
+
     def _fhir(self, job: Claimed) -> dict:
         cfg = self.settings.hbys.fhir
         answer = fhir.post_bundle(cfg.base_url, self._result_file(job, FHIR_FILE).read_bytes(), cfg.token,
@@ -155,7 +191,7 @@ class JobRunner:
     def _notify(self, job: Claimed) -> dict:
         summary_path = self.results.file(job.study_uid, ANALYSIS_FILE)
         with self.sessions.begin() as s:
-            events.record(s, events.NOTIFICATION, job.study_uid, {
+            record(s, EventKind.NOTIFICATION, job.study_uid, {
                 "job": job.id, "route": job.route, "recipients": job.params["recipients"],
                 "analysed": summary_path.is_file()})
         return {"recipients": job.params["recipients"]}

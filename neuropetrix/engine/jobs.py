@@ -5,8 +5,11 @@ FOR UPDATE SKIP LOCKED; on SQLite (one writer at a time) a conditional UPDATE â€
 takes it, and a worker that loses the race simply tries the next row. A job whose worker stopped
 renewing its lease (a crash, a kill) is claimable again once the lease expires.
 
-A job waits while its prerequisite (`after_id`, the analysis its results come from) is not done and
-while its destination is backing off; every other destination's jobs go ahead.
+A job waits while its prerequisite (`after_id`, the analysis its results come from) is not done, while
+its destination is backing off, and (deliveries) while its destination already has `per_destination`
+jobs in hand: a dead or silent peer ties up at most that many lanes, every other destination's jobs go
+ahead. On PostgreSQL a transaction-scoped advisory lock per destination makes that count exact across
+nodes; SQLite has one writer at a time.
 """
 from __future__ import annotations
 
@@ -15,14 +18,15 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, exists, or_, select, update
+from sqlalchemy import ColumnElement, and_, exists, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from neuropetrix.config.settings import RetrySettings
-from neuropetrix.engine.events import DELIVERY_DONE, DELIVERY_FAILED, record
+from neuropetrix.engine.clock import SYSTEM, Clock
 from neuropetrix.store.db import utcnow
+from neuropetrix.store.eventlog import EventKind, record
 from neuropetrix.store.jobs_models import COMMITTING, DONE, FAILED, QUEUED, RUNNING, Destination, Job
 
 log = logging.getLogger("neuropetrix.jobs")
@@ -65,7 +69,25 @@ class Claimed:
                    dict(job.params), attempts, job.max_attempts, job.after_id)
 
 
-def _claimable(now: datetime, kinds: tuple[str, ...]) -> ColumnElement[bool]:
+def new_job(kind: str, study_uid: str, route: str, action_index: int, destination: str, max_attempts: int, *,
+            source_event_id: int | None = None, objects: list | tuple = (), params: dict | None = None,
+            now: datetime | None = None) -> Job:
+    """A queued job, every column set: the one way jobs are made (routes, push)."""
+    now = now or utcnow()
+    return Job(kind=kind, study_uid=study_uid, route=route, action_index=action_index,
+               source_event_id=source_event_id, destination=destination, objects=list(objects),
+               params=dict(params or {}), state=QUEUED, attempts=0, max_attempts=max_attempts,
+               next_attempt_at=now, worker="", last_error="", result={}, created_at=now, updated_at=now)
+
+
+def _in_hand(now: datetime) -> ColumnElement[int]:
+    """How many jobs of the candidate's destination a live worker holds."""
+    other = aliased(Job)
+    return (select(func.count(other.id)).where(other.destination == Job.destination, other.state == RUNNING,
+                                               other.lease_until >= now).scalar_subquery())
+
+
+def _claimable(now: datetime, kinds: tuple[str, ...], per_destination: int | None) -> ColumnElement[bool]:
     prerequisite = aliased(Job)
     ready = and_(
         Job.state == QUEUED, Job.next_attempt_at <= now,
@@ -74,31 +96,40 @@ def _claimable(now: datetime, kinds: tuple[str, ...]) -> ColumnElement[bool]:
         ~exists().where(Destination.name == Job.destination, Destination.blocked_until > now))
     abandoned = and_(Job.state == RUNNING, Job.lease_until < now)
     unanswered = and_(Job.state == COMMITTING, Job.next_attempt_at <= now)
-    return and_(Job.kind.in_(kinds), or_(ready, abandoned, unanswered))
+    claimable = and_(Job.kind.in_(kinds), or_(ready, abandoned, unanswered))
+    return claimable if per_destination is None else and_(claimable, _in_hand(now) < per_destination)
 
 
 class JobQueue:
-    def __init__(self, sessions: sessionmaker[Session], retry: RetrySettings, lease_seconds: float) -> None:
+    def __init__(self, sessions: sessionmaker[Session], retry: RetrySettings, lease_seconds: float,
+                 clock: Clock = SYSTEM) -> None:
         self.sessions = sessions
+        self.clock = clock
         self.retry = retry
         self.lease = timedelta(seconds=lease_seconds)
         self.postgres = sessions.kw["bind"].dialect.name == "postgresql"
         self._insert = postgresql_insert if self.postgres else sqlite_insert
 
-    def claim(self, worker: str, kinds: tuple[str, ...]) -> Claimed | None:
-        """Take one runnable job of `kinds` for `worker`, or None when there is none."""
-        now = utcnow()
+    def claim(self, worker: str, kinds: tuple[str, ...], per_destination: int | None = None) -> Claimed | None:
+        """Take one runnable job of `kinds` for `worker`, or None when there is none; with
+        `per_destination`, none of a destination that already has that many jobs in hand."""
+        now = self.clock.now()
         with self.sessions.begin() as s:
-            query = select(Job).where(_claimable(now, kinds)).order_by(Job.id)
+            query = select(Job).where(_claimable(now, kinds, per_destination)).order_by(Job.id)
             if self.postgres:
                 candidates = s.scalars(query.limit(1).with_for_update(skip_locked=True)).all()
             else:
                 candidates = s.scalars(query.limit(8)).all()
             for job in candidates:
                 resumed = job.state == RUNNING
+                limit = []
+                if per_destination is not None:
+                    if self.postgres:
+                        s.execute(text("SELECT pg_advisory_xact_lock(hashtext(:d))"), {"d": job.destination})
+                    limit = [_in_hand(now) < per_destination]
                 taken = s.execute(
                     update(Job).where(Job.id == job.id, Job.state == job.state,
-                                      Job.updated_at == job.updated_at)
+                                      Job.updated_at == job.updated_at, *limit)
                     .values(state=RUNNING, worker=worker, lease_until=now + self.lease,
                             attempts=Job.attempts + 1, updated_at=now)
                     .execution_options(synchronize_session=False)).rowcount
@@ -117,11 +148,11 @@ class JobQueue:
             return
         with self.sessions.begin() as s:
             s.execute(update(Job).where(Job.id.in_(job_ids), Job.worker == worker, Job.state == RUNNING)
-                      .values(lease_until=utcnow() + self.lease))
+                      .values(lease_until=self.clock.now() + self.lease))
 
-    def finish(self, job: Claimed, worker: str, result: dict, event: str | None = None) -> bool:
+    def finish(self, job: Claimed, worker: str, result: dict, event: EventKind | None = None) -> bool:
         """Mark done and clear the destination's back-off; False when the job was taken from us."""
-        now = utcnow()
+        now = self.clock.now()
         with self.sessions.begin() as s:
             done = s.execute(update(Job).where(Job.id == job.id, Job.worker == worker,
                                                Job.state.in_((RUNNING, COMMITTING)))
@@ -139,7 +170,7 @@ class JobQueue:
     def await_commitment(self, job: Claimed, worker: str, result: dict, timeout: float) -> bool:
         """Everything is stored and the commitment request is about to go out: from now on the job
         waits for the PACS's answer. Recorded before the request, so even the quickest answer finds it."""
-        now = utcnow()
+        now = self.clock.now()
         with self.sessions.begin() as s:
             return bool(s.execute(
                 update(Job).where(Job.id == job.id, Job.worker == worker, Job.state == RUNNING)
@@ -157,17 +188,17 @@ class JobQueue:
         if failed:
             reasons = ", ".join(f"{uid} (0x{reason:04X})" for uid, reason in failed[:5])
             self.fail(job, row.worker, JobFailure(f"{job.destination} did not commit {len(failed)} instance(s): "
-                                                  f"{reasons}"), DELIVERY_FAILED)
-        elif self.finish(job, row.worker, {**row.result, "committed": True}, DELIVERY_DONE):
+                                                  f"{reasons}"), EventKind.DELIVERY_FAILED)
+        elif self.finish(job, row.worker, {**row.result, "committed": True}, EventKind.DELIVERY_DONE):
             log.info("job %d done: %s committed all %d object(s)", job.id, job.destination, row.result.get("sent", 0))
         return True
 
-    def fail(self, job: Claimed, worker: str, failure: JobFailure, event: str | None = None) -> str:
+    def fail(self, job: Claimed, worker: str, failure: JobFailure, event: EventKind | None = None) -> str:
         """Record a failed attempt: queued again after the destination's back-off, or parked.
 
         Every write is conditional or atomic (failures = failures + 1), so lanes failing on the same
         destination at once, or a late commitment answer, never lose an update."""
-        now = utcnow()
+        now = self.clock.now()
         message = str(failure)[:2000]
         parked = failure.permanent or job.attempts >= job.max_attempts
         with self.sessions.begin() as s:
@@ -207,11 +238,11 @@ class JobQueue:
         """A job interrupted by its node stopping: queued again at once, the attempt not counted."""
         with self.sessions.begin() as s:
             s.execute(update(Job).where(Job.id == job.id, Job.worker == worker, Job.state == RUNNING)
-                      .values(state=QUEUED, attempts=Job.attempts - 1, lease_until=None, updated_at=utcnow()))
+                      .values(state=QUEUED, attempts=Job.attempts - 1, lease_until=None, updated_at=self.clock.now()))
 
     def requeue(self, job_id: int) -> Job:
         """Requeue a job now (an operator's `jobs retry`): attempts start again, back-off is lifted."""
-        now = utcnow()
+        now = self.clock.now()
         with self.sessions.begin() as s:
             job = s.get(Job, job_id)
             if job is None:

@@ -7,6 +7,7 @@ FHIR, MIP, PDF) is one more step in `write_outputs` that reads that object and a
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +18,14 @@ from neuropetrix.analysis.devices import resolve_device
 from neuropetrix.analysis.errors import AnalysisError
 from neuropetrix.analysis.pipeline import analyze_volumes
 from neuropetrix.analysis.results import AnalysisResult
-from neuropetrix.analysis.volumes import Volume, choose_ct, choose_pet, load_volume, read_folder
+from neuropetrix.analysis.volumes import Volume, choose_ct, choose_pet, inplane_block, load_volume, read_folder
 from neuropetrix.config.settings import AnalysisSettings, HbysSettings
-from neuropetrix.reports.writer import write_reports
+from neuropetrix.engine.review_result import VersionOrder, reviewed
+from neuropetrix.reports.source import OrderFacts
+from neuropetrix.reports.version import AUTOMATIC, ResultVersion
+from neuropetrix.reports.writer import delivery_refusals, write_reports
+
+log = logging.getLogger("neuropetrix.analysis")
 
 
 @dataclass
@@ -37,6 +43,8 @@ class OfflineAnalysis:
     out_dir: Path
     files: dict[str, Path] = field(default_factory=dict)
     hbys: HbysSettings = field(default_factory=HbysSettings)   # HL7 version/charset, patient id system
+    refused: dict[str, str] = field(default_factory=dict)       # report kind → why it was not made
+    hbys_order: OrderFacts | None = None                       # the HBYS's order, when reconciled
 
     @property
     def pet_datasets(self) -> list[Dataset]:
@@ -47,11 +55,13 @@ class OfflineAnalysis:
         return [] if self.ct is None else self.ct.slice_datasets
 
 
-def load_study(study_dir: Path, need_ct_pixels: bool) -> tuple[Volume, Volume | None]:
+def load_study(study_dir: Path, need_ct_pixels: bool, full_ct: bool = False) -> tuple[Volume, Volume | None]:
     """The PET volume and the CT on its frame of reference (geometry only unless its pixels are needed).
 
-    A CT that cannot be stacked (a scout in the series, a missing slice) stops only an analysis that
-    uses the CT; otherwise the study is analysed as PET-only.
+    The CT's pixels are averaged to about the PET's pixel size as they are read unless `full_ct` (a
+    model that takes the CT at its own resolution). A CT that cannot be stacked (a scout in the series,
+    a missing slice) stops only an analysis that needs its full pixels; otherwise the study is analysed
+    as PET-only (the anatomy then comes from the PET, and says so).
     """
     series = read_folder(study_dir)
     pet = load_volume(choose_pet(series))
@@ -59,20 +69,25 @@ def load_study(study_dir: Path, need_ct_pixels: bool) -> tuple[Volume, Volume | 
     if ct_series is None:
         return pet, None
     try:
-        return pet, load_volume(ct_series, with_pixels=need_ct_pixels)
-    except AnalysisError:
-        if need_ct_pixels:
+        return pet, load_volume(ct_series, with_pixels=need_ct_pixels,
+                                block=1 if full_ct else inplane_block(ct_series, pet))
+    except AnalysisError as exc:
+        if full_ct:
             raise
+        log.warning("the CT on the PET's frame of reference is not used: %s", exc)
         return pet, None
 
 
 def write_analysis_json(analysis: OfflineAnalysis) -> Path:
+    """The analysis, and under `deliveries_refused` the report files that could not be made and why
+    (the engine parks those deliveries with that reason)."""
     path = analysis.out_dir / "analysis.json"
-    path.write_text(json.dumps(analysis.result.to_json(), indent=2, ensure_ascii=False), encoding="utf-8")
+    document = {**analysis.result.to_json(), "deliveries_refused": analysis.refused}
+    path.write_text(json.dumps(document, indent=2, ensure_ascii=False), encoding="utf-8")
     return path
 
 
-def write_outputs(analysis: OfflineAnalysis) -> None:
+def write_outputs(analysis: OfflineAnalysis, version: ResultVersion = AUTOMATIC) -> None:
     """Write every output file into `analysis.out_dir`, recording each in `analysis.files`.
 
     analysis.json goes first, so that it exists even when a report writer fails; its timings therefore
@@ -80,24 +95,41 @@ def write_outputs(analysis: OfflineAnalysis) -> None:
     """
     t0 = time.perf_counter()
     analysis.out_dir.mkdir(parents=True, exist_ok=True)
+    analysis.refused = delivery_refusals(analysis.pet_datasets, analysis.hbys_order)
+    for kind, reason in analysis.refused.items():
+        log.warning("study %s: no %s: %s", analysis.result.study_instance_uid, kind, reason)
     analysis.files["analysis.json"] = write_analysis_json(analysis)
     analysis.files.update({p.name: p for p in write_reports(analysis.result, analysis.pet_datasets,
-                                                            analysis.out_dir, analysis.hbys).values()})
+                                                            analysis.out_dir, analysis.hbys, version,
+                                                            analysis.hbys_order).values()})
     analysis.result.timings_s["write"] = time.perf_counter() - t0
 
 
 def analyze_folder(study_dir: Path, out_dir: Path, settings: AnalysisSettings,
-                   device: str | None = None, hbys: HbysSettings | None = None) -> OfflineAnalysis:
+                   device: str | None = None, hbys: HbysSettings | None = None,
+                   organ_labels: Path | None = None, organ_source: str | None = None,
+                   order: VersionOrder | None = None, hbys_order: OrderFacts | None = None) -> OfflineAnalysis:
     """Analyse the PET/CT study in `study_dir` and write the results into `out_dir`.
 
-    `device` ("cpu", "cuda", "auto") overrides `settings.device`. Raises `AnalysisError` (with
-    `InputRefused` for SUV inputs) with a one-line message when the study cannot be analysed.
+    `device` ("cpu", "cuda", "auto") overrides `settings.device`. `organ_labels` is a site segmentation
+    model's output for this study (a folder of organ masks or a multi-label map, see
+    `analysis.organlabels`), named `organ_source` (e.g. "TotalSegmentator"). `order` is the version to
+    write (a physician's decisions applied; engine/review_result.py), the automatic preliminary one by
+    default; `hbys_order` is the HBYS's order when the study was reconciled with one. Raises `AnalysisError` (with `InputRefused` for SUV inputs) with a one-line message when
+    the study cannot be analysed.
     """
+    from neuropetrix.analysis.organlabels import read_organ_masks
+
     resolved = resolve_device(device or settings.device)
     t0 = time.perf_counter()
-    pet, ct = load_study(Path(study_dir), need_ct_pixels=settings.method == "model")
+    model = settings.method == "model"
+    pet, ct = load_study(Path(study_dir), need_ct_pixels=model or settings.exclude_physiological, full_ct=model)
+    organs = read_organ_masks(organ_labels, pet) if organ_labels is not None else None
     timings = {"read": time.perf_counter() - t0}
-    result = analyze_volumes(pet, ct, settings, resolved, timings)
-    analysis = OfflineAnalysis(result=result, pet=pet, ct=ct, out_dir=Path(out_dir), hbys=hbys or HbysSettings())
-    write_outputs(analysis)
+    result = analyze_volumes(pet, ct, settings, resolved, timings, organs, organ_source or (
+        None if organ_labels is None else Path(organ_labels).name))
+    result, version = reviewed(result, order or VersionOrder())
+    analysis = OfflineAnalysis(result=result, pet=pet, ct=ct, out_dir=Path(out_dir), hbys=hbys or HbysSettings(),
+                               hbys_order=hbys_order)
+    write_outputs(analysis, version)
     return analysis

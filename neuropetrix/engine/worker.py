@@ -15,19 +15,23 @@ import uuid
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from neuropetrix.config.loader import ConfigError
 from neuropetrix.config.settings import EngineSettings, Settings
+from neuropetrix.engine import push_jobs
 from neuropetrix.engine.analysis_runner import AnalysisProcess
-from neuropetrix.engine.dispatch import Dispatcher
+from neuropetrix.engine.dispatch import Dispatcher, Gate
 from neuropetrix.engine.executor import AWAITING_COMMITMENT, JobRunner, done_event, failed_event
 from neuropetrix.engine.jobs import Claimed, JobFailure, JobQueue
-from neuropetrix.engine.results import ResultStore
+from neuropetrix.engine.result_store import ResultStore
+from neuropetrix.engine.review import ReviewWatcher, VersionStore
 from neuropetrix.engine.routes.rules import compile_routes
 from neuropetrix.node.scp.commitment import CommitmentListener
 from neuropetrix.node.scu.commitment import CommitmentReport, job_of
+from neuropetrix.node.scu.push import FcmSender
 from neuropetrix.store.files import FileStore
 
 log = logging.getLogger("neuropetrix.engine")
-DELIVERY_KINDS = ("forward", "hl7", "fhir", "notify")
+DELIVERY_KINDS = ("forward", "hl7", "fhir", "notify", "order_status", push_jobs.KIND)
 IDLE_POLLS = 4      # an idle lane reads the queue every IDLE_POLLS × engine.poll_seconds
 ANALYSIS_KINDS = ("analyze",)
 
@@ -51,6 +55,8 @@ class Worker:
         self._lock = threading.Lock()
         self._analyzers: list[AnalysisProcess] = []
         self.commitments: CommitmentListener | None = None
+        self.push: push_jobs.PushPlanner | None = None
+        self.reviews: ReviewWatcher | None = None      # analyses → review state (engine/review.py)
 
     def on_commitment(self, report: CommitmentReport) -> bool:
         """A PACS's storage commitment answer: settle the job it names."""
@@ -62,13 +68,14 @@ class Worker:
 
     def start(self) -> None:
         lanes = [("routes", self._route_loop, ()), ("leases", self._lease_loop, ())]
-        lanes += [(f"delivery-{i}", self._job_loop, (DELIVERY_KINDS, None)) for i in range(self.settings.workers)]
+        lanes += [(f"delivery-{i}", self._job_loop, (DELIVERY_KINDS, None, self.settings.lanes_per_destination))
+                  for i in range(self.settings.workers)]
         for i in range(self.settings.analysis_workers):
             analyzer = AnalysisProcess(self.log_level)
             if self.warm_analysis:
                 analyzer.warm()
             self._analyzers.append(analyzer)
-            lanes.append((f"analysis-{i}", self._job_loop, (ANALYSIS_KINDS, analyzer)))
+            lanes.append((f"analysis-{i}", self._job_loop, (ANALYSIS_KINDS, analyzer, None)))
         if self.commitments is not None:
             self.commitments.start()
         for name, target, args in lanes:
@@ -85,6 +92,15 @@ class Worker:
                     self._work.set()
             except Exception:
                 log.exception("routing completed studies failed; will try again")
+            try:
+                if self.push is not None and self.push.run_once():
+                    self._work.set()
+            except Exception:
+                log.exception("making push notifications failed; will try again")
+                if self.reviews is not None:
+                    self.reviews.run_once()
+            except Exception:
+                log.exception("recording analysed results for review failed; will try again")
 
     def _lease_loop(self) -> None:
         while not self._stop.wait(self.settings.lease_seconds / 3):
@@ -95,11 +111,12 @@ class Worker:
             except Exception:
                 log.exception("renewing job leases failed; will try again")
 
-    def _job_loop(self, kinds: tuple[str, ...], analyzer: AnalysisProcess | None) -> None:
+    def _job_loop(self, kinds: tuple[str, ...], analyzer: AnalysisProcess | None,
+                  per_destination: int | None) -> None:
         lane = threading.current_thread().name
         while not self._stop.is_set():
             try:
-                job = self.queue.claim(self.node_id, kinds)
+                job = self.queue.claim(self.node_id, kinds, per_destination)
             except Exception:
                 log.exception("claiming a job failed; will try again")
                 job = None
@@ -157,16 +174,27 @@ class Worker:
             analyzer.close()
 
 
-def build_worker(settings: Settings, sessions: sessionmaker[Session], files: FileStore) -> Worker:
-    """The engine of a node, its rules checked first (RouteError names the rule at fault)."""
+def build_worker(settings: Settings, sessions: sessionmaker[Session], files: FileStore,
+                 gate: Gate | None = None) -> Worker:
+    """The engine of a node, its rules checked first (RouteError names the rule at fault); `gate`
+    holds completed studies back from routing (engine/orders.py)."""
     rules = compile_routes(settings)
     engine = settings.engine
     results = ResultStore(settings.node.data_dir / "results")
     results.clean_incoming()
     queue = JobQueue(sessions, engine.retry, engine.lease_seconds)
-    worker = Worker(queue, JobRunner(settings, sessions, files, results),
-                    Dispatcher(sessions, files, rules, engine.retry), engine, settings.node.log_level,
+    sender = None
+    if settings.push.credentials_file is not None:
+        try:
+            sender = FcmSender(settings.push.credentials_file, settings.push.fcm_endpoint)
+        except (OSError, ValueError) as exc:     # missing file, not a service-account key
+            raise ConfigError(f"push.credentials_file: cannot use {settings.push.credentials_file}: {exc}") from None
+    worker = Worker(queue, JobRunner(settings, sessions, files, results, sender),
+                    Dispatcher(sessions, files, rules, engine.retry, gate), engine, settings.node.log_level,
                     warm_analysis=any(a.kind == "analyze" for rule in rules for a in rule.actions))
+    if sender is not None:
+        worker.push = push_jobs.PushPlanner(sessions, settings.push.max_attempts)
+    worker.reviews = ReviewWatcher(sessions, results, VersionStore(settings.node.data_dir / "versions"))
     if engine.commitment_port is not None:
         worker.commitments = CommitmentListener(settings.node.ae_title, settings.node.dicom_host,
                                                 engine.commitment_port,

@@ -2,7 +2,8 @@
 
 highdicom 0.28 has no Encapsulated PDF class, so the IOD (PS3.3 A.45.1) is assembled with pydicom:
 Patient and General Study copied from the PET, Encapsulated Document Series (modality DOC), General and SC
-Equipment, Encapsulated Document and SOP Common. Its UIDs derive from the analysis like the SEG's and SR's.
+Equipment, Encapsulated Document and SOP Common. Its UIDs derive from the analysis like the SEG's and SR's;
+its creation time and character set follow the SEG's and SR's rule (`stamp`).
 """
 from __future__ import annotations
 
@@ -15,7 +16,10 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 from neuropetrix.analysis.results import AnalysisResult
 from neuropetrix.reports.errors import require
 from neuropetrix.reports.seg import MANUFACTURER, software_version
+from neuropetrix.reports.source import site_zone
+from neuropetrix.reports.stamp import settle_charset, stamp_created
 from neuropetrix.reports.uids import derived_uid
+from neuropetrix.reports.version import AUTOMATIC, ResultVersion
 
 ENCAPSULATED_PDF_STORAGE = "1.2.840.10008.5.1.4.1.1.104.1"
 SERIES_NUMBER = 903
@@ -27,25 +31,24 @@ _TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDa
 
 
 def build_encapsulated_pdf(result: AnalysisResult, source: Dataset, pdf: bytes,
-                           references: list[Dataset], now: datetime | None = None) -> FileDataset:
+                           references: list[Dataset], now: datetime | None = None,
+                           version: ResultVersion = AUTOMATIC) -> FileDataset:
     """An Encapsulated PDF instance of `pdf` in the study of `source`; `references` are the SR/SEG it
     summarises (Source Instance Sequence)."""
     require(pdf.startswith(b"%PDF-"), "the report is not a PDF document")
     require(source.get("StudyInstanceUID") == result.study_instance_uid,
             "the source dataset is not from the analysed study")
-    now = now or datetime.now()
-    sop_instance_uid = derived_uid(result, "pdf", "instance")
+    zone = site_zone(source)
+    now = (now or datetime.now(zone)).astimezone(zone)
+    sop_instance_uid = derived_uid(result, "pdf", "instance", *version.uid_suffix)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ENCAPSULATED_PDF_STORAGE
     meta.MediaStorageSOPInstanceUID = sop_instance_uid
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SpecificCharacterSet = "ISO_IR 192"
     ds.SOPClassUID = ENCAPSULATED_PDF_STORAGE
     ds.SOPInstanceUID = sop_instance_uid
-    ds.InstanceCreationDate = now.strftime("%Y%m%d")
-    ds.InstanceCreationTime = now.strftime("%H%M%S")
     for keyword in _TYPE2:
         setattr(ds, keyword, None)
     for keyword in _COPIED:
@@ -59,7 +62,7 @@ def build_encapsulated_pdf(result: AnalysisResult, source: Dataset, pdf: bytes,
     ds.ManufacturerModelName = MANUFACTURER
     ds.SoftwareVersions = software_version(result)
     ds.ConversionType = "WSD"
-    ds.InstanceNumber = 1
+    ds.InstanceNumber = version.version
     ds.ContentDate = now.strftime("%Y%m%d")
     ds.ContentTime = now.strftime("%H%M%S")
     ds.AcquisitionDateTime = None
@@ -75,4 +78,6 @@ def build_encapsulated_pdf(result: AnalysisResult, source: Dataset, pdf: bytes,
     ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
     ds.EncapsulatedDocument = pdf + (b"\0" if len(pdf) % 2 else b"")
     ds.EncapsulatedDocumentLength = len(pdf)
+    stamp_created(ds, zone, now)
+    settle_charset(ds, source.get("SpecificCharacterSet"))
     return ds

@@ -4,6 +4,12 @@ SR, HL7, FHIR and the PDF print the same numbers under the same concepts, so the
 `measures(result)`. Concepts and units follow DICOM PS3.16: the SUV quantity by SUV type (CID 218),
 its derivation (CID 7464: Maximum, Mean, Peak Value Within ROI), UCUM units from CID 85 as the current
 standard spells them (``g/ml{SUVbw}``; editions before 2020 wrote ``{SUVbw}g/ml``).
+
+A measure is identified by its quantity concept *and* its derivation (TID 1419 / CID 7464: SUVbw with
+Maximum, Mean or Peak Value Within ROI); systems that key on one code (HL7 OBX-3, an EHR's Observation
+list) get `Measure.code`, a local code per quantity, derivation and SUV type, beside the DICOM concept.
+Every value is written as the same decimal (`number`, REPORTED_DIGITS significant digits) in SR, HL7
+and FHIR, so no receiver sees 9.999999046325684 where another sees 10.
 """
 from __future__ import annotations
 
@@ -17,6 +23,8 @@ from neuropetrix.analysis.results import AnalysisResult, Lesion
 from neuropetrix.reports.errors import require
 
 UCUM = "UCUM"
+LOCAL_SYSTEM = "99NPX"       # HL7 local coding scheme of `Measure.code` (FHIR: urn:neuropetrix:measure)
+REPORTED_DIGITS = 6          # significant digits of every reported value (SR, HL7, FHIR)
 
 # suv_type → (quantity concept, unit concept)
 _SUV = {
@@ -29,6 +37,8 @@ _SUV = {
                           Code("g/ml{SUVlbm(Janma)}", UCUM, "Standardized Uptake Value lean body mass (Janma)")),
     "bsa": (Code("126403", "DCM", "SUVbsa"),
             Code("cm2/ml{SUVbsa}", UCUM, "Standardized Uptake Value body surface area")),
+    "ibw": (Code("126404", "DCM", "SUVibw"),
+            Code("g/ml{SUVibw}", UCUM, "Standardized Uptake Value ideal body weight")),
 }
 
 MAXIMUM = Code("56851009", "SCT", "Maximum")
@@ -61,6 +71,19 @@ class Measure:
     def observation_id(self) -> str:
         """Stable id of this measure within the study, e.g. "lesion-2/suv_max" or "study/tmtv_ml"."""
         return f"{'study' if self.lesion is None else f'lesion-{self.lesion}'}/{self.key}"
+
+    @property
+    def code(self) -> Code:
+        """The measure's own code, distinct for each quantity, derivation and SUV type (e.g.
+        "suv_max.SUVbw", "liver_suv_sd.SUVbw", "volume_ml"), for receivers that key on one code."""
+        annotation = self.unit.value.partition("{")[2].rstrip("}")
+        value = f"{self.key}.{annotation}" if annotation.startswith("SUV") else self.key
+        return Code(value, LOCAL_SYSTEM, self.label)
+
+    @property
+    def reported(self) -> str:
+        """The value as every report writes it (`number`)."""
+        return number(self.value)
 
     @property
     def display_unit(self) -> str:
@@ -130,7 +153,7 @@ def measures(result: AnalysisResult) -> list[Measure]:
     return out
 
 
-def number(value: float, digits: int = 6) -> str:
+def number(value: float, digits: int = REPORTED_DIGITS) -> str:
     """A value as reports print it: `digits` significant digits, never in exponent notation (HL7 NM
     forbids it)."""
     text = format(Decimal(f"{value:.{digits}g}"), "f")

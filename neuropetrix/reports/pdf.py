@@ -31,6 +31,7 @@ from neuropetrix.analysis.results import AnalysisResult
 from neuropetrix.reports.errors import ReportError
 from neuropetrix.reports.measures import number, summary, suv_concepts
 from neuropetrix.reports.source import StudyInfo
+from neuropetrix.reports.version import AUTOMATIC, ResultVersion
 
 FONT, BOLD = "DejaVuSans", "DejaVuSans-Bold"
 DIGITS = 4      # significant digits people read in tables; HL7, FHIR and the SR carry more
@@ -84,9 +85,36 @@ def _image(png: bytes, width: float) -> Image:
     return image
 
 
+def _sign_off(version: ResultVersion) -> str:
+    """The line that says whose result this is: unverified, automatic final, or signed by whom."""
+    if version.status == "preliminary":
+        return ("PRELIMINARY. Automated measurement by NeuroPETRIX, not a diagnosis: to be read and confirmed by "
+                "a nuclear medicine physician.")
+    if version.signer is None:
+        return "Automatic final result (research route): not verified by a physician."
+    who = version.signer.display_name or version.signer.username
+    org = f", {version.signer.organisation}" if version.signer.organisation else ""
+    kind = "Corrected and signed" if version.status == "amended" else "Verified and signed"
+    return f"{kind} by {who}{org}" + (f" on {version.signed_at}" if version.signed_at else "") + \
+        f" (version {version.version})."
+
+
+def _stamp(canvas, version: ResultVersion) -> None:
+    """PRELIMINARY across the top of a page whose result no physician has signed."""
+    if version.status != "preliminary":
+        return
+    canvas.saveState()
+    canvas.setFont(BOLD, 11)
+    canvas.setFillColor(colors.HexColor("#b00020"))
+    width, height = A4
+    canvas.drawCentredString(width / 2, height - 8 * mm, "PRELIMINARY — not verified by a physician")
+    canvas.restoreState()
+
+
 def build_pdf(result: AnalysisResult, info: StudyInfo, mip: bytes, key_images: dict[int, bytes],
-              sr_uid: str, seg_uid: str | None) -> bytes:
-    """The report as PDF bytes (reproducible: no creation time or random id inside)."""
+              sr_uid: str, seg_uid: str | None, version: ResultVersion = AUTOMATIC) -> bytes:
+    """The report as PDF bytes (reproducible: no creation time or random id inside); preliminary
+    versions say so on every page, signed ones name the signer."""
     _register_fonts()
     suv, _ = suv_concepts(result)
     body = ParagraphStyle("body", fontName=FONT, fontSize=7.5, leading=9.5)
@@ -94,7 +122,7 @@ def build_pdf(result: AnalysisResult, info: StudyInfo, mip: bytes, key_images: d
     heading = ParagraphStyle("heading", fontName=BOLD, fontSize=9, leading=11, spaceBefore=3)
 
     patient = [
-        ["Patient", f"{info.patient_family_name}, {info.patient_given_name}", "Accession", info.accession_number],
+        ["Patient", f"{info.patient_family_name}, {info.patient_given_name}", "Accession", info.accession_number or "none"],
         ["Patient ID", f"{info.patient_id}{' (TCKN)' if info.is_tckn else ''}", "Study date",
          info.study_datetime.strftime("%Y-%m-%d %H:%M")],
         ["Birth date / sex", f"{_fmt(info.patient_birth_date)} / {_fmt(info.patient_sex)}", "Institution",
@@ -150,15 +178,20 @@ def build_pdf(result: AnalysisResult, info: StudyInfo, mip: bytes, key_images: d
         Paragraph("SUV inputs", heading), _grid(inputs, [30 * mm, 61 * mm, 30 * mm, 61 * mm], header=False),
         Paragraph("Method", heading), Paragraph(xml_escape(method), body),
         Spacer(1, 2 * mm),
-        Paragraph("Automated measurement by NeuroPETRIX, not a diagnosis: to be read and confirmed by a "
-                  "nuclear medicine physician.", body),
+        *([Paragraph("Impression", heading), Paragraph(xml_escape(version.impression), body)]
+          if version.impression else []),
+        Paragraph(xml_escape(_sign_off(version)), heading if version.verified else body),
     ]
     buffer = io.BytesIO()
     pages: list[int] = []
     doc = SimpleDocTemplate(buffer, pagesize=A4, leftMargin=14 * mm, rightMargin=14 * mm, topMargin=12 * mm,
                             bottomMargin=12 * mm, title="PET/CT quantitative report", author="NeuroPETRIX",
                             invariant=True)
-    doc.build(story, onFirstPage=lambda c, d: pages.append(d.page), onLaterPages=lambda c, d: pages.append(d.page))
+    def page(canvas, d) -> None:
+        pages.append(d.page)
+        _stamp(canvas, version)
+
+    doc.build(story, onFirstPage=page, onLaterPages=page)
     if len(pages) != 1:
         raise ReportError(f"the report does not fit on one page ({len(pages)} pages)")
     return buffer.getvalue()

@@ -3,10 +3,19 @@
 One segment per lesion, in label order, each with a tracking identifier (stable across re-runs) and the
 algorithm that found it. Frames reference the PET instances they were drawn on; the SEG shares the PET's
 frame of reference, patient and study. Its UIDs derive from the analysis (`uids`), so sending a re-run
-replaces the earlier SEG instead of adding a second one.
+replaces the earlier SEG instead of adding a second one. Each segment is shown in the colour the MIP
+outlines it in (RecommendedDisplayCIELabValue).
+
+Encoding: a 1-bit BINARY SEG packs frames back to back, so a frame whose pixel count is not a multiple
+of 16 (a 155×155 PET) starts or ends inside a byte, or leaves the Pixel Data padded: correct DICOM, but
+OHIF's adapter rejects it ("Unexpected 1-bit SEG PixelData length") and a DICOMweb server cannot cut
+its frames. Such matrices get an 8-bit FRACTIONAL SEG whose pixels are 0 or MaximumFractionalValue
+(a "pseudo-binary" SEG that OHIF, highdicom and dcmqi read as masks); the Segmentation Storage SOP
+class stays the same, so every PACS that stores our 1-bit SEGs stores these too.
 """
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import PurePath
 
 import highdicom as hd
@@ -16,7 +25,11 @@ from pydicom.sr.codedict import codes
 
 from neuropetrix.analysis.results import AnalysisResult
 from neuropetrix.reports.errors import require
+from neuropetrix.reports.images import COLORS
+from neuropetrix.reports.source import site_zone
+from neuropetrix.reports.stamp import settle_charset, stamp_created
 from neuropetrix.reports.uids import derived_uid
+from neuropetrix.reports.version import AUTOMATIC, ResultVersion
 
 SERIES_NUMBER = 901
 MANUFACTURER = "NeuroPETRIX"
@@ -40,6 +53,19 @@ def algorithm_identification(result: AnalysisResult) -> hd.AlgorithmIdentificati
         parameters["model_file"] = PurePath(seg.model_file).name
     return hd.AlgorithmIdentificationSequence(name=seg.algorithm_name, family=family,
                                               version=seg.algorithm_version, parameters=parameters)
+
+
+def segmentation_type(rows: int, columns: int) -> hd.seg.SegmentationTypeValues:
+    """BINARY when every 1-bit frame fills whole 16-bit words, else pseudo-binary FRACTIONAL (see above)."""
+    if (rows * columns) % 16 == 0:
+        return hd.seg.SegmentationTypeValues.BINARY
+    return hd.seg.SegmentationTypeValues.FRACTIONAL
+
+
+def segment_color(index: int) -> hd.color.CIELabColor:
+    """The colour of the `index`-th lesion (label order), as the MIP draws its outline."""
+    rgb = COLORS[index % len(COLORS)].lstrip("#")
+    return hd.color.CIELabColor.from_rgb(*(int(rgb[k:k + 2], 16) for k in (0, 2, 4)))
 
 
 def lesion_tracking_uid(result: AnalysisResult, label: int) -> str:
@@ -83,8 +109,10 @@ def _frames(result: AnalysisResult, pet_datasets: list[Dataset],
     return [source], by_frame
 
 
-def build_seg(result: AnalysisResult, pet_datasets: list[Dataset]) -> hd.seg.Segmentation:
-    """The SEG for this analysis; ReportError when there is nothing valid to segment."""
+def build_seg(result: AnalysisResult, pet_datasets: list[Dataset],
+              now: datetime | None = None, version: ResultVersion = AUTOMATIC) -> hd.seg.Segmentation:
+    """The SEG for this analysis (the lesions a signed `version` kept), created `now` (default: the
+    clock); ReportError when there is nothing valid to segment."""
     require(result.lesions, "no lesions: a DICOM SEG needs at least one segment")
     require(result.frame_of_reference_uid, "no frame of reference UID: the SEG cannot be placed on the PET")
     check_geometry(result, pet_datasets)
@@ -107,23 +135,28 @@ def build_seg(result: AnalysisResult, pet_datasets: list[Dataset]) -> hd.seg.Seg
             algorithm_identification=algorithm,
             tracking_uid=lesion_tracking_uid(result, lesion.label),
             tracking_id=f"Lesion {lesion.label}",
+            display_color=segment_color(number - 1),
         )
         for number, lesion in enumerate(lesions, start=1)
     ]
-    return hd.seg.Segmentation(
+    seg = hd.seg.Segmentation(
         source_images=source_images,
         pixel_array=pixels,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segmentation_type=segmentation_type(int(pet_datasets[0].Rows), int(pet_datasets[0].Columns)),
         segment_descriptions=descriptions,
         series_instance_uid=derived_uid(result, "seg", "series"),
         series_number=SERIES_NUMBER,
-        sop_instance_uid=derived_uid(result, "seg", "instance"),
-        instance_number=1,
+        sop_instance_uid=derived_uid(result, "seg", "instance", *version.uid_suffix),
+        instance_number=version.version,
         manufacturer=MANUFACTURER,
         manufacturer_model_name=MANUFACTURER,
         software_versions=software_version(result),
         device_serial_number=MANUFACTURER,
         content_label="LESIONS",
         content_description=f"PET lesions ({result.segmentation.method})",
+        content_creator_name=f"{MANUFACTURER}^",          # a device: family-name component only
         series_description="NeuroPETRIX lesion segmentation",
     )
+    stamp_created(seg, site_zone(pet_datasets[0]), now)
+    settle_charset(seg, pet_datasets[0].get("SpecificCharacterSet"))
+    return seg

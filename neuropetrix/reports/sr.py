@@ -3,20 +3,28 @@
 One TID 1411 volumetric group per lesion, referencing its SEG segment and sharing its tracking UID, with
 SUVmax, SUVmean, SUVpeak, volume and TLG; one TID 1501 group with the study totals (lesion count, MTV,
 TLG, highest SUVmax) and, when measured, one for the PERCIST liver reference. Viewers that read TID 1500
-(OHIF, 3D Slicer) pair each group with its segment through the Referenced Segment item.
+(OHIF, 3D Slicer) pair each group with its segment through the Referenced Segment item. The Image
+Library (TID 1600) lists the PET images the measurements were made on: OHIF's SR handler needs it
+(not yet for an Enhanced PET, see build_sr).
+Each value is the reported decimal (`Measure.reported`), the same digits HL7 and FHIR carry.
 """
 from __future__ import annotations
+
+from datetime import datetime
 
 import highdicom as hd
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
+from pydicom.uid import Comprehensive3DSRStorage
 
 from neuropetrix.analysis.results import AnalysisResult
 from neuropetrix.reports.errors import require
 from neuropetrix.reports.measures import LIVER, Measure, lesion_measures, measures, study_measures
 from neuropetrix.reports.seg import MANUFACTURER, lesion_tracking_uid, software_version
 from neuropetrix.reports.source import StudyInfo, procedure_code
+from neuropetrix.reports.stamp import settle_charset, stamp_created
 from neuropetrix.reports.uids import derived_uid
+from neuropetrix.reports.version import AUTOMATIC, ResultVersion
 
 SERIES_NUMBER = 902
 
@@ -31,20 +39,30 @@ def _algorithm(result: AnalysisResult) -> hd.sr.AlgorithmIdentification:
     return hd.sr.AlgorithmIdentification(name=seg.algorithm_name, version=seg.algorithm_version)
 
 
-def _ds_safe(value: float) -> float:
-    """The value to 12 significant digits: pydicom formats 9.999999999999998 as the 17-character DS
-    "10.00000000000000", which dciodvfy rejects (DS holds 16); 12 digits always fit."""
-    return float(f"{value:.12g}")
-
-
 def _measurement(m: Measure, algorithm: hd.sr.AlgorithmIdentification | None) -> hd.sr.Measurement:
-    return hd.sr.Measurement(name=m.concept, value=_ds_safe(m.value), unit=m.unit, derivation=m.derivation,
+    """A TID 300 measurement of the reported decimal: pydicom would format 9.999999999999998 as the
+    17-character DS "10.00000000000000", which dciodvfy rejects; the reported value always fits."""
+    return hd.sr.Measurement(name=m.concept, value=float(m.reported), unit=m.unit, derivation=m.derivation,
                              algorithm_id=algorithm)
 
 
+def _predecessor(result: AnalysisResult, sr_uid: str) -> Dataset:
+    """The earlier version this SR replaces: same study and SR series, its own instance."""
+    ds = Dataset()
+    ds.SOPClassUID = Comprehensive3DSRStorage
+    ds.SOPInstanceUID = sr_uid
+    ds.StudyInstanceUID = result.study_instance_uid
+    ds.SeriesInstanceUID = derived_uid(result, "sr", "series")
+    return ds
+
+
 def build_sr(result: AnalysisResult, pet_datasets: list[Dataset], info: StudyInfo,
-             seg: Dataset | None) -> hd.sr.Comprehensive3DSR:
-    """The measurement report; `seg` is the SEG the lesion groups reference (None only without lesions)."""
+             seg: Dataset | None, now: datetime | None = None,
+             version: ResultVersion = AUTOMATIC) -> hd.sr.Comprehensive3DSR:
+    """The measurement report, created `now` (default: the clock); `seg` is the SEG the lesion groups
+    reference (None only without lesions). `version`: preliminary is PARTIAL and UNVERIFIED; a signed
+    version is COMPLETE and VERIFIED by its signer, with the version it replaces in
+    PredecessorDocumentsSequence."""
     require(pet_datasets, "no PET datasets were given")
     require(seg is not None or not result.lesions,
             "lesions without a SEG: each lesion's measurement group must reference its segment")
@@ -91,18 +109,31 @@ def build_sr(result: AnalysisResult, pet_datasets: list[Dataset], info: StudyInf
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=procedure_code(info),
         imaging_measurements=groups,
+        # highdicom describes single-frame images only (it reads PixelSpacing at the top level); an
+        # Enhanced PET's SR goes without the library.
+        referenced_images=pet_datasets if result.pet_frame_numbers is None else None,
     )
     evidence = list(pet_datasets) + ([seg] if seg is not None else [])
-    return hd.sr.Comprehensive3DSR(
+    sr = hd.sr.Comprehensive3DSR(
         evidence=evidence,
         content=report[0],
         series_instance_uid=derived_uid(result, "sr", "series"),
         series_number=SERIES_NUMBER,
-        sop_instance_uid=sr_instance_uid(result),
-        instance_number=1,
+        sop_instance_uid=derived_uid(result, "sr", "instance", *version.uid_suffix),
+        instance_number=version.version,
         manufacturer=MANUFACTURER,
-        is_complete=True,
+        is_complete=version.status != "preliminary",
+        is_final=version.status != "preliminary",
+        is_verified=version.verified,
+        verifying_observer_name=None if version.signer is None else version.signer.person_name,
+        verifying_organization=None if version.signer is None else version.signer.organisation or "unknown",
+        previous_versions=None if version.predecessor_sr_uid is None else [
+            _predecessor(result, version.predecessor_sr_uid)],
         institution_name=info.institution_name,
         series_description="NeuroPETRIX PET measurements",
         software_versions=software_version(result),
     )
+    stamp_created(sr, info.study_datetime.tzinfo, now)
+    settle_charset(sr, pet_datasets[0].get("SpecificCharacterSet"))
+    return sr
+

@@ -1,5 +1,5 @@
 """The schema of the clinicians' side: accounts, refresh tokens and push devices (whose messages are
-durable jobs of kind "push", see api/push.py).
+durable jobs of kind "push", see engine/push_jobs.py).
 
 Kept apart from store/models.py (the index) so that accounts evolve on their own migration branch
 (0003). Times are naive UTC like the rest of the database.
@@ -29,6 +29,9 @@ class User(Base):
     token_version: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     last_login_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # How a signed report names the user (the SR's Verifying Observer Name and Organization); 0010.
+    display_name: Mapped[str] = mapped_column(String(128), default="", server_default="")
+    organisation: Mapped[str] = mapped_column(String(128), default="", server_default="")
 
 
 class RefreshToken(Base):

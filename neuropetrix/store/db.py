@@ -52,3 +52,20 @@ def open_database(url: str) -> tuple[Engine, sessionmaker[Session]]:
     engine = make_engine(url)
     migrate.upgrade(engine)
     return engine, make_sessionmaker(engine)
+
+
+def open_current(url: str) -> tuple[Engine, sessionmaker[Session]]:
+    """Engine and sessions for an existing database whose schema is current; never migrates nor
+    creates one (migrate.SchemaNotCurrent otherwise), for commands that run beside live nodes."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:" and not Path(path).is_file():
+            raise migrate.SchemaNotCurrent(f"no database at {path}: run `neuropetrix db upgrade` "
+                                           "(or start the node)")
+    engine = make_engine(url)
+    try:
+        migrate.check_current(engine)
+    except migrate.SchemaNotCurrent:
+        engine.dispose()
+        raise
+    return engine, make_sessionmaker(engine)

@@ -8,7 +8,9 @@ past the bytes at hand, an undefined-length UN — returns None and the caller l
 """
 from __future__ import annotations
 
+import functools
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
@@ -100,14 +102,22 @@ def _text(raw: bytes | None) -> str:
     return "" if raw is None else raw.decode("ascii", "replace").strip("\0 ")
 
 
+@functools.lru_cache(maxsize=256)
+def _walkable(transfer_syntax: str) -> tuple[bool, bool]:
+    """(walkable here: little endian, not deflated; implicit VR) — cached, as pydicom's UID checks its
+    value each time one is made."""
+    syntax = UID(transfer_syntax)
+    return syntax.is_little_endian and not syntax.is_deflated, syntax.is_implicit_VR
+
+
 def scan_keys(head: bytes, transfer_syntax: str, whole: bool = False) -> InstanceKeys | None:
     """The keys from the first bytes of a dataset (`whole`: all of it), or None when pydicom should
     read it instead."""
-    syntax = UID(transfer_syntax)
-    if not head or syntax.is_deflated or not syntax.is_little_endian:
+    walkable, implicit = _walkable(transfer_syntax)
+    if not head or not walkable:
         return None
     try:
-        found = _walk(head, syntax.is_implicit_VR, whole)
+        found = _walk(head, implicit, whole)
         number = _text(found.get(INSTANCE_NUMBER))
         return InstanceKeys(_text(found.get(SOP_CLASS)), _text(found.get(SOP_INSTANCE)), _text(found.get(STUDY)),
                             _text(found.get(SERIES)), int(number) if number else None)
@@ -129,3 +139,106 @@ def keys_of(ds: Dataset) -> InstanceKeys:
     return InstanceKeys(str(ds.get("SOPClassUID", "") or ""), str(ds.get("SOPInstanceUID", "") or ""),
                         str(ds.get("StudyInstanceUID", "") or ""), str(ds.get("SeriesInstanceUID", "") or ""),
                         int_value(ds, "InstanceNumber"))
+
+
+_BLOCK = 1 << 16
+
+
+class _Dataset:
+    """A received dataset of `size` bytes: its first bytes in memory, the rest read from its file."""
+
+    def __init__(self, head: bytes, size: int, read_at: Callable[[int, int], bytes]) -> None:
+        self.head, self.size, self.read_at = head, size, read_at
+        self._block_at, self._block = 0, b""
+
+    def _bytes(self, pos: int, n: int) -> bytes:
+        if pos + n <= len(self.head):
+            return self.head[pos:pos + n]
+        if not (self._block_at <= pos and pos + n <= self._block_at + len(self._block)):
+            self._block_at, self._block = pos, self.read_at(pos, _BLOCK)
+        return self._block[pos - self._block_at:pos - self._block_at + n]
+
+    def element(self, pos: int, implicit: bool) -> tuple[int, bytes | None, int, int]:
+        """(tag, VR, value length, value position) of the element header at `pos`."""
+        if pos + 8 > self.size:
+            raise _Short(f"the dataset ends inside an element header at byte {pos} of {self.size}")
+        raw = self._bytes(pos, min(12, self.size - pos))
+        try:
+            tag, vr, length, at = _element(raw, 0, implicit)
+        except _Short:
+            raise _Short(f"the dataset ends inside an element header at byte {pos} of {self.size}") from None
+        return tag, vr, length, pos + at
+
+    def skip(self, tag: int, pos: int, length: int) -> int:
+        if pos + length > self.size:
+            raise _Short(f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) declares {length} bytes, "
+                         f"{self.size - pos} arrived")
+        return pos + length
+
+
+def _items(data: _Dataset, tag: int, pos: int, implicit: bool) -> int:
+    """Past the items of an undefined-length sequence (or encapsulated Pixel Data) at `pos`."""
+    while True:
+        item, _, length, pos = data.element(pos, True)
+        if item == _SEQUENCE_END:
+            return pos
+        if item != _ITEM:
+            raise _Short(f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) holds something other than items")
+        pos = _elements(data, pos, None, implicit) if length == _UNDEFINED else data.skip(tag, pos, length)
+
+
+_TAG_LENGTH, _EXPLICIT_SHORT, _LENGTH = struct.Struct("<HHI"), struct.Struct("<HH2sH"), struct.Struct("<I")
+
+
+def _defined_run(head: bytes, pos: int, end: int, implicit: bool) -> int:
+    """Past the top-level elements from `pos` whose header is in `head` and whose defined-length
+    value ends by `end`: the common case, walked without the general reader's calls (it runs once
+    per received instance)."""
+    limit = len(head) - 12
+    while pos <= limit:
+        if implicit:
+            group, _, length = _TAG_LENGTH.unpack_from(head, pos)
+            header = 8
+        else:
+            group, _, vr, length = _EXPLICIT_SHORT.unpack_from(head, pos)
+            header = 8
+            if vr in _LONG_VRS:
+                length, header = _LENGTH.unpack_from(head, pos + 8)[0], 12
+        if group == 0xFFFE or length == _UNDEFINED or pos + header + length > end:
+            return pos
+        pos += header + length
+    return pos
+
+
+def _elements(data: _Dataset, pos: int, end: int | None, implicit: bool) -> int:
+    """Past the elements from `pos` to `end`, or (`end` None) to an item delimiter."""
+    while end is None or pos < end:
+        if end is not None:
+            pos = _defined_run(data.head, pos, end, implicit)
+            if pos >= end:
+                return pos
+        tag, vr, length, pos = data.element(pos, implicit)
+        if end is None and tag == _ITEM_END:
+            return pos
+        if length == _UNDEFINED:
+            pos = _items(data, tag, pos, implicit or vr == b"UN")
+        else:
+            pos = data.skip(tag, pos, length)
+    return pos
+
+
+def truncation(head: bytes, size: int, read_at: Callable[[int, int], bytes], transfer_syntax: str) -> str | None:
+    """Why a received dataset of `size` bytes is not whole — an element (Pixel Data, say) declares
+    more bytes than arrived, or the data ends inside an element — or None when it is whole.
+
+    Walks the top-level elements, entering only undefined-length sequences and items: the first bytes
+    come from `head`, the rest from `read_at(position, length)`, so a typical image costs one walk of
+    its header in memory. Deflated and big-endian datasets are not walked (None)."""
+    walkable, implicit = _walkable(transfer_syntax)
+    if not walkable:
+        return None
+    try:
+        _elements(_Dataset(head, size, read_at), 0, size, implicit)
+    except _Short as exc:
+        return str(exc) or "the dataset is cut short"
+    return None

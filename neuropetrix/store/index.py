@@ -12,13 +12,14 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from neuropetrix.store.db import utcnow
+from neuropetrix.store.eventlog import EventKind
 from neuropetrix.store.models import Event, Instance, Patient, Series, Study
 
 log = logging.getLogger("neuropetrix.store")
@@ -66,6 +67,9 @@ class StudyIndex:
         # when the dialect adds RETURNING by itself, as SQLAlchemy does on PostgreSQL)
         self._insert_instance = (insert(_instances).on_conflict_do_nothing(index_elements=["sop_instance_uid"])
                                  .returning(_instances.c.id))
+        # built once: constructing a statement cost more than executing it (once per instance)
+        self._touch_study = (update(_studies).where(_studies.c.id == bindparam("pk"), _studies.c.state == "receiving")
+                             .values(last_received_at=bindparam("at")))
         self._series_cache: dict[str, tuple[int, int]] = {}
         self._lock = threading.Lock()
 
@@ -105,13 +109,11 @@ class StudyIndex:
                 "received_at": now, "calling_ae": rec.calling_ae, "calling_host": rec.calling_host}).first()
             if inserted is None:
                 return False
-            touched = conn.execute(update(_studies).where(_studies.c.id == study_pk,
-                                                          _studies.c.state == "receiving")
-                                   .values(last_received_at=now)).rowcount
+            touched = conn.execute(self._touch_study, {"pk": study_pk, "at": now}).rowcount
             if not touched:   # the study was complete: this instance re-opens it
                 conn.execute(update(_studies).where(_studies.c.id == study_pk)
                              .values(state="receiving", last_received_at=now))
-                conn.execute(_events.insert().values(kind="study.reopened", study_uid=rec.study_uid,
+                conn.execute(_events.insert().values(kind=EventKind.STUDY_REOPENED, study_uid=rec.study_uid,
                                                      created_at=now, payload={"calling_ae": rec.calling_ae}))
                 log.info("study %s re-opened: new instance from %s", rec.study_uid, rec.calling_ae)
         return True
@@ -149,7 +151,7 @@ class StudyIndex:
             study_time=rec.study_time, accession_number=rec.accession_number,
             description=rec.study_description, state="receiving", first_received_at=now,
             last_received_at=now, completion_count=0)).inserted_primary_key[0]
-        conn.execute(_events.insert().values(kind="study.received", study_uid=rec.study_uid, created_at=now,
+        conn.execute(_events.insert().values(kind=EventKind.STUDY_RECEIVED, study_uid=rec.study_uid, created_at=now,
                                              payload={"calling_ae": rec.calling_ae,
                                                       "calling_host": rec.calling_host}))
         log.info("study %s: first instance from %s (%s)", rec.study_uid, rec.calling_ae, rec.calling_host)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import errno
 import logging
-import struct
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from io import BytesIO
@@ -21,21 +21,31 @@ from pydicom.uid import UID
 from sqlalchemy.exc import OperationalError
 
 from neuropetrix import metrics
+from neuropetrix.node.scp.status import (
+    CANNOT_UNDERSTAND,
+    DATASET_DOES_NOT_MATCH_SOP_CLASS,
+    OUT_OF_RESOURCES,
+    SUCCESS,
+)
 from neuropetrix.store.files import FileStore, InvalidUID, check_uid, relative_path
 from neuropetrix.store.header import LAST_TAG, InstanceKeys, int_value, keys_of, scan_keys
 from neuropetrix.store.index import InstanceRecord, StudyIndex
 
 log = logging.getLogger("neuropetrix.store")
 
-SUCCESS = 0x0000
-OUT_OF_RESOURCES = 0xA700           # Refused: Out of Resources
-DOES_NOT_MATCH_SOP_CLASS = 0xA900   # Error: Data Set does not match SOP Class
-CANNOT_UNDERSTAND = 0xC000          # Error: Cannot understand
-
-IMPLEMENTATION_VERSION = "NEUROPETRIX_01"
-# Our implementation class UID: a UUID-derived UID (PS3.5 B.2), uuid5 of the project's URL.
-IMPLEMENTATION_CLASS_UID = "2.25.121633663093412260106031864065073478959"
 HEAD_BYTES = 64 * 1024             # how much of each dataset the SCP keeps in memory for the header
+_LOCK_STRIPES = 64                 # instances placed at once never need more; collisions only wait
+
+
+@dataclass(frozen=True)
+class StoreRequest:
+    """What the C-STORE request says about the instance whose dataset follows."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax: str
+    calling_ae: str
+    calling_host: str
 
 
 @dataclass(frozen=True)
@@ -44,36 +54,6 @@ class Outcome:
     message: str = ""
     duplicate: bool = False
     study_uid: str = ""
-
-
-def _meta_element(element: int, vr: bytes, value: bytes) -> bytes:
-    """One Explicit VR Little Endian element of group 0002 (2-byte length form)."""
-    return struct.pack("<HH2sH", 0x0002, element, vr, len(value)) + value
-
-
-def _uid(value: str) -> bytes:
-    raw = value.encode("ascii")
-    return raw + b"\0" if len(raw) % 2 else raw
-
-
-def _text_value(value: str) -> bytes:
-    raw = value.encode("ascii")
-    return raw + b" " if len(raw) % 2 else raw
-
-
-def file_header(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, source_ae: str) -> bytes:
-    """Preamble, 'DICM' and the file meta group (PS3.10 7.1) to put in front of a dataset as received.
-
-    Encoded directly: it is written once per received instance, and pydicom's general writer took
-    more time than receiving the instance itself (the tests read it back with pydicom)."""
-    body = (struct.pack("<HH2sHI", 0x0002, 0x0001, b"OB", 0, 2) + b"\0\1"
-            + _meta_element(0x0002, b"UI", _uid(sop_class_uid))
-            + _meta_element(0x0003, b"UI", _uid(sop_instance_uid))
-            + _meta_element(0x0010, b"UI", _uid(transfer_syntax))
-            + _meta_element(0x0012, b"UI", _uid(IMPLEMENTATION_CLASS_UID))
-            + _meta_element(0x0013, b"SH", _text_value(IMPLEMENTATION_VERSION))
-            + (_meta_element(0x0016, b"AE", _text_value(source_ae)) if source_ae else b""))
-    return b"\0" * 128 + b"DICM" + struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(body)) + body
 
 
 def _text(ds, keyword: str, limit: int = 64) -> str:
@@ -140,6 +120,9 @@ class Ingest:
         self.files = files
         self.index = index
         self.inbound = dict(inbound or {})   # calling AE title → transform applied before storing
+        # One SOP Instance UID is placed and indexed by one association at a time: otherwise a second
+        # copy arriving between the first one's link and its index row would look like a leftover.
+        self._placing = [threading.Lock() for _ in range(_LOCK_STRIPES)]
 
     def _read(self, temp: Path, head: bytes, transfer_syntax: str) -> tuple[InstanceKeys, dict[str, object]]:
         """The instance's keys, from its first bytes when they suffice; and, for a series the index
@@ -165,31 +148,26 @@ class Ingest:
         return keys, attributes, relative_path(keys.study_uid, keys.series_uid,
                                                check_uid(keys.sop_instance_uid, "SOPInstanceUID"))
 
-    def new_temp(self) -> Path:
-        return self.files.new_temp()
-
-    def discard(self, temp: Path) -> None:
-        self.files.discard(temp)
-
-    def accept(self, temp: Path, *, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str,
-               calling_ae: str, calling_host: str, head: bytes = b"") -> Outcome:
-        """Check, place and index the instance in `temp`; never raises for bad input.
+    def accept(self, temp: Path, request: StoreRequest, head: bytes = b"") -> Outcome:
+        """Check, place and index the instance in `temp` (fdatasync'd by the caller); never raises
+        for bad input.
 
         `head` is the start of the dataset as received, when the caller kept it: the header is then
         read from memory instead of from the file."""
         try:
-            return self._accept(temp, sop_class_uid, sop_instance_uid, transfer_syntax, calling_ae,
-                                calling_host, head)
+            return self._accept(temp, request, head)
         except Exception as exc:
             self.files.discard(temp)
+            r = request
             if is_disk_full(exc) or isinstance(exc, OperationalError) and "full" in str(exc).lower():
-                log.error("out of storage space, refusing %s from %s: %s", sop_instance_uid, calling_ae, exc)
+                log.error("out of storage space, refusing %s from %s: %s", r.sop_instance_uid, r.calling_ae, exc)
                 return Outcome(OUT_OF_RESOURCES, "out of storage space")
-            log.exception("storing %s from %s failed", sop_instance_uid, calling_ae)
+            log.exception("storing %s from %s failed", r.sop_instance_uid, r.calling_ae)
             return Outcome(OUT_OF_RESOURCES, f"cannot store: {type(exc).__name__}")
 
-    def _accept(self, temp: Path, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str,
-                calling_ae: str, calling_host: str, head: bytes) -> Outcome:
+    def _accept(self, temp: Path, request: StoreRequest, head: bytes) -> Outcome:
+        sop_instance_uid, calling_ae, calling_host = request.sop_instance_uid, request.calling_ae, request.calling_host
+        transfer_syntax = request.transfer_syntax
         try:
             keys, attributes = self._read(temp, head, transfer_syntax)
         except Exception as exc:
@@ -201,13 +179,13 @@ class Ingest:
             sop = check_uid(keys.sop_instance_uid, "SOPInstanceUID")
             if sop != sop_instance_uid:
                 raise InvalidUID(f"SOPInstanceUID {sop} differs from the request's {sop_instance_uid}")
-            if keys.sop_class_uid != sop_class_uid:
+            if keys.sop_class_uid != request.sop_class_uid:
                 raise InvalidUID(f"SOPClassUID {keys.sop_class_uid} differs from the request's")
             rel = relative_path(keys.study_uid, keys.series_uid, sop)
         except InvalidUID as exc:
             self.files.discard(temp)
             log.warning("rejected %s from %s (%s): %s", sop_instance_uid, calling_ae, calling_host, exc)
-            return Outcome(DOES_NOT_MATCH_SOP_CLASS, str(exc)[:64])
+            return Outcome(DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc)[:64])
         transform = self.inbound.get(calling_ae)
         if transform is not None:
             keys, attributes, rel = self._transform(temp, transform, transfer_syntax)
@@ -215,25 +193,33 @@ class Ingest:
 
         study_uid = keys.study_uid
         size = temp.stat().st_size
+        with self._placing[hash(sop) % _LOCK_STRIPES]:
+            added = self._place_and_index(temp, rel, keys, size, transfer_syntax, calling_ae, calling_host,
+                                          attributes)
+        if not added:
+            log.info("duplicate %s from %s: already stored, kept the first", sop, calling_ae)
+            return Outcome(SUCCESS, duplicate=True, study_uid=study_uid)
+        metrics.INSTANCES_RECEIVED.inc()
+        metrics.BYTES_RECEIVED.inc(size)
+        return Outcome(SUCCESS, study_uid=study_uid)
+
+    def _place_and_index(self, temp: Path, rel: str, keys: InstanceKeys, size: int, transfer_syntax: str,
+                         calling_ae: str, calling_host: str, attributes: dict[str, object]) -> bool:
+        """Give the file its name and its index row; False (and `temp` discarded) for a duplicate.
+        Called with the instance's lock held, so a file without a row is never another association's
+        copy in flight: it is one an interrupted run placed and never indexed, and it is replaced."""
         if not self.files.place(temp, rel):
-            if self.index.contains(sop):
+            if self.index.contains(keys.sop_instance_uid):
                 self.files.discard(temp)
-                log.info("duplicate %s from %s: already stored, kept the first", sop, calling_ae)
-                return Outcome(SUCCESS, duplicate=True, study_uid=study_uid)
-            self.files.place(temp, rel, replace=True)   # a file an interrupted run placed, never indexed
+                return False
+            self.files.place(temp, rel, replace=True)
         # The data was fdatasync'd before it got its name; now the name is made durable. From here on
         # the file alone is enough to rebuild its index row (store/recovery.py), so the index commit
         # need not wait for the disk.
         self.files.sync_dir(rel)
         rec = instance_record(keys, rel, size, transfer_syntax, calling_ae, calling_host, attributes)
         try:
-            added = self.index.add(rec)
+            return self.index.add(rec)   # False: another node sharing the database indexed it first
         except Exception:
             self.files.path_of(rel).unlink(missing_ok=True)   # not indexed → not acknowledged → not kept
             raise
-        if not added:
-            log.info("duplicate %s from %s arrived concurrently, kept the first", sop, calling_ae)
-        else:
-            metrics.INSTANCES_RECEIVED.inc()
-            metrics.BYTES_RECEIVED.inc(size)
-        return Outcome(SUCCESS, duplicate=not added, study_uid=study_uid)

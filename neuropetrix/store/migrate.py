@@ -34,5 +34,26 @@ def current_revision(engine: Engine) -> str | None:
     return ", ".join(sorted(heads)) or None
 
 
+class SchemaNotCurrent(Exception):
+    """The database's schema is not the one this version of the code expects."""
+
+
+def check_current(engine: Engine) -> None:
+    """Raise SchemaNotCurrent unless the schema is at every head: a command that only reads must not
+    migrate a database that running nodes use (only `db upgrade` and `serve` do)."""
+    with engine.connect() as conn:
+        current = set(MigrationContext.configure(conn).get_current_heads())
+    expected = set(head_revisions())
+    if current == expected:
+        return
+    if not current:
+        raise SchemaNotCurrent("the database has no schema yet: run `neuropetrix db upgrade` (or start the node)")
+    if current - expected and not (expected - current):
+        raise SchemaNotCurrent(f"the database is at revision {', '.join(sorted(current))}, newer than this "
+                               f"version of neuropetrix knows ({', '.join(sorted(expected))}): upgrade neuropetrix")
+    raise SchemaNotCurrent(f"the database is at revision {', '.join(sorted(current))}, this version needs "
+                           f"{', '.join(sorted(expected))}: run `neuropetrix db upgrade`")
+
+
 def head_revisions() -> tuple[str, ...]:
     return tuple(sorted(ScriptDirectory.from_config(_config()).get_heads()))

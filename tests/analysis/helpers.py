@@ -13,7 +13,8 @@ from neuropetrix.engine.offline import load_study
 def analyze_dir(folder: Path, device: str = "cpu", **settings: object) -> AnalysisResult:
     """Read and analyse (the CLI tests run the whole command, writers included)."""
     analysis_settings = AnalysisSettings(**settings)
-    pet, ct = load_study(folder, need_ct_pixels=analysis_settings.method == "model")
+    model = analysis_settings.method == "model"
+    pet, ct = load_study(folder, need_ct_pixels=model or analysis_settings.exclude_physiological, full_ct=model)
     return analyze_volumes(pet, ct, analysis_settings, device)
 
 

@@ -16,7 +16,7 @@ NEUROPETRIX = Path(sys.executable).parent / "neuropetrix"
 
 def _run(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(NEUROPETRIX), "analyze", *map(str, args)], capture_output=True, text=True,
-                          timeout=240)
+                          timeout=240, check=False)
 
 
 def test_analyze_writes_analysis_json(phantom_dir, tmp_path: Path):

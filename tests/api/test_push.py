@@ -8,7 +8,9 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import select
 
+from neuropetrix.engine.worker import build_worker
 from neuropetrix.store.accounts import Device
+from neuropetrix.store.files import FileStore
 from neuropetrix.store.jobs_models import Job
 from tests.api.conftest import bearer, login
 from tests.api.fakefcm import FakeFcm
@@ -25,7 +27,11 @@ async def push_env(make_env, aiohttp_server, aiohttp_client, tmp_path):
     env = make_env(push={"credentials_file": str(fake.credentials_file(tmp_path / "sa.json", base)),
                          "fcm_endpoint": f"{base}/v1/projects", "max_attempts": 3})
     client = await aiohttp_client(env.app())
-    return fake, env, client
+    # push messages are engine jobs: the node's worker makes and sends them, the API only registers devices
+    worker = build_worker(env.settings, env.sessions, FileStore(env.settings.node.storage_dir))
+    worker.start()
+    yield fake, env, client
+    worker.stop(grace=5)
 
 
 async def _device(client, role: str, token: str, platform: str = "android") -> dict:

@@ -6,6 +6,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from neuropetrix.engine.jobs import job_json, list_jobs
-from neuropetrix.store.db import make_engine, make_sessionmaker
+from neuropetrix.store.db import make_engine, make_sessionmaker, utcnow
 from neuropetrix.store.models import Event
 from tests import pg
 from tests.conftest import storescu as dcmtk_storescu
@@ -163,3 +164,21 @@ def postgres_server() -> Iterator[str]:
         pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
     with pg.postgres_cluster() as url:
         yield url.rsplit("/", 1)[0]
+
+
+class ManualClock:
+    """A clock tests move by hand (engine/clock.py's protocol): leases and deadlines pass at once."""
+
+    def __init__(self) -> None:
+        self._now = utcnow()
+        self._monotonic = 0.0
+
+    def now(self) -> datetime:
+        return self._now
+
+    def monotonic(self) -> float:
+        return self._monotonic
+
+    def advance(self, seconds: float) -> None:
+        self._now += timedelta(seconds=seconds)
+        self._monotonic += seconds

@@ -11,8 +11,8 @@ from pydicom.uid import EncapsulatedPDFStorage
 from tests.engine.conftest import all_jobs_settled, events_of, jobs_of, overrides, storescu, wait_for
 from tests.engine.hbys import fhir_endpoint, mllp_listener
 from tests.nodeproc import free_port, running_node
-from tests.synthetic import StudySpec, write_ct_series
 from tests.peers import orthanc
+from tests.synthetic import StudySpec, write_ct_series
 
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
@@ -23,7 +23,7 @@ def sop_classes(pacs) -> list[str]:
 def with_research_copy(config: dict, research_port: int) -> dict:
     """A second route: the whole study, de-identified, to a research archive (a peer with transforms)."""
     research = {"name": "research", "ae_title": "ORTHANC", "host": "127.0.0.1", "port": research_port,
-                "transforms": ["deidentify", "charset_utf8"]}
+                "transforms": [{"deidentify": {"keep": ["StudyDescription"]}}, "charset_utf8"]}
     route = {"name": "research-copy", "match": {"modality": "CT", "calling_ae": "STORESCU"},
              "actions": [{"forward": "research", "objects": ["study"],
                           "transforms": [{"set": {"StudyDescription": "RESEARCH COPY"}}]}]}

@@ -9,13 +9,24 @@ import threading
 from pathlib import Path
 
 import psutil
+import pytest
 
-from tests.engine.conftest import (FAST_ENGINE, Relay, all_jobs_settled, events_of, jobs_of, overrides,
-                                   storescu, wait_for)
+from tests.engine.conftest import (
+    FAST_ENGINE,
+    Relay,
+    all_jobs_settled,
+    events_of,
+    jobs_of,
+    overrides,
+    storescu,
+    wait_for,
+)
 from tests.engine.hbys import fhir_endpoint, mllp_listener
 from tests.nodeproc import free_port, running_node, start_node
 from tests.peers import orthanc
 from tests.synthetic import StudySpec, write_ct_series
+
+pytestmark = pytest.mark.faults
 
 
 def job(node, kind: str) -> dict:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -16,12 +15,13 @@ from sqlalchemy import select, text
 
 from neuropetrix.config.settings import RetrySettings, Settings
 from neuropetrix.engine.dispatch import Dispatcher
-from neuropetrix.engine.jobs import JobFailure, JobQueue, backoff_seconds
+from neuropetrix.engine.jobs import JobFailure, JobQueue, backoff_seconds, new_job
 from neuropetrix.engine.routes.rules import compile_routes
 from neuropetrix.store.db import make_engine, make_sessionmaker, open_database, utcnow
 from neuropetrix.store.files import FileStore, relative_path
 from neuropetrix.store.jobs_models import Destination, Job
 from neuropetrix.store.models import Event, Instance, Patient, Series, Study
+from tests.engine.conftest import ManualClock
 
 RETRY = RetrySettings(base_seconds=30, max_seconds=600, jitter=0.2, max_attempts=3)
 
@@ -49,12 +49,9 @@ def db(db_url: str):
 
 def add_job(sessions, destination: str = "dicom:pacs", kind: str = "forward", after: int | None = None,
             index: int = 0) -> int:
-    now = utcnow()
     with sessions.begin() as s:
-        job = Job(kind=kind, study_uid="1.2.3", route="r", action_index=index, destination=destination,
-                  objects=["study"], params={}, after_id=after, state="queued", attempts=0,
-                  max_attempts=RETRY.max_attempts, next_attempt_at=now, worker="", last_error="", result={},
-                  created_at=now, updated_at=now)
+        job = new_job(kind, "1.2.3", "r", index, destination, RETRY.max_attempts, objects=["study"])
+        job.after_id = after
         s.add(job)
         s.flush()
         return job.id
@@ -161,11 +158,12 @@ def test_retry_after_is_honoured(db) -> None:
 
 def test_an_abandoned_job_is_taken_again_after_its_lease(db) -> None:
     _, sessions = db
-    crashed, survivor = JobQueue(sessions, RETRY, 0.3), JobQueue(sessions, RETRY, 60)
     job_id = add_job(sessions)
+    clock = ManualClock()
+    crashed, survivor = JobQueue(sessions, RETRY, 0.3, clock), JobQueue(sessions, RETRY, 60, clock)
     job = crashed.claim("crashed-node", ("forward",))
     assert survivor.claim("other", ("forward",)) is None        # leased: not taken
-    time.sleep(0.4)
+    clock.advance(0.4)
     again = survivor.claim("other", ("forward",))
     assert again is not None and again.id == job_id and again.attempts == 2
     assert crashed.finish(job, "crashed-node", {}) is False      # the old worker lost it
@@ -174,11 +172,12 @@ def test_an_abandoned_job_is_taken_again_after_its_lease(db) -> None:
 
 def test_renewed_leases_are_kept(db) -> None:
     _, sessions = db
-    queue = JobQueue(sessions, RETRY, 0.3)
     add_job(sessions)
+    clock = ManualClock()
+    queue = JobQueue(sessions, RETRY, 0.3, clock)
     job = queue.claim("w", ("forward",))
     for _ in range(3):
-        time.sleep(0.15)
+        clock.advance(0.15)
         queue.renew("w", [job.id])
     assert queue.claim("other", ("forward",)) is None
 
@@ -256,8 +255,9 @@ def test_storage_commitment_answers_settle_the_job(db) -> None:
     from neuropetrix.store.jobs_models import COMMITTING
 
     _, sessions = db
-    queue = JobQueue(sessions, RETRY, 60)
     job_id = add_job(sessions)
+    clock = ManualClock()
+    queue = JobQueue(sessions, RETRY, 60, clock)
     job = queue.claim("w", ("forward",))
     assert queue.await_commitment(job, "w", {"sent": 3}, timeout=0.3)
     assert state(sessions, job_id).state == COMMITTING
@@ -267,11 +267,11 @@ def test_storage_commitment_answers_settle_the_job(db) -> None:
     failed = state(sessions, job_id)
     assert failed.state == "queued" and "did not commit 1 instance(s): 1.2.3.9 (0x0110)" in failed.last_error
     with sessions.begin() as s:
-        s.get(Job, job_id).next_attempt_at = utcnow()
+        s.get(Job, job_id).next_attempt_at = clock.now()
         s.get(Destination, "dicom:pacs").blocked_until = None
     job = queue.claim("w", ("forward",))
     queue.await_commitment(job, "w", {"sent": 3}, timeout=0.3)
-    time.sleep(0.4)                                                      # no answer in time: sent again
+    clock.advance(0.4)                                                      # no answer in time: sent again
     again = queue.claim("other", ("forward",))
     assert again is not None and again.attempts == 3
     assert queue.settle_commitment(job_id, job.attempts, []) is False    # the answer to the old attempt
@@ -283,7 +283,7 @@ def test_storage_commitment_answers_settle_the_job(db) -> None:
 
 def test_an_event_behind_a_gap_waits_for_the_gap_to_settle(db) -> None:
     """PostgreSQL shows event 4 before event 3's transaction commits: the cursor must not pass 3."""
-    from neuropetrix.engine import events
+    from neuropetrix.store import eventlog as events
 
     _, sessions = db
     with sessions.begin() as s:
@@ -306,7 +306,7 @@ def test_an_event_behind_a_gap_waits_for_the_gap_to_settle(db) -> None:
 
 
 def test_other_consumers_events_never_hide_ours(db) -> None:
-    from neuropetrix.engine import events
+    from neuropetrix.store import eventlog as events
 
     _, sessions = db
     with sessions.begin() as s:
@@ -318,3 +318,18 @@ def test_other_consumers_events_never_hide_ours(db) -> None:
         with sessions.begin() as s:
             found += [e.kind for e in events.take_pending(s, "t", ("study.complete",), limit=2)]
     assert found == ["study.complete"]
+
+
+def test_a_destination_with_a_job_in_hand_gets_no_second_lane(db) -> None:
+    _, sessions = db
+    queue = JobQueue(sessions, RETRY, 60)
+    slow1, slow2 = add_job(sessions, "dicom:slow", index=0), add_job(sessions, "dicom:slow", index=1)
+    other = add_job(sessions, "dicom:other", index=2)
+    first = queue.claim("w1", ("forward",), per_destination=1)
+    assert first.id == slow1
+    second = queue.claim("w2", ("forward",), per_destination=1)
+    assert second.id == other                                    # not slow2: dicom:slow has its lane
+    assert queue.claim("w3", ("forward",), per_destination=1) is None
+    queue.finish(first, "w1", {})
+    assert queue.claim("w3", ("forward",), per_destination=1).id == slow2
+    assert queue.claim("w4", ("forward",)) is None               # analysis lanes pass no limit; nothing left

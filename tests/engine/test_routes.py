@@ -119,7 +119,8 @@ def test_routes_test_command(tmp_path: Path, petct_study: Path) -> None:
     config.write_text(
         "peers: [{name: pacs, ae_title: ORTHANC, host: 127.0.0.1, port: 4242}]\n"
         "routes:\n"
-        "  - {name: petct, match: {modality: PT, tracer: '*fluorodeoxy*'}, actions: [analyze, {forward: pacs, objects: [seg]}]}\n"
+        "  - {name: petct, match: {modality: PT, tracer: '*fluorodeoxy*'},\n"
+        "     actions: [analyze, {forward: pacs, objects: [seg]}]}\n"
         "  - {name: from-scanner2, match: {calling_ae: PETCT2}, actions: [{forward: pacs}]}\n", encoding="utf-8")
     done = run_cli("routes", "test", str(petct_study), "--calling-ae", "PETCT1", "--config", str(config))
     assert done.returncode == 0, done.stderr
@@ -140,3 +141,20 @@ def test_serve_refuses_a_bad_rule_at_start_up(tmp_path: Path) -> None:
     done = run_cli("serve", "--config", str(config), timeout=60)
     assert done.returncode == 2
     assert "routes[0] 'to-nowhere': forward: no peer named 'nowhere'" in done.stderr
+
+
+def test_routes_test_creates_no_key_file(tmp_path: Path, petct_study: Path) -> None:
+    """Checking rules (a de-identifying forward included) writes nothing into the data folder."""
+    data_dir = tmp_path / "var"
+    config = tmp_path / "node.yaml"
+    config.write_text(
+        f"node: {{data_dir: {data_dir}}}\n"
+        "peers: [{name: pacs, ae_title: ORTHANC, host: 127.0.0.1, port: 4242, transforms: [deidentify]}]\n"
+        "routes:\n"
+        "  - {name: research, match: {modality: PT}, transforms: [deidentify],\n"
+        "     actions: [{forward: pacs, transforms: [deidentify]}]}\n", encoding="utf-8")
+    done = run_cli("routes", "test", str(petct_study), "--config", str(config))
+    assert done.returncode == 0, done.stderr
+    assert "rule research: FIRES" in done.stdout
+    assert not (data_dir / "pseudonym.key").exists()
+    assert not data_dir.exists() or not any(data_dir.iterdir())

@@ -11,7 +11,7 @@ def test_embedded_default_is_the_repository_example():
     s = load_settings(None, environ={})
     assert s.node.ae_title == "NEUROPETRIX" and s.node.dicom_port == 11112
     assert s.node.study_quiet_seconds == 30
-    assert [p.name for p in s.peers] == ["scanner1", "pacs"]
+    assert [p.name for p in s.peers] == ["scanner1", "pacs", "demo"]
     assert s.node.db_url.startswith("sqlite:///") and s.node.db_url.endswith("var/neuropetrix.db")
 
 
@@ -28,7 +28,8 @@ def test_environment_overrides_any_key():
     ("nodes: {}", "nodes: unknown key"),
     ("node: {dicom_port: 70000}", "node.dicom_port: Input should be less than or equal to 65535"),
     ("node: {study_quiet_seconds: -1}", "node.study_quiet_seconds: Input should be greater than 0"),
-    ("node: {ae_title: 'WAY_TOO_LONG_AE_TITLE'}", "node.ae_title: Value error, 'WAY_TOO_LONG_AE_TITLE' is not a valid AE title"),
+    ("node: {ae_title: 'WAY_TOO_LONG_AE_TITLE'}",
+     "node.ae_title: Value error, 'WAY_TOO_LONG_AE_TITLE' is not a valid AE title"),
     ("peers: [{name: a, ae_title: A, host: h}]", "peers.0.port: Field required"),
     ("peers: [{name: a, ae_title: A, host: h, port: 1}, {name: a, ae_title: B, host: h, port: 2}]",
      "duplicate peer name(s) a"),

@@ -1,5 +1,5 @@
 """The SCP's own reader of the five index keys agrees with pydicom on every kind of file we have,
-and hands anything it does not handle back to pydicom."""
+and hands anything it does not handle back to pydicom; its completeness walk finds every cut."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,10 +7,11 @@ from pathlib import Path
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
+from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
-from neuropetrix.store.header import keys_of, scan_keys
+from neuropetrix.store.header import keys_of, scan_keys, truncation
 from tests.dicomfiles import dataset_bytes
 from tests.synthetic import StudySpec, write_petct_study
 
@@ -69,3 +70,36 @@ def test_what_the_reader_does_not_handle_goes_back_to_pydicom(tmp_path):
     assert scan_keys(raw, "1.2.840.10008.1.2.1.99") is None                   # deflated
     assert scan_keys(raw, "1.2.840.10008.1.2.2") is None                      # big endian
     assert scan_keys(raw[:40] + b"\x08\x00\x20\x00UN\x00\x00\xff\xff\xff\xff", ExplicitVRLittleEndian) is None
+
+
+def with_pixels(encapsulated: bool) -> Dataset:
+    """`with_sequences(True)` with Pixel Data after it: native, or encapsulated in fragments."""
+    ds = with_sequences(True)
+    ds.Rows, ds.Columns, ds.BitsAllocated, ds.SamplesPerPixel = 16, 16, 16, 1
+    if encapsulated:
+        ds.PixelData = encapsulate([b"\x01\x02" * 100, b"\x03\x04" * 77])
+        ds["PixelData"].VR, ds["PixelData"].is_undefined_length = "OB", True
+    else:
+        ds.PixelData = b"\x05\x06" * 256
+    return ds
+
+
+def whole_or_why(raw: bytes, syntax: str, head: int = 65536) -> str | None:
+    return truncation(raw[:head], len(raw), lambda pos, n: raw[pos:pos + n], syntax)
+
+
+@pytest.mark.parametrize("syntax, encapsulated", [(ExplicitVRLittleEndian, False), (ImplicitVRLittleEndian, False),
+                                                   (ExplicitVRLittleEndian, True)])
+@pytest.mark.parametrize("head", [65536, 100])    # all in memory, or mostly read back from the file
+def test_a_whole_dataset_is_whole_and_every_cut_inside_an_element_is_found(tmp_path, syntax, encapsulated, head):
+    ds = with_pixels(encapsulated)
+    raw = encoded(ds, syntax, tmp_path / "x.dcm")
+    assert whole_or_why(raw, syntax, head) is None
+    ends = set()                                       # where a top-level element ends: a cut there is whole
+    fp = pydicom.filebase.DicomBytesIO(raw)
+    fp.is_implicit_VR, fp.is_little_endian = syntax == ImplicitVRLittleEndian, True
+    for elem in pydicom.filereader.data_element_generator(fp, fp.is_implicit_VR, True):
+        ends.add(fp.tell())
+    cuts = [n for n in range(1, len(raw)) if n not in ends]
+    assert all(whole_or_why(raw[:n], syntax, head) is not None for n in cuts)
+    assert "(7FE0,0010)" in (whole_or_why(raw[:-3], syntax, head) or "") or encapsulated

@@ -7,9 +7,10 @@ import socket
 import sqlite3
 
 import pydicom
+import yaml
 
 from tests.conftest import storescu
-from tests.nodeproc import running_node
+from tests.nodeproc import node_config, run_cli, running_node
 
 
 def test_rows_lost_after_an_unclean_stop_are_reindexed_from_storage(tmp_path, small_study):
@@ -32,3 +33,17 @@ def test_rows_lost_after_an_unclean_stop_are_reindexed_from_storage(tmp_path, sm
     assert not marker.exists(), "a clean stop removes the marker"
     with running_node(tmp_path, config=config) as node:
         assert "did not stop cleanly" not in node.log_text()
+
+
+def test_a_failed_start_leaves_no_run_marker(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        config = node_config(tmp_path / "var", {"node": {"dicom_port": taken.getsockname()[1]}})
+        config_path = tmp_path / "node.yaml"
+        config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
+        result = run_cli("serve", "--config", str(config_path), timeout=60)
+    assert result.returncode != 0
+    assert "cannot start" in result.stderr
+    marker = tmp_path / "var" / f"node-{socket.gethostname()}.running"
+    assert not marker.exists(), "a start that failed must not look like an unclean stop next time"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import struct
 import time
 from pathlib import Path
 
@@ -15,7 +16,9 @@ from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
 
 from neuropetrix import metrics
-from neuropetrix.node.scp.dicom import AcceptancePolicy, DicomServer, ServerLimits
+from neuropetrix.node.scp.policy import AcceptancePolicy, ServerLimits
+from neuropetrix.node.scp.server import DicomServer
+from neuropetrix.node.scp.wire import ABORT
 from neuropetrix.store.db import open_database
 from neuropetrix.store.files import FileStore
 from neuropetrix.store.index import StudyIndex
@@ -165,3 +168,62 @@ def test_shutdown_refuses_new_associations(tmp_path, small_study):
     srv.stop(grace=1)
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", srv.port), timeout=1).recv(1)
+
+
+def test_stop_has_one_deadline_for_all_associations(tmp_path):
+    srv, files = make_server(tmp_path, network_timeout=30.0)
+    stuck = [RawAssociation(srv.port, CTImageStorage, ExplicitVRLittleEndian) for _ in range(4)]
+    for raw in stuck:     # an instance in hand that never finishes
+        raw.send_store(generate_uid(), os.urandom(5000), last=False)
+    deadline = time.monotonic() + 10
+    while len(list(files.incoming.iterdir())) < len(stuck) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    started = time.monotonic()
+    srv.stop(grace=1.0)
+    took = time.monotonic() - started
+    assert took < 2.5, f"stop took {took:.1f} s: the grace must be one deadline, not one per association"
+    for raw in stuck:
+        raw.sock.settimeout(5)
+        assert raw.sock.recv(16) == b"", "a cut-off association must be closed"
+    while srv.active_associations and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not list(files.incoming.iterdir()), "an unanswered instance must not be kept"
+
+
+def test_idle_association_is_aborted_after_the_dimse_timeout(tmp_path, caplog):
+    srv, _ = make_server(tmp_path, dimse_timeout=0.3, network_timeout=30.0)
+    try:
+        raw = RawAssociation(srv.port, CTImageStorage, ExplicitVRLittleEndian)
+        raw.sock.settimeout(10)
+        pdu_type, _ = raw.read_pdu()    # nothing sent after the association: the node gives up
+        assert pdu_type == ABORT
+    finally:
+        srv.stop(grace=1)
+    assert "silent for too long" in caplog.text
+
+
+def pixel_data_at(encoded: bytes) -> tuple[int, int]:
+    """(offset, declared length) of an Explicit VR Little Endian Pixel Data element."""
+    at = encoded.rindex(b"\xe0\x7f\x10\x00")
+    return at, struct.unpack_from("<I", encoded, at + 8)[0]
+
+
+@pytest.mark.faults
+def test_truncated_datasets_are_refused_not_acknowledged(server, small_study, caplog):
+    srv, files = server
+    _, sent = small_study
+    ct = next(f for f in sent if f.name.startswith("CT"))
+    encoded, sop = dataset_bytes(ct), pydicom.dcmread(ct).SOPInstanceUID
+    at, length = pixel_data_at(encoded)
+    assert at + 12 + length == len(encoded)
+    inside_name = encoded.index(b"\x10\x00\x10\x00") + 9            # within Patient's Name's value
+    raw = RawAssociation(srv.port, CTImageStorage, ExplicitVRLittleEndian)
+    assert raw.store_status(sop, encoded[:inside_name]) == 0xC000
+    assert raw.store_status(sop, encoded[:at + 12 + length // 2]) == 0xC000    # half the Pixel Data
+    assert raw.store_status(sop, encoded[:at + 6]) == 0xC000                    # inside its header
+    assert not stored(files, ct).exists()
+    assert raw.store_status(sop, encoded) == 0x0000                             # the whole one is kept
+    raw.abort()
+    assert dataset_bytes(stored(files, ct)) == encoded
+    assert f"declares {length} bytes, {length // 2} arrived" in caplog.text
+    assert not list(files.incoming.iterdir())

@@ -1,8 +1,9 @@
 """A small PET series and an AnalysisResult computed from it by hand, so report tests need no analysis code.
 
-The PET is written by tests/synthetic.py (64×64×40) with three hot spheres on a warm body; the lesion
-numbers are computed here with numpy from the SUV volume and a hand-made label map, so every report can be
-checked against values known independently of the writers.
+The PET is written by tests/synthetic.py (64×64×40, and 155×155×40 for matrices whose frames do not fill
+whole bytes) with three hot spheres on a warm body; the lesion numbers are computed here with numpy from
+the SUV volume and a hand-made label map, so every report can be checked against values known
+independently of the writers.
 """
 from __future__ import annotations
 
@@ -33,8 +34,11 @@ SUV_BACKGROUND = 1.0
 SPHERES = [((12, 30, 22), 3.0, 9.0), ((24, 38, 40), 4.0, 6.0), ((31, 24, 34), 2.0, 12.0)]
 
 
-def _spec() -> StudySpec:
-    return StudySpec(pet_matrix=MATRIX, pet_slices=SLICES, accession_number="ACC2026001")
+ODD_MATRIX = 155
+
+
+def _spec(matrix: int = MATRIX) -> StudySpec:
+    return StudySpec(pet_matrix=matrix, pet_slices=SLICES, accession_number="ACC2026001")
 
 
 def _suv1_bqml(spec: StudySpec) -> float:
@@ -43,25 +47,26 @@ def _suv1_bqml(spec: StudySpec) -> float:
     return spec.injected_dose_bq * 2.0 ** (-dt / spec.half_life_s) / (spec.weight_kg * 1000.0)
 
 
-def _grid() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return np.meshgrid(np.arange(SLICES), np.arange(MATRIX), np.arange(MATRIX), indexing="ij")
+def _grid(matrix: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return np.meshgrid(np.arange(SLICES), np.arange(matrix), np.arange(matrix), indexing="ij")
 
 
-def _sphere_distances() -> list[np.ndarray]:
+def _sphere_distances(matrix: int) -> list[np.ndarray]:
     """Each sphere's distance from its centre, in radii."""
-    k, r, c = _grid()
+    k, r, c = _grid(matrix)
     return [np.sqrt((k - z) ** 2 + (r - y) ** 2 + (c - x) ** 2) / rad for (z, y, x), rad, _ in SPHERES]
 
 
-def _sphere_masks() -> list[np.ndarray]:
-    return [d <= 1.0 for d in _sphere_distances()]
+def _sphere_masks(matrix: int) -> list[np.ndarray]:
+    return [d <= 1.0 for d in _sphere_distances(matrix)]
 
 
 def _activity(spec: StudySpec) -> Callable[[int], np.ndarray]:
     suv1 = _suv1_bqml(spec)
-    r, c = np.meshgrid(np.arange(MATRIX), np.arange(MATRIX), indexing="ij")
+    matrix = spec.pet_matrix
+    r, c = np.meshgrid(np.arange(matrix), np.arange(matrix), indexing="ij")
     body = ((r - 31.5) / 26.0) ** 2 + ((c - 31.5) / 30.0) ** 2 <= 1.0
-    distances = _sphere_distances()
+    distances = _sphere_distances(matrix)
 
     def slice_bqml(k: int) -> np.ndarray:
         suv = np.where(body, SUV_BACKGROUND, 0.0)
@@ -79,14 +84,23 @@ class PetStudy:
     suv: np.ndarray            # (slices, rows, cols) SUVbw from the stored pixels
 
 
-@pytest.fixture(scope="session")
-def pet_study(tmp_path_factory: pytest.TempPathFactory) -> PetStudy:
-    spec = _spec()
-    folder = tmp_path_factory.mktemp("pet")
+def _pet_study(folder: Path, matrix: int) -> PetStudy:
+    spec = _spec(matrix)
     write_pet_series(spec, folder, activity=_activity(spec))
     datasets = sorted((pydicom.dcmread(p) for p in folder.glob("PT*.dcm")), key=lambda d: int(d.InstanceNumber))
     suv = np.stack([d.pixel_array * float(d.RescaleSlope) + float(d.RescaleIntercept) for d in datasets])
     return PetStudy(spec, folder, datasets, suv / _suv1_bqml(spec))
+
+
+@pytest.fixture(scope="session")
+def pet_study(tmp_path_factory: pytest.TempPathFactory) -> PetStudy:
+    return _pet_study(tmp_path_factory.mktemp("pet"), MATRIX)
+
+
+@pytest.fixture(scope="session")
+def odd_pet_study(tmp_path_factory: pytest.TempPathFactory) -> PetStudy:
+    """A 155×155 PET: a 1-bit frame of it is 24025 bits, not a whole number of bytes."""
+    return _pet_study(tmp_path_factory.mktemp("pet155"), ODD_MATRIX)
 
 
 def _lesion(label: int, mask: np.ndarray, suv: np.ndarray, datasets: list[Dataset],
@@ -112,12 +126,23 @@ def _lesion(label: int, mask: np.ndarray, suv: np.ndarray, datasets: list[Datase
 @pytest.fixture
 def result(pet_study: PetStudy) -> AnalysisResult:
     """An analysis of `pet_study` with three lesions and a liver reference (fresh for each test)."""
+    return analysis_of(pet_study)
+
+
+@pytest.fixture
+def odd_result(odd_pet_study: PetStudy) -> AnalysisResult:
+    """The same analysis of the 155×155 PET."""
+    return analysis_of(odd_pet_study)
+
+
+def analysis_of(pet_study: PetStudy) -> AnalysisResult:
     spec, datasets = pet_study.spec, pet_study.datasets
+    matrix = spec.pet_matrix
     spacing = (spec.slice_mm, spec.pet_spacing_mm, spec.pet_spacing_mm)
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    label_map = np.zeros((SLICES, MATRIX, MATRIX), dtype=np.int32)
+    label_map = np.zeros((SLICES, matrix, matrix), dtype=np.int32)
     lesions = []
-    for label, mask in enumerate(_sphere_masks(), start=1):
+    for label, mask in enumerate(_sphere_masks(matrix), start=1):
         label_map[mask] = label
         lesions.append(_lesion(label, mask, pet_study.suv, datasets, voxel_ml))
     dt = (spec.scan_start - spec.injection_time).total_seconds()

@@ -10,6 +10,7 @@ from pathlib import Path
 import highdicom as hd
 import hl7
 import numpy as np
+import pydicom
 import pytest
 
 from neuropetrix.reports.writer import FILES
@@ -46,14 +47,20 @@ def test_analyze_writes_every_report(tmp_path, variant):
     groups = sr.content.get_volumetric_roi_measurement_groups()
     sr_max = sorted(m.value for g in groups for m in g.get_measurements() if m.derivation is not None
                     and m.derivation.value == "56851009")
-    assert sr_max == pytest.approx(sorted(les["suv_max"] for les in analysis["lesions"]), rel=1e-9)
+    assert sr_max == pytest.approx(sorted(les["suv_max"] for les in analysis["lesions"]), rel=1e-5)
     msg = hl7.parse((out / "oru.hl7").read_bytes().decode("utf-8"))
     hl7_max = sorted(float(str(obx[5])) for obx in msg.segments("OBX")
-                     if str(obx[2]) == "NM" and str(obx[3][0][3]) == "suv_max" and str(obx[4]) != "0")
+                     if str(obx[2]) == "NM" and str(obx[3][0][0]) == "suv_max.SUVbw" and str(obx[4]) != "0")
     assert np.allclose(hl7_max, sorted(les["suv_max"] for les in analysis["lesions"]), rtol=1e-5)
     assert str(msg["PID.F3.R1.C1"]) == "10000000146"
     bundle = json.loads((out / "fhir_bundle.json").read_text("utf-8"))
     resources = [e["resource"] for e in bundle["entry"]]
     tmtv = [r["valueQuantity"]["value"] for r in resources
-            if r["resourceType"] == "Observation" and r["code"]["coding"][0]["code"] == "126032"]
-    assert tmtv == pytest.approx([analysis["tmtv_ml"]])
+            if r["resourceType"] == "Observation" and r["code"]["coding"][1]["code"] == "126032"]
+    assert tmtv == pytest.approx([analysis["tmtv_ml"]], rel=1e-5)
+    # ImagingStudy lists each PET instance once, under the SOP class it was stored with
+    pet = [pydicom.dcmread(p, stop_before_pixels=True) for p in sorted(study.rglob("*")) if p.is_file()]
+    pet = {str(ds.SOPInstanceUID): str(ds.SOPClassUID) for ds in pet if ds.Modality == "PT"}
+    imaging = next(r for r in resources if r["resourceType"] == "ImagingStudy")
+    assert {i["uid"]: i["sopClass"]["code"] for i in imaging["series"][0]["instance"]} == \
+        {uid: f"urn:oid:{cls}" for uid, cls in pet.items()}

@@ -112,15 +112,16 @@ def test_sr_is_valid_and_gives_back_the_values(result, pet_study, tmp_path):
         segment = seg.SegmentSequence[int(reference.ReferencedSegmentNumber) - 1]
         assert segment.TrackingUID == tracking and segment.SegmentLabel == f"Lesion {lesion.label}"
         for m in lesion_measures(result, lesion):
-            assert _sr_value(group, m.concept, m.derivation) == pytest.approx(m.value, rel=1e-9), m.key
+            assert _sr_value(group, m.concept, m.derivation) == float(m.reported), m.key     # HL7's digits
+            assert float(m.reported) == pytest.approx(m.value, rel=1e-5)
         assert group.get_measurements(name=codes.DCM.TotalLesionGlycolysis)[0].unit.value == "g{SUVbw}"
         assert group.get_measurements(name=codes.SCT.Volume)[0].unit.value == "ml"
         assert {m.unit.value for m in group.get_measurements(name=SUVBW)} == {"g/ml{SUVbw}"}
     [liver] = report.get_image_measurement_groups(finding_site=codes.SCT.Liver)
     assert _sr_value(liver, SUVBW, codes.SCT.Mean) == pytest.approx(result.liver.suv_mean)
     [totals] = [g for g in report.get_image_measurement_groups() if not g.finding_sites]
-    assert _sr_value(totals, codes.DCM.MetabolicVolume) == pytest.approx(result.tmtv_ml, rel=1e-9)
-    assert _sr_value(totals, codes.DCM.TotalLesionGlycolysis) == pytest.approx(result.tlg_total, rel=1e-9)
+    assert _sr_value(totals, codes.DCM.MetabolicVolume) == pytest.approx(result.tmtv_ml, rel=1e-5)
+    assert _sr_value(totals, codes.DCM.TotalLesionGlycolysis) == pytest.approx(result.tlg_total, rel=1e-5)
     assert _sr_value(totals, codes.SCT.NumberOfLesions) == 3
     assert _sr_value(totals, SUVBW, codes.SCT.Maximum) == pytest.approx(result.suv_max)
 
@@ -217,3 +218,42 @@ def test_seg_names_a_model_and_its_weights(result, pet_study, tmp_path):
     assert algorithm.AlgorithmFamilyCodeSequence[0].CodeMeaning == "Artificial Intelligence"
     assert "petct-lesions-v2.pt" in algorithm.AlgorithmParameters
     assert build_seg(model, pet_study.datasets).SOPInstanceUID != build_seg(result, pet_study.datasets).SOPInstanceUID
+
+
+def _three_objects(result, datasets, now):
+    seg = build_seg(result, datasets, now)
+    sr = build_sr(result, datasets, study_info(result, datasets), seg, now)
+    pdf = build_encapsulated_pdf(result, datasets[0], b"%PDF-1.4\n%%EOF\n", [sr, seg], now)
+    return {"seg": seg, "sr": sr, "pdf": pdf}
+
+
+def test_creation_times_are_in_the_study_zone_with_its_offset(result, pet_study, tmp_path):
+    from datetime import datetime, timezone
+    now = datetime(2026, 12, 1, 21, 30, 15, tzinfo=timezone.utc)           # 00:30 the next day in Ankara
+    for name, ds in _three_objects(result, pet_study.datasets, now).items():
+        path = _save(ds, tmp_path / f"{name}.dcm")
+        dciodvfy(path)
+        read = pydicom.dcmread(path)
+        assert read.TimezoneOffsetFromUTC == "+0300", name
+        assert (read.InstanceCreationDate, read.InstanceCreationTime) == ("20261202", "003015"), name
+        assert (read.ContentDate, read.ContentTime) == ("20261202", "003015"), name
+
+
+@pytest.mark.parametrize("charset, name, algorithm, expected, expected_pdf", [
+    ("ISO_IR 148", "ŞAHİN^IŞIL", "Eşik SUV", "ISO_IR 148", "ISO_IR 148"),     # Latin-5 holds it all
+    # Latin-1 cannot hold the algorithm's ş: UTF-8 where it is written; the PDF object does not name it
+    ("ISO_IR 100", "MÜLLER^JÜRGEN", "Eşik SUV", "ISO_IR 192", "ISO_IR 100"),
+])
+def test_seg_sr_and_pdf_follow_one_character_set_rule(result, renamed, tmp_path, charset, name, algorithm,
+                                                      expected, expected_pdf):
+    """Each object declares the PET's set when that set holds all of the object's text, else UTF-8."""
+    datasets = renamed(SpecificCharacterSet=charset, PatientName=name)
+    result = dataclasses.replace(result, segmentation=dataclasses.replace(result.segmentation,
+                                                                           algorithm_name=algorithm))
+    for kind, ds in _three_objects(result, datasets, None).items():
+        path = _save(ds, tmp_path / f"{kind}.dcm")
+        raw = pydicom.dcmread(path)
+        assert raw.SpecificCharacterSet == (expected_pdf if kind == "pdf" else expected), kind
+        assert str(raw.PatientName) == name, kind
+        texts = [e.value for e in raw.iterall() if e.keyword in ("SegmentAlgorithmName", "TextValue")]
+        assert kind == "pdf" or algorithm in texts, kind          # SEG: SegmentAlgorithmName, SR: TEXT items

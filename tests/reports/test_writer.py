@@ -6,6 +6,8 @@ import dataclasses
 import io
 import json
 import re
+import resource
+import signal
 
 import highdicom as hd
 import numpy as np
@@ -15,7 +17,7 @@ from PIL import Image
 
 from neuropetrix.config.settings import HbysSettings, MllpOut
 from neuropetrix.reports.errors import ReportError
-from neuropetrix.reports.writer import FILES, write_reports
+from neuropetrix.reports.writer import FILES, delivery_refusals, write_reports
 from tests.peers import orthanc, upload
 from tests.reports.conftest import dciodvfy
 
@@ -58,14 +60,26 @@ def test_a_rerun_writes_the_same_objects(result, pet_study, tmp_path):
 
 def test_nothing_is_written_when_one_object_cannot_be_made(result, renamed, tmp_path):
     (tmp_path / "sr.dcm").write_bytes(b"earlier")
-    with pytest.raises(ReportError, match="AccessionNumber"):
-        write_reports(result, renamed(AccessionNumber=""), tmp_path, HbysSettings())
+    with pytest.raises(ReportError, match="PatientID"):
+        write_reports(result, renamed(PatientID=""), tmp_path, HbysSettings())
     with pytest.raises(ReportError, match="8859/1"):
         write_reports(result, renamed(), tmp_path, HbysSettings(mllp=MllpOut(charset="8859/1")))
     without_suv = dataclasses.replace(result, suv_volume=None)
     with pytest.raises(ReportError, match="suv_volume"):
         write_reports(without_suv, renamed(), tmp_path, HbysSettings())
     assert [p.name for p in tmp_path.iterdir()] == ["sr.dcm"] and (tmp_path / "sr.dcm").read_bytes() == b"earlier"
+
+
+def test_without_an_accession_all_but_the_order_deliveries_are_written(result, renamed, tmp_path):
+    """No AccessionNumber (a phantom, a QC scan, an import): SEG, SR, PDF, MIP are made; the ORU and the
+    FHIR bundle, which file a result against an order, are not, and one left from an earlier run goes."""
+    (tmp_path / "oru.hl7").write_bytes(b"from an earlier run")
+    written = write_reports(result, renamed(AccessionNumber=""), tmp_path, HbysSettings())
+    assert {"seg", "sr", "mip", "report_pdf", "report_dcm"} <= set(written)
+    assert not {"oru", "fhir_bundle"} & set(written) and not (tmp_path / "oru.hl7").exists()
+    assert set(delivery_refusals(renamed(AccessionNumber=""))) == {"oru", "fhir_bundle"}
+    assert delivery_refusals(renamed()) == {}
+    dciodvfy(written["sr"])
 
 
 def test_a_negative_study_is_reported_without_a_seg(result, pet_study, tmp_path):
@@ -110,3 +124,24 @@ def test_seg_sr_and_pdf_stored_in_orthanc_and_read_back(result, pet_study, tmp_p
         values = sorted(m.value for g in groups for m in g.get_measurements() if m.derivation is not None
                         and m.derivation.value == "56851009")
         assert values == pytest.approx(sorted(les.suv_max for les in result.lesions))
+
+
+def test_a_failed_write_replaces_nothing(result, pet_study, tmp_path):
+    """A file the disk cannot take (here: over the process's file-size limit, as a full disk would
+    refuse it) leaves every file of the earlier set as it was and no temporary file behind."""
+    earlier = write_reports(result, pet_study.datasets, tmp_path / "out", HbysSettings())
+    sizes = sorted(p.stat().st_size for p in earlier.values())
+    for path in earlier.values():
+        path.write_bytes(b"earlier " + path.name.encode())
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    limit = sizes[1] + 1                    # the two smallest files fit, the larger ones do not
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        with pytest.raises(OSError, match="File too large"):
+            write_reports(result, pet_study.datasets, tmp_path / "out", HbysSettings())
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old_handler)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before

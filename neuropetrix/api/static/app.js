@@ -123,7 +123,12 @@ function connect() {
   };
 }
 
+const awaitingReview = new Set();
 function onEvent(event) {
+  if (event.kind === "review.ready" && session.user?.permissions.includes("results.sign")) awaitingReview.add(event.study_uid);
+  if (event.kind === "review.signed" || event.kind === "review.version") awaitingReview.delete(event.study_uid);
+  $("#review-badge").hidden = awaitingReview.size === 0;
+  $("#review-badge").textContent = `${awaitingReview.size} to review`;
   if (event.study_uid) freshStudies.add(event.study_uid);
   clearTimeout(reloadTimer);
   reloadTimer = setTimeout(() => route(true), 150);   // many events in a burst: one reload
@@ -185,11 +190,7 @@ async function loadStudy(uid, refresh) {
   const files = s.files || {};
   const img = $("#mip");
   if (files["mip.png"] && (!refresh || !img.src)) {
-    const blob = await (await api(files["mip.png"])).blob();
-    if (mipUrl) URL.revokeObjectURL(mipUrl);
-    mipUrl = URL.createObjectURL(blob);
-    img.src = mipUrl;
-    $("#mip-caption").textContent = "MIP";
+    await showMip(files["mip.png"]);
   } else if (!files["mip.png"]) {
     img.removeAttribute("src");
     $("#mip-caption").textContent = "no picture yet";
@@ -215,12 +216,142 @@ async function loadStudy(uid, refresh) {
     cell(row, j.id); cell(row, j.kind); cell(row, j.destination);
     cell(row, j.state, `state-${j.state}`); cell(row, `${j.attempts}/${j.max_attempts}`); cell(row, j.last_error);
   }
+  await loadReview(uid);
   const events = $("#events");
   events.replaceChildren();
   for (const e of s.events) {
     const li = document.createElement("li");
     li.textContent = `${e.created_at.replace("T", " ").slice(0, 19)}  ${e.kind}`;
     events.append(li);
+  }
+}
+
+async function showMip(url) {
+  const blob = await (await api(url)).blob();
+  if (mipUrl) URL.revokeObjectURL(mipUrl);
+  mipUrl = URL.createObjectURL(blob);
+  $("#mip").src = mipUrl;
+  $("#mip-caption").textContent = "MIP";
+}
+
+// ---- review and sign-off ----
+const keyImages = new Map();       // url → object URL, so a reload does not fetch them again
+async function keyImage(url) {
+  if (!keyImages.has(url)) {
+    const r = await api(url);
+    keyImages.set(url, r.ok ? URL.createObjectURL(await r.blob()) : null);
+  }
+  return keyImages.get(url);
+}
+
+function decisionSelect(uid, region, options, editable) {
+  const select = document.createElement("select");
+  select.className = "decision";
+  select.dataset.label = region.label;
+  for (const o of options) select.add(new Option(o, o, false, o === region.decision));
+  select.disabled = !editable;
+  select.onchange = () => postReview(uid, { decisions: [{ label: region.label, decision: select.value }] });
+  return select;
+}
+
+async function postReview(uid, body) {
+  const r = await api(`/api/studies/${uid}/review`, { method: "POST", body: JSON.stringify(body) });
+  const answer = await r.json();
+  $("#review-message").textContent = r.ok ? "saved" : answer.message;
+  if (r.ok) await showReview(uid, answer);
+}
+
+async function loadReview(uid) {
+  const r = await api(`/api/studies/${uid}/review`);
+  $("#review").hidden = !r.ok;
+  if (r.ok) await showReview(uid, await r.json());
+}
+
+async function showReview(uid, rv) {
+  const can = session.user?.permissions ?? [];
+  const mip = $("#mip");                       // a new version has its own picture (what was kept)
+  const shown = `${uid}/${rv.version}`;
+  if (mip.dataset.shown?.startsWith(`${uid}/`) && mip.dataset.shown !== shown) await showMip(`/api/studies/${uid}/mip.png`);
+  mip.dataset.shown = shown;
+  const editable = can.includes("results.review") && rv.pending_version === null;
+  const status = $("#review-status");
+  status.textContent = `${rv.status.toUpperCase()} · version ${rv.version}` +
+    (rv.pending_version ? ` · version ${rv.pending_version} being made` : "");
+  status.className = `status status-${rv.status}`;
+  const t = rv.totals;
+  $("#review-totals").textContent = `Kept: ${t.lesion_count} lesion(s), TMTV ${t.tmtv_ml.toFixed(1)} ml, ` +
+    `TLG ${t.tlg_total.toFixed(1)}, SUVmax ${t.suv_max?.toFixed(2) ?? "–"}`;
+  const body = $("#review-lesions tbody");
+  body.replaceChildren();
+  for (const les of rv.lesions) {
+    const row = body.insertRow();
+    row.className = `decision-${les.decision}`;
+    row.dataset.label = les.label;
+    const number = cell(row, les.label);
+    number.className = "link";
+    number.title = "show where it lies on the MIP";
+    number.onclick = async () => {
+      const src = await keyImage(`/api/studies/${uid}/review/mip-${les.label}.png?v=${rv.candidates_version}`);
+      if (src) { $("#mip").src = src; $("#mip-caption").textContent = `MIP: lesion ${les.label} outlined`; }
+    };
+    const img = document.createElement("img");
+    img.className = "key";
+    img.alt = `key image of lesion ${les.label}`;
+    const src = await keyImage(`/api/studies/${uid}/review/key-${les.label}.png?v=${rv.candidates_version}`);
+    if (src) img.src = src;
+    row.insertCell().append(img);
+    [les.suv_max.toFixed(2), les.suv_peak.toFixed(2), les.volume_ml.toFixed(2), les.tlg.toFixed(1),
+     les.centroid_mm.map((c) => c.toFixed(0)).join(", ")].forEach((v) => cell(row, v));
+    row.insertCell().append(decisionSelect(uid, les, ["lesion", "rejected", "physiological"], editable));
+  }
+  const physio = $("#review-physio tbody");
+  physio.replaceChildren();
+  $("#review-physio-none").hidden = rv.physiological.length > 0;
+  for (const p of rv.physiological) {
+    const row = physio.insertRow();
+    row.className = "decision-physiological";
+    [p.label, p.organ ?? p.name ?? "", p.suv_max?.toFixed(2) ?? "", p.volume_ml?.toFixed(1) ?? "",
+     [].concat(p.evidence ?? []).join("; ")].forEach((v) => cell(row, v));
+    row.insertCell().append(decisionSelect(uid, p, ["physiological"], false));
+  }
+  $("#review-actions").hidden = !can.includes("results.review");
+  $("#review-sign").hidden = !can.includes("results.sign");
+  for (const b of ["#review-save", "#review-sign", "#reanalyse"]) $(b).disabled = !editable;
+  if (document.activeElement !== $("#impression")) $("#impression").value = rv.impression;
+  $("#review-save").onclick = () => postReview(uid, { impression: $("#impression").value });
+  $("#review-sign").onclick = async () => {
+    await postReview(uid, { impression: $("#impression").value });
+    const r = await api(`/api/studies/${uid}/sign`, { method: "POST" });
+    const answer = await r.json();
+    $("#review-message").textContent = r.ok ? `signed: version ${answer.version} (${answer.status}) is being made and delivered`
+      : answer.message;
+    await loadReview(uid);
+  };
+  $("#reanalyse").onclick = () => {
+    const analysis = { method: $("#re-method").value };
+    if ($("#re-threshold").value) analysis.threshold = Number($("#re-threshold").value);
+    postReview(uid, { analysis });
+  };
+  const versions = $("#versions tbody");
+  versions.replaceChildren();
+  for (const v of rv.versions) {
+    const row = versions.insertRow();
+    row.dataset.version = v.version;
+    cell(row, v.version); cell(row, v.status, `status status-${v.status}`);
+    cell(row, v.signer ? `${v.signer.display_name}, ${v.signer.organisation}` : "—");
+    cell(row, v.created_at.replace("T", " ").slice(0, 19));
+    cell(row, v.summary.lesion_count); cell(row, v.summary.tmtv_ml?.toFixed(1));
+    const td = cell(row, "");
+    td.className = "deliveries";
+    td.textContent = v.deliveries.map((d) => `${d.kind}→${d.destination}: ${d.state}`).join(" · ") || "first delivery (see below)";
+  }
+  const audit = $("#audit");
+  audit.replaceChildren();
+  for (const a of rv.audit) {
+    const li = document.createElement("li");
+    li.textContent = `${a.at.replace("T", " ").slice(0, 19)}  ${a.username ?? "node"}  ${a.action}  v${a.version}  ` +
+      JSON.stringify(a.detail);
+    audit.append(li);
   }
 }
 

@@ -26,7 +26,6 @@ from neuropetrix.config.loader import ConfigError
 from neuropetrix.config.settings import Route, Settings
 from neuropetrix.engine.routes.facts import SeriesFacts, attribute_names, is_attribute
 from neuropetrix.engine.transforms import TransformError, check_steps
-from neuropetrix.engine.transforms.deidentify import pseudonym_key
 
 ACTIONS = ("analyze", "forward", "hl7", "fhir", "notify")
 RESULT_OBJECTS = ("seg", "sr", "pdf")
@@ -169,6 +168,11 @@ def _action(raw: str | dict[str, Any], settings: Settings) -> Action:
         raise ValueError(f"{kind}: unknown key(s) {', '.join(sorted(extra))}")
     target = body.get("target")
     if kind == "analyze":
+        if isinstance(target, dict):            # {analyze: {sign: auto}}: results final without review
+            if set(target) - {"sign"} or target.get("sign") not in ("auto", "review"):
+                raise ValueError("analyze: takes {sign: review} (the default: results are preliminary until a "
+                                 f"physician signs) or {{sign: auto}} (final at once, for research); got {target!r}")
+            return Action("analyze", "analysis", (), {"sign": target["sign"]})
         if target not in (None, "default"):
             raise ValueError(f"analyze: takes no target (got {target!r}); the analysis section configures it")
         return Action("analyze", "analysis")
@@ -181,7 +185,7 @@ def _action(raw: str | dict[str, Any], settings: Settings) -> Action:
             raise ValueError(f"forward: {exc.args[0]}") from None
         transforms = body.get("transforms", [])
         try:
-            check_steps(transforms, pseudonym_key(settings))
+            check_steps(transforms)
         except TransformError as exc:
             raise ValueError(f"forward: transforms: {exc}") from None
         return Action("forward", f"dicom:{target}", _objects(body.get("objects", ["study"])),
@@ -214,7 +218,7 @@ def compile_rule(route: Route, settings: Settings) -> Rule:
         if a.needs_results and "analyze" not in kinds:
             raise ValueError(f"{a.kind} of analysis results needs an analyze action in the same rule")
     try:
-        check_steps(route.transforms, pseudonym_key(settings))
+        check_steps(route.transforms)
     except TransformError as exc:
         raise ValueError(f"transforms: {exc}") from None
     return Rule(route.name, tuple(conditions), actions, tuple(route.transforms))
@@ -235,7 +239,7 @@ def compile_routes(settings: Settings) -> list[Rule]:
     for peer in settings.peers:
         for key, steps in (("transforms", peer.transforms), ("transforms_in", peer.transforms_in)):
             try:
-                check_steps(steps, pseudonym_key(settings))
+                check_steps(steps)
             except TransformError as exc:
                 raise RouteError(f"peers {peer.name!r}: {key}: {exc}") from None
     return rules

@@ -80,7 +80,8 @@ def send_files(peer: Peer, files: list[Path], calling_ae: str, timeout: float = 
     if not readable:
         return report
     ae = AE(ae_title=calling_ae)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
+    # every step has a deadline: the TCP connect, the association, each DIMSE answer, a silent socket
+    ae.connection_timeout = ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     for sop, ts in contexts:
         syntaxes = [ts] + [t for t in (ExplicitVRLittleEndian, ImplicitVRLittleEndian) if t != ts]
         ae.add_requested_context(sop, syntaxes)

@@ -9,7 +9,7 @@ from neuropetrix.config.settings import Settings
 from neuropetrix.engine.analysis_runner import AnalysisProcess
 from neuropetrix.engine.executor import JobRunner
 from neuropetrix.engine.jobs import Claimed
-from neuropetrix.engine.results import ResultStore
+from neuropetrix.engine.result_store import ResultStore
 from neuropetrix.store.files import FileStore
 
 STUDY = "1.2.3.4"

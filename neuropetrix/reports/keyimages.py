@@ -1,0 +1,39 @@
+"""Pictures of each lesion for the physician's review in the dashboard: its key image
+(`key-<label>.png`) and where it lies on the MIP (`mip-<label>.png`, the MIP with that lesion alone
+outlined).
+
+The PDF carries only the hottest few; a reviewer needs to see every region it decides on. The
+pictures are drawn by reports/images.py, the PDF's own functions, so they show the same slice and the
+same orientation as the report.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from neuropetrix.analysis.results import AnalysisResult
+from neuropetrix.reports.images import axial_png, mip_png, suv_volume
+
+
+def key_image_name(label: int) -> str:
+    return f"key-{label}.png"
+
+
+def mip_image_name(label: int) -> str:
+    return f"mip-{label}.png"
+
+
+def write_key_images(result: AnalysisResult, out_dir: Path) -> list[Path]:
+    """Write the key image and MIP position of every lesion of `result` into `out_dir` (none without
+    its SUV volume)."""
+    if result.suv_volume is None:
+        return []
+    volume = suv_volume(result)
+    written = []
+    for lesion in result.lesions:
+        path = out_dir / key_image_name(lesion.label)
+        path.write_bytes(axial_png(result, volume, lesion))
+        mip = out_dir / mip_image_name(lesion.label)
+        mip.write_bytes(mip_png(dataclasses.replace(result, lesions=[lesion]), volume))
+        written += [path, mip]
+    return written

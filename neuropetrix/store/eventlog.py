@@ -1,0 +1,91 @@
+"""The event log: one row per thing that happened, in order, and every kind of event there is.
+
+Every writer records through `record` (or, on the index's Core connection, with an `EventKind` value),
+so a kind is spelled in one place. Consumers keep a cursor (the last event id handled) in
+`engine_cursors` and move it in the same transaction as what they did with the events, so each event
+is acted on exactly once, crash or not.
+
+On PostgreSQL ids are handed out before commit, so event 11 can be visible while event 10's transaction
+is still open; a cursor moved past 11 would skip 10 for ever. A consumer therefore reads up to the
+first gap in the ids only, unless the event after the gap is older than GAP_SETTLE_SECONDS, by which
+time the missing id belongs to a transaction that rolled back. SQLite, one writer at a time, never
+shows such gaps.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from neuropetrix.store.db import utcnow
+from neuropetrix.store.jobs_models import EngineCursor
+from neuropetrix.store.models import Event
+
+GAP_SETTLE_SECONDS = 10.0
+
+
+class EventKind(StrEnum):
+    """Every kind of event; the part before the dot is its family (api/permissions.py shows families)."""
+
+    STUDY_RECEIVED = "study.received"        # first instance of a study (store/index.py)
+    STUDY_REOPENED = "study.reopened"        # an instance arrived for a complete study
+    STUDY_COMPLETE = "study.complete"        # quiet time passed or MPPS completed (engine/assembly.py)
+    ANALYSIS_STARTED = "analysis.started"
+    ANALYSIS_DONE = "analysis.done"
+    ANALYSIS_FAILED = "analysis.failed"
+    DELIVERY_DONE = "delivery.done"
+    DELIVERY_FAILED = "delivery.failed"
+    NOTIFICATION = "notification"            # a route's notify action
+    # physician review (engine/review.py): a preliminary result awaits review; decisions changed; a
+    # physician signed (or asked for a re-analysis); a new version of the results was made
+    REVIEW_READY = "review.ready"
+    REVIEW_CHANGED = "review.changed"
+    REVIEW_SIGNED = "review.signed"
+    REVIEW_REANALYSIS = "review.reanalysis"
+    REVIEW_VERSION = "review.version"
+    ORDER_CHANGED = "order.changed"          # an HBYS order's state moved (engine/orders.py); payload: order, status
+    # an account's tokens were revoked (api/users.py): API processes close its WebSockets; payload: user_id
+    ACCOUNT_REVOKED = "account.revoked"
+
+
+def record(s: Session, kind: EventKind, study_uid: str | None, payload: dict, at: datetime | None = None) -> None:
+    s.add(Event(kind=str(kind), study_uid=study_uid, created_at=at or utcnow(), payload=payload))
+
+
+def settled_up_to(s: Session, after: int, scan: int, now: datetime | None = None) -> int:
+    """The highest event id such that every id from `after` up to it is committed or given up."""
+    recent = (now or utcnow()) - timedelta(seconds=GAP_SETTLE_SECONDS)
+    safe = after
+    for event_id, created_at in s.execute(select(Event.id, Event.created_at).where(Event.id > after)
+                                          .order_by(Event.id).limit(scan)):
+        if event_id != safe + 1 and created_at > recent:
+            break                      # an earlier id may still be committed: come back for it
+        safe = event_id
+    return safe
+
+
+def take_pending(s: Session, consumer: str, kinds: Iterable[EventKind], limit: int = 100,
+                 now: datetime | None = None) -> list[Event]:
+    """Events of `kinds` after `consumer`'s cursor, the cursor row locked (PostgreSQL) until commit;
+    the caller acts on them and calls `advance` in the same transaction."""
+    cursor = s.scalars(select(EngineCursor).where(EngineCursor.name == consumer).with_for_update()).first()
+    if cursor is None:
+        cursor = EngineCursor(name=consumer, event_id=0)
+        s.add(cursor)
+        s.flush()
+    safe = settled_up_to(s, cursor.event_id, scan=limit * 20, now=now)
+    pending = list(s.scalars(select(Event).where(Event.id > cursor.event_id, Event.id <= safe,
+                                                 Event.kind.in_([str(k) for k in kinds]))
+                             .order_by(Event.id).limit(limit)))
+    if len(pending) < limit:           # all of ours up to `safe` are in hand: skip the others' events
+        cursor.event_id = safe         # (moved in the caller's transaction, undone with it)
+    return pending
+
+
+def advance(s: Session, consumer: str, event_id: int) -> None:
+    cursor = s.get(EngineCursor, consumer)
+    assert cursor is not None
+    cursor.event_id = max(cursor.event_id, event_id)

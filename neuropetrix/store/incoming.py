@@ -1,0 +1,102 @@
+"""One instance being received, from its first byte to `commit` (stored, indexed, answered) or
+`abort` (nothing kept).
+
+The writer owns the temporary file: it opens it when the C-STORE request arrives, writes the bytes
+as they come off the wire (memory does not grow with the instance; the first `HEAD_BYTES` are also
+kept so the header is parsed without re-reading the file), makes the data durable with fdatasync at
+commit and discards the file on abort or failure. A write error does not raise: the caller still
+reads the rest of the dataset off the wire, and `commit` answers Out of Resources.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING, BinaryIO
+
+from neuropetrix.node.scp.status import CANNOT_UNDERSTAND, OUT_OF_RESOURCES
+from neuropetrix.store.header import truncation
+from neuropetrix.store.ingest import HEAD_BYTES, Outcome, StoreRequest, is_disk_full
+
+if TYPE_CHECKING:
+    from neuropetrix.store.ingest import Ingest
+
+log = logging.getLogger("neuropetrix.store")
+
+
+class IncomingInstance:
+    def __init__(self, ingest: Ingest, request: StoreRequest, preamble: bytes) -> None:
+        """Begin: open the temporary file and write `preamble` (the file meta) in front of the data."""
+        self.ingest = ingest
+        self.request = request
+        self.temp = ingest.files.new_temp()
+        self.size = 0
+        self.head = bytearray()
+        self.failure: Outcome | None = None
+        self._fp: BinaryIO | None = None
+        self._offset = len(preamble)
+        try:
+            self._fp = open(self.temp, "w+b")     # read back only where a dataset outgrows `head`
+            self._fp.write(preamble)
+        except OSError as exc:
+            self._fail(exc)
+
+    def write(self, chunk: memoryview) -> None:
+        self.size += len(chunk)
+        if len(self.head) < HEAD_BYTES:
+            self.head += chunk[:HEAD_BYTES - len(self.head)]
+        if self._fp is None:
+            return   # failed earlier: the rest of the dataset is dropped
+        try:
+            self._fp.write(chunk)
+        except OSError as exc:
+            self._fail(exc)
+
+    def commit(self) -> Outcome:
+        """The dataset's last fragment arrived: check it is whole, make it durable, place and index
+        it; never raises."""
+        if self._fp is not None:
+            try:
+                self._fp.flush()
+                cut = truncation(bytes(self.head), self.size, self._read_at, self.request.transfer_syntax)
+                if cut is not None:
+                    return self._refuse(cut)
+                if self.ingest.files.fsync:
+                    os.fdatasync(self._fp.fileno())   # the data and its size; the folder comes later
+                self._fp.close()
+                self._fp = None
+            except OSError as exc:
+                self._fail(exc)
+        if self.failure is not None:
+            return self.failure
+        return self.ingest.accept(self.temp, self.request, bytes(self.head))
+
+    def _read_at(self, pos: int, n: int) -> bytes:
+        assert self._fp is not None
+        return os.pread(self._fp.fileno(), n, self._offset + pos)
+
+    def _refuse(self, why: str) -> Outcome:
+        self.abort()
+        r = self.request
+        log.warning("rejected %s from %s (%s): cannot parse the dataset: it is incomplete: %s",
+                    r.sop_instance_uid, r.calling_ae, r.calling_host, why)
+        return Outcome(CANNOT_UNDERSTAND, f"incomplete dataset: {why}"[:64])
+
+    def abort(self) -> None:
+        """The association ended mid-dataset: nothing was acknowledged, nothing is kept."""
+        self._close()
+        self.ingest.files.discard(self.temp)
+
+    def _close(self) -> None:
+        if self._fp is not None:
+            try:
+                self._fp.close()
+            except OSError:
+                pass
+            self._fp = None
+
+    def _fail(self, exc: OSError) -> None:
+        self.abort()
+        why = "out of storage space" if is_disk_full(exc) else f"cannot write: {exc.strerror}"
+        r = self.request
+        log.error("refusing %s from %s (%s): %s", r.sop_instance_uid, r.calling_ae, r.calling_host, why)
+        self.failure = Outcome(OUT_OF_RESOURCES, why)
