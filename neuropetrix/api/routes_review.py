@@ -26,9 +26,15 @@ routes = web.RouteTableDef()
 Status = Literal["preliminary", "final", "amended"]
 
 
+class RegionDecision(BaseModel):
+    """A region's decision; engine/review.py checks the label and the decision (naming both)."""
+
+    label: int
+    decision: str = Field(json_schema_extra={"enum": list(review.DECISIONS)})
+
+
 class ReviewChange(Body):
-    # each {"label": 2, "decision": "lesion" | "rejected" | "physiological"}; engine/review.py checks them
-    decisions: list[dict[str, Any]] | None = None
+    decisions: list[RegionDecision] = []
     impression: str | None = Field(None, max_length=10000)
     analysis: dict[str, Any] | None = Field(None, description=f"settings to analyse again with: "
                                                               f"{', '.join(REANALYSIS_KEYS)}")
@@ -97,7 +103,8 @@ async def post_review(request: web.Request, body: ReviewChange) -> web.Response:
         _check_analysis(settings.analysis, body.analysis)
         await _call(request, review.reanalyse, uid, _actor(request), body.analysis, settings.engine.retry)
     else:
-        await _call(request, review.change, uid, _actor(request), body.decisions, body.impression)
+        await _call(request, review.change, uid, _actor(request), [d.model_dump() for d in body.decisions],
+                    body.impression)
     return web.json_response(await _call(request, review.review_json, uid))
 
 
