@@ -6,12 +6,14 @@ STAMP   := $(VENV)/.installed
 NODE_STAMP := tests/node_modules/.installed
 CONFIG  ?= config/node.yaml
 # Debian packages the tests use as real peers: dcmtk (scanner, PACS), Orthanc (PACS), dicom3tools (validator),
-# Chromium (the dashboard, headless), PostgreSQL (the store's second database), Node.js and npm (the
-# readers OHIF and FHIR/HL7 tools use, pinned in tests/package.json, read our SEG/SR/FHIR/HL7 in tests).
-DEB_PEERS := dcmtk orthanc orthanc-dicomweb dicom3tools chromium postgresql nodejs npm ghostscript
+# Chromium (the dashboard, headless), PostgreSQL (the store's second database, pg_dump for backups), Node.js
+# and npm (the readers OHIF and FHIR/HL7 tools use, pinned in tests/package.json, read our SEG/SR/FHIR/HL7),
+# Ghostscript (PDF pages as images), systemd (systemd-analyze checks the unit files), prometheus (promtool
+# checks the alert rules).
+DEB_PEERS := dcmtk orthanc orthanc-dicomweb dicom3tools chromium postgresql nodejs npm ghostscript systemd prometheus
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test test-unit lint install peers bench clean
+.PHONY: run demo test test-unit lint install peers bench clean
 
 install: $(STAMP)
 
@@ -25,6 +27,7 @@ peers:
 	@if ! command -v storescu >/dev/null || ! command -v dciodvfy >/dev/null || ! command -v Orthanc >/dev/null \
 	      || ! test -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so \
 	      || ! command -v npm >/dev/null \
+	      || ! command -v systemd-analyze >/dev/null || ! command -v promtool >/dev/null \
 	      || ! test -x /usr/lib/chromium/chromium || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 	  echo "installing $(DEB_PEERS) from Debian"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(DEB_PEERS) >/dev/null; \
@@ -37,6 +40,10 @@ run: $(STAMP)
 $(NODE_STAMP): tests/package.json tests/package-lock.json | peers
 	cd tests && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
+
+# With the node of `make run` running (another terminal): a whole-body PET/CT through the demo route.
+demo: $(STAMP)
+	$(VENV)/bin/neuropetrix demo --config $(CONFIG)
 
 # The whole suite, lint first. `make test-unit` is the fast loop: no external programs, faults or slow tests.
 test: $(STAMP) peers $(NODE_STAMP) lint

@@ -19,6 +19,12 @@ ANALYSES = Counter("neuropetrix_analyses", "Analyses finished, by result", ["res
 ANALYSIS_SECONDS = Histogram("neuropetrix_analysis_duration_seconds", "Time one analysis took",
                              buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800))
 JOBS = Gauge("neuropetrix_jobs", "Jobs in the queue, by state", ["state"])
+DESTINATION_FAILURES = Gauge("neuropetrix_destination_failures",
+                             "Consecutive failed attempts of a destination (0 once it answers again)", ["destination"])
+STORAGE_FREE = Gauge("neuropetrix_storage_free_bytes", "Free bytes on the file system of the storage folder")
+STORAGE_CAPACITY = Gauge("neuropetrix_storage_capacity_bytes", "Size of the file system of the storage folder")
+STORAGE_BELOW_WATERMARK = Gauge("neuropetrix_storage_below_watermark",
+                                "1 while new associations are refused for lack of disk space (node.min_free_mb)")
 DELIVERIES_FAILED = Counter("neuropetrix_deliveries_failed", "Failed delivery attempts, by destination type", ["kind"])
 PUSH_MESSAGES = Counter("neuropetrix_push_messages", "Push notifications by outcome", ["outcome"])
 API_SECONDS = Histogram("neuropetrix_api_request_duration_seconds", "API request latency",

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from neuropetrix.api.context import Readiness
+from neuropetrix.api.ops import Readiness
 from neuropetrix.api.server import ApiServer
+from neuropetrix.config.filemodes import prepare_data_dir
 from neuropetrix.config.settings import Settings
 from neuropetrix.engine.assembly import CompletionWatcher
 from neuropetrix.engine.mpps import ProcedureSteps
@@ -23,6 +24,7 @@ from neuropetrix.store.files import FileStore
 from neuropetrix.store.index import StudyIndex
 from neuropetrix.store.ingest import Ingest
 from neuropetrix.store.recovery import RunMarker, reindex_since
+from neuropetrix.store.space import Watermark
 
 log = logging.getLogger("neuropetrix")
 
@@ -31,6 +33,7 @@ class Node:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         node = settings.node
+        prepare_data_dir(node.data_dir, node.data_group, tuple(filter(None, [node.sqlite_file])))
         self.engine, self.sessions = open_database(node.db_url)
         self.files = FileStore(node.storage_dir, fsync=node.fsync)
         listen = settings.hbys.mllp_listen
@@ -57,7 +60,8 @@ class Node:
         policy = AcceptancePolicy(ae_title=node.ae_title,
                                   known_callers=frozenset(p.ae_title for p in settings.peers),
                                   accept_unknown_callers=node.accept_unknown_callers,
-                                  check_called_ae=node.check_called_ae)
+                                  check_called_ae=node.check_called_ae,
+                                  space=Watermark(node.storage_dir, node.min_free_mb).refusal)
         # C-FIND providers by SOP Class UID (the engine's worklist registers here)
         find_providers: dict[str, FindProvider] = {}
         if listen.enabled:          # the worklist is made of the HBYS's orders

@@ -1,6 +1,6 @@
-"""`neuropetrix users add NAME --role ROLE [--display-name TEXT] [--organisation TEXT] [--email A] [--phone N]
-| contact NAME [--email A] [--phone N] [--quiet HH:MM-HH:MM] [--channels push,email,sms] | passwd NAME
-| list [--json] | disable NAME`.
+"""`neuropetrix users add NAME --role ROLE [--display-name TEXT] [--organisation TEXT] [--email A] [--phone N]`,
+`users contact NAME [--email A] [--phone N] [--quiet HH:MM-HH:MM] [--channels push,email,sms]`,
+`users passwd NAME`, `users list [--json]`, `users disable NAME`.
 
 Passwords are read from standard input (one line), or prompted twice without echo on a terminal, so
 they never appear in the process list or the shell history.

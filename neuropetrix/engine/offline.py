@@ -70,7 +70,7 @@ def load_study(study_dir: Path, need_ct_pixels: bool, full_ct: bool = False) -> 
         return pet, None
     try:
         return pet, load_volume(ct_series, with_pixels=need_ct_pixels,
-                                block=1 if full_ct else inplane_block(ct_series, pet))
+                                block=1 if full_ct else inplane_block(ct_series, pet), release=not full_ct)
     except AnalysisError as exc:
         if full_ct:
             raise
@@ -115,8 +115,9 @@ def analyze_folder(study_dir: Path, out_dir: Path, settings: AnalysisSettings,
     model's output for this study (a folder of organ masks or a multi-label map, see
     `analysis.organlabels`), named `organ_source` (e.g. "TotalSegmentator"). `order` is the version to
     write (a physician's decisions applied; engine/review_result.py), the automatic preliminary one by
-    default; `hbys_order` is the HBYS's order when the study was reconciled with one. Raises `AnalysisError` (with `InputRefused` for SUV inputs) with a one-line message when
-    the study cannot be analysed.
+    default; `hbys_order` is the HBYS's order when the study was reconciled with one. Raises
+    `AnalysisError` (with `InputRefused` for SUV inputs) with a one-line message when the study cannot
+    be analysed.
     """
     from neuropetrix.analysis.organlabels import read_organ_masks
 

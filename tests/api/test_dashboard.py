@@ -24,7 +24,7 @@ ROUTE = {"name": "petct", "match": {"modality": "PT"}, "actions": ["analyze", {"
 async def test_sign_in_watch_a_study_arrive_and_open_its_picture(tmp_path: Path, petct_study: Path):  # noqa: F811
     study_uid = json.dumps(_study_uid(petct_study))
     with running_node(tmp_path, {"engine": FAST_ENGINE, "routes": [ROUTE]}) as node:
-        for name, role, password in (("dr.ayse", "physician", PASSWORD), ("admin", "admin", ADMIN_PASSWORD)):
+        for name, role, password in (("dr.ayse", "physician", PASSWORD), ("it.admin", "admin", ADMIN_PASSWORD)):
             added = node.cli("users", "add", name, "--role", role, input=password + "\n")
             assert added.returncode == 0, added.stderr
         async with Chromium(tmp_path / "chromium") as page:
@@ -54,7 +54,7 @@ async def test_sign_in_watch_a_study_arrive_and_open_its_picture(tmp_path: Path,
 
             # an administrator retries a parked job from the jobs page; the node runs it again
             await page.evaluate("document.querySelector('#logout').click()")
-            await _sign_in(page, "admin", ADMIN_PASSWORD)
+            await _sign_in(page, "it.admin", ADMIN_PASSWORD)
             _park_notify_job(node.data_dir / "neuropetrix.db")
             await page.evaluate("location.hash = '#/jobs'")
             retry = "[...document.querySelectorAll('#jobs button')].find(b => b.textContent === 'Retry')"

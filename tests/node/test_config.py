@@ -11,7 +11,7 @@ def test_embedded_default_is_the_repository_example():
     s = load_settings(None, environ={})
     assert s.node.ae_title == "NEUROPETRIX" and s.node.dicom_port == 11112
     assert s.node.study_quiet_seconds == 30
-    assert [p.name for p in s.peers] == ["scanner1", "pacs"]
+    assert [p.name for p in s.peers] == ["scanner1", "pacs", "demo"]
     assert s.node.db_url.startswith("sqlite:///") and s.node.db_url.endswith("var/neuropetrix.db")
 
 

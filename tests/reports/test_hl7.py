@@ -4,7 +4,6 @@ identified by OBX-3 + OBX-4 alone, as an HBYS files it."""
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections import Counter
 
 import hl7

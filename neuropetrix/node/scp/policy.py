@@ -2,7 +2,7 @@
 contexts, and within which limits. The limits' defaults are the settings' (config/settings.py)."""
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -28,6 +28,9 @@ class AcceptancePolicy:
     known_callers: frozenset[str]
     accept_unknown_callers: bool = False
     check_called_ae: bool = True
+    # why the node cannot take images now (the disk watermark, store/space.py), or None; injected
+    # by the runtime so that the SCP imports no storage policy
+    space: Callable[[], str | None] | None = None
 
     def refusal(self, calling: str, called: str) -> tuple[int, int, int, str] | None:
         """(result, source, reason, why) of an A-ASSOCIATE-RJ, or None to accept."""
@@ -35,6 +38,8 @@ class AcceptancePolicy:
             return *CALLING_AE_NOT_RECOGNISED, "calling AE title not recognised"
         if self.check_called_ae and called != self.ae_title:
             return *CALLED_AE_NOT_RECOGNISED, f"called AE title {called!r} is not {self.ae_title!r}"
+        if self.space is not None and (why := self.space()) is not None:
+            return *LOCAL_LIMIT_EXCEEDED, why
         return None
 
 
