@@ -1,5 +1,6 @@
 """GET /api/stats and the department page in headless Chromium, every number checked against what
-was put in the database (percentiles recomputed here with numpy). Screenshot: test-artifacts/stats/."""
+was put in the database (percentiles recomputed here with numpy); a notification acknowledged and the
+on-call list set with the page's own controls. Screenshots: test-artifacts/stats/."""
 from __future__ import annotations
 
 import json
@@ -11,12 +12,14 @@ import pytest
 from sqlalchemy import select, update
 
 from neuropetrix.engine.jobs import new_job
+from neuropetrix.engine.notifications import NotificationPlanner, oncall_list
 from neuropetrix.store.db import utcnow
 from neuropetrix.store.jobs_models import Job
 from neuropetrix.store.models import Event, Study
 from tests.api.browser import Chromium
 from tests.api.conftest import PASSWORD, bearer, login
 from tests.nodeproc import ROOT
+from tests.notify.conftest import notifications, notify_event
 
 pytestmark = pytest.mark.asyncio
 ARTIFACTS = ROOT / "test-artifacts" / "stats"
@@ -83,8 +86,14 @@ async def test_stats_match_the_database(env, aiohttp_client):
     assert stats["queue_depth"] == {"analyze": 1, "email": 1, "hl7": 1}
 
 
-async def test_department_page_shows_the_numbers(env, aiohttp_server, tmp_path):
+async def test_department_page_shows_the_numbers_acks_and_sets_the_on_call_list(notify_env, aiohttp_server, tmp_path):
+    env = notify_env({"oncall": ["physician", "technologist"]})
     _seed(env)
+    planner = NotificationPlanner(env.sessions, env.settings, push_on=False)
+    planner.run_once()
+    notify_event(env, "1.2.826.0.1.3680043.10.18.50", users=["physician"], priority="urgent", channels=["push"])
+    planner.run_once()
+    [urgent] = notifications(env)
     server = await aiohttp_server(env.app())
     base = str(server.make_url("")).rstrip("/")
     async with aiohttp.ClientSession() as http:
@@ -119,6 +128,21 @@ async def test_department_page_shows_the_numbers(env, aiohttp_server, tmp_path):
         assert pacs == ["dicom:pacs", "5", "0", str(in_db["done"]), str(in_db["failed"])]
         assert await page.evaluate("document.querySelector('#queue-depth').textContent") == "analyze 1, email 1, hl7 1"
         await page.screenshot(ARTIFACTS / "department.png")
+        # the administrator acknowledges the urgent notification and puts the admin first on call
+        ack = f"document.querySelector('#notifications tr[data-notification=\"{urgent.id}\"]')"
+        assert await page.evaluate(f"{ack}.cells[4].textContent") == "queued"
+        await page.evaluate(f"{ack}.querySelector('button').click()")
+        await page.wait_for(f"{ack}.cells[4].textContent === 'acknowledged'", "the acknowledgement")
+        [acked] = notifications(env)
+        assert (acked.state, acked.acked_by, acked.escalate_at) == ("acknowledged", "admin", None)
+        await page.evaluate("""(() => { const f = document.querySelector('#oncall-form');
+            f.users.value = 'admin, physician'; f.requestSubmit(); })()""")
+        await page.wait_for("document.querySelector('#oncall-list').textContent === 'admin → physician'",
+                            "the saved on-call list")
+        with env.sessions() as s:
+            assert oncall_list(s, env.settings.notify) == ["admin", "physician"]
+        await page.evaluate("document.querySelector('#notifications').scrollIntoView()")
+        await page.screenshot(ARTIFACTS / "department-notifications.png")
         # live: a new study's event makes the page read the stats again
         loaded = await page.evaluate("Number(document.body.dataset.loaded)")
         env.add_instance("1.2.826.0.1.3680043.10.18.60")

@@ -1,6 +1,7 @@
 // NeuroPETRIX department page: studies per day (an SVG bar chart drawn here, no library), turnaround
 // medians and 90th percentiles, per-destination job counts and queue depth, from GET /api/stats; read
-// again whenever the event stream says something happened. Sign-in is the dashboard's (sessionStorage).
+// again whenever the event stream says something happened; notifications with their Acknowledge
+// buttons and the on-call list (editable by administrators). Sign-in is the dashboard's (sessionStorage).
 const $ = (sel) => document.querySelector(sel);
 const SVG = "http://www.w3.org/2000/svg";
 const SPANS = { image_to_analysis: "Last image → analysis done", analysis_to_signed: "Analysis → signed",
@@ -79,12 +80,52 @@ function show(stats) {
   $("#queue-depth").textContent = depth.length ? depth.map(([kind, n]) => `${kind} ${n}`).join(", ") : "empty";
 }
 
+let me = { permissions: [] };
+
+async function loadNotifications() {
+  const admin = me.permissions.includes("users.manage");
+  const r = await fetch(`/api/notifications?limit=50${admin ? "&all=1" : ""}`, { headers: authorised() });
+  if (!r.ok) return;
+  const tbody = $("#notifications tbody");
+  tbody.replaceChildren();
+  for (const n of (await r.json()).items) {
+    const tr = cells(tbody, [n.id, n.user, n.priority, n.channels.join(", "), n.state,
+      (n.created_at || "").slice(0, 16).replace("T", " "), n.acked_by, ""]);
+    tr.dataset.notification = n.id;
+    if (n.state !== "acknowledged" && (admin || n.user === me.username)) {
+      const button = document.createElement("button");
+      button.textContent = "Acknowledge";
+      button.onclick = async () => {
+        const answer = await fetch(`/api/notifications/${n.id}/ack`, { method: "POST", headers: authorised() });
+        if (!answer.ok) $("#page-error").textContent = await answer.text();
+        await loadNotifications();
+      };
+      tr.cells[7].appendChild(button);
+    }
+  }
+  const oncall = await (await fetch("/api/oncall", { headers: authorised() })).json();
+  $("#oncall-list").textContent = oncall.users.length ? oncall.users.join(" → ") : "nobody (urgent notifications do not escalate)";
+  const form = $("#oncall-form");
+  form.hidden = !admin;
+  form.users.value = oncall.users.join(", ");
+}
+
+async function saveOncall(event) {
+  event.preventDefault();
+  const users = $("#oncall-form").users.value.split(",").map((u) => u.trim()).filter(Boolean);
+  const r = await fetch("/api/oncall", { method: "PUT", headers: { ...authorised(), "Content-Type": "application/json" },
+                                         body: JSON.stringify({ users }) });
+  $("#page-error").textContent = r.ok ? "" : await r.text();
+  await loadNotifications();
+}
+
 async function load() {
   const r = await fetch("/api/stats?days=14", { headers: authorised() });
   if (r.status === 401) { $("#signed-out").hidden = false; return; }
   if (!r.ok) { $("#page-error").textContent = await r.text(); return; }
   $("#page-error").textContent = "";
   show(await r.json());
+  await loadNotifications();
   document.body.dataset.loaded = String(Number(document.body.dataset.loaded || 0) + 1);
 }
 
@@ -102,10 +143,11 @@ function live() {
 
 async function start() {
   if (!sessionStorage.getItem("access")) { $("#signed-out").hidden = false; return; }
-  const me = await fetch("/api/me", { headers: authorised() });
-  if (!me.ok) { $("#signed-out").hidden = false; return; }
-  const who = await me.json();
-  $("#whoami").textContent = `${who.username} (${who.role})`;
+  const answer = await fetch("/api/me", { headers: authorised() });
+  if (!answer.ok) { $("#signed-out").hidden = false; return; }
+  me = await answer.json();
+  $("#whoami").textContent = `${me.username} (${me.role})`;
+  $("#oncall-form").onsubmit = saveOncall;
   await load();
   live();
 }
