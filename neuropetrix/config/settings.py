@@ -9,6 +9,7 @@ import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -200,6 +201,15 @@ class NotifySettings(Section):
     oncall: list[str] = []                         # usernames, in escalation order
     timezone: str = "Europe/Istanbul"              # users' quiet hours are in this zone
     max_attempts: int = Field(8, ge=1, le=100)     # tries of one e-mail or SMS (back-off: engine.retry)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not a time zone name, e.g. Europe/Istanbul") from None
+        return value
 
 
 class ApiSettings(Section):

@@ -28,6 +28,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from neuropetrix.api.permissions import RESULTS_READ, allows
+from neuropetrix.config.loader import ConfigError
 from neuropetrix.config.settings import NotifySettings, Settings
 from neuropetrix.engine import push_jobs
 from neuropetrix.engine.clock import SYSTEM, Clock
@@ -305,7 +306,11 @@ class Channels:
         self.smtp = self.gateway = None
         if cfg.email is not None:
             e = cfg.email
-            password = e.password_file.read_text().strip() if e.password_file is not None else None
+            try:
+                password = e.password_file.read_text().strip() if e.password_file is not None else None
+            except OSError as exc:
+                raise ConfigError(f"notify.email.password_file: cannot read {e.password_file}: "
+                                  f"{exc.strerror}") from None
             self.smtp = SmtpServer(e.smtp_host, e.smtp_port, e.sender, e.starttls, e.username, password, e.timeout,
                                    str(e.ca_file) if e.ca_file is not None else None)
         if cfg.sms is not None:

@@ -7,8 +7,11 @@ import json
 import pytest
 from pydantic import ValidationError
 
+from neuropetrix.config.loader import ConfigError
 from neuropetrix.config.settings import NotifySettings, Settings
 from neuropetrix.engine.routes.rules import RouteError, compile_routes
+from neuropetrix.engine.worker import build_worker
+from neuropetrix.store.files import FileStore
 from tests.api.conftest import PASSWORD, bearer, login
 from tests.nodeproc import run_cli
 
@@ -47,6 +50,17 @@ def test_notify_section_is_checked():
         NotifySettings.model_validate({"email": {"smtp_host": "mail", "sender": "not an address"}})
     with pytest.raises(ValidationError):
         NotifySettings.model_validate({"patient_data": "everything"})
+    with pytest.raises(ValidationError, match="not a time zone name"):
+        NotifySettings.model_validate({"timezone": "Turkey/Ankara"})
+
+
+def test_an_unreadable_smtp_password_file_stops_the_engine_with_a_clear_error(make_env, tmp_path):
+    env = make_env()
+    env.settings = env.settings.model_copy(update={"notify": NotifySettings.model_validate(
+        {"email": {"smtp_host": "127.0.0.1", "sender": "petct@hastane.local",
+                   "password_file": str(tmp_path / "missing.pw")}})})
+    with pytest.raises(ConfigError, match="notify.email.password_file: cannot read"):
+        build_worker(env.settings, env.sessions, FileStore(env.settings.node.storage_dir))
 
 
 def test_users_add_and_contact_commands(tmp_path):
