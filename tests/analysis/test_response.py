@@ -6,11 +6,16 @@ lesion then moves by about as much as the matching tolerance allows without alig
 """
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
+import hl7
 import pytest
+from pydicom import dcmread
 
 from neuropetrix.analysis.response import MATCH_DISTANCE_MM, Alignment, assess, deauville, match_lesions, sul_factor
 from neuropetrix.analysis.results import AnalysisResult, Reference
@@ -18,6 +23,7 @@ from neuropetrix.analysis.suv import normaliser
 from neuropetrix.config.settings import AnalysisSettings
 from neuropetrix.engine.offline import analyze_prior, load_study
 from neuropetrix.phantoms.wholebody import LESIONS, LesionTruth, write_study
+from tests.reports.test_fhir import _schema_errors
 
 SHIFT = (14.0, 9.0, 37.0)
 Z_RANGE = (-120.0, 480.0)           # pelvis to the neck: the lesions, the liver, the references
@@ -148,3 +154,34 @@ def test_deauville_against_blood_pool_and_liver(baseline):
     assert scored(1.5 * liver, pool) == 4
     assert scored(2.5 * liver, pool) == 5
     assert scored(0.5 * liver, Reference("blood_pool", False, note="no CT")) is None
+
+
+def test_analyze_with_prior_writes_response_to_json_oru_and_fhir(visits, tmp_path: Path):
+    """The command a user runs: `neuropetrix analyze FOLLOW_UP --prior BASELINE --out OUT`."""
+    out = tmp_path / "out"
+    done = subprocess.run([str(Path(sys.executable).parent / "neuropetrix"), "analyze", str(visits["pmd"]),
+                           "--prior", str(visits["baseline"]), "--out", str(out), "--device", "cpu"],
+                          capture_output=True, text=True, timeout=400, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "response (PERCIST 1.0): PMD" in done.stdout
+    doc = json.loads((out / "analysis.json").read_text())
+    response = doc["response"]
+    baseline_uid = dcmread(next((visits["baseline"] / "PT").iterdir()), stop_before_pixels=True).StudyInstanceUID
+    assert response["criteria"] == "PERCIST 1.0" and response["category"] == "PMD"
+    assert response["prior_study_uid"] == baseline_uid != doc["study_instance_uid"]
+    assert len(response["new_lesions"]) == 1 and len(response["matched_lesions"]) == len(LESIONS)
+    assert response["sul_peak_before"] > 0 and response["sul_peak_after"] > 0
+
+    message = hl7.parse((out / "oru.hl7").read_bytes().decode("utf-8"))
+    obx = {str(seg[3][0][0][0]): seg for seg in message.segments("OBX")}
+    coded = "CE" if str(message.segment("MSH")[12]) == "2.3.1" else "CWE"     # CWE from v2.5 on
+    assert str(obx["percist_category"][2]) == coded and str(obx["percist_category"][5][0][0]) == "PMD"
+    change = float(str(obx["response_sul_peak_change"][5]))
+    assert change == pytest.approx(response["percent_change"], rel=1e-5)
+
+    bundle = json.loads((out / "fhir_bundle.json").read_text())
+    observations = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation"]
+    category = next(o for o in observations if o["code"]["coding"][0]["code"] == "percist_category")
+    assert category["valueCodeableConcept"]["coding"][0]["code"] == "PMD"
+    assert category["derivedFrom"][1]["identifier"]["value"] == f"urn:oid:{baseline_uid}"
+    assert _schema_errors(bundle) == []
