@@ -23,6 +23,7 @@ from neuropetrix.store.files import FileStore
 from neuropetrix.store.index import StudyIndex
 from neuropetrix.store.ingest import Ingest
 from tests.conftest import dcmtk, storescu
+from tests.nodeproc import running_node
 from tests.synthetic import StudySpec, write_petct_study
 
 SMALL = dict(ct_slices=3, pet_slices=3, ct_matrix=32, pet_matrix=16)
@@ -134,3 +135,20 @@ def test_unknown_caller_is_refused_and_a_bad_level_is_answered_unable_to_process
     statuses = [status.Status for status, _ in assoc.send_c_find(query, STUDY_ROOT)]
     assoc.release()
     assert statuses == [0xC000]
+
+
+def test_a_running_node_answers_findscu_for_what_it_received(studies, tmp_path):
+    """`neuropetrix serve` registers both information models; the scanner peer may query (its AE is known)."""
+    with running_node(tmp_path) as served:
+        sent = storescu(served.dicom_port, studies["folder"] / "baseline")
+        assert sent.returncode == 0, sent.stderr
+        for model in ("-P", "-S"):
+            out = tmp_path / f"answers{model}"
+            out.mkdir()
+            done = dcmtk("findscu", model, "-aet", "STORESCU", "-aec", served.ae_title, "-k", "QueryRetrieveLevel=STUDY",
+                         "-k", "PatientID=10000000146", "-k", "StudyInstanceUID=", "-k", "ModalitiesInStudy=",
+                         "-X", "-od", str(out), "127.0.0.1", str(served.dicom_port))
+            assert done.returncode == 0, done.stderr
+            answers = [pydicom.dcmread(p) for p in out.glob("rsp*.dcm")]
+            assert [ds.StudyInstanceUID for ds in answers] == [studies["baseline"].study_uid], served.log_text()
+            assert list(answers[0].ModalitiesInStudy) == ["CT", "PT"]
