@@ -127,8 +127,8 @@ def analyze_folder(study_dir: Path, out_dir: Path, settings: AnalysisSettings,
     write (a physician's decisions applied; engine/review_result.py), the automatic preliminary one by
     default; `hbys_order` is the HBYS's order when the study was reconciled with one. `prior_dir` is an
     earlier study of the patient: it is analysed with the same settings (nothing is written for it) and
-    the response to it (`analysis.response`) goes into the results. Raises `AnalysisError` (with `InputRefused` for SUV inputs) with a one-line message when
-    the study cannot be analysed.
+    the response to it (`analysis.response`) goes into the results. Raises `AnalysisError` (with
+    `InputRefused` for SUV inputs) with a one-line message when the study cannot be analysed.
     """
     from neuropetrix.analysis.organlabels import read_organ_masks
 
