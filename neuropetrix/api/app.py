@@ -9,7 +9,15 @@ from pathlib import Path
 from aiohttp import WSCloseCode, web
 from sqlalchemy.orm import Session, sessionmaker
 
-from neuropetrix.api import routes_admin, routes_auth, routes_devices, routes_orders, routes_review, routes_studies
+from neuropetrix.api import (
+    routes_admin,
+    routes_auth,
+    routes_devices,
+    routes_orders,
+    routes_patients,
+    routes_review,
+    routes_studies,
+)
 from neuropetrix.api.auth import Auth
 from neuropetrix.api.context import CTX, ApiContext, Database, Readiness
 from neuropetrix.api.errors import errors_and_timing
@@ -54,7 +62,8 @@ def create_app(settings: Settings, sessions: sessionmaker[Session], readiness: R
 
     app = web.Application(middlewares=[errors_and_timing], client_max_size=1024 * 1024)
     app[CTX] = ApiContext(settings, db, auth, feed, readiness)
-    for module in (routes_auth, routes_studies, routes_review, routes_admin, routes_devices, routes_orders):
+    for module in (routes_auth, routes_studies, routes_review, routes_admin, routes_devices, routes_orders,
+                   routes_patients):
         app.add_routes(module.routes)
     app.router.add_get("/api/ws", websocket)
     app.router.add_get("/api/openapi.json", openapi)

@@ -21,6 +21,7 @@ def _q(*names: str) -> list[dict]:
 QUERY: dict[str, list[dict]] = {
     "/api/studies": _PAGE + _q("state", "modality", "patient_id", "accession_number", "date_from", "date_to", "q"),
     "/api/jobs": _PAGE + _q("state", "kind", "study_uid"),
+    "/api/patients": _PAGE + _q("q"),
     "/api/ws": _q("token", "after"),
 }
 

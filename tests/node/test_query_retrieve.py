@@ -146,7 +146,8 @@ def test_a_running_node_answers_findscu_for_what_it_received(studies, tmp_path):
             out = tmp_path / f"answers{model}"
             out.mkdir()
             done = dcmtk("findscu", model, "-aet", "STORESCU", "-aec", served.ae_title,
-                         "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID=10000000146", "-k", "StudyInstanceUID=", "-k", "ModalitiesInStudy=",
+                         "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID=10000000146",
+                         "-k", "StudyInstanceUID=", "-k", "ModalitiesInStudy=",
                          "-X", "-od", str(out), "127.0.0.1", str(served.dicom_port))
             assert done.returncode == 0, done.stderr
             answers = [pydicom.dcmread(p) for p in out.glob("rsp*.dcm")]
