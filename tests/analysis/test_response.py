@@ -185,3 +185,15 @@ def test_analyze_with_prior_writes_response_to_json_oru_and_fhir(visits, tmp_pat
     assert category["valueCodeableConcept"]["coding"][0]["code"] == "PMD"
     assert category["derivedFrom"][1]["identifier"]["value"] == f"urn:oid:{baseline_uid}"
     assert _schema_errors(bundle) == []
+
+
+def test_no_measurable_baseline_and_a_different_suv_type_are_said(visits, baseline):
+    pet, _ = load_study(visits["smd"], need_ct_pixels=False)
+    current = analyze_prior(visits["smd"], SETTINGS, "cpu")
+    empty = assess(current, replace(baseline, lesions=[]), pet)
+    assert empty.category == "PMD" and len(empty.new_lesions) == len(current.lesions)   # disease where none was
+    other_type = replace(baseline, suv=replace(baseline.suv, suv_type="lbm_james"))
+    response = assess(current, other_type, pet)
+    assert response.category is None
+    assert "suv_type" in [c.name for c in response.checks if c.passed is False]
+    assert any(reason.startswith("suv_type") for reason in response.not_assessable)
