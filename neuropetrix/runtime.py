@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from neuropetrix.api.context import Readiness
+from neuropetrix.api.ops import Readiness
 from neuropetrix.api.server import ApiServer
+from neuropetrix.config.filemodes import prepare_data_dir
 from neuropetrix.config.settings import Settings
 from neuropetrix.engine.assembly import CompletionWatcher
 from neuropetrix.engine.mpps import ProcedureSteps
@@ -33,6 +34,7 @@ class Node:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         node = settings.node
+        prepare_data_dir(node.data_dir, node.data_group, tuple(filter(None, [node.sqlite_file])))
         self.engine, self.sessions = open_database(node.db_url)
         self.files = FileStore(node.storage_dir, fsync=node.fsync)
         listen = settings.hbys.mllp_listen

@@ -8,12 +8,15 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from pydantic import Field
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from neuropetrix.api.auth import requires
-from neuropetrix.api.context import CTX
-from neuropetrix.api.params import page, paged
+from neuropetrix.api.auth import PRINCIPAL
+from neuropetrix.api.database import DATABASE
+from neuropetrix.api.endpoint import endpoint
+from neuropetrix.api.node_config import SETTINGS, results_dir
+from neuropetrix.api.params import Page, PageQuery, paged, path_id
 from neuropetrix.api.permissions import RESULTS_READ, STUDIES_READ
 from neuropetrix.reports.source import is_valid_tckn
 from neuropetrix.store.models import Instance, Patient, Series, Study
@@ -22,22 +25,26 @@ from neuropetrix.store.reviews import Review
 routes = web.RouteTableDef()
 
 
+class PatientQuery(PageQuery):
+    q: str | None = Field(None, max_length=200, description="a name fragment or an exact Patient ID")
+
+
 def _patient_json(p: Patient, studies: int, last_study_date: str | None) -> dict[str, Any]:
     return {"id": p.id, "patient_id": p.patient_id, "issuer": p.issuer, "name": p.name,
             "birth_date": p.birth_date, "sex": p.sex, "tckn": is_valid_tckn(p.patient_id),
             "study_count": studies, "last_study_date": last_study_date or None}
 
 
-def _list(s: Session, limit: int, offset: int, text: str | None) -> dict[str, Any]:
+def _list(s: Session, query: PatientQuery) -> dict[str, Any]:
     where = []
-    if text:
-        where.append(or_(Patient.name.ilike(f"%{text}%"), Patient.patient_id == text))
+    if query.q:
+        where.append(or_(Patient.name.ilike(f"%{query.q}%"), Patient.patient_id == query.q))
     counted = (select(Patient, func.count(Study.id), func.max(Study.study_date))
                .outerjoin(Study, Study.patient_pk == Patient.id).where(*where).group_by(Patient.id))
     total = s.scalar(select(func.count(Patient.id)).where(*where)) or 0
     rows = s.execute(counted.order_by(func.max(Study.study_date).desc(), Patient.id.desc())
-                     .limit(limit).offset(offset)).all()
-    return paged([_patient_json(p, n, last) for p, n, last in rows], total, limit, offset)
+                     .limit(query.limit).offset(query.offset)).all()
+    return paged([_patient_json(p, n, last) for p, n, last in rows], total, query)
 
 
 def _analysis_summary(results_dir: Path, study_uid: str) -> dict[str, Any] | None:
@@ -82,22 +89,22 @@ def _detail(s: Session, patient_pk: int) -> dict[str, Any] | None:
 
 
 @routes.get("/api/patients")
-@requires(STUDIES_READ)
-async def patients(request: web.Request) -> web.Response:
+@endpoint(STUDIES_READ, query=PatientQuery, response=Page)
+async def patients(request: web.Request, query: PatientQuery) -> web.Response:
     """Patients, the most recently examined first; `q` finds a name fragment or an exact Patient ID."""
-    limit, offset = page(request)
-    return web.json_response(await request.app[CTX].db(_list, limit, offset, request.query.get("q")))
+    return web.json_response(await request.app[DATABASE](_list, query))
 
 
 @routes.get("/api/patients/{patient:\\d+}")
-@requires(STUDIES_READ)
+@endpoint(STUDIES_READ)
 async def patient(request: web.Request) -> web.Response:
     """One patient with every study in date order; with results.read each study's analysis summary."""
-    ctx = request.app[CTX]
-    detail = await ctx.db(_detail, int(request.match_info["patient"]))
+    patient_pk = path_id(request, "patient", "patient")
+    detail = await request.app[DATABASE](_detail, patient_pk)
     if detail is None:
-        raise web.HTTPNotFound(text=f"no patient {request.match_info['patient']}")
-    if RESULTS_READ in request["principal"].permissions:
+        raise web.HTTPNotFound(text=f"no patient {patient_pk}")
+    if RESULTS_READ in request[PRINCIPAL].permissions:
+        folder = results_dir(request.app[SETTINGS])
         for study in detail["studies"]:
-            study["analysis"] = _analysis_summary(ctx.results_dir, study["study_uid"])
+            study["analysis"] = _analysis_summary(folder, study["study_uid"])
     return web.json_response(detail)

@@ -1,4 +1,5 @@
-"""`neuropetrix users add NAME --role ROLE [--display-name TEXT] [--organisation TEXT] | passwd NAME | list [--json] | disable NAME`.
+"""`neuropetrix users add NAME --role ROLE [--display-name TEXT] [--organisation TEXT]`, `users passwd NAME`,
+`users list [--json]`, `users disable NAME`.
 
 Passwords are read from standard input (one line), or prompted twice without echo on a terminal, so
 they never appear in the process list or the shell history.

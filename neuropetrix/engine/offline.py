@@ -71,7 +71,7 @@ def load_study(study_dir: Path, need_ct_pixels: bool, full_ct: bool = False) -> 
         return pet, None
     try:
         return pet, load_volume(ct_series, with_pixels=need_ct_pixels,
-                                block=1 if full_ct else inplane_block(ct_series, pet))
+                                block=1 if full_ct else inplane_block(ct_series, pet), release=not full_ct)
     except AnalysisError as exc:
         if full_ct:
             raise

@@ -91,8 +91,8 @@ def queue_status(s: Session, order: Order, status: str, destination: MllpOut, re
     text = build_status(order, patient, code, destination, control_id, now)
     text.encode(CODECS[destination.charset])            # refused now, not at every retry
     job = Job(kind=KIND, study_uid=order.study_uid, route=ROUTE, action_index=index, source_event_id=event_id,
-              destination="hl7:hbys", objects=[], params={"message": text, "charset": destination.charset, "order": order.id,
-                                                            "code": code},
+              destination="hl7:hbys", objects=[],
+              params={"message": text, "charset": destination.charset, "order": order.id, "code": code},
               state=QUEUED, attempts=0, max_attempts=retry.max_attempts, next_attempt_at=now, worker="",
               last_error="", result={}, created_at=now, updated_at=now)
     s.add(job)

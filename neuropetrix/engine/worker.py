@@ -93,14 +93,15 @@ class Worker:
             except Exception:
                 log.exception("routing completed studies failed; will try again")
             try:
-                if self.push is not None and self.push.run_once():
-                    self._work.set()
-            except Exception:
-                log.exception("making push notifications failed; will try again")
                 if self.reviews is not None:
                     self.reviews.run_once()
             except Exception:
                 log.exception("recording analysed results for review failed; will try again")
+            try:
+                if self.push is not None and self.push.run_once():
+                    self._work.set()
+            except Exception:
+                log.exception("making push notifications failed; will try again")
 
     def _lease_loop(self) -> None:
         while not self._stop.wait(self.settings.lease_seconds / 3):

@@ -47,6 +47,8 @@ class EventKind(StrEnum):
     REVIEW_REANALYSIS = "review.reanalysis"
     REVIEW_VERSION = "review.version"
     ORDER_CHANGED = "order.changed"          # an HBYS order's state moved (engine/orders.py); payload: order, status
+    # an account's tokens were revoked (api/users.py): API processes close its WebSockets; payload: user_id
+    ACCOUNT_REVOKED = "account.revoked"
 
 
 def record(s: Session, kind: EventKind, study_uid: str | None, payload: dict, at: datetime | None = None) -> None:

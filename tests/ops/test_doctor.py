@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 from sqlalchemy import create_engine
@@ -71,6 +72,7 @@ def write_config(tmp_path: Path, peers: list[dict], mllp_port: int, fhir_url: st
     return path
 
 
+@pytest.mark.faults
 def test_doctor_names_the_dead_peer_and_passes_the_live_ones(tmp_path: Path):
     dead_port = free_port()                     # nothing listens here
     with storescp(tmp_path / "pacs", "PACS") as pacs_port, mllp_listener() as hbys, fhir_server() as fhir_url:

@@ -36,6 +36,7 @@ def below_watermark(api_port: int) -> float:
     return float(line.split()[1])
 
 
+@pytest.mark.faults
 def test_low_disk_refuses_associations_and_recovers_by_itself(tmp_path: Path, small_disk: Path, small_study):
     _, files = small_study
     study = files[0].parent.parent

@@ -50,7 +50,8 @@ async def test_physician_rejects_a_lesion_and_signs_in_the_dashboard(tmp_path: P
             await page.evaluate("document.querySelector('#review-lesions tr[data-label=\"2\"] td.link').click()")
             await page.wait_for("document.querySelector('#mip-caption').textContent === 'MIP: lesion 2 outlined'",
                                 "lesion 2's position on the MIP")
-            await page.wait_for("document.querySelector('#mip').complete && document.querySelector('#mip').naturalWidth",
+            await page.wait_for("document.querySelector('#mip').complete"
+                                " && document.querySelector('#mip').naturalWidth",
                                 "its picture")
             await page.screenshot(ARTIFACTS / "2b-lesion-on-mip.png")
             totals = "document.querySelector('#review-totals').textContent"

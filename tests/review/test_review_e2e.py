@@ -113,7 +113,8 @@ def test_preliminary_then_signed_final_then_amended(tmp_path: Path, petct_study:
         final = report_of(fhir_end.bundles[1])
         assert final["status"] == "final" and observation_statuses(fhir_end.bundles[1]) == {"final", "entered-in-error"}
         withdrawn = {e["fullUrl"] for e in fhir_end.bundles[1]["entry"]
-                     if e["resource"]["resourceType"] == "Observation" and e["resource"]["status"] == "entered-in-error"}
+                     if e["resource"]["resourceType"] == "Observation"
+                     and e["resource"]["status"] == "entered-in-error"}
         assert len(withdrawn) == 5 and not withdrawn & {r["reference"] for r in final["result"]}
         assert all("lesion-2/" in e["resource"]["identifier"][0]["value"] for e in fhir_end.bundles[1]["entry"]
                    if e["fullUrl"] in withdrawn)                    # the rejected lesion's, posted before

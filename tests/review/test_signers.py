@@ -20,7 +20,8 @@ async def test_the_cli_sets_and_lists_them(tmp_path):
                   "--organisation", "Ege Üniversitesi Nükleer Tıp", "--config", str(config), input=PASSWORD + "\n")
     assert add.returncode == 0, add.stderr
     listed = json.loads(run_cli("users", "list", "--json", "--config", str(config)).stdout)
-    assert [(u["display_name"], u["organisation"]) for u in listed] == [("Dr. Şule Kaya", "Ege Üniversitesi Nükleer Tıp")]
+    assert [(u["display_name"], u["organisation"]) for u in listed] == [
+        ("Dr. Şule Kaya", "Ege Üniversitesi Nükleer Tıp")]
     bad = run_cli("users", "add", "x", "--role", "physician", "--display-name", "Kaya^Şule", "--config", str(config),
                   input=PASSWORD + "\n")
     assert bad.returncode == 2 and "display_name" in bad.stderr
