@@ -22,6 +22,7 @@ from neuropetrix.api import (
     routes_devices,
     routes_notifications,
     routes_orders,
+    routes_patients,
     routes_review,
     routes_studies,
 )
@@ -40,7 +41,7 @@ from neuropetrix.config.settings import Settings
 
 STATIC = Path(__file__).with_name("static")
 ROUTE_MODULES = (routes_auth, routes_studies, routes_review, routes_admin, routes_devices, routes_orders,
-                 routes_notifications)
+                 routes_notifications, routes_patients)
 
 
 async def _index(_request: web.Request) -> web.FileResponse:
