@@ -59,8 +59,8 @@ print(json.dumps({"ct_decode_s": decoded, "ct_resample_s": time.perf_counter() -
 
 def make_study(folder: Path) -> None:
     """The whole-body phantom: body, liver, and spheres of 10–40 mm from neck to pelvis."""
-    from tests.phantom import Phantom, Sphere, write_phantom
-    from tests.synthetic import StudySpec
+    from tests.support.phantom import Phantom, Sphere, write_phantom
+    from tests.support.synthetic import StudySpec
 
     spec = StudySpec(pet_slices=400, ct_slices=400, pet_matrix=200, pet_spacing_mm=3.5, slice_mm=3.0)
     spheres = [Sphere((x, y, z), d, suv) for x, y, z, d, suv in [

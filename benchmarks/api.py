@@ -33,8 +33,8 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.nodeproc import running_node  # noqa: E402
-from tests.synthetic import StudySpec, write_petct_study  # noqa: E402
+from tests.support.nodeproc import running_node  # noqa: E402
+from tests.support.synthetic import StudySpec, write_petct_study  # noqa: E402
 
 PASSWORD = "benchmark password"
 

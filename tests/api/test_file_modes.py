@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import storescu
-from tests.nodeproc import node_config, running_node, start_node
-from tests.synthetic import StudySpec, write_petct_study
+from tests.support.nodeproc import node_config, running_node, start_node
+from tests.support.synthetic import StudySpec, write_petct_study
 
 pytestmark = pytest.mark.faults
 READER_GROUP = "daemon"       # any group of the machine; a site names its PACS reader's

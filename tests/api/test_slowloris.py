@@ -15,7 +15,7 @@ import pytest
 
 from neuropetrix.api.ops import Readiness
 from neuropetrix.api.server import ApiServer
-from tests.nodeproc import free_port
+from tests.support.nodeproc import free_port
 
 pytestmark = pytest.mark.faults
 

@@ -15,7 +15,7 @@ from pydicom.uid import generate_uid
 
 from neuropetrix.engine.transforms import TransformError, build
 from neuropetrix.engine.transforms.deidentify import basic_profile
-from tests.synthetic import StudySpec, write_pet_series
+from tests.support.synthetic import StudySpec, write_pet_series
 
 SECRET = "site-secret"
 NAME, FAMILY, GIVEN = "YILMAZ^AYŞE", "YILMAZ", "AYŞE"

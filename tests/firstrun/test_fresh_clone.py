@@ -27,11 +27,11 @@ import aiohttp
 import pytest
 import yaml
 
-from tests.api.browser import Chromium
 from tests.api.test_dashboard import _sign_in
 from tests.firstrun.conftest import default_config
 from tests.firstrun.test_first_account import LINE
-from tests.nodeproc import ROOT, wait_for_port
+from tests.support.browser import Chromium
+from tests.support.nodeproc import ROOT, wait_for_port
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow, pytest.mark.timeout(480)]
 SCREENSHOT = ROOT / "docs" / "screenshots" / "study-page.png"

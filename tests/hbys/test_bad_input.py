@@ -13,8 +13,8 @@ from neuropetrix.node.scp.mllp_listener import MllpListener
 from tests.conftest import storescu
 from tests.hbys import corpus
 from tests.hbys.conftest import ack_of
-from tests.nodeproc import free_port, running_node
-from tests.synthetic import StudySpec, write_pet_series
+from tests.support.nodeproc import free_port, running_node
+from tests.support.synthetic import StudySpec, write_pet_series
 
 
 def raw_exchange(port: int, data: bytes, timeout: float = 30) -> bytes:

@@ -12,7 +12,7 @@ from hl7.client import MLLPClient
 from tests.conftest import dcmtk
 from tests.hbys import corpus
 from tests.hbys.conftest import ack_of, parse_ack
-from tests.nodeproc import free_port, running_node
+from tests.support.nodeproc import free_port, running_node
 
 RETURN_KEYS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "AccessionNumber",
                "StudyInstanceUID", "RequestedProcedureID", "RequestedProcedureDescription")

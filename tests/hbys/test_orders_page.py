@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from hl7.client import MLLPClient
 
-from tests.api.browser import Chromium
 from tests.conftest import storescu
 from tests.engine.conftest import events_of, wait_for
 from tests.hbys import corpus
 from tests.hbys.conftest import ack_of, parse_ack
-from tests.nodeproc import ROOT, free_port, running_node
-from tests.synthetic import StudySpec, write_pet_series
+from tests.support.browser import Chromium
+from tests.support.nodeproc import ROOT, free_port, running_node
+from tests.support.synthetic import StudySpec, write_pet_series
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 ARTIFACTS = ROOT / "test-artifacts" / "orders"

@@ -23,8 +23,8 @@ from neuropetrix.store.files import FileStore
 from neuropetrix.store.index import StudyIndex
 from neuropetrix.store.ingest import Ingest
 from tests.conftest import dcmtk, storescu
-from tests.nodeproc import running_node
-from tests.synthetic import StudySpec, write_petct_study
+from tests.support.nodeproc import running_node
+from tests.support.synthetic import StudySpec, write_petct_study
 
 SMALL = dict(ct_slices=3, pet_slices=3, ct_matrix=32, pet_matrix=16)
 

@@ -14,9 +14,9 @@ from sqlalchemy import func, select
 from neuropetrix.store.db import open_database
 from neuropetrix.store.models import Event, Instance, Study
 from tests.conftest import dcmtk, storescu
-from tests.dicomfiles import dataset_bytes
-from tests.nodeproc import running_node
-from tests.synthetic import StudySpec, write_petct_study
+from tests.support.dicomfiles import dataset_bytes
+from tests.support.nodeproc import running_node
+from tests.support.synthetic import StudySpec, write_petct_study
 
 
 def stored_path(node, path: Path) -> Path:

@@ -28,7 +28,7 @@ from neuropetrix.engine.worker import build_worker
 from neuropetrix.store.files import FileStore
 from neuropetrix.store.notify_models import Notification
 from tests.api.conftest import accounts_db, make_env  # noqa: F401  (fixtures)
-from tests.nodeproc import free_port
+from tests.support.nodeproc import free_port
 
 
 class Inbox:

@@ -13,7 +13,7 @@ from neuropetrix.engine.routes.rules import RouteError, compile_routes
 from neuropetrix.engine.worker import build_worker
 from neuropetrix.store.files import FileStore
 from tests.api.conftest import PASSWORD, bearer, login
-from tests.nodeproc import run_cli
+from tests.support.nodeproc import run_cli
 
 
 def _notify_action(action) -> dict:

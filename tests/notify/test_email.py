@@ -10,8 +10,8 @@ from sqlalchemy import select
 from neuropetrix.store.jobs_models import Job
 from neuropetrix.store.models import Event
 from neuropetrix.store.notify_models import Contact
-from tests.nodeproc import free_port
 from tests.notify.conftest import hospital_ca, notifications, notify_event, set_contact, until
+from tests.support.nodeproc import free_port
 
 pytestmark = pytest.mark.asyncio
 UID = "1.2.826.0.1.3680043.10.18.1"

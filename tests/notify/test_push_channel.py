@@ -7,8 +7,8 @@ import pytest
 import pytest_asyncio
 
 from tests.api.conftest import bearer, login
-from tests.api.fakefcm import FakeFcm
 from tests.notify.conftest import notifications, notify_event, until
+from tests.support.fakefcm import FakeFcm
 
 pytestmark = pytest.mark.asyncio
 UID = "1.2.826.0.1.3680043.10.18.4"

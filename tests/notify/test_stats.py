@@ -16,10 +16,10 @@ from neuropetrix.engine.notifications import NotificationPlanner, oncall_list
 from neuropetrix.store.db import utcnow
 from neuropetrix.store.jobs_models import Job
 from neuropetrix.store.models import Event, Study
-from tests.api.browser import Chromium
 from tests.api.conftest import PASSWORD, bearer, login
-from tests.nodeproc import ROOT
 from tests.notify.conftest import notifications, notify_event
+from tests.support.browser import Chromium
+from tests.support.nodeproc import ROOT
 
 pytestmark = pytest.mark.asyncio
 ARTIFACTS = ROOT / "test-artifacts" / "stats"

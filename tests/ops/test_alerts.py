@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import storescu
 from tests.engine.conftest import jobs_of, wait_for
-from tests.nodeproc import ROOT, SCANNER_AE, free_port, node_config, running_node
+from tests.support.nodeproc import ROOT, SCANNER_AE, free_port, node_config, running_node
 
 RULES = ROOT / "deploy" / "prometheus" / "neuropetrix-rules.yml"
 LABELS = {"job": "neuropetrix", "instance": "node"}

@@ -15,8 +15,8 @@ from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 from sqlalchemy import create_engine
 
 from neuropetrix.store import migrate
-from tests.engine.hbys import LoopThread, mllp_listener
-from tests.nodeproc import free_port, run_cli, wait_for_port
+from tests.support.hbys_peer import LoopThread, mllp_listener
+from tests.support.nodeproc import free_port, run_cli, wait_for_port
 
 ROUTE = {"name": "results", "match": {"modality": "PT"},
          "actions": ["analyze", {"forward": "pacs", "objects": ["seg"]}, {"forward": "archive"},

@@ -21,7 +21,7 @@ from neuropetrix.store.db import make_engine, make_sessionmaker
 from neuropetrix.store.models import Event
 from neuropetrix.store.queries import list_studies
 from tests.engine.conftest import postgres_server  # noqa: F401  (a fixture)
-from tests.nodeproc import run_cli
+from tests.support.nodeproc import run_cli
 
 HEADS = set(migrate.head_revisions())
 EARLIER = sorted(r.revision for r in ScriptDirectory.from_config(migrate._config()).walk_revisions()

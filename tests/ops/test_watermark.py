@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import storescu
-from tests.nodeproc import node_config, running_node
+from tests.support.nodeproc import node_config, running_node
 
 
 @pytest.fixture

@@ -24,8 +24,8 @@ from neuropetrix.reports.measures import lesion_measures
 from neuropetrix.reports.seg import build_seg, lesion_tracking_uid, segment_color
 from neuropetrix.reports.source import study_info
 from neuropetrix.reports.sr import build_sr
-from tests.peers import DICOMWEB_PLUGIN, orthanc, upload
 from tests.reports.consumers import consumer
+from tests.support.peers import DICOMWEB_PLUGIN, orthanc, upload
 
 SUVBW = "126401"
 DERIVATIONS = {"suv_max": "56851009", "suv_mean": "373098007", "suv_peak": "126031"}

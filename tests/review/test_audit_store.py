@@ -11,7 +11,7 @@ from sqlalchemy import select
 from neuropetrix.store import migrate
 from neuropetrix.store.db import open_database, utcnow
 from neuropetrix.store.reviews import ReviewAction
-from tests.node.test_store import database_url  # noqa: F401  (fixture: SQLite and PostgreSQL)
+from tests.store.test_store import database_url  # noqa: F401  (fixture: SQLite and PostgreSQL)
 
 
 def test_audit_rows_are_added_never_changed(database_url):  # noqa: F811

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from tests.api.conftest import PASSWORD
-from tests.nodeproc import run_cli
 from tests.review.conftest import bearer, login
+from tests.support.nodeproc import run_cli
 
 pytestmark = pytest.mark.asyncio
 

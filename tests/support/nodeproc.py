@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCANNER_AE = "STORESCU"   # dcmtk storescu's default calling AE title, configured as a known peer
 
 

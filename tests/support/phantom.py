@@ -22,7 +22,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
-from tests.synthetic import StudySpec, write_ct_series, write_pet_series
+from tests.support.synthetic import StudySpec, write_ct_series, write_pet_series
 
 ENHANCED_PET_STORAGE = "1.2.840.10008.5.1.4.1.1.130"
 VARIANTS = ("siemens_bqml", "ge_private_time", "philips_cnts", "philips_cnts_activity", "admin", "none",
