@@ -6,8 +6,8 @@ image) and `Comprehensive3DSR` then deep-copies the whole content tree and parse
 400-slice PET that was over 90 % of writing the reports. The slices of one series differ only in
 their SOP Instance UID and Image Position (Patient); everything else an entry describes (modality,
 frame of reference, matrix, pixel spacing, thickness, orientation, spacing between slices) is the
-same. So highdicom builds one entry per distinct geometry, and every other slice's entry is a plain
-copy of its geometry's entry with those values set the way highdicom sets them. `add_image_library`
+same. So highdicom builds one entry per distinct geometry, and every other slice's entry is its
+geometry's entry with those values set the way highdicom sets them, sharing the unchanged items. `add_image_library`
 puts the library into the built SR where `MeasurementReport` places it (after Procedure Reported,
 before Imaging Measurements), so the deep copy never sees it. tests/reports checks that the SR's bytes
 equal those of highdicom's own library.
@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 
 import highdicom as hd
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
@@ -40,29 +41,34 @@ def _geometry(ds: Dataset) -> Hashable:
     return tuple(key)
 
 
-def _copy(ds: Dataset) -> Dataset:
-    """A plain copy of a content item: new datasets and sequences, the (immutable) values shared."""
+def _with(item: Dataset, **values: object) -> Dataset:
+    """A new dataset holding `item`'s elements (the same element objects: nothing changes them) but
+    those named in `values`, which get new elements (setting an existing one would change it in place)."""
     out = Dataset()
-    for elem in ds:
-        if elem.VR == "SQ":
-            out[elem.tag] = DataElement(elem.tag, "SQ", [_copy(item) for item in elem.value])
-        else:
-            out[elem.tag] = DataElement(elem.tag, elem.VR, elem.value)
+    replaced = {tag_for_keyword(keyword) for keyword in values}
+    for elem in item:
+        if elem.tag not in replaced:
+            out[elem.tag] = elem
+    for keyword, value in values.items():
+        setattr(out, keyword, value)
     return out
 
 
 def _entry(template: Dataset, ds: Dataset) -> Dataset:
-    """`template`'s image entry for the image `ds` of the same geometry."""
-    entry = _copy(template)
-    entry.ReferencedSOPSequence[0].ReferencedSOPInstanceUID = ds.SOPInstanceUID
+    """`template`'s image entry for the image `ds` of the same geometry: new datasets where the UID and
+    the position go, the template's unchanged descriptor items shared (pydicom writes a shared item
+    as it writes any other)."""
     position = ds.ImagePositionPatient
-    for item in entry.ContentSequence:
+    descriptors = []
+    for item in template.ContentSequence:
         axis = _POSITION_AXIS.get(item.ConceptNameCodeSequence[0].CodeValue)
-        if axis is not None:
-            measured = item.MeasuredValueSequence[0]
-            measured.NumericValue = DS(position[axis], auto_format=True)      # as NumContentItem does
-            measured.FloatingPointValue = position[axis]
-    return entry
+        if axis is not None:                  # the values as NumContentItem sets them
+            measured = _with(item.MeasuredValueSequence[0], NumericValue=DS(position[axis], auto_format=True),
+                             FloatingPointValue=position[axis])
+            item = _with(item, MeasuredValueSequence=[measured])
+        descriptors.append(item)
+    reference = _with(template.ReferencedSOPSequence[0], ReferencedSOPInstanceUID=ds.SOPInstanceUID)
+    return _with(template, ReferencedSOPSequence=[reference], ContentSequence=descriptors)
 
 
 def image_library(datasets: Sequence[Dataset]) -> hd.sr.ContainerContentItem:
