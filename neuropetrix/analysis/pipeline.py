@@ -118,7 +118,7 @@ def _segment(suv: np.ndarray, pet: Volume, ct: Volume | None, liver: LiverRefere
     min_voxels = int(np.ceil(settings.min_volume_ml / pet.voxel_volume_ml - 1e-9))
     method = settings.method
     if method == "model":
-        from neuropetrix.analysis.models import load_model, predict_mask
+        from neuropetrix.analysis.networks import load_model, predict_mask
 
         if ct is None:
             raise AnalysisError("analysis.method model needs the CT series of the PET's frame of reference; "
