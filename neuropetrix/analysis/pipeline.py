@@ -12,7 +12,7 @@ from importlib import metadata
 import numpy as np
 
 from neuropetrix.analysis import anatomy as anatomy_of
-from neuropetrix.analysis import metrics, physiology, segmentation, suvpeak
+from neuropetrix.analysis import lesion_metrics, physiology, segmentation, suvpeak
 from neuropetrix.analysis.anatomy import Anatomy
 from neuropetrix.analysis.errors import AnalysisError
 from neuropetrix.analysis.liver import liver_reference
@@ -175,7 +175,7 @@ def analyze_volumes(pet: Volume, ct: Volume | None, settings: AnalysisSettings, 
     t0 = time.perf_counter()
     n = int(labels.max(initial=0))
     peaks = suvpeak.suv_peaks(suv, labels, n, pet.spacing, device)
-    lesions = metrics.lesion_measures(suv, labels, n, pet, peaks)
+    lesions = lesion_metrics.lesion_measures(suv, labels, n, pet, peaks)
     timings["measures"] = time.perf_counter() - t0
     if settings.radiomics and lesions:
         from neuropetrix.analysis.radiomics import lesion_features
