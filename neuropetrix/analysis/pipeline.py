@@ -12,7 +12,7 @@ from importlib import metadata
 import numpy as np
 
 from neuropetrix.analysis import anatomy as anatomy_of
-from neuropetrix.analysis import metrics, physiology, segmentation, suvpeak
+from neuropetrix.analysis import lesion_metrics, physiology, segmentation, suvpeak
 from neuropetrix.analysis.anatomy import Anatomy
 from neuropetrix.analysis.errors import AnalysisError
 from neuropetrix.analysis.liver import liver_reference
@@ -128,7 +128,7 @@ def _segment(suv: np.ndarray, pet: Volume, ct: Volume | None, liver: LiverRefere
     min_voxels = int(np.ceil(settings.min_volume_ml / pet.voxel_volume_ml - 1e-9))
     method = settings.method
     if method == "model":
-        from neuropetrix.analysis.models import load_model, predict_mask
+        from neuropetrix.analysis.networks import load_model, predict_mask
 
         if ct is None:
             raise AnalysisError("analysis.method model needs the CT series of the PET's frame of reference; "
@@ -185,7 +185,7 @@ def analyze_volumes(pet: Volume, ct: Volume | None, settings: AnalysisSettings, 
     t0 = time.perf_counter()
     n = int(labels.max(initial=0))
     peaks = suvpeak.suv_peaks(suv, labels, n, pet.spacing, device)
-    lesions = metrics.lesion_measures(suv, labels, n, pet, peaks)
+    lesions = lesion_metrics.lesion_measures(suv, labels, n, pet, peaks)
     timings["measures"] = time.perf_counter() - t0
     if settings.radiomics and lesions:
         from neuropetrix.analysis.radiomics import lesion_features

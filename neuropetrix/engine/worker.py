@@ -25,7 +25,7 @@ from neuropetrix.engine.jobs import Claimed, JobFailure, JobQueue
 from neuropetrix.engine.result_store import ResultStore
 from neuropetrix.engine.review import ReviewWatcher, VersionStore
 from neuropetrix.engine.routes.rules import compile_routes
-from neuropetrix.node.scp.commitment import CommitmentListener
+from neuropetrix.node.scp.commitment_listener import CommitmentListener
 from neuropetrix.node.scu.commitment import CommitmentReport, job_of
 from neuropetrix.node.scu.push import FcmSender
 from neuropetrix.store.files import FileStore
