@@ -12,6 +12,7 @@ from neuropetrix.engine.assembly import CompletionWatcher
 from neuropetrix.engine.mpps import ProcedureSteps
 from neuropetrix.engine.orders import Intake, OrderTracker
 from neuropetrix.engine.query_retrieve import providers as query_retrieve_providers
+from neuropetrix.engine.query_retrieve import retrieve_providers
 from neuropetrix.engine.transforms import build
 from neuropetrix.engine.transforms.deidentify import pseudonym_key
 from neuropetrix.engine.worker import build_worker
@@ -69,7 +70,10 @@ class Node:
             find_providers[MODALITY_WORKLIST_FIND] = Worklist(self.sessions, settings.hbys.worklist_charset,
                                                               settings.hbys.worklist_charsets)
         self.scp = DicomServer(node.dicom_host, node.dicom_port, policy, self.ingest, ServerLimits.of(node),
-                               steps=ProcedureSteps(self.sessions), find_providers=find_providers)
+                               steps=ProcedureSteps(self.sessions), find_providers=find_providers,
+                               retrieve_providers=retrieve_providers(self.sessions, node.storage_dir,
+                                                                     node.data_dir / "results"),
+                               move_destinations={p.ae_title: p for p in reversed(settings.peers)})
         self.completion = CompletionWatcher(self.sessions, node.study_quiet_seconds)
         self.mllp = None
         if listen.enabled:

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from pydicom import dcmread
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -24,6 +26,7 @@ from sqlalchemy import ColumnElement, Select, and_, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from neuropetrix.engine.worklist import matches, response
+from neuropetrix.node.scp.retrieve import PATIENT_ROOT_GET, PATIENT_ROOT_MOVE, STUDY_ROOT_GET, STUDY_ROOT_MOVE
 from neuropetrix.store.models import Instance, Patient, Series, Study
 
 PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
@@ -198,3 +201,59 @@ def providers(sessions: sessionmaker[Session], ae_title: str) -> dict[str, Query
     """Both information models, by SOP Class UID, for the SCP's `find_providers`."""
     return {PATIENT_ROOT_FIND: QueryRetrieveFind(sessions, ae_title, "PATIENT"),
             STUDY_ROOT_FIND: QueryRetrieveFind(sessions, ae_title, "STUDY")}
+
+
+# the unique key a retrieve at each level must name (PS3.4 C.4.2.2.1)
+_UNIQUE = {"PATIENT": "PatientID", "STUDY": "StudyInstanceUID", "SERIES": "SeriesInstanceUID",
+           "IMAGE": "SOPInstanceUID"}
+
+
+@dataclass
+class QueryRetrieveFiles:
+    """The C-MOVE / C-GET provider of one information model: the stored files a request selects, and
+    our derived objects (SEG, SR, encapsulated PDF in results/<study>/) of the studies it selects."""
+
+    sessions: sessionmaker[Session]
+    storage: Path
+    results: Path
+    root: str = "STUDY"
+
+    def __call__(self, identifier: Dataset, calling_ae: str) -> list[Path]:
+        level = QueryRetrieveFind(self.sessions, "", self.root).level_of(identifier)
+        unique = _UNIQUE[level]
+        if not _query_text(identifier.get(unique, "")).strip("*"):
+            raise QueryRefused(f"a retrieve at the {level} level names its {unique}")
+        keys = Dataset()       # only the unique keys select (C.4.2.2.1); other keys are ignored
+        for keyword in _UNIQUE.values():
+            if keyword in identifier and LEVELS.index(_COLUMNS[keyword][0]) <= LEVELS.index(level):
+                setattr(keys, keyword, identifier.get(keyword))
+        study_keys = Dataset()
+        for keyword in ("PatientID", "StudyInstanceUID"):
+            if keyword in keys:
+                setattr(study_keys, keyword, keys.get(keyword))
+        with self.sessions() as s:
+            files = [self.storage / path for path in
+                     s.scalars(_statement("IMAGE", keys).with_only_columns(Instance.path))]
+            studies = list(s.scalars(_statement("STUDY", study_keys).with_only_columns(Study.study_uid)))
+        for study_uid in studies:
+            files += self._derived(study_uid, level, keys)
+        return files
+
+    def _derived(self, study_uid: str, level: str, keys: Dataset) -> list[Path]:
+        """Our objects of a selected study that the request's series or instance keys select too."""
+        folder = self.results / study_uid
+        found = []
+        for path in sorted(folder.glob("*.dcm")) if folder.is_dir() else ():
+            if level in ("SERIES", "IMAGE"):
+                header = dcmread(path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID", "SOPInstanceUID"])
+                if not all(str(header.get(k, "")) in _query_text(keys.get(k, "")).split("\\")
+                           for k in ("SeriesInstanceUID", "SOPInstanceUID")[:LEVELS.index(level) - 1]):
+                    continue
+            found.append(path)
+        return found
+
+
+def retrieve_providers(sessions: sessionmaker[Session], storage: Path, results: Path) -> dict[str, QueryRetrieveFiles]:
+    """C-MOVE and C-GET of both information models, by SOP Class UID, for the SCP's `retrieve_providers`."""
+    patient, study = (QueryRetrieveFiles(sessions, storage, results, root) for root in ("PATIENT", "STUDY"))
+    return {PATIENT_ROOT_MOVE: patient, PATIENT_ROOT_GET: patient, STUDY_ROOT_MOVE: study, STUDY_ROOT_GET: study}
