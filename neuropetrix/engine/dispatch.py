@@ -37,8 +37,8 @@ def create_jobs(s: Session, rule: Rule, study_uid: str, event_id: int | None, re
     analysis: Job | None = None
     fetch: Job | None = None
     if priors_peer is not None and any(action.kind == "analyze" for action in rule.actions):
-        fetch = new_job(priors.KIND, study_uid, rule.name, -1, priors_peer, retry.max_attempts,
-                        source_event_id=event_id, now=now)
+        fetch = new_job(priors.KIND, study_uid, rule.name, -1, f"dicom:{priors_peer}", retry.max_attempts,
+                        source_event_id=event_id, params={"peer": priors_peer}, now=now)
         s.add(fetch)
     for index, action in enumerate(rule.actions):
         job = new_job(action.kind, study_uid, rule.name, index, action.destination, retry.max_attempts,

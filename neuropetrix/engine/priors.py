@@ -1,9 +1,9 @@
 """A completed PET study's priors: the same patient's earlier PET studies, those the node holds and,
 with `priors.peer` configured, those the PACS holds, fetched before the analysis compares with one.
 
-Fetching is a durable job of its own (kind `priors`, destination the PACS peer), made with the
-analysis job of a route and ahead of it (`after_id`), so it has the queue's attempts, back-off and
-lease. It C-FINDs the patient's studies on the peer (Study Root, STUDY level, by Patient ID), keeps the
+Fetching is a durable job of its own (kind `priors`, destination `dicom:<peer>`, so it shares the
+PACS's back-off with forwards to it), made with the analysis job of a route and ahead of it
+(`after_id`), so it has the queue's attempts, back-off and lease. It C-FINDs the patient's studies on the peer (Study Root, STUDY level, by Patient ID), keeps the
 earlier PET studies the node lacks (the latest `priors.studies` of them) and C-MOVEs each to this
 node's own AE title: the node's SCP stores them like any instance, and a C-MOVE's Success means they
 are all stored and indexed. Each study is recorded as `study.prior_requested` before it is asked for,
@@ -76,7 +76,7 @@ class PriorFetcher:
 
     def run(self, job: Claimed) -> dict:
         try:
-            peer = self.settings.peer(job.destination)
+            peer = self.settings.peer(job.params["peer"])
         except KeyError as exc:                 # the configuration changed since the job was made
             raise JobFailure(exc.args[0], permanent=True) from None
         with self.sessions() as s:
