@@ -3,12 +3,13 @@ with `priors.peer` configured, those the PACS holds, fetched before the analysis
 
 Fetching is a durable job of its own (kind `priors`, destination `dicom:<peer>`, so it shares the
 PACS's back-off with forwards to it), made with the analysis job of a route and ahead of it
-(`after_id`), so it has the queue's attempts, back-off and lease. It C-FINDs the patient's studies on the peer (Study Root, STUDY level, by Patient ID), keeps the
-earlier PET studies the node lacks (the latest `priors.studies` of them) and C-MOVEs each to this
-node's own AE title: the node's SCP stores them like any instance, and a C-MOVE's Success means they
-are all stored and indexed. Each study is recorded as `study.prior_requested` before it is asked for,
-so that its arrival is not routed like a new study (it would be forwarded and reported again). A fetch
-parked as failed does not hold the analysis back: it runs with the priors the node has (jobs.py).
+(`after_id`), so it has the queue's attempts, back-off and lease. It C-FINDs the patient's studies
+on the peer (Study Root, STUDY level, by Patient ID), keeps the earlier PET studies the node lacks
+(the latest `priors.studies` of them) and C-MOVEs each to this node's own AE title: the node's SCP
+stores them like any instance, and a C-MOVE's Success means they are all stored and indexed. Each
+study is recorded as `study.prior_requested` before it is asked for, so that its arrival is not
+routed like a new study (it would be forwarded and reported again). A fetch parked as failed does
+not hold the analysis back: it runs with the priors the node has (jobs.py).
 
 The analysis then compares with the latest earlier PET study of the patient that the node holds
 (`held_prior`), analysed with the current study's settings (engine/offline.py).

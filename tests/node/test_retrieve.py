@@ -17,6 +17,9 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE, build_role, evt
+from pynetdicom.sop_class import CTImageStorage
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as STUDY_ROOT_GET
 
 from neuropetrix.config.settings import Peer
 from neuropetrix.engine.query_retrieve import providers, retrieve_providers
@@ -65,10 +68,11 @@ def held(tmp_path_factory: pytest.TempPathFactory):
     ingest = Ingest(FileStore(storage), StudyIndex(sessions))
     store_port = free_port()
     peer = Peer(name="viewer", ae_title="STORESCP", host="127.0.0.1", port=store_port)
+    down = Peer(name="down", ae_title="DOWN", host="127.0.0.1", port=free_port())     # nothing listens
     server = DicomServer("127.0.0.1", 0, AcceptancePolicy("NEUROPETRIX", frozenset({"STORESCU", "VIEWER"})),
                          ingest, ServerLimits(network_timeout=10), find_providers=providers(sessions, "NEUROPETRIX"),
                          retrieve_providers=retrieve_providers(sessions, storage, results),
-                         move_destinations={peer.ae_title: peer})
+                         move_destinations={peer.ae_title: peer, down.ae_title: down})
     server.start()
     sent = storescu(server.port, root / "study")
     assert sent.returncode == 0, sent.stderr
@@ -211,3 +215,40 @@ def test_an_unknown_caller_cannot_retrieve(held, tmp_path: Path):
     assert done.returncode != 0
     assert "Association Rejected" in done.stdout + done.stderr
     assert not list(tmp_path.glob("*.dcm")) and not [p for p in tmp_path.iterdir() if p.is_file()]
+
+
+def test_move_to_a_peer_that_is_down_fails_every_sub_operation_with_a702(held):
+    node, spec, expected, _, _, _ = held
+    done = dcmtk("movescu", "-S", "-d", "-aet", "VIEWER", "-aec", "NEUROPETRIX", "-aem", "DOWN",
+                 "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={spec.study_uid}",
+                 "127.0.0.1", str(node.port))
+    status, counts = _final(done.stdout + done.stderr)
+    assert status == "0xa702" and counts["Failed"] == len(expected) and counts["Completed"] == 0
+
+
+def test_get_of_a_sop_class_the_requestor_cannot_take_fails_that_part_with_b000(held):
+    node, spec, expected, _, pdf_uid, _ = held
+    received: list[str] = []
+
+    def on_store(event) -> int:
+        received.append(event.request.AffectedSOPInstanceUID)
+        return 0x0000
+    ae = AE(ae_title="VIEWER")
+    ae.add_requested_context(STUDY_ROOT_GET)
+    ae.add_requested_context(CTImageStorage)           # the viewer takes CT only: not PET, not the PDF
+    assoc = ae.associate("127.0.0.1", node.port, ae_title="NEUROPETRIX", ext_neg=[build_role(CTImageStorage,
+                         scp_role=True)], evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assert assoc.is_established
+    query = Dataset()
+    query.QueryRetrieveLevel, query.StudyInstanceUID = "STUDY", spec.study_uid
+    responses = list(assoc.send_c_get(query, STUDY_ROOT_GET))
+    assoc.release()
+    pending = [status for status, _ in responses[:-1]]
+    assert [p.Status for p in pending] == [0xFF00] * (len(expected) - 1)
+    assert [p.NumberOfRemainingSuboperations for p in pending] == list(range(len(expected) - 1, 0, -1))
+    status, identifier = responses[-1]
+    uids = list(expected)
+    assert status.Status == 0xB000
+    assert (status.NumberOfCompletedSuboperations, status.NumberOfFailedSuboperations) == (3, 5)
+    assert sorted(identifier.FailedSOPInstanceUIDList) == sorted(uids[3:]) and pdf_uid in uids[3:]
+    assert sorted(received) == sorted(uids[:3])

@@ -18,11 +18,11 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
@@ -375,16 +375,20 @@ class Association:
         self._respond(context_id, response, abstract, message_id, answer.status, answer.sop_instance_uid or uid,
                       answer.comment)
 
-    def _identifier(self, context_id: int, cmd: Command, response: int) -> Dataset | None:
-        """A query or retrieve request's identifier; None when it was refused (answered here)."""
+    def _identifier(self, context_id: int, cmd: Command, response: int, providers: Mapping[str, Any]) -> Any:
+        """The provider of a query or retrieve request's SOP class and the request's identifier; None
+        when the identifier was refused (answered here)."""
         abstract = self.contexts[context_id][0]
+        provider = providers.get(abstract)
+        if provider is None:
+            raise ProtocolError(f"{_NAMES.get(cmd.field, 'request')} on {abstract}, which has no provider")
         raw = self._read_small_dataset(context_id)
         if raw is None:
             self._respond(context_id, response, abstract, cmd.message_id, OUT_OF_RESOURCES, "",
                           "identifier larger than 1 MiB")
             return None
         try:
-            return self._decode(context_id, raw)
+            return provider, self._decode(context_id, raw)
         except Exception as exc:
             log.warning("%s from %s (%s): undecodable identifier: %s", _NAMES.get(cmd.field, "request"),
                         self.calling_ae, self.host, exc)
@@ -404,12 +408,10 @@ class Association:
         """C-FIND: the registered provider's matches as Pending responses, C-CANCEL heeded between."""
         abstract = self.contexts[context_id][0]
         message_id = cmd.message_id
-        provider = self.server.find_providers.get(abstract)
-        if provider is None:
-            raise ProtocolError(f"C-FIND on {abstract}, which has no provider")
-        identifier = self._identifier(context_id, cmd, C_FIND_RSP)
-        if identifier is None:
+        request = self._identifier(context_id, cmd, C_FIND_RSP, self.server.find_providers)
+        if request is None:
             return
+        provider, identifier = request
         pending = encode_response(C_FIND_RSP, abstract, message_id, PENDING, with_dataset=True)
         status, comment = answer_find(
             provider, identifier, self.calling_ae, lambda match: self._encode(context_id, match),
@@ -422,12 +424,10 @@ class Association:
         abstract = self.contexts[context_id][0]
         move = cmd.field == C_MOVE_RQ
         response = C_MOVE_RSP if move else C_GET_RSP
-        provider = self.server.retrieve_providers.get(abstract)
-        if provider is None:
-            raise ProtocolError(f"retrieve request on {abstract}, which has no provider")
-        identifier = self._identifier(context_id, cmd, response)
-        if identifier is None:
+        request = self._identifier(context_id, cmd, response, self.server.retrieve_providers)
+        if request is None:
             return
+        provider, identifier = request
         destination = self.server.move_destinations.get(cmd.move_destination) if move else None
         if move and destination is None:
             log.warning("C-MOVE from %s (%s) to unknown destination %r refused", self.calling_ae, self.host,
