@@ -463,6 +463,7 @@ class Association:
                 ops.failed = ops.total - ops.completed - ops.warning
         elif files:
             self._get(files, after)
+        self._cancel_seen = False        # a C-CANCEL that came with the last sub-operation ends nothing more
         status, counts, failed = ops.final()
         self._send(pdata(context_id, encode_response(response, abstract, cmd.message_id, status,
                                                      comment=comment if status != SUCCESS else "",
