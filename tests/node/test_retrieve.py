@@ -252,3 +252,14 @@ def test_get_of_a_sop_class_the_requestor_cannot_take_fails_that_part_with_b000(
     assert (status.NumberOfCompletedSuboperations, status.NumberOfFailedSuboperations) == (3, 5)
     assert sorted(identifier.FailedSOPInstanceUIDList) == sorted(uids[3:]) and pdf_uid in uids[3:]
     assert sorted(received) == sorted(uids[:3])
+
+
+def test_a_cancelled_move_stops_between_sub_operations_with_fe00(held, storescp):
+    node, spec, expected, _, _, _ = held
+    done = dcmtk("movescu", "-S", "-d", "--cancel", "2", "-aet", "VIEWER", "-aec", "NEUROPETRIX", "-aem", "STORESCP",
+                 "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={spec.study_uid}",
+                 "127.0.0.1", str(node.port))
+    status, counts = _final(done.stdout + done.stderr)
+    assert status == "0xfe00"
+    assert counts["Remaining"] > 0 and counts["Completed"] + counts["Remaining"] == len(expected)
+    assert len(list(storescp.iterdir())) == counts["Completed"] < len(expected)
