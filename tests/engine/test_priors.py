@@ -17,6 +17,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
+from neuropetrix.config.loader import ConfigError, parse_settings
 from neuropetrix.phantoms.wholebody import LESIONS, write_study
 from tests.conftest import dcmtk
 from tests.engine.conftest import FAST_ENGINE, events_of, jobs_of, storescu, wait_for
@@ -144,3 +145,10 @@ def test_a_prior_the_node_holds_is_compared_without_a_pacs(visits, tmp_path: Pat
         assert document["response"]["prior_study_uid"] == baseline_uid and document["response"]["category"] == "PMR"
     finally:
         node.stop()
+
+
+def test_a_priors_peer_that_is_not_configured_is_refused_at_start():
+    with pytest.raises(ConfigError) as refused:
+        parse_settings("peers: [{name: scanner, ae_title: PETCT1, host: 10.0.0.5, port: 104}]\n"
+                       "priors: {peer: pacs}\n", "test", environ={})
+    assert "priors.peer: no peer named 'pacs' (configured: scanner)" in str(refused.value)
