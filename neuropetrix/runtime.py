@@ -65,7 +65,8 @@ class Node:
                                   check_called_ae=node.check_called_ae,
                                   space=Watermark(node.storage_dir, node.min_free_mb).refusal)
         # C-FIND providers by SOP Class UID: Query/Retrieve over the index, the engine's worklist
-        find_providers: dict[str, FindProvider] = dict(query_retrieve_providers(self.sessions, node.ae_title))
+        find_providers: dict[str, FindProvider] = dict(query_retrieve_providers(self.sessions, node.ae_title,
+                                                                                node.data_dir / "results"))
         if listen.enabled:          # the worklist is made of the HBYS's orders
             find_providers[MODALITY_WORKLIST_FIND] = Worklist(self.sessions, settings.hbys.worklist_charset,
                                                               settings.hbys.worklist_charsets)

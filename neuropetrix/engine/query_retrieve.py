@@ -11,11 +11,17 @@ are those of every association (node/scp/policy.py: known callers, called AE tit
 Retrieve AE Title (our AE) and Specific Character Set ISO_IR 192; rows are read in pages by key (ids above
 the last page's, never OFFSET), so a C-CANCEL stops the query between two matches and a large answer is
 never held in memory. Every key the benchmark asks (benchmarks/cfind.py) is answered from an index.
+With the results folder given, our derived objects (SEG, SR, PDF in results/<study>/, not in the index)
+follow the stored ones at the SERIES and IMAGE levels, their keys read from their own headers.
+
+C-MOVE and C-GET (`QueryRetrieveFiles`) select by the unique keys only (C.4.2.2.1): every stored
+instance under them and the derived objects of the selected studies.
 """
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -164,13 +170,31 @@ def _match_query(identifier: Dataset, item: Dataset) -> Dataset:
     return query
 
 
+def _pages(s: Session, stmt: Select[Any], level: str) -> Iterator[Any]:
+    """The rows of `stmt`, PAGE at a time by the level's id (ids above the last page's, never OFFSET)."""
+    key, depth = _ORDER[level], LEVELS.index(level)
+    last = 0
+    while True:
+        rows = s.execute(stmt.where(key > last).limit(PAGE)).all()
+        yield from rows
+        if len(rows) < PAGE:
+            return
+        last = rows[-1][depth].id
+
+
+# the series and image keys of a derived object, read from its own header
+_DERIVED_KEYS = [keyword for keyword, (level, _) in _COLUMNS.items() if level in ("SERIES", "IMAGE")]
+
+
 @dataclass
 class QueryRetrieveFind:
-    """The C-FIND provider of one information model (`root`: "PATIENT" or "STUDY")."""
+    """The C-FIND provider of one information model (`root`: "PATIENT" or "STUDY"); with `results`
+    (data_dir/results), our derived objects of each study are listed at the SERIES and IMAGE levels."""
 
     sessions: sessionmaker[Session]
     ae_title: str
     root: str = "STUDY"
+    results: Path | None = None
 
     def level_of(self, identifier: Dataset) -> str:
         level = str(identifier.get("QueryRetrieveLevel", "") or "").strip().upper()
@@ -182,27 +206,50 @@ class QueryRetrieveFind:
 
     def __call__(self, identifier: Dataset, calling_ae: str) -> Iterator[Dataset]:
         level = self.level_of(identifier)
-        stmt = _statement(level, identifier)
-        key, depth = _ORDER[level], LEVELS.index(level)
-        with self.sessions() as s:
-            last = 0
-            while True:      # pages by key: a cancelled query stops reading, a big answer is never all
-                rows = s.execute(stmt.where(key > last).limit(PAGE)).all()   # in memory, no OFFSET rescans
-                for row in rows:
-                    item = _item(level, row, s, identifier)
-                    if matches(_match_query(identifier, item), item):
-                        out = response(identifier, item, CHARSET)
-                        out.RetrieveAETitle = self.ae_title      # where to C-MOVE it from (C.4.1.1.3.2)
-                        yield out
-                if len(rows) < PAGE:
-                    return
-                last = rows[-1][depth].id
+        with self.sessions() as s:      # pages: a cancelled query stops reading, a big answer is never in memory
+            items = (_item(level, row, s, identifier) for row in _pages(s, _statement(level, identifier), level))
+            if self.results is not None and level in ("SERIES", "IMAGE"):
+                items = chain(items, self._derived(s, level, identifier))
+            for item in items:
+                if matches(_match_query(identifier, item), item):
+                    out = response(identifier, item, CHARSET)
+                    out.RetrieveAETitle = self.ae_title      # where to C-MOVE it from (C.4.1.1.3.2)
+                    yield out
+
+    def _derived(self, s: Session, level: str, identifier: Dataset) -> Iterator[Dataset]:
+        """Our SEG/SR/PDF (results/<study>/*.dcm) of the studies the identifier's patient and study keys
+        select, one item per series (SERIES) or per object (IMAGE), to be matched like the others."""
+        study_keys = Dataset()
+        for element in identifier:
+            if element.keyword in _COLUMNS and _COLUMNS[element.keyword][0] in ("PATIENT", "STUDY"):
+                study_keys.add(element)
+        assert self.results is not None
+        for row in _pages(s, _statement("STUDY", study_keys), "STUDY"):
+            folder = self.results / row[1].study_uid
+            headers = [dcmread(p, stop_before_pixels=True) for p in sorted(folder.glob("*.dcm"))] \
+                if folder.is_dir() else []
+            groups: dict[str, list[Dataset]] = {}
+            for header in headers:
+                key = str(header.SeriesInstanceUID) if level == "SERIES" else str(header.SOPInstanceUID)
+                groups.setdefault(key, []).append(header)
+            for group in groups.values():
+                item = _item("STUDY", row, s, identifier)
+                item.QueryRetrieveLevel = level
+                for keyword in _DERIVED_KEYS:
+                    if level == "IMAGE" or _COLUMNS[keyword][0] == "SERIES":
+                        value = group[0].get(keyword)
+                        setattr(item, keyword, value if dictionary_VR(keyword) in ("IS", "US") else _text(value))
+                if "NumberOfSeriesRelatedInstances" in identifier:
+                    item.NumberOfSeriesRelatedInstances = len(group)
+                yield item
 
 
-def providers(sessions: sessionmaker[Session], ae_title: str) -> dict[str, QueryRetrieveFind]:
-    """Both information models, by SOP Class UID, for the SCP's `find_providers`."""
-    return {PATIENT_ROOT_FIND: QueryRetrieveFind(sessions, ae_title, "PATIENT"),
-            STUDY_ROOT_FIND: QueryRetrieveFind(sessions, ae_title, "STUDY")}
+def providers(sessions: sessionmaker[Session], ae_title: str,
+              results: Path | None = None) -> dict[str, QueryRetrieveFind]:
+    """Both information models, by SOP Class UID, for the SCP's `find_providers`; with `results`, our
+    derived objects are listed too."""
+    return {PATIENT_ROOT_FIND: QueryRetrieveFind(sessions, ae_title, "PATIENT", results),
+            STUDY_ROOT_FIND: QueryRetrieveFind(sessions, ae_title, "STUDY", results)}
 
 
 # the unique key a retrieve at each level must name (PS3.4 C.4.2.2.1)

@@ -70,7 +70,8 @@ def held(tmp_path_factory: pytest.TempPathFactory):
     peer = Peer(name="viewer", ae_title="STORESCP", host="127.0.0.1", port=store_port)
     down = Peer(name="down", ae_title="DOWN", host="127.0.0.1", port=free_port())     # nothing listens
     server = DicomServer("127.0.0.1", 0, AcceptancePolicy("NEUROPETRIX", frozenset({"STORESCU", "VIEWER"})),
-                         ingest, ServerLimits(network_timeout=10), find_providers=providers(sessions, "NEUROPETRIX"),
+                         ingest, ServerLimits(network_timeout=10),
+                         find_providers=providers(sessions, "NEUROPETRIX", results),
                          retrieve_providers=retrieve_providers(sessions, storage, results),
                          move_destinations={peer.ae_title: peer, down.ae_title: down})
     server.start()
@@ -263,3 +264,26 @@ def test_a_cancelled_move_stops_between_sub_operations_with_fe00(held, storescp)
     assert status == "0xfe00"
     assert counts["Remaining"] > 0 and counts["Completed"] + counts["Remaining"] == len(expected)
     assert len(list(storescp.iterdir())) == counts["Completed"] < len(expected)
+
+
+def test_find_lists_our_derived_object_as_a_series_and_an_image_of_its_study(held, tmp_path: Path):
+    node, spec, _, _, pdf_uid, _ = held
+    series = _findscu(node, tmp_path / "series", "QueryRetrieveLevel=SERIES", f"StudyInstanceUID={spec.study_uid}",
+                      "SeriesInstanceUID=", "Modality=", "NumberOfSeriesRelatedInstances=")
+    assert sorted((ds.Modality, ds.NumberOfSeriesRelatedInstances) for ds in series) == [("CT", 3), ("DOC", 1),
+                                                                                         ("PT", 4)]
+    doc = next(ds for ds in series if ds.Modality == "DOC")
+    images = _findscu(node, tmp_path / "images", "QueryRetrieveLevel=IMAGE", f"StudyInstanceUID={spec.study_uid}",
+                      f"SeriesInstanceUID={doc.SeriesInstanceUID}", "SOPInstanceUID=", "SOPClassUID=")
+    assert [(ds.SOPInstanceUID, ds.SOPClassUID) for ds in images] == [(pdf_uid, ENCAPSULATED_PDF)]
+    only_pt = _findscu(node, tmp_path / "pt", "QueryRetrieveLevel=SERIES", f"StudyInstanceUID={spec.study_uid}",
+                       "SeriesInstanceUID=", "Modality=PT")
+    assert [ds.Modality for ds in only_pt] == ["PT"]              # the derived series is matched like the others
+
+
+def _findscu(node, out: Path, *keys: str) -> list:
+    out.mkdir()
+    done = dcmtk("findscu", "-S", "-aet", "VIEWER", "-aec", "NEUROPETRIX", *[a for k in keys for a in ("-k", k)],
+                 "-X", "-od", str(out), "127.0.0.1", str(node.port))
+    assert done.returncode == 0, done.stderr + done.stdout
+    return [pydicom.dcmread(p) for p in sorted(out.glob("rsp*.dcm"))]
