@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -203,7 +204,9 @@ def main() -> int:
     parser.add_argument("--instances", type=int, default=100_000)
     parser.add_argument("--per-series", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--keep", type=Path, default=None, help="work folder to keep (default: a temporary one)")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="work folder to keep, and to use again when it holds the same data (default: a "
+                             "temporary one, removed)")
     args = parser.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="cfind-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -216,17 +219,19 @@ def main() -> int:
     # loading only: no fsync per stored file (the queries read the index, which Orthanc keeps as usual)
     with orthanc(work / "orthanc", timeout=60, modalities={"bench": (CLIENT_AE, "127.0.0.1", 1)},
                  settings={"SyncStorageArea": False}) as pacs:
-        seconds = load_orthanc(pacs, studies, args.per_series)
+        if pacs.get("/statistics")["CountInstances"] == 0:
+            seconds = load_orthanc(pacs, studies, args.per_series)
+            print(f"Orthanc loaded in {seconds:.0f} s ({total / seconds:.0f} instances/s)")
         stats = pacs.get("/statistics")
-        print(f"Orthanc loaded in {seconds:.0f} s ({total / seconds:.0f} instances/s): {stats['CountInstances']} "
-              "instances")
         if stats["CountInstances"] != total:
             raise SystemExit(f"Orthanc holds {stats['CountInstances']} instances, not {total}")
         data_dir = work / "node" / "var"
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         data_dir.chmod(0o700)
-        seconds = load_node(f"sqlite:///{(data_dir / 'neuropetrix.db').resolve()}", studies, args.per_series)
-        print(f"node index filled in {seconds:.1f} s")
+        database = (data_dir / "neuropetrix.db").resolve()
+        if not database.exists():      # a kept folder is used again as it is
+            seconds = load_node(f"sqlite:///{database}", studies, args.per_series)
+            print(f"node index filled in {seconds:.1f} s")
         with running_node(work / "node", overrides) as node:
             times: dict[str, tuple[list[float], list[float]]] = {}
             for round_ in range(args.rounds):
@@ -245,6 +250,8 @@ def main() -> int:
         report[name] = {"ours_ms": round(a * 1000, 1), "orthanc_ms": round(b * 1000, 1), "ratio": round(a / b, 2)}
         print(f"{name:<22}{a * 1000:>10.1f}{b * 1000:>12.1f}{a / b:>8.2f}")
     print(json.dumps({"instances": total, "studies": len(studies), "rounds": args.rounds, "queries": report}))
+    if args.keep is None:
+        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
