@@ -12,6 +12,7 @@ from neuropetrix.engine.assembly import CompletionWatcher
 from neuropetrix.engine.mpps import ProcedureSteps
 from neuropetrix.engine.orders import Intake, OrderTracker
 from neuropetrix.engine.query_retrieve import providers as query_retrieve_providers
+from neuropetrix.engine.query_retrieve import retrieve_providers
 from neuropetrix.engine.transforms import build
 from neuropetrix.engine.transforms.deidentify import pseudonym_key
 from neuropetrix.engine.worker import build_worker
@@ -64,12 +65,16 @@ class Node:
                                   check_called_ae=node.check_called_ae,
                                   space=Watermark(node.storage_dir, node.min_free_mb).refusal)
         # C-FIND providers by SOP Class UID: Query/Retrieve over the index, the engine's worklist
-        find_providers: dict[str, FindProvider] = dict(query_retrieve_providers(self.sessions, node.ae_title))
+        find_providers: dict[str, FindProvider] = dict(query_retrieve_providers(self.sessions, node.ae_title,
+                                                                                node.data_dir / "results"))
         if listen.enabled:          # the worklist is made of the HBYS's orders
             find_providers[MODALITY_WORKLIST_FIND] = Worklist(self.sessions, settings.hbys.worklist_charset,
                                                               settings.hbys.worklist_charsets)
         self.scp = DicomServer(node.dicom_host, node.dicom_port, policy, self.ingest, ServerLimits.of(node),
-                               steps=ProcedureSteps(self.sessions), find_providers=find_providers)
+                               steps=ProcedureSteps(self.sessions), find_providers=find_providers,
+                               retrieve_providers=retrieve_providers(self.sessions, node.storage_dir,
+                                                                     node.data_dir / "results"),
+                               move_destinations={p.ae_title: p for p in reversed(settings.peers)})
         self.completion = CompletionWatcher(self.sessions, node.study_quiet_seconds)
         self.mllp = None
         if listen.enabled:

@@ -292,6 +292,15 @@ class EngineSettings(Section):
     analysis_timeout: float = Field(1800.0, gt=0)  # a hung analysis is stopped and tried again
 
 
+class PriorsSettings(Section):
+    """Where a completed PET study's earlier studies are looked for beyond what the node holds
+    (engine/priors.py): a peer (the PACS) asked by C-FIND and C-MOVE to this node's AE title."""
+
+    peer: str | None = None                        # a configured peer's name; None = held studies only
+    studies: int = Field(1, ge=1, le=10)           # how many of the latest earlier PET studies to fetch
+    timeout: float = Field(300.0, gt=0)            # for the C-MOVE of one study
+
+
 class Settings(Section):
     node: NodeSettings = NodeSettings()
     peers: list[Peer] = []
@@ -301,6 +310,7 @@ class Settings(Section):
     api: ApiSettings = ApiSettings()
     analysis: AnalysisSettings = AnalysisSettings()
     engine: EngineSettings = EngineSettings()
+    priors: PriorsSettings = PriorsSettings()
     routes: list[Route] = []
 
     @model_validator(mode="after")
@@ -309,6 +319,9 @@ class Settings(Section):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"peers: duplicate peer name(s) {', '.join(dupes)}")
+        if self.priors.peer is not None and self.priors.peer not in names:
+            raise ValueError(f"priors.peer: no peer named {self.priors.peer!r} "
+                             f"(configured: {', '.join(names) or 'none'})")
         return self
 
     def peer(self, name: str) -> Peer:

@@ -39,10 +39,11 @@ def _die_with_parent() -> None:
 
 
 def analyze_into(study_dir: Path, out_dir: Path, settings: Settings, params: dict | None = None,
-                 hbys_order: OrderFacts | None = None) -> dict:
+                 hbys_order: OrderFacts | None = None, prior_dir: Path | None = None) -> dict:
     """Analyse `study_dir` and write every result file into `out_dir`, as the version the job's
     `params` ask for (engine/review_result.py), with a key image per lesion, and with the HBYS's
-    `hbys_order` when the study was reconciled with one; returns a short summary."""
+    `hbys_order` when the study was reconciled with one, compared with the study in `prior_dir`
+    when the patient has one (engine/priors.py); returns a short summary."""
     from neuropetrix.config.settings import AnalysisSettings
     from neuropetrix.engine.offline import analyze_folder
     from neuropetrix.engine.review_result import order_of
@@ -52,12 +53,14 @@ def analyze_into(study_dir: Path, out_dir: Path, settings: Settings, params: dic
     analysis_settings = settings.analysis if not order.analysis else AnalysisSettings.model_validate(
         {**settings.analysis.model_dump(), **order.analysis})
     analysis = analyze_folder(study_dir, out_dir, analysis_settings, hbys=settings.hbys, order=order,
-                              hbys_order=hbys_order)
+                              hbys_order=hbys_order, prior_dir=prior_dir, prior_optional=True)
     write_key_images(analysis.result, out_dir)
     result = analysis.result
     return {"lesions": len(result.lesions), "suv_max": result.suv_max, "tmtv_ml": result.tmtv_ml,
             "tlg_total": result.tlg_total, "timings_s": {k: round(v, 3) for k, v in result.timings_s.items()},
-            "version": order.version.version, "status": order.version.status}
+            "version": order.version.version, "status": order.version.status,
+            **({"response": result.response.category, "prior_study_uid": result.response.prior_study_uid}
+               if result.response is not None else {})}
 
 
 def _child(conn: Connection, log_level: str) -> None:
@@ -70,11 +73,11 @@ def _child(conn: Connection, log_level: str) -> None:
 
     while True:
         try:
-            study_dir, out_dir, settings, params, hbys_order = conn.recv()
+            study_dir, out_dir, settings, params, hbys_order, prior_dir = conn.recv()
         except EOFError:
             return
         try:
-            conn.send(("ok", analyze_into(study_dir, out_dir, settings, params, hbys_order)))
+            conn.send(("ok", analyze_into(study_dir, out_dir, settings, params, hbys_order, prior_dir)))
         except (AnalysisError, ReportError) as exc:
             conn.send(("refused", f"{type(exc).__name__}: {exc}"))
         except Exception as exc:                        # noqa: BLE001 — reported to the job, not lost
@@ -108,13 +111,13 @@ class AnalysisProcess:
             self._ensure()
 
     def run(self, study_dir: Path, out_dir: Path, settings: Settings, stop: threading.Event,
-            params: dict | None = None, hbys_order: OrderFacts | None = None) -> dict:
+            params: dict | None = None, hbys_order: OrderFacts | None = None, prior_dir: Path | None = None) -> dict:
         """The summary of a finished analysis; AnalysisFailed otherwise (also when `stop` is set, or
         when it runs past engine.analysis_timeout: a hung analysis must not hold its lane for ever)."""
         deadline = self.clock.monotonic() + settings.engine.analysis_timeout
         with self._lock:
             conn = self._ensure()
-            conn.send((study_dir, out_dir, settings, params, hbys_order))
+            conn.send((study_dir, out_dir, settings, params, hbys_order, prior_dir))
             while not conn.poll(0.2):
                 if stop.is_set():
                     self._kill()

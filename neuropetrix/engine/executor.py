@@ -13,7 +13,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from neuropetrix.config.settings import Settings
-from neuropetrix.engine import notifications, push_jobs
+from neuropetrix.engine import notifications, priors, push_jobs
 from neuropetrix.engine.analysis_runner import AnalysisFailed, AnalysisProcess
 from neuropetrix.engine.jobs import Claimed, JobFailure
 from neuropetrix.engine.orders import order_facts
@@ -46,7 +46,7 @@ def done_event(kind: str) -> EventKind | None:
     """Pushes record no event: their outcome is the job's, and a push about a push would follow."""
     if kind in (push_jobs.KIND, *notifications.JOB_KINDS):
         return None
-    return {"analyze": EventKind.ANALYSIS_DONE, "notify": None}.get(kind, EventKind.DELIVERY_DONE)
+    return {"analyze": EventKind.ANALYSIS_DONE, "notify": None, priors.KIND: None}.get(kind, EventKind.DELIVERY_DONE)
 
 
 def failed_event(kind: str) -> EventKind | None:
@@ -69,6 +69,7 @@ class JobRunner:
         self.results = results
         self.push = push
         self.channels = notifications.Channels(settings.notify, sessions, results)
+        self.priors = priors.PriorFetcher(settings, sessions)
 
     def run(self, job: Claimed, stop: threading.Event, analyzer: AnalysisProcess | None = None,
             waiting: Callable[[dict], bool] | None = None) -> dict:
@@ -97,6 +98,8 @@ class JobRunner:
                 return self.channels.run(job)
             if job.kind == "order_status":
                 return self._order_status(job)
+            if job.kind == priors.KIND:
+                return self.priors.run(job)
         except DeliveryError as exc:
             raise _failure(exc) from None
         raise JobFailure(f"unknown job kind {job.kind!r}", permanent=True)
@@ -109,10 +112,14 @@ class JobRunner:
         with self.sessions.begin() as s:
             record(s, EventKind.ANALYSIS_STARTED, job.study_uid, {"job": job.id, "attempt": job.attempts})
             order = order_facts(s, job.study_uid)
+            prior = priors.held_prior(s, job.study_uid)
         study_dir = self.files.path_of(check_uid(job.study_uid, "StudyInstanceUID"))
+        prior_dir = None if prior is None else self.files.path_of(check_uid(prior, "StudyInstanceUID"))
+        if prior is not None:
+            log.info("job %d: study %s is compared with its prior study %s", job.id, job.study_uid, prior)
         temp = self.results.new_temp(job.study_uid)
         try:
-            summary = analyzer.run(study_dir, temp, self.settings, stop, job.params, order)
+            summary = analyzer.run(study_dir, temp, self.settings, stop, job.params, order, prior_dir)
             self.results.publish(temp, job.study_uid, job.id, job.attempts)
         except AnalysisFailed as exc:
             raise JobFailure(str(exc), permanent=exc.permanent) from None

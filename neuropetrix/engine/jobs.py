@@ -30,6 +30,7 @@ from neuropetrix.store.eventlog import EventKind, record
 from neuropetrix.store.jobs_models import COMMITTING, DONE, FAILED, QUEUED, RUNNING, Destination, Job
 
 log = logging.getLogger("neuropetrix.jobs")
+PRIORS_KIND = "priors"     # engine/priors.py's jobs: what an analysis waits for, but not at any price
 
 
 class JobFailure(Exception):
@@ -92,7 +93,10 @@ def _claimable(now: datetime, kinds: tuple[str, ...], per_destination: int | Non
     ready = and_(
         Job.state == QUEUED, Job.next_attempt_at <= now,
         or_(Job.after_id.is_(None),
-            exists().where(prerequisite.id == Job.after_id, prerequisite.state == DONE)),
+            exists().where(prerequisite.id == Job.after_id, prerequisite.state == DONE),
+            # an analysis goes ahead with the priors the node holds when fetching more was given up
+            exists().where(prerequisite.id == Job.after_id, prerequisite.kind == PRIORS_KIND,
+                           prerequisite.state == FAILED)),
         ~exists().where(Destination.name == Job.destination, Destination.blocked_until > now))
     abandoned = and_(Job.state == RUNNING, Job.lease_until < now)
     unanswered = and_(Job.state == COMMITTING, Job.next_attempt_at <= now)

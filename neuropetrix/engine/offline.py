@@ -118,7 +118,7 @@ def analyze_folder(study_dir: Path, out_dir: Path, settings: AnalysisSettings,
                    device: str | None = None, hbys: HbysSettings | None = None,
                    organ_labels: Path | None = None, organ_source: str | None = None,
                    order: VersionOrder | None = None, hbys_order: OrderFacts | None = None,
-                   prior_dir: Path | None = None) -> OfflineAnalysis:
+                   prior_dir: Path | None = None, prior_optional: bool = False) -> OfflineAnalysis:
     """Analyse the PET/CT study in `study_dir` and write the results into `out_dir`.
 
     `device` ("cpu", "cuda", "auto") overrides `settings.device`. `organ_labels` is a site segmentation
@@ -127,7 +127,8 @@ def analyze_folder(study_dir: Path, out_dir: Path, settings: AnalysisSettings,
     write (a physician's decisions applied; engine/review_result.py), the automatic preliminary one by
     default; `hbys_order` is the HBYS's order when the study was reconciled with one. `prior_dir` is an
     earlier study of the patient: it is analysed with the same settings (nothing is written for it) and
-    the response to it (`analysis.response`) goes into the results. Raises `AnalysisError` (with
+    the response to it (`analysis.response`) goes into the results; with `prior_optional` (a prior the
+    engine chose) a prior that cannot be analysed is logged and the study analysed alone. Raises `AnalysisError` (with
     `InputRefused` for SUV inputs) with a one-line message when the study cannot be analysed.
     """
     from neuropetrix.analysis.organlabels import read_organ_masks
@@ -142,7 +143,13 @@ def analyze_folder(study_dir: Path, out_dir: Path, settings: AnalysisSettings,
         None if organ_labels is None else Path(organ_labels).name))
     result, version = reviewed(result, order or VersionOrder())
     if prior_dir is not None:
-        result.response = assess(result, analyze_prior(Path(prior_dir), settings, resolved), pet)
+        try:
+            result.response = assess(result, analyze_prior(Path(prior_dir), settings, resolved), pet)
+        except AnalysisError as exc:
+            if not prior_optional:
+                raise
+            log.warning("study %s: its prior study cannot be analysed, no response assessed: %s",
+                        result.study_instance_uid, exc)
     analysis = OfflineAnalysis(result=result, pet=pet, ct=ct, out_dir=Path(out_dir), hbys=hbys or HbysSettings(),
                                hbys_order=hbys_order)
     write_outputs(analysis, version)

@@ -8,15 +8,24 @@ the rule: person names case-insensitively with Turkish İ/ı, multi-valued attri
 the index does not keep are returned zero-length (C.4.1.1.3.2). Missing unique keys of the levels above
 are taken as universal (a relational-style query is answered rather than refused). The caller checks
 are those of every association (node/scp/policy.py: known callers, called AE title). Each match carries
-Retrieve AE Title (our AE) and Specific Character Set ISO_IR 192; rows are read in pages, so a C-CANCEL
-stops the query between two matches and a large answer is never held in memory.
+Retrieve AE Title (our AE) and Specific Character Set ISO_IR 192; rows are read in pages by key (ids above
+the last page's, never OFFSET), so a C-CANCEL stops the query between two matches and a large answer is
+never held in memory. Every key the benchmark asks (benchmarks/cfind.py) is answered from an index.
+With the results folder given, our derived objects (SEG, SR, PDF in results/<study>/, not in the index)
+follow the stored ones at the SERIES and IMAGE levels, their keys read from their own headers.
+
+C-MOVE and C-GET (`QueryRetrieveFiles`) select by the unique keys only (C.4.2.2.1): every stored
+instance under them and the derived objects of the selected studies.
 """
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import chain
+from pathlib import Path
 from typing import Any
 
+from pydicom import dcmread
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -24,6 +33,7 @@ from sqlalchemy import ColumnElement, Select, and_, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from neuropetrix.engine.worklist import matches, response
+from neuropetrix.node.scp.retrieve import PATIENT_ROOT_GET, PATIENT_ROOT_MOVE, STUDY_ROOT_GET, STUDY_ROOT_MOVE
 from neuropetrix.store.models import Instance, Patient, Series, Study
 
 PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
@@ -47,6 +57,7 @@ _COLUMNS: dict[str, tuple[str, Any]] = {
     "SOPInstanceUID": ("IMAGE", Instance.sop_instance_uid), "SOPClassUID": ("IMAGE", Instance.sop_class_uid),
     "InstanceNumber": ("IMAGE", Instance.instance_number),
 }
+_ORDER = {"PATIENT": Patient.id, "STUDY": Study.id, "SERIES": Series.id, "IMAGE": Instance.id}
 _ROWS = {"PATIENT": (Patient,), "STUDY": (Patient, Study), "SERIES": (Patient, Study, Series),
          "IMAGE": (Patient, Study, Series, Instance)}
 
@@ -105,8 +116,7 @@ def _statement(level: str, identifier: Dataset) -> Select[Any]:
         if wanted and not any("*" in m or "?" in m for m in wanted):
             stmt = stmt.where(select(Series.id).where(Series.study_pk == Study.id,
                                                       Series.modality.in_(wanted)).exists())
-    order = {"PATIENT": Patient.id, "STUDY": Study.id, "SERIES": Series.id, "IMAGE": Instance.id}[level]
-    return stmt.order_by(order)
+    return stmt.order_by(_ORDER[level])
 
 
 def _text(value: Any) -> str:
@@ -160,13 +170,31 @@ def _match_query(identifier: Dataset, item: Dataset) -> Dataset:
     return query
 
 
+def _pages(s: Session, stmt: Select[Any], level: str) -> Iterator[Any]:
+    """The rows of `stmt`, PAGE at a time by the level's id (ids above the last page's, never OFFSET)."""
+    key, depth = _ORDER[level], LEVELS.index(level)
+    last = 0
+    while True:
+        rows = s.execute(stmt.where(key > last).limit(PAGE)).all()
+        yield from rows
+        if len(rows) < PAGE:
+            return
+        last = rows[-1][depth].id
+
+
+# the series and image keys of a derived object, read from its own header
+_DERIVED_KEYS = [keyword for keyword, (level, _) in _COLUMNS.items() if level in ("SERIES", "IMAGE")]
+
+
 @dataclass
 class QueryRetrieveFind:
-    """The C-FIND provider of one information model (`root`: "PATIENT" or "STUDY")."""
+    """The C-FIND provider of one information model (`root`: "PATIENT" or "STUDY"); with `results`
+    (data_dir/results), our derived objects of each study are listed at the SERIES and IMAGE levels."""
 
     sessions: sessionmaker[Session]
     ae_title: str
     root: str = "STUDY"
+    results: Path | None = None
 
     def level_of(self, identifier: Dataset) -> str:
         level = str(identifier.get("QueryRetrieveLevel", "") or "").strip().upper()
@@ -178,23 +206,103 @@ class QueryRetrieveFind:
 
     def __call__(self, identifier: Dataset, calling_ae: str) -> Iterator[Dataset]:
         level = self.level_of(identifier)
-        stmt = _statement(level, identifier)
+        with self.sessions() as s:      # pages: a cancelled query stops reading, a big answer is never in memory
+            items = (_item(level, row, s, identifier) for row in _pages(s, _statement(level, identifier), level))
+            if self.results is not None and level in ("SERIES", "IMAGE"):
+                items = chain(items, self._derived(s, level, identifier))
+            for item in items:
+                if matches(_match_query(identifier, item), item):
+                    out = response(identifier, item, CHARSET)
+                    out.RetrieveAETitle = self.ae_title      # where to C-MOVE it from (C.4.1.1.3.2)
+                    yield out
+
+    def _derived(self, s: Session, level: str, identifier: Dataset) -> Iterator[Dataset]:
+        """Our SEG/SR/PDF (results/<study>/*.dcm) of the studies the identifier's patient and study keys
+        select, one item per series (SERIES) or per object (IMAGE), to be matched like the others."""
+        study_keys = Dataset()
+        for element in identifier:
+            if element.keyword in _COLUMNS and _COLUMNS[element.keyword][0] in ("PATIENT", "STUDY"):
+                study_keys.add(element)
+        assert self.results is not None
+        for row in _pages(s, _statement("STUDY", study_keys), "STUDY"):
+            folder = self.results / row[1].study_uid
+            headers = [dcmread(p, stop_before_pixels=True) for p in sorted(folder.glob("*.dcm"))] \
+                if folder.is_dir() else []
+            groups: dict[str, list[Dataset]] = {}
+            for header in headers:
+                key = str(header.SeriesInstanceUID) if level == "SERIES" else str(header.SOPInstanceUID)
+                groups.setdefault(key, []).append(header)
+            for group in groups.values():
+                item = _item("STUDY", row, s, identifier)
+                item.QueryRetrieveLevel = level
+                for keyword in _DERIVED_KEYS:
+                    if level == "IMAGE" or _COLUMNS[keyword][0] == "SERIES":
+                        value = group[0].get(keyword)
+                        setattr(item, keyword, value if dictionary_VR(keyword) in ("IS", "US") else _text(value))
+                if "NumberOfSeriesRelatedInstances" in identifier:
+                    item.NumberOfSeriesRelatedInstances = len(group)
+                yield item
+
+
+def providers(sessions: sessionmaker[Session], ae_title: str,
+              results: Path | None = None) -> dict[str, QueryRetrieveFind]:
+    """Both information models, by SOP Class UID, for the SCP's `find_providers`; with `results`, our
+    derived objects are listed too."""
+    return {PATIENT_ROOT_FIND: QueryRetrieveFind(sessions, ae_title, "PATIENT", results),
+            STUDY_ROOT_FIND: QueryRetrieveFind(sessions, ae_title, "STUDY", results)}
+
+
+# the unique key a retrieve at each level must name (PS3.4 C.4.2.2.1)
+_UNIQUE = {"PATIENT": "PatientID", "STUDY": "StudyInstanceUID", "SERIES": "SeriesInstanceUID",
+           "IMAGE": "SOPInstanceUID"}
+
+
+@dataclass
+class QueryRetrieveFiles:
+    """The C-MOVE / C-GET provider of one information model: the stored files a request selects, and
+    our derived objects (SEG, SR, encapsulated PDF in results/<study>/) of the studies it selects."""
+
+    sessions: sessionmaker[Session]
+    storage: Path
+    results: Path
+    root: str = "STUDY"
+
+    def __call__(self, identifier: Dataset, calling_ae: str) -> list[Path]:
+        level = QueryRetrieveFind(self.sessions, "", self.root).level_of(identifier)
+        unique = _UNIQUE[level]
+        if not _query_text(identifier.get(unique, "")).strip("*"):
+            raise QueryRefused(f"a retrieve at the {level} level names its {unique}")
+        keys = Dataset()       # only the unique keys select (C.4.2.2.1); other keys are ignored
+        for keyword in _UNIQUE.values():
+            if keyword in identifier and LEVELS.index(_COLUMNS[keyword][0]) <= LEVELS.index(level):
+                setattr(keys, keyword, identifier.get(keyword))
+        study_keys = Dataset()
+        for keyword in ("PatientID", "StudyInstanceUID"):
+            if keyword in keys:
+                setattr(study_keys, keyword, keys.get(keyword))
         with self.sessions() as s:
-            offset = 0
-            while True:      # pages: a cancelled query stops reading, a big answer is never all in memory
-                rows = s.execute(stmt.limit(PAGE).offset(offset)).all()
-                for row in rows:
-                    item = _item(level, row, s, identifier)
-                    if matches(_match_query(identifier, item), item):
-                        out = response(identifier, item, CHARSET)
-                        out.RetrieveAETitle = self.ae_title      # where to C-MOVE it from (C.4.1.1.3.2)
-                        yield out
-                if len(rows) < PAGE:
-                    return
-                offset += PAGE
+            files = [self.storage / path for path in
+                     s.scalars(_statement("IMAGE", keys).with_only_columns(Instance.path))]
+            studies = list(s.scalars(_statement("STUDY", study_keys).with_only_columns(Study.study_uid)))
+        for study_uid in studies:
+            files += self._derived(study_uid, level, keys)
+        return files
+
+    def _derived(self, study_uid: str, level: str, keys: Dataset) -> list[Path]:
+        """Our objects of a selected study that the request's series or instance keys select too."""
+        folder = self.results / study_uid
+        found = []
+        for path in sorted(folder.glob("*.dcm")) if folder.is_dir() else ():
+            if level in ("SERIES", "IMAGE"):
+                header = dcmread(path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID", "SOPInstanceUID"])
+                if not all(str(header.get(k, "")) in _query_text(keys.get(k, "")).split("\\")
+                           for k in ("SeriesInstanceUID", "SOPInstanceUID")[:LEVELS.index(level) - 1]):
+                    continue
+            found.append(path)
+        return found
 
 
-def providers(sessions: sessionmaker[Session], ae_title: str) -> dict[str, QueryRetrieveFind]:
-    """Both information models, by SOP Class UID, for the SCP's `find_providers`."""
-    return {PATIENT_ROOT_FIND: QueryRetrieveFind(sessions, ae_title, "PATIENT"),
-            STUDY_ROOT_FIND: QueryRetrieveFind(sessions, ae_title, "STUDY")}
+def retrieve_providers(sessions: sessionmaker[Session], storage: Path, results: Path) -> dict[str, QueryRetrieveFiles]:
+    """C-MOVE and C-GET of both information models, by SOP Class UID, for the SCP's `retrieve_providers`."""
+    patient, study = (QueryRetrieveFiles(sessions, storage, results, root) for root in ("PATIENT", "STUDY"))
+    return {PATIENT_ROOT_MOVE: patient, PATIENT_ROOT_GET: patient, STUDY_ROOT_MOVE: study, STUDY_ROOT_GET: study}

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from neuropetrix.config.loader import ConfigError
 from neuropetrix.config.settings import EngineSettings, Settings
-from neuropetrix.engine import notifications, push_jobs
+from neuropetrix.engine import notifications, priors, push_jobs
 from neuropetrix.engine.analysis_runner import AnalysisProcess
 from neuropetrix.engine.dispatch import Dispatcher, Gate
 from neuropetrix.engine.executor import AWAITING_COMMITMENT, JobRunner, done_event, failed_event
@@ -31,7 +31,8 @@ from neuropetrix.node.scu.push import FcmSender
 from neuropetrix.store.files import FileStore
 
 log = logging.getLogger("neuropetrix.engine")
-DELIVERY_KINDS = ("forward", "hl7", "fhir", "notify", "order_status", push_jobs.KIND, *notifications.JOB_KINDS)
+DELIVERY_KINDS = ("forward", "hl7", "fhir", "notify", "order_status", priors.KIND, push_jobs.KIND,
+                  *notifications.JOB_KINDS)
 IDLE_POLLS = 4      # an idle lane reads the queue every IDLE_POLLS × engine.poll_seconds
 ANALYSIS_KINDS = ("analyze",)
 
@@ -197,7 +198,8 @@ def build_worker(settings: Settings, sessions: sessionmaker[Session], files: Fil
         except (OSError, ValueError) as exc:     # missing file, not a service-account key
             raise ConfigError(f"push.credentials_file: cannot use {settings.push.credentials_file}: {exc}") from None
     worker = Worker(queue, JobRunner(settings, sessions, files, results, sender),
-                    Dispatcher(sessions, files, rules, engine.retry, gate), engine, settings.node.log_level,
+                    Dispatcher(sessions, files, rules, engine.retry, gate, settings.priors.peer), engine,
+                    settings.node.log_level,
                     warm_analysis=any(a.kind == "analyze" for rule in rules for a in rule.actions))
     if sender is not None:
         worker.push = push_jobs.PushPlanner(sessions, settings.push.max_attempts)

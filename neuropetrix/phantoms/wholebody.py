@@ -334,7 +334,7 @@ def write_study(out_dir: Path, *, patient_name: str = "YILMAZ^AYŞE", patient_id
                 noise: float = 0.08, lesions: list[LesionTruth] | None = None, weight_kg: float = 72.0,
                 height_m: float = 1.68, sex: str = "F", dose_bq: float = 370e6,
                 z_range_mm: tuple[float, float] = Z_RANGE_MM, offset_mm: tuple[float, float, float] = (0.0, 0.0, 0.0),
-                liver_suv: float = LIVER_SUV) -> PhantomTruth:
+                liver_suv: float = LIVER_SUV, scan_start: datetime = datetime(2026, 11, 24, 10, 0, 0)) -> PhantomTruth:
     """Write the phantom's CT (out_dir/CT) and PET (out_dir/PT) series and return the truth.
 
     `pet_matrix` sets the PET resolution over a 512 mm field (128: 4 mm; 192: 2.7 mm); the CT has
@@ -343,7 +343,8 @@ def write_study(out_dir: Path, *, patient_name: str = "YILMAZ^AYŞE", patient_id
     `with_ct=False` writes a PET-only study; `accession=None` leaves AccessionNumber empty.
     `offset_mm` places the patient elsewhere on the table (a follow-up visit): every point of the phantom,
     and the scanned range with it, is moved by it (the truth stays in phantom coordinates; `offset_mm` is
-    kept in it). `liver_suv` changes the liver parenchyma's uptake.
+    kept in it). `liver_suv` changes the liver parenchyma's uptake. `scan_start` dates the visit (the
+    injection is an hour before).
     """
     lesions = list(LESIONS if lesions is None else lesions)
     shapes = _shapes(lesions, liver_suv)
@@ -354,7 +355,7 @@ def write_study(out_dir: Path, *, patient_name: str = "YILMAZ^AYŞE", patient_id
     n_slices = round((z_range_mm[1] - z_range_mm[0]) / slice_mm)
     zs = z_range_mm[0] + dz + (np.arange(n_slices) + 0.5) * slice_mm    # instance 1 is the lowest slice
     rng = np.random.default_rng(seed)
-    start = datetime(2026, 11, 24, 10, 0, 0)
+    start = scan_start
     record = _Record(patient_name, patient_id, accession, weight_kg, height_m, sex, dose_bq,
                      start - timedelta(minutes=60), start, generate_uid(), generate_uid())
     pet_uid, ct_uid = generate_uid(), generate_uid() if with_ct else None

@@ -33,6 +33,8 @@ class EventKind(StrEnum):
     STUDY_RECEIVED = "study.received"        # first instance of a study (store/index.py)
     STUDY_REOPENED = "study.reopened"        # an instance arrived for a complete study
     STUDY_COMPLETE = "study.complete"        # quiet time passed or MPPS completed (engine/assembly.py)
+    # a study asked for from the PACS as another study's prior (engine/priors.py): not routed when it arrives
+    PRIOR_REQUESTED = "study.prior_requested"
     ANALYSIS_STARTED = "analysis.started"
     ANALYSIS_DONE = "analysis.done"
     ANALYSIS_FAILED = "analysis.failed"

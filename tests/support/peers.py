@@ -16,7 +16,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,9 +67,12 @@ def _wait_ready(proc: subprocess.Popen, url: str, log: Path, timeout: float) -> 
 
 
 @contextmanager
-def orthanc(tmp_dir: Path, timeout: float = 30.0, plugins: Sequence[str] = ()) -> Iterator[Orthanc]:
+def orthanc(tmp_dir: Path, timeout: float = 30.0, plugins: Sequence[str] = (),
+            modalities: Mapping[str, tuple[str, str, int]] | None = None,
+            settings: Mapping[str, Any] | None = None) -> Iterator[Orthanc]:
     """Start Orthanc on free loopback ports with its data in `tmp_dir`; stop it on exit. `plugins` are
-    shared-library paths (e.g. DICOMWEB_PLUGIN)."""
+    shared-library paths (e.g. DICOMWEB_PLUGIN); `modalities` the AEs it knows by name, (AE title,
+    host, port) each: where it may C-MOVE to and who may query it; `settings` more configuration keys."""
     exe = shutil.which("Orthanc") or ("/usr/sbin/Orthanc" if Path("/usr/sbin/Orthanc").exists() else None)
     if exe is None:
         raise RuntimeError("Orthanc is not installed: run `make peers` (Debian package orthanc)")
@@ -89,6 +92,8 @@ def orthanc(tmp_dir: Path, timeout: float = 30.0, plugins: Sequence[str] = ()) -
         "DicomServerEnabled": True,
         "Plugins": list(plugins),
         "StableAge": 1,
+        "DicomModalities": {name: list(aet_host_port) for name, aet_host_port in (modalities or {}).items()},
+        **(settings or {}),
     }
     config_path = tmp_dir / "orthanc.json"
     config_path.write_text(json.dumps(config, indent=2))

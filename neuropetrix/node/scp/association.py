@@ -18,16 +18,17 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from io import BytesIO
-from typing import TYPE_CHECKING, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
-from pydicom.uid import UID
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.pdu import A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import MaximumLengthNotification, SCP_SCU_RoleSelectionNegotiation
 from pynetdicom.presentation import negotiate_as_acceptor
@@ -36,6 +37,7 @@ from pynetdicom.sop_class import ModalityPerformedProcedureStep
 from neuropetrix import metrics
 from neuropetrix.node.scp.find import answer_find
 from neuropetrix.node.scp.policy import APPLICATION_CONTEXT_NOT_SUPPORTED, LOCAL_LIMIT_EXCEEDED
+from neuropetrix.node.scp.retrieve import MOVE_DESTINATION_UNKNOWN, SubOperations
 from neuropetrix.node.scp.status import OUT_OF_RESOURCES, PENDING, PROCESSING_FAILURE, SUCCESS, UNABLE_TO_PROCESS
 from neuropetrix.node.scp.wire import (
     ABORT,
@@ -46,6 +48,10 @@ from neuropetrix.node.scp.wire import (
     C_ECHO_RSP,
     C_FIND_RQ,
     C_FIND_RSP,
+    C_GET_RQ,
+    C_GET_RSP,
+    C_MOVE_RQ,
+    C_MOVE_RSP,
     C_STORE_RQ,
     C_STORE_RSP,
     N_CREATE_RQ,
@@ -63,10 +69,13 @@ from neuropetrix.node.scp.wire import (
     associate_rj,
     decode_command,
     encode_response,
+    encode_store_request,
     file_header,
     pdata,
     pdu,
+    split_file,
 )
+from neuropetrix.node.scu.dicom import SendError, send_files
 from neuropetrix.store.incoming import IncomingInstance
 from neuropetrix.store.ingest import Outcome, StoreRequest
 
@@ -79,6 +88,8 @@ MAX_CONTROL_PDU = 1 << 20   # A-ASSOCIATE-RQ and friends; P-DATA is streamed wha
 MAX_COMMAND = 1 << 16
 MAX_SMALL_DATASET = 1 << 20  # an MPPS dataset or a C-FIND identifier is a few KiB; more is refused
 CHUNK = 1 << 20
+_NAMES = {C_FIND_RQ: "C-FIND", C_MOVE_RQ: "C-MOVE", C_GET_RQ: "C-GET"}
+UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)   # re-encoded between each other for a C-GET
 
 
 class ProtocolError(Exception):
@@ -122,6 +133,7 @@ class Association:
         self.host = f"{address[0]}:{address[1]}"
         self.calling_ae = "?"
         self.contexts: dict[int, tuple[str, str]] = {}   # id → (abstract syntax, transfer syntax)
+        self.store_out: dict[tuple[str, str], int] = {}   # (SOP class, syntax) → id, where we may C-STORE (C-GET)
         self.peer_max_pdu = 0                            # the requestor's Maximum Length Received
         self.rfile = sock.makefile("rb", buffering=CHUNK)
         self.busy = threading.Lock()      # held from a request's command to its response
@@ -129,6 +141,7 @@ class Association:
         self.stats = _Stats()
         self._chunk = bytearray(CHUNK)
         self._pdu_left = 0                # bytes of the current P-DATA-TF not read yet
+        self._cancel_seen = False         # a C-CANCEL read while waiting for a C-GET sub-operation's answer
 
     # -- reading --------------------------------------------------------------------------------
     def _read(self, n: int) -> bytes:
@@ -287,6 +300,8 @@ class Association:
         for cx in results:
             if cx.result == 0:
                 self.contexts[cx.context_id] = (str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
+                if cx.as_scu:       # the requestor took the SCP role: a C-GET's sub-operations go here
+                    self.store_out.setdefault(self.contexts[cx.context_id], cx.context_id)
         self._send(associate_ac(rq, results, ac_roles, self.limits.max_pdu_size))
         metrics.ASSOCIATIONS.labels("accepted").inc()
         log.info("association from %s (%s) to %s accepted: %d of %d presentation contexts",
@@ -360,53 +375,174 @@ class Association:
         self._respond(context_id, response, abstract, message_id, answer.status, answer.sop_instance_uid or uid,
                       answer.comment)
 
-    def _find(self, context_id: int, cmd: Command) -> None:
-        """C-FIND: the registered provider's matches as Pending responses, C-CANCEL heeded between."""
-        abstract, syntax = self.contexts[context_id]
-        message_id = cmd.message_id
-        provider = self.server.find_providers.get(abstract)
+    def _identifier(self, context_id: int, cmd: Command, response: int, providers: Mapping[str, Any]) -> Any:
+        """The provider of a query or retrieve request's SOP class and the request's identifier; None
+        when the identifier was refused (answered here)."""
+        abstract = self.contexts[context_id][0]
+        provider = providers.get(abstract)
         if provider is None:
-            raise ProtocolError(f"C-FIND on {abstract}, which has no provider")
+            raise ProtocolError(f"{_NAMES.get(cmd.field, 'request')} on {abstract}, which has no provider")
         raw = self._read_small_dataset(context_id)
         if raw is None:
-            self._respond(context_id, C_FIND_RSP, abstract, message_id, OUT_OF_RESOURCES, "",
+            self._respond(context_id, response, abstract, cmd.message_id, OUT_OF_RESOURCES, "",
                           "identifier larger than 1 MiB")
-            return
+            return None
         try:
-            identifier = self._decode(context_id, raw)
+            return provider, self._decode(context_id, raw)
         except Exception as exc:
-            log.warning("C-FIND from %s (%s): undecodable identifier: %s", self.calling_ae, self.host, exc)
-            self._respond(context_id, C_FIND_RSP, abstract, message_id, UNABLE_TO_PROCESS, "",
+            log.warning("%s from %s (%s): undecodable identifier: %s", _NAMES.get(cmd.field, "request"),
+                        self.calling_ae, self.host, exc)
+            self._respond(context_id, response, abstract, cmd.message_id, UNABLE_TO_PROCESS, "",
                           "undecodable identifier")
-            return
-        ts = UID(syntax)
+            return None
 
-        def encode(match: Dataset) -> bytes:
-            fp = DicomBytesIO()
-            fp.is_implicit_VR, fp.is_little_endian = ts.is_implicit_VR, ts.is_little_endian
-            write_dataset(fp, match)   # in the match's own Specific Character Set
-            return fp.getvalue()
+    def _encode(self, context_id: int, ds: Dataset) -> bytes:
+        """A dataset in its context's transfer syntax, in its own Specific Character Set."""
+        ts = UID(self.contexts[context_id][1])
+        fp = DicomBytesIO()
+        fp.is_implicit_VR, fp.is_little_endian = ts.is_implicit_VR, ts.is_little_endian
+        write_dataset(fp, ds)
+        return fp.getvalue()
+
+    def _find(self, context_id: int, cmd: Command) -> None:
+        """C-FIND: the registered provider's matches as Pending responses, C-CANCEL heeded between."""
+        abstract = self.contexts[context_id][0]
+        message_id = cmd.message_id
+        request = self._identifier(context_id, cmd, C_FIND_RSP, self.server.find_providers)
+        if request is None:
+            return
+        provider, identifier = request
         pending = encode_response(C_FIND_RSP, abstract, message_id, PENDING, with_dataset=True)
         status, comment = answer_find(
-            provider, identifier, self.calling_ae, encode,
+            provider, identifier, self.calling_ae, lambda match: self._encode(context_id, match),
             lambda match: self._send(pdata(context_id, pending, match, self.peer_max_pdu)),
             lambda: self._cancelled(message_id))
         self._respond(context_id, C_FIND_RSP, abstract, message_id, status, "", comment)
 
+    def _retrieve(self, context_id: int, cmd: Command) -> None:
+        """C-MOVE or C-GET: the provider's files as sub-operations, a Pending response after each."""
+        abstract = self.contexts[context_id][0]
+        move = cmd.field == C_MOVE_RQ
+        response = C_MOVE_RSP if move else C_GET_RSP
+        request = self._identifier(context_id, cmd, response, self.server.retrieve_providers)
+        if request is None:
+            return
+        provider, identifier = request
+        destination = self.server.move_destinations.get(cmd.move_destination) if move else None
+        if move and destination is None:
+            log.warning("C-MOVE from %s (%s) to unknown destination %r refused", self.calling_ae, self.host,
+                        cmd.move_destination)
+            self._respond(context_id, response, abstract, cmd.message_id, MOVE_DESTINATION_UNKNOWN, "",
+                          f"move destination {cmd.move_destination!r} is not a configured peer")
+            return
+        try:
+            files = list(provider(identifier, self.calling_ae))
+        except Exception as exc:
+            log.warning("retrieve from %s (%s) refused: %s: %s", self.calling_ae, self.host, type(exc).__name__, exc)
+            self._respond(context_id, response, abstract, cmd.message_id, UNABLE_TO_PROCESS, "",
+                          f"cannot process: {exc}")
+            return
+        ops = SubOperations(len(files))
+
+        def after(sop_instance_uid: str, status: int | None) -> bool:
+            """Count one sub-operation, tell the requestor, heed its C-CANCEL."""
+            ops.count(sop_instance_uid, status)
+            if ops.remaining:
+                self._send(pdata(context_id, encode_response(response, abstract, cmd.message_id, PENDING,
+                                                             suboperations=ops.pending())))
+                ops.cancelled = self._cancelled(cmd.message_id)
+            return not ops.cancelled
+        comment = ""
+        if destination is not None and files:
+            try:
+                send_files(destination, files, self.server.policy.ae_title, self.limits.network_timeout,
+                           originator=(self.calling_ae, cmd.message_id), progress=after)
+            except SendError as exc:
+                comment = str(exc)
+                log.warning("C-MOVE from %s (%s): %s", self.calling_ae, self.host, exc)
+                ops.failed = ops.total - ops.completed - ops.warning
+        elif files:
+            self._get(files, after)
+        self._cancel_seen = False        # a C-CANCEL that came with the last sub-operation ends nothing more
+        status, counts, failed = ops.final()
+        self._send(pdata(context_id, encode_response(response, abstract, cmd.message_id, status,
+                                                     comment=comment if status != SUCCESS else "",
+                                                     with_dataset=failed is not None, suboperations=counts),
+                         b"" if failed is None else self._encode(context_id, failed), self.peer_max_pdu))
+        log.info("%s from %s (%s)%s: %d completed, %d warning, %d failed%s", "C-MOVE" if move else "C-GET",
+                 self.calling_ae, self.host, f" to {cmd.move_destination}" if move else "", ops.completed,
+                 ops.warning, ops.failed, ", cancelled" if ops.cancelled else "")
+
+    def _get(self, files: list[Path], after: Callable[[str, int | None], bool]) -> None:
+        """A C-GET's sub-operations: each file as a C-STORE-RQ on this association, as stored when the
+        requestor accepted its transfer syntax, re-encoded between the uncompressed ones otherwise."""
+        for message_id, path in enumerate(files, start=1):
+            try:
+                meta, dataset = split_file(path.read_bytes())
+            except (OSError, ValueError) as exc:
+                log.warning("C-GET: cannot read %s: %s", path.name, exc)
+                if not after("", None):
+                    return
+                continue
+            sop_class, sop_instance, syntax = meta[0x0002], meta[0x0003], meta[0x0010]
+            context_id, payload = self._store_context(sop_class, syntax, dataset)
+            if context_id is None:
+                log.warning("C-GET from %s: no accepted context for %s in %s", self.calling_ae, sop_class, syntax)
+                if not after(sop_instance, None):
+                    return
+                continue
+            self._send(pdata(context_id, encode_store_request(sop_class, sop_instance, message_id), payload,
+                             self.peer_max_pdu))
+            if not after(sop_instance, self._store_response(message_id)):
+                return
+
+    def _store_context(self, sop_class: str, syntax: str, dataset: memoryview) -> tuple[int | None, bytes]:
+        """The context to send an instance on, and its bytes in that context's transfer syntax."""
+        context_id = self.store_out.get((sop_class, syntax))
+        if context_id is not None:
+            return context_id, bytes(dataset)
+        if syntax not in UNCOMPRESSED:
+            return None, b""
+        for other in UNCOMPRESSED:
+            context_id = self.store_out.get((sop_class, other))
+            if context_id is not None:
+                ts = UID(syntax)
+                ds = read_dataset(BytesIO(dataset), ts.is_implicit_VR, ts.is_little_endian)
+                return context_id, self._encode(context_id, ds)
+        return None, b""
+
+    def _store_response(self, message_id: int) -> int | None:
+        """The requestor's C-STORE-RSP status to our sub-operation `message_id`; a C-CANCEL that comes
+        first is taken note of (the sub-operations stop after this one)."""
+        while True:
+            request = self._read_command()
+            if request is None:
+                raise ProtocolError("A-RELEASE-RQ while a C-GET is in progress")
+            cmd = request[1]
+            if cmd.field == C_STORE_RSP and cmd.message_id == message_id:
+                return cmd.status
+            if cmd.field != C_CANCEL_RQ:
+                raise ProtocolError(f"DIMSE command 0x{cmd.field:04x} while a C-GET is in progress")
+            self._cancel_seen = True
+
     def _cancelled(self, message_id: int) -> bool:
         """True when the peer has sent a C-CANCEL for `message_id` (PS3.7 9.3.2.3)."""
+        if self._cancel_seen:
+            self._cancel_seen = False
+            return True
         if not self._input_waiting():
             return False
         request = self._read_command()
         if request is None:
-            raise ProtocolError("A-RELEASE-RQ while a C-FIND is in progress")
+            raise ProtocolError("A-RELEASE-RQ while a request is in progress")
         cmd = request[1]
         if cmd.field == C_CANCEL_RQ and cmd.message_id == message_id:
             return True
-        raise ProtocolError(f"DIMSE command 0x{cmd.field:04x} while a C-FIND is in progress")
+        raise ProtocolError(f"DIMSE command 0x{cmd.field:04x} while a request is in progress")
 
     _handlers: dict[int, Callable[[Association, int, Command], None]] = {
-        C_STORE_RQ: _store, N_CREATE_RQ: _procedure_step, N_SET_RQ: _procedure_step, C_FIND_RQ: _find}
+        C_STORE_RQ: _store, N_CREATE_RQ: _procedure_step, N_SET_RQ: _procedure_step, C_FIND_RQ: _find,
+        C_MOVE_RQ: _retrieve, C_GET_RQ: _retrieve}
 
     def _count(self, outcome: Outcome, size: int) -> None:
         if outcome.status != SUCCESS:

@@ -11,6 +11,7 @@ from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.sop_class import ModalityPerformedProcedureStep, Verification
 
 from neuropetrix.config.settings import NodeSettings
+from neuropetrix.node.scp.retrieve import GET_SOP_CLASSES
 
 _NODE = NodeSettings.model_fields
 # A-ASSOCIATE-RJ (result, source, reason) of PS3.8 9.3.4
@@ -64,13 +65,21 @@ class ServerLimits:
 QUERY_TRANSFER_SYNTAXES = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
 
 
-def accepted_contexts(mpps: bool, find_sop_classes: Iterable[str] = ()) -> list[PresentationContext]:
+def accepted_contexts(mpps: bool, find_sop_classes: Iterable[str] = (),
+                      retrieve_sop_classes: Iterable[str] = ()) -> list[PresentationContext]:
     """Every storage SOP class pynetdicom knows (PET, CT, Enhanced …) and Verification, with every
     transfer syntax (instances are stored as they arrive, never re-encoded); MPPS when handled; and
-    the C-FIND SOP classes that have a provider."""
-    uids = {cx.abstract_syntax for cx in AllStoragePresentationContexts} | {Verification}
+    the C-FIND, C-MOVE and C-GET SOP classes that have a provider. With C-GET, the storage contexts
+    also accept the roles a requestor proposes (PS3.7 D.3.3.4), so that a C-GET's sub-operations
+    can go back to it as C-STORE requests."""
+    storage = {cx.abstract_syntax for cx in AllStoragePresentationContexts}
+    uids = storage | {Verification}
     if mpps:
         uids.add(ModalityPerformedProcedureStep)
-    find = set(find_sop_classes)
-    return ([build_context(uid, ALL_TRANSFER_SYNTAXES) for uid in sorted(uids)]
-            + [build_context(uid, QUERY_TRANSFER_SYNTAXES) for uid in sorted(find)])
+    query = set(find_sop_classes) | set(retrieve_sop_classes)
+    get = bool(GET_SOP_CLASSES & set(retrieve_sop_classes))
+    contexts = [build_context(uid, ALL_TRANSFER_SYNTAXES) for uid in sorted(uids)]
+    for cx in contexts:
+        if get and cx.abstract_syntax in storage:
+            cx.scu_role = cx.scp_role = True
+    return contexts + [build_context(uid, QUERY_TRANSFER_SYNTAXES) for uid in sorted(query)]

@@ -1,5 +1,5 @@
-"""The DICOM SCP's listener: C-ECHO, C-STORE for every storage SOP class, MPPS and the C-FIND SOP
-classes that have a provider, one thread per association (node/scp/association.py).
+"""The DICOM SCP's listener: C-ECHO, C-STORE for every storage SOP class, MPPS and the C-FIND,
+C-MOVE and C-GET SOP classes that have a provider, one thread per association (node/scp/association.py).
 
 It admits associations within the limits, survives an accept that fails (out of descriptors: back
 off, log, go on), and stops with one deadline for all associations together: each finishes the
@@ -16,9 +16,11 @@ import threading
 import time
 from collections.abc import Mapping
 
+from neuropetrix.config.settings import Peer
 from neuropetrix.node.scp.association import Association, StepHandler
 from neuropetrix.node.scp.find import FindProvider
 from neuropetrix.node.scp.policy import AcceptancePolicy, ServerLimits, accepted_contexts
+from neuropetrix.node.scp.retrieve import RetrieveProvider
 from neuropetrix.store.ingest import Ingest
 
 log = logging.getLogger("neuropetrix.scp")
@@ -50,14 +52,19 @@ class DicomServer:
 
     def __init__(self, host: str, port: int, policy: AcceptancePolicy, ingest: Ingest,
                  limits: ServerLimits | None = None, steps: StepHandler | None = None,
-                 find_providers: Mapping[str, FindProvider] | None = None) -> None:
+                 find_providers: Mapping[str, FindProvider] | None = None,
+                 retrieve_providers: Mapping[str, RetrieveProvider] | None = None,
+                 move_destinations: Mapping[str, Peer] | None = None) -> None:
         self.host, self.port = host, port
         self.policy = policy
         self.ingest = ingest
         self.limits = limits or ServerLimits()
         self.steps = steps
         self.find_providers = dict(find_providers or {})   # SOP Class UID → provider
-        self.contexts = accepted_contexts(mpps=steps is not None, find_sop_classes=self.find_providers)
+        self.retrieve_providers = dict(retrieve_providers or {})   # C-MOVE / C-GET SOP Class UID → provider
+        self.move_destinations = dict(move_destinations or {})     # AE title → the peer C-MOVE sends to
+        self.contexts = accepted_contexts(mpps=steps is not None, find_sop_classes=self.find_providers,
+                                          retrieve_sop_classes=self.retrieve_providers)
         self._sock: socket.socket | None = None
         self._active: set[Association] = set()
         self._pending = threading.BoundedSemaphore(max(4 * self.limits.max_associations, 16))

@@ -26,6 +26,7 @@ ASSOCIATE_RQ, ASSOCIATE_AC, ASSOCIATE_RJ, P_DATA_TF, RELEASE_RQ, RELEASE_RP, ABO
 # Command Field values (PS3.7 E.1-1)
 C_STORE_RQ, C_STORE_RSP, C_FIND_RQ, C_FIND_RSP = 0x0001, 0x8001, 0x0020, 0x8020
 C_ECHO_RQ, C_ECHO_RSP, C_CANCEL_RQ = 0x0030, 0x8030, 0x0FFF
+C_GET_RQ, C_GET_RSP, C_MOVE_RQ, C_MOVE_RSP = 0x0010, 0x8010, 0x0021, 0x8021
 N_SET_RQ, N_SET_RSP, N_CREATE_RQ, N_CREATE_RSP = 0x0120, 0x8120, 0x0140, 0x8140
 # Command Data Set Type (PS3.7 E.1-1): 0x0101 means none; any other value that one follows
 NO_DATASET, DATASET_PRESENT = 0x0101, 0x0001
@@ -72,15 +73,35 @@ def _padded(text: str, pad: bytes) -> bytes:
 
 
 def encode_response(field_: int, sop_class_uid: str, message_id: int, status: int,
-                    sop_instance_uid: str = "", comment: str = "", with_dataset: bool = False) -> bytes:
-    """A DIMSE response command set (PS3.7 9.3/E.1), group length first, elements in tag order."""
+                    sop_instance_uid: str = "", comment: str = "", with_dataset: bool = False,
+                    suboperations: tuple[int | None, int, int, int] | None = None) -> bytes:
+    """A DIMSE response command set (PS3.7 9.3/E.1), group length first, elements in tag order.
+    `suboperations` (remaining, completed, failed, warning) are a C-MOVE/C-GET response's counts
+    (PS3.7 9.3.3.2, 9.3.4.2); remaining None leaves it out (the final response)."""
+    counts = b""
+    if suboperations is not None:
+        counts = b"".join(_element(element, struct.pack("<H", value))
+                          for element, value in zip((0x1020, 0x1021, 0x1022, 0x1023), suboperations)
+                          if value is not None)
     body = (_element(0x0002, _padded(sop_class_uid, b"\0"))
             + _element(0x0100, struct.pack("<H", field_))
             + _element(0x0120, struct.pack("<H", message_id))
             + _element(0x0800, struct.pack("<H", DATASET_PRESENT if with_dataset else NO_DATASET))
             + _element(0x0900, struct.pack("<H", status))
             + (_element(0x0902, _padded(comment[:64], b" ")) if comment else b"")
-            + (_element(0x1000, _padded(sop_instance_uid, b"\0")) if sop_instance_uid else b""))
+            + (_element(0x1000, _padded(sop_instance_uid, b"\0")) if sop_instance_uid else b"")
+            + counts)
+    return _element(0x0000, struct.pack("<I", len(body))) + body
+
+
+def encode_store_request(sop_class_uid: str, sop_instance_uid: str, message_id: int) -> bytes:
+    """A C-STORE-RQ command set (PS3.7 9.3.1.1), for a C-GET's sub-operations on its own association."""
+    body = (_element(0x0002, _padded(sop_class_uid, b"\0"))
+            + _element(0x0100, struct.pack("<H", C_STORE_RQ))
+            + _element(0x0110, struct.pack("<H", message_id))
+            + _element(0x0700, struct.pack("<H", 0))            # priority: medium
+            + _element(0x0800, struct.pack("<H", DATASET_PRESENT))
+            + _element(0x1000, _padded(sop_instance_uid, b"\0")))
     return _element(0x0000, struct.pack("<I", len(body))) + body
 
 
@@ -93,6 +114,8 @@ class Command:
     has_dataset: bool          # Command Data Set Type other than 0x0101
     sop_class_uid: str         # Affected SOP Class UID, else Requested (N-SET)
     sop_instance_uid: str      # Affected SOP Instance UID, else Requested (N-SET)
+    move_destination: str = ""  # C-MOVE-RQ's Move Destination (AE title)
+    status: int | None = None  # a response's Status (a C-STORE-RSP to our C-GET sub-operation)
 
 
 def _us(values: dict[int, bytes], element: int) -> int | None:
@@ -125,11 +148,13 @@ def decode_command(raw: bytes) -> Command:
     field_ = _us(values, 0x0100)
     if field_ is None:
         raise ValueError("no Command Field")
-    message_id = _us(values, 0x0120 if field_ == C_CANCEL_RQ else 0x0110)
+    responding = field_ == C_CANCEL_RQ or field_ & 0x8000    # Message ID Being Responded To
+    message_id = _us(values, 0x0120 if responding else 0x0110)
     if message_id is None:
         raise ValueError("no Message ID")
     return Command(field_, message_id, _us(values, 0x0800) not in (None, NO_DATASET),
-                   _ui(values, 0x0002, 0x0003), _ui(values, 0x1000, 0x1001))
+                   _ui(values, 0x0002, 0x0003), _ui(values, 0x1000, 0x1001),
+                   _ui(values, 0x0600).strip(), _us(values, 0x0900))
 
 
 def _meta_element(element: int, vr: bytes, value: bytes) -> bytes:
@@ -157,6 +182,36 @@ def file_header(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str,
             + _meta_element(0x0013, b"SH", _text_value(IMPLEMENTATION_VERSION))
             + (_meta_element(0x0016, b"AE", _text_value(source_ae)) if source_ae else b""))
     return b"\0" * 128 + b"DICM" + struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(body)) + body
+
+
+_LONG_LENGTH_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT"}
+
+
+def split_file(raw: bytes) -> tuple[dict[int, str], memoryview]:
+    """A Part 10 file's meta elements (element number → text: SOP class 0x0002, instance 0x0003,
+    transfer syntax 0x0010) and its dataset's bytes as stored, to send without re-encoding.
+    ValueError when it is not a Part 10 file."""
+    if raw[128:132] != b"DICM":
+        raise ValueError("no DICM prefix: not a DICOM Part 10 file")
+    meta: dict[int, str] = {}
+    pos = 132
+    while pos + 8 <= len(raw):
+        group, element = struct.unpack_from("<HH", raw, pos)
+        if group != 0x0002:
+            break
+        vr = raw[pos + 4:pos + 6]
+        if vr in _LONG_LENGTH_VRS:
+            length, start = struct.unpack_from("<I", raw, pos + 8)[0], pos + 12
+        else:
+            length, start = struct.unpack_from("<H", raw, pos + 6)[0], pos + 8
+        if start + length > len(raw):
+            raise ValueError("the file meta ends inside an element")
+        meta[element] = raw[start:start + length].decode("ascii", "replace").rstrip("\0 ")
+        pos = start + length
+    for element in (0x0002, 0x0003, 0x0010):
+        if not meta.get(element):
+            raise ValueError(f"file meta without (0002,{element:04X})")
+    return meta, memoryview(raw)[pos:]
 
 
 def associate_rj(result: int, source: int, reason: int) -> bytes:

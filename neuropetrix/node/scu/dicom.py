@@ -57,9 +57,15 @@ def _transformed(path: Path, transform: Callable[[Dataset], None]) -> Dataset:
 
 def send_files(peer: Peer, files: list[Path], calling_ae: str, timeout: float = 30.0,
                transform: Callable[[Dataset], None] | None = None,
-               commitment: Callable[[list[tuple[str, str]]], str | None] | None = None) -> SendReport:
+               commitment: Callable[[list[tuple[str, str]]], str | None] | None = None,
+               originator: tuple[str, int] | None = None,
+               progress: Callable[[str, int | None], bool] | None = None) -> SendReport:
     """C-STORE each file to `peer`: as stored (no re-encoding), or read and changed by `transform` on
     the way out (coercion, de-identification). Unreadable files are reported and skipped.
+
+    A C-MOVE's sub-operations name their `originator` (AE title, Message ID of the C-MOVE-RQ) and
+    are followed by `progress(SOP Instance UID, status or None)` after each file ("" for a file that
+    could not be read), which returns False to send no more (a C-CANCEL).
 
     When everything was stored and the peer accepts the Storage Commitment Push Model, `commitment`
     is called with what was stored and returns the transaction UID to request commitment under (None:
@@ -74,6 +80,8 @@ def send_files(peer: Peer, files: list[Path], calling_ae: str, timeout: float = 
             readable.append((f, str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID), str(ds.SOPInstanceUID)))
         except (InvalidDicomError, AttributeError, OSError) as exc:
             report.failed.append((str(f), f"not a DICOM file: {exc}"))
+            if progress is not None:
+                progress("", None)
     contexts = sorted({(sop, ts) for _, sop, ts, _ in readable})
     if len(contexts) + (commitment is not None) > MAX_CONTEXTS:
         raise SendError(f"{len(contexts)} SOP class/transfer syntax pairs exceed {MAX_CONTEXTS} contexts")
@@ -92,22 +100,23 @@ def send_files(peer: Peer, files: list[Path], calling_ae: str, timeout: float = 
         raise SendError(f"{peer.name} ({peer.ae_title}@{peer.host}:{peer.port}) refused or unreachable")
     try:
         for f, sop_class, _, sop_instance in readable:
+            origin = {} if originator is None else {"originator_aet": originator[0], "originator_id": originator[1]}
             if transform is None:
-                status = assoc.send_c_store(f)
+                status = assoc.send_c_store(f, **origin)
             else:
                 ds = _transformed(f, transform)
                 sop_instance = str(ds.SOPInstanceUID)
-                status = assoc.send_c_store(ds)
+                status = assoc.send_c_store(ds, **origin)
             code = getattr(status, "Status", None)
             if code is None:
                 report.failed.append((str(f), "no response (timeout or association lost)"))
-                if not assoc.is_established:
-                    break
             elif code == 0x0000 or 0xB000 <= code <= 0xBFFF:
                 report.sent += 1
                 report.stored.append((sop_class, sop_instance))
             else:
                 report.failed.append((str(f), f"status 0x{code:04X} {status.get('ErrorComment', '')}".strip()))
+            if (progress is not None and not progress(sop_instance, code)) or not assoc.is_established:
+                break
         if commitment is not None and report.ok and storage_commitment.offered(assoc):
             transaction = commitment(report.stored)
             if transaction:
