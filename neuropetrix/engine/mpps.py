@@ -16,8 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from neuropetrix.dicom_uids import InvalidUID, check_uid
 from neuropetrix.store.db import utcnow
-from neuropetrix.store.files import InvalidUID, check_uid
 from neuropetrix.store.models import ProcedureStep
 
 log = logging.getLogger("neuropetrix.engine")

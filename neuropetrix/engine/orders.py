@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from neuropetrix.config.settings import HbysSettings, RetrySettings
+from neuropetrix.dicom_uids import InvalidUID, check_uid
 from neuropetrix.engine import hl7in
 from neuropetrix.engine.hl7in import Header, Refusal, components, content_error, first, value
 from neuropetrix.engine.order_status import queue_status
@@ -34,7 +35,6 @@ from neuropetrix.reports.source import OrderFacts, is_valid_tckn
 from neuropetrix.store import eventlog as events
 from neuropetrix.store.db import utcnow
 from neuropetrix.store.eventlog import EventKind
-from neuropetrix.store.files import InvalidUID, check_uid
 from neuropetrix.store.models import Patient, ProcedureStep, Series, Study
 from neuropetrix.store.orders_models import (
     ARRIVED,

@@ -7,10 +7,11 @@ import pydicom
 import pytest
 from sqlalchemy import inspect, select
 
+from neuropetrix.dicom_uids import InvalidUID, check_uid
 from neuropetrix.engine.assembly import CompletionWatcher
 from neuropetrix.store import migrate
 from neuropetrix.store.db import open_database, utcnow
-from neuropetrix.store.files import FileStore, InvalidUID, check_uid, relative_path
+from neuropetrix.store.files import FileStore, relative_path
 from neuropetrix.store.index import InstanceRecord, StudyIndex
 from neuropetrix.store.models import Event, Study
 from tests.support import pg
