@@ -11,12 +11,11 @@ import logging
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from neuropetrix.dicom_uids import InvalidUID, check_uid
+from neuropetrix.dicom_uids import InvalidUID, check_uid, new_uid
 from neuropetrix.store.db import utcnow
 from neuropetrix.store.models import ProcedureStep
 
@@ -59,7 +58,7 @@ class ProcedureSteps:
 
     def create(self, sop_instance_uid: str, ds: Dataset, calling_ae: str) -> StepAnswer:
         """N-CREATE: a new step, IN PROGRESS; the UID is ours to give when the scanner gave none."""
-        uid = sop_instance_uid or generate_uid()
+        uid = sop_instance_uid or new_uid()
         status = str(ds.get("PerformedProcedureStepStatus", "")).strip()
         if status != "IN PROGRESS":
             return StepAnswer(INVALID_VALUE, uid, f"PerformedProcedureStepStatus {status!r} is not IN PROGRESS")

@@ -21,13 +21,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from hl7apy.exceptions import HL7apyException
-from pydicom.uid import generate_uid
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from neuropetrix.config.settings import HbysSettings, RetrySettings
-from neuropetrix.dicom_uids import InvalidUID, check_uid
+from neuropetrix.dicom_uids import InvalidUID, check_uid, new_uid
 from neuropetrix.engine import hl7in
 from neuropetrix.engine.hl7in import Header, Refusal, components, content_error, first, value
 from neuropetrix.engine.order_status import queue_status
@@ -365,7 +364,7 @@ def _fill_order(s: Session, order: Order | None, message, header: Header, orc, o
         except InvalidUID:
             raise content_error("ZDS-1 is not a valid Study Instance UID", "ZDS", 1, hl7in.DATA_TYPE_ERROR) from None
     elif not order.study_uid:
-        order.study_uid = generate_uid()
+        order.study_uid = new_uid()
     (code, text, system), (sut_code, sut_text) = _procedure(obr)
     pv1 = first(message, "PV1")
     ordering = components(obr, 16) if value(obr, 16, 2) else components(orc, 12)

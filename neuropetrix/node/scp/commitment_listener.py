@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from pynetdicom import AE, evt
+from pynetdicom import evt
 from pynetdicom.sop_class import StorageCommitmentPushModel
 
+from neuropetrix.node.entity import node_ae
 from neuropetrix.node.scu.commitment import CommitmentReport, parse_report
 
 log = logging.getLogger("neuropetrix.scp.commitment")
@@ -24,7 +25,7 @@ class CommitmentListener:
                  on_report: Callable[[CommitmentReport], bool]) -> None:
         self.address = (host, port)
         self.on_report = on_report
-        self.ae = AE(ae_title=ae_title)
+        self.ae = node_ae(ae_title)
         self.ae.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
         self.ae.require_calling_aet = sorted(known_callers)
         self._server = None

@@ -10,10 +10,10 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE
 from pynetdicom.sop_class import StorageCommitmentPushModel
 
 from neuropetrix.config.settings import Peer
+from neuropetrix.node.entity import node_ae
 from neuropetrix.node.scu import commitment as storage_commitment
 
 log = logging.getLogger("neuropetrix.scu")
@@ -79,7 +79,7 @@ def send_files(peer: Peer, files: list[Path], calling_ae: str, timeout: float = 
         raise SendError(f"{len(contexts)} SOP class/transfer syntax pairs exceed {MAX_CONTEXTS} contexts")
     if not readable:
         return report
-    ae = AE(ae_title=calling_ae)
+    ae = node_ae(calling_ae)
     # every step has a deadline: the TCP connect, the association, each DIMSE answer, a silent socket
     ae.connection_timeout = ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     for sop, ts in contexts:
