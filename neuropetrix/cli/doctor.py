@@ -27,6 +27,7 @@ from neuropetrix.config.secrets import KEY_FILES
 from neuropetrix.config.settings import Peer, Settings
 from neuropetrix.engine.routes.rules import compile_routes
 from neuropetrix.node.entity import node_ae
+from neuropetrix.node.scp.status import SUCCESS
 from neuropetrix.store import migrate
 from neuropetrix.store.db import make_engine
 
@@ -165,7 +166,7 @@ def check_peer(our_ae: str, peer: Peer, destination: bool, timeout: float) -> Ch
         if assoc.is_established:
             assoc.release()
     code = getattr(status, "Status", None)
-    if code != 0x0000:
+    if code != SUCCESS:
         return Check(bad, name, "no C-ECHO answer" if code is None else f"C-ECHO status 0x{code:04X}",
                      "the peer accepts associations but not verification: ask its administrator")
     return Check(OK, name, f"answers C-ECHO ({role})")

@@ -20,14 +20,16 @@ from typing import Any
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelFind,
+)
 from sqlalchemy import ColumnElement, Select, and_, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from neuropetrix.engine.worklist import matches, response
 from neuropetrix.store.models import Instance, Patient, Series, Study
 
-PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
-STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 CHARSET = "ISO_IR 192"
 PAGE = 500
@@ -196,5 +198,5 @@ class QueryRetrieveFind:
 
 def providers(sessions: sessionmaker[Session], ae_title: str) -> dict[str, QueryRetrieveFind]:
     """Both information models, by SOP Class UID, for the SCP's `find_providers`."""
-    return {PATIENT_ROOT_FIND: QueryRetrieveFind(sessions, ae_title, "PATIENT"),
-            STUDY_ROOT_FIND: QueryRetrieveFind(sessions, ae_title, "STUDY")}
+    return {PatientRootQueryRetrieveInformationModelFind: QueryRetrieveFind(sessions, ae_title, "PATIENT"),
+            StudyRootQueryRetrieveInformationModelFind: QueryRetrieveFind(sessions, ae_title, "STUDY")}

@@ -28,7 +28,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from neuropetrix.store.orders_models import ARRIVED, IN_PROGRESS, OPEN_STATES, SCHEDULED, HbysPatient, Order
 
-MODALITY_WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
 SPS = "ScheduledProcedureStepSequence"
 # order state → Scheduled Procedure Step Status (PS3.3 C.4.10)
 SPS_STATUS = {SCHEDULED: "SCHEDULED", ARRIVED: "ARRIVED", IN_PROGRESS: "STARTED"}

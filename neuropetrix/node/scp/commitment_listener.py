@@ -14,10 +14,10 @@ from pynetdicom import evt
 from pynetdicom.sop_class import StorageCommitmentPushModel
 
 from neuropetrix.node.entity import node_ae
+from neuropetrix.node.scp.status import NO_SUCH_EVENT_TYPE, PROCESSING_FAILURE, SUCCESS
 from neuropetrix.node.scu.commitment import CommitmentReport, parse_report
 
 log = logging.getLogger("neuropetrix.scp.commitment")
-PROCESSING_FAILURE, NO_SUCH_EVENT_TYPE = 0x0110, 0x0113
 
 
 class CommitmentListener:
@@ -40,7 +40,7 @@ class CommitmentListener:
             return PROCESSING_FAILURE, None
         log.info("storage commitment report from %s for %s: %d committed, %d failed",
                  event.assoc.requestor.ae_title, report.transaction_uid, len(report.committed), len(report.failed))
-        return (0x0000 if self.on_report(report) else PROCESSING_FAILURE), None
+        return (SUCCESS if self.on_report(report) else PROCESSING_FAILURE), None
 
     def start(self) -> None:
         self._server = self.ae.start_server(self.address, block=False,

@@ -19,6 +19,7 @@ from pynetdicom.sop_class import (
 )
 
 from neuropetrix.dicom_uids import numbered_uid, numbers_of
+from neuropetrix.node.scp.status import PROCESSING_FAILURE, SUCCESS
 from neuropetrix.node.scu.errors import DeliveryError
 
 log = logging.getLogger("neuropetrix.scu.commitment")
@@ -65,7 +66,7 @@ def request(assoc: Association, transaction: str, refs: list[tuple[str, str]]) -
     status, _ = assoc.send_n_action(info, REQUEST_COMMITMENT, StorageCommitmentPushModel,
                                     StorageCommitmentPushModelInstance)
     code = getattr(status, "Status", None)
-    if code != 0x0000:
+    if code != SUCCESS:
         shown = "no response" if code is None else f"status 0x{code:04X}"
         raise DeliveryError(f"storage commitment request refused: {shown}")
 
@@ -73,6 +74,6 @@ def request(assoc: Association, transaction: str, refs: list[tuple[str, str]]) -
 def parse_report(info: Dataset) -> CommitmentReport:
     """The committed and failed instances of an N-EVENT-REPORT's Event Information."""
     committed = [str(i.ReferencedSOPInstanceUID) for i in info.get("ReferencedSOPSequence", [])]
-    failed = [(str(i.ReferencedSOPInstanceUID), int(i.get("FailureReason", 0x0110)))
+    failed = [(str(i.ReferencedSOPInstanceUID), int(i.get("FailureReason", PROCESSING_FAILURE)))
               for i in info.get("FailedSOPSequence", [])]
     return CommitmentReport(str(info.get("TransactionUID", "")), committed, failed)

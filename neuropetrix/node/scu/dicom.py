@@ -14,6 +14,7 @@ from pynetdicom.sop_class import StorageCommitmentPushModel
 
 from neuropetrix.config.settings import Peer
 from neuropetrix.node.entity import node_ae
+from neuropetrix.node.scp.status import done
 from neuropetrix.node.scu import commitment as storage_commitment
 
 log = logging.getLogger("neuropetrix.scu")
@@ -103,7 +104,7 @@ def send_files(peer: Peer, files: list[Path], calling_ae: str, timeout: float = 
                 report.failed.append((str(f), "no response (timeout or association lost)"))
                 if not assoc.is_established:
                     break
-            elif code == 0x0000 or 0xB000 <= code <= 0xBFFF:
+            elif done(code):
                 report.sent += 1
                 report.stored.append((sop_class, sop_instance))
             else:
