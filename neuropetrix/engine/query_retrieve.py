@@ -3,7 +3,7 @@
 Levels PATIENT (Patient Root only), STUDY, SERIES and IMAGE, over the index (store/models.py). The
 keys the index has a column for are matched in SQL (single values, `*`/`?` wildcards as LIKE, DA/TM
 ranges, UID lists), so a large index is narrowed by its indexes (migration 0014); every candidate row
-is then matched again with the worklist's PS3.4 C.2.2.2 matcher (`engine.worklist.matches`), which is
+is then matched again with the PS3.4 C.2.2.2 matcher the worklist uses (`engine/find_matching.py`), which is
 the rule: person names case-insensitively with Turkish İ/ı, multi-valued attributes by any value. Keys
 the index does not keep are returned zero-length (C.4.1.1.3.2). Missing unique keys of the levels above
 are taken as universal (a relational-style query is answered rather than refused). The caller checks
@@ -27,7 +27,7 @@ from pynetdicom.sop_class import (
 from sqlalchemy import ColumnElement, Select, and_, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from neuropetrix.engine.worklist import matches, response
+from neuropetrix.engine.find_matching import matches, response
 from neuropetrix.store.models import Instance, Patient, Series, Study
 
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
