@@ -1,7 +1,7 @@
 // NeuroPETRIX orders page: the reconcile list (with the link action), orders, the worklist and the HL7
 // messages received. It uses the dashboard's sign-in (tokens in this tab's sessionStorage); text from
 // the server only ever goes into textContent.
-import { $, api, session } from "/static/session.js";
+import { $, api, signedInUser } from "/static/session.js";
 
 let me = { permissions: [] };
 
@@ -104,11 +104,8 @@ async function loadAll() {
 }
 
 async function start() {
-  if (!session.access) { $("#signed-out").hidden = false; return; }
-  const answer = await api("/api/me");
-  if (!answer.ok) { $("#signed-out").hidden = false; return; }
-  me = await answer.json();
-  $("#whoami").textContent = `${me.username} (${me.role})`;
+  me = await signedInUser();
+  if (!me) return;
   $("#order-filters").onchange = loadOrders;
   $("#worklist-filters").oninput = loadWorklist;
   await loadAll();

@@ -35,3 +35,13 @@ export async function api(path, options = {}) {
   }
   return r;
 }
+
+// For the pages beside the dashboard: the signed-in user (GET /api/me), named in #whoami; null, with
+// #signed-out shown, when this tab has not signed in on the dashboard or its tokens are no longer good.
+export async function signedInUser() {
+  const answer = session.access ? await api("/api/me") : null;
+  if (!answer?.ok) { $("#signed-out").hidden = false; return null; }
+  const me = await answer.json();
+  $("#whoami").textContent = `${me.username} (${me.role})`;
+  return me;
+}

@@ -2,7 +2,7 @@
 // medians and 90th percentiles, per-destination job counts and queue depth, from GET /api/stats; read
 // again whenever the event stream says something happened; notifications with their Acknowledge
 // buttons and the on-call list (editable by administrators). Sign-in is the dashboard's (sessionStorage).
-import { $, api, session } from "/static/session.js";
+import { $, api, session, signedInUser } from "/static/session.js";
 
 const SVG = "http://www.w3.org/2000/svg";
 const SPANS = { image_to_analysis: "Last image → analysis done", analysis_to_signed: "Analysis → signed",
@@ -140,11 +140,8 @@ function live() {
 }
 
 async function start() {
-  if (!session.access) { $("#signed-out").hidden = false; return; }
-  const answer = await api("/api/me");
-  if (!answer.ok) { $("#signed-out").hidden = false; return; }
-  me = await answer.json();
-  $("#whoami").textContent = `${me.username} (${me.role})`;
+  me = await signedInUser();
+  if (!me) return;
   $("#oncall-form").onsubmit = saveOncall;
   await load();
   live();
