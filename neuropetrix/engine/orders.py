@@ -15,7 +15,6 @@ Patient data in results come from the HBYS record of the order, never from the s
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -30,6 +29,7 @@ from neuropetrix.dicom_uids import InvalidUID, check_uid, new_uid
 from neuropetrix.engine import hl7in
 from neuropetrix.engine.hl7in import Header, Refusal, components, content_error, first, value
 from neuropetrix.engine.order_status import queue_status
+from neuropetrix.engine.periodic import PeriodicThread
 from neuropetrix.reports.source import OrderFacts, is_valid_tckn
 from neuropetrix.store import eventlog as events
 from neuropetrix.store.db import utcnow
@@ -537,10 +537,9 @@ class OrderTracker:
         self.hold = settings.hold_unmatched and settings.mllp_listen.enabled
         self.report_to = settings.mllp if settings.order_status else None     # IP/CM back to the HBYS
         self.retry = retry or RetrySettings()
-        self.poll_seconds = poll_seconds
         self.clock = clock
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread = PeriodicThread("orders", poll_seconds, self.run_once, "following orders failed; will try again",
+                                      log)
 
     def release(self, s: Session, study_uid: str) -> bool:
         """True when the completed study may be routed now; otherwise it is marked held, and
@@ -594,16 +593,7 @@ class OrderTracker:
             log.info("order %d: status %s queued for the HBYS", order.id, job.params["code"])
 
     def start(self) -> None:
-        def loop() -> None:
-            while not self._stop.wait(self.poll_seconds):
-                try:
-                    self.run_once()
-                except Exception:
-                    log.exception("following orders failed; will try again")
-        self._thread = threading.Thread(target=loop, name="orders", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
+        self._thread.stop(timeout=10)
