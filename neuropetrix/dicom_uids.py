@@ -3,9 +3,11 @@ policy for every UID the node makes, with the implementation class UID it signs 
 associations with.
 
 Grammar: pydicom's (`UID.is_valid`, PS3.5 9.1: digits in components without leading zeros, single
-dots, at most 64 characters), on the value stripped of its NUL/space padding, with a root and a suffix
-(at least two components). Digits and single dots only is what lets the store use a UID as a path
-component; the check below names that rule so that it holds whatever the grammar's implementation.
+dots, at most 64 characters; its pattern compiled once, since `is_valid` looks it up on every call and
+this check runs several times per received instance), on the value stripped of its NUL/space padding,
+with a root and a suffix (at least two components). Digits and single dots only is what lets the
+store use a UID as a path component; the check below names that rule so that it holds whatever the
+grammar's implementation.
 
 Policy: the node has no registered root, so what it makes is UUID-derived (PS3.5 B.2, `2.25.<int>`):
 random for a new object, name-based (UUID version 5 in the node's namespace) where the same input must
@@ -15,11 +17,11 @@ node's own for UIDs that carry numbers (storage-commitment transactions).
 from __future__ import annotations
 
 import json
+import re
 import uuid
 
-from pydicom import config
 from pydicom.dataset import FileMetaDataset
-from pydicom.uid import UID, generate_uid
+from pydicom.uid import RE_VALID_UID, generate_uid
 
 # uuid5(NAMESPACE_URL, the project's URL) as an integer: the node's implementation class UID
 _NODE_UUID = uuid.UUID(int=121633663093412260106031864065073478959)
@@ -27,6 +29,8 @@ IMPLEMENTATION_CLASS_UID = f"2.25.{_NODE_UUID.int}"
 IMPLEMENTATION_VERSION_NAME = "NEUROPETRIX_01"     # SH, at most 16 characters (PS3.7 D.3.3.2.2)
 NODE_ROOT = IMPLEMENTATION_CLASS_UID + "."         # the arc the node may number below
 UUID_ROOT = "2.25."                                # UUID-derived UIDs (PS3.5 B.2)
+_GRAMMAR = re.compile(RE_VALID_UID)                # what pydicom's UID.is_valid matches
+_MAX_LENGTH = 64                                   # PS3.5 Table 6.2-1, UI
 
 
 class InvalidUID(ValueError):
@@ -47,7 +51,7 @@ def is_uid(text: str) -> bool:
     """Whether `text`, exactly as given, is a UID with a root and a suffix that is safe as a path name."""
     if "." not in text or ".." in text or "/" in text or "\\" in text or text != text.strip():
         return False
-    return UID(text, validation_mode=config.IGNORE).is_valid
+    return len(text) <= _MAX_LENGTH and _GRAMMAR.match(text) is not None
 
 
 def new_uid() -> str:
