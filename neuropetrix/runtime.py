@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from pynetdicom.sop_class import ModalityWorklistInformationFind
+
 from neuropetrix.api.ops import Readiness
 from neuropetrix.api.server import ApiServer
 from neuropetrix.config.filemodes import prepare_data_dir
@@ -16,7 +18,7 @@ from neuropetrix.engine.query_retrieve import retrieve_providers
 from neuropetrix.engine.transforms import build
 from neuropetrix.engine.transforms.deidentify import pseudonym_key
 from neuropetrix.engine.worker import build_worker
-from neuropetrix.engine.worklist import MODALITY_WORKLIST_FIND, Worklist
+from neuropetrix.engine.worklist import Worklist
 from neuropetrix.node.scp.find import FindProvider
 from neuropetrix.node.scp.mllp_listener import MllpListener
 from neuropetrix.node.scp.policy import AcceptancePolicy, ServerLimits
@@ -68,7 +70,7 @@ class Node:
         find_providers: dict[str, FindProvider] = dict(query_retrieve_providers(self.sessions, node.ae_title,
                                                                                 node.data_dir / "results"))
         if listen.enabled:          # the worklist is made of the HBYS's orders
-            find_providers[MODALITY_WORKLIST_FIND] = Worklist(self.sessions, settings.hbys.worklist_charset,
+            find_providers[ModalityWorklistInformationFind] = Worklist(self.sessions, settings.hbys.worklist_charset,
                                                               settings.hbys.worklist_charsets)
         self.scp = DicomServer(node.dicom_host, node.dicom_port, policy, self.ingest, ServerLimits.of(node),
                                steps=ProcedureSteps(self.sessions), find_providers=find_providers,

@@ -135,15 +135,15 @@ def _segment(suv: np.ndarray, pet: Volume, ct: Volume | None, liver: LiverRefere
                                 "none was found")
         model = load_model(settings.model, device)  # type: ignore[arg-type]
         ct_hu = resample_to(ct, pet, fill=-1000.0)
-        labels, n = segmentation.label_components(predict_mask(suv, ct_hu, model, device), device)
+        labels, n = segmentation.label_components(predict_mask(suv, ct_hu, model, device))
         return segmentation.finalize(labels, n, suv, min_voxels), Segmentation(
             method, None, settings.min_volume_ml, model.name, model.version, str(model.path))
     if method == "percent_max":
-        labels = segmentation.percent_of_max(suv, settings.threshold, settings.seed_threshold, min_voxels, device)
+        labels = segmentation.percent_of_max(suv, settings.threshold, settings.seed_threshold, min_voxels)
         level = settings.threshold
     else:
         level = settings.threshold if method == "fixed" else liver.percist_threshold  # type: ignore[union-attr]
-        labels = segmentation.fixed_threshold(suv, level, min_voxels, device)
+        labels = segmentation.fixed_threshold(suv, level, min_voxels)
     return labels, Segmentation(method, float(level), settings.min_volume_ml, _ALGORITHM_NAMES[method],
                                 ALGORITHM_VERSION, seed_threshold=settings.seed_threshold
                                 if method == "percent_max" else None)
@@ -184,7 +184,7 @@ def analyze_volumes(pet: Volume, ct: Volume | None, settings: AnalysisSettings, 
 
     t0 = time.perf_counter()
     n = int(labels.max(initial=0))
-    peaks = suvpeak.suv_peaks(suv, labels, n, pet.spacing, device)
+    peaks = suvpeak.suv_peaks(suv, labels, n, pet.spacing)
     lesions = lesion_metrics.lesion_measures(suv, labels, n, pet, peaks)
     timings["measures"] = time.perf_counter() - t0
     if settings.radiomics and lesions:

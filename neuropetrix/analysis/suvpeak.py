@@ -3,8 +3,7 @@
 The sphere is a kernel of partial-voxel weights (each voxel weighted by the fraction of it inside the
 sphere, from 7³ sub-samples), so it holds 1 ml whatever the voxel size; a sphere reaching past the edge
 of the image is averaged over its part inside. The sphere's centre may be any voxel of the lesion, not
-only its hottest voxel. On a torch device ("cuda") the convolution runs over the whole volume with torch (TF32 off, so
-the answer matches the CPU to float32 precision); on "cpu" only around each lesion with scipy.
+only its hottest voxel. The convolution runs with scipy around each lesion only, whatever the analysis device.
 """
 from __future__ import annotations
 
@@ -50,31 +49,8 @@ def _peaks_cpu(suv: np.ndarray, labels: np.ndarray, n: int, kernel: np.ndarray) 
     return peaks
 
 
-def _peaks_torch(suv: np.ndarray, labels: np.ndarray, n: int, kernel: np.ndarray, device: str) -> np.ndarray:
-    import torch
-    import torch.nn.functional as F
-
-    dev = torch.device(device)
-    k = torch.from_numpy(kernel.astype(np.float32))[None, None].to(dev)
-    pad = [s // 2 for s in kernel.shape]
-    x = torch.from_numpy(suv).to(dev)[None, None]
-    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
-        total = F.conv3d(x, k, padding=pad)[0, 0]
-        weight = F.conv3d(torch.ones_like(x), k, padding=pad)[0, 0]
-    mean = total / weight
-    lab = torch.from_numpy(labels).to(dev).long()
-    inside = lab > 0
-    peaks = torch.full((n + 1,), -float("inf"), device=dev)
-    peaks = peaks.scatter_reduce(0, lab[inside], mean[inside], reduce="amax")
-    return peaks[1:].double().cpu().numpy()
-
-
-def suv_peaks(suv: np.ndarray, labels: np.ndarray, n: int, spacing: tuple[float, float, float],
-              device: str = "cpu") -> np.ndarray:
+def suv_peaks(suv: np.ndarray, labels: np.ndarray, n: int, spacing: tuple[float, float, float]) -> np.ndarray:
     """SUVpeak of lesions 1…n (array index i is label i + 1)."""
     if n == 0:
         return np.zeros(0)
-    kernel = sphere_kernel(spacing)
-    if device != "cpu":
-        return _peaks_torch(suv, labels, n, kernel, device)
-    return _peaks_cpu(suv, labels, n, kernel)
+    return _peaks_cpu(suv, labels, n, sphere_kernel(spacing))

@@ -16,16 +16,20 @@ from pathlib import Path
 import numpy as np
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.uid import (
+    EnhancedPETImageStorage,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    LegacyConvertedEnhancedPETImageStorage,
+    PositronEmissionTomographyImageStorage,
+)
 from scipy import ndimage
 
 from neuropetrix.analysis.dicomtime import parse_date_time, parse_dt
 from neuropetrix.analysis.errors import AnalysisError
 
-PET_STORAGE = "1.2.840.10008.5.1.4.1.1.128"
-ENHANCED_PET_STORAGE = "1.2.840.10008.5.1.4.1.1.130"
-LEGACY_ENHANCED_PET_STORAGE = "1.2.840.10008.5.1.4.1.1.128.1"
-CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-ENHANCED_CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
+PET_SOP_CLASSES = (PositronEmissionTomographyImageStorage, EnhancedPETImageStorage,
+                   LegacyConvertedEnhancedPETImageStorage)
 log = logging.getLogger("neuropetrix.analysis")
 _ORIENTATION_TOL = 1e-3      # direction cosines
 _SPACING_TOL = 0.02          # fraction of the slice spacing
@@ -122,8 +126,7 @@ def _has_dicom_marker(path: Path) -> bool:
 
 
 def is_pet(series: SeriesFiles) -> bool:
-    return series.modality == "PT" or str(series.first.SOPClassUID) in (
-        PET_STORAGE, ENHANCED_PET_STORAGE, LEGACY_ENHANCED_PET_STORAGE)
+    return series.modality == "PT" or str(series.first.SOPClassUID) in PET_SOP_CLASSES
 
 
 def _attenuation_corrected(ds: Dataset) -> bool:
@@ -286,7 +289,7 @@ def _check_and_sort(planes: list[_Plane], label: str) -> tuple[list[_Plane], np.
     return planes, normal, spacing
 
 
-_NATIVE_LE = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")    # implicit / explicit VR little endian
+_NATIVE_LE = (ImplicitVRLittleEndian, ExplicitVRLittleEndian)
 
 
 def _native(ds: Dataset) -> np.ndarray | None:

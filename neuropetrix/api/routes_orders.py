@@ -22,7 +22,7 @@ from neuropetrix.api.database import DATABASE
 from neuropetrix.api.endpoint import endpoint
 from neuropetrix.api.params import Body, Page, PageQuery, paged
 from neuropetrix.api.permissions import HL7_READ, ORDERS_READ, ORDERS_RECONCILE
-from neuropetrix.api.routes_studies import _uid
+from neuropetrix.api.routes_studies import study_uid_of
 from neuropetrix.engine.hl7in import CODECS_IN
 from neuropetrix.engine.orders import link
 from neuropetrix.engine.worklist import Worklist
@@ -170,7 +170,7 @@ async def reconcile_list(request: web.Request, query: ReconcileQuery) -> web.Res
 @endpoint(ORDERS_RECONCILE, body=Decision)
 async def reconcile_link(request: web.Request, body: Decision) -> web.Response:
     """Link a study to an order, or confirm it has none (a held study is routed at once)."""
-    uid = _uid(request)
+    uid = study_uid_of(request)
     user = request[PRINCIPAL].username
 
     def decide(s: Session) -> dict:

@@ -17,7 +17,7 @@ from neuropetrix.api.endpoint import endpoint
 from neuropetrix.api.node_config import SETTINGS
 from neuropetrix.api.params import Body, bad_request
 from neuropetrix.api.permissions import RESULTS_READ, RESULTS_REVIEW, RESULTS_SIGN
-from neuropetrix.api.routes_studies import _uid
+from neuropetrix.api.routes_studies import study_uid_of
 from neuropetrix.engine import review
 from neuropetrix.engine.review_result import REANALYSIS_KEYS
 from neuropetrix.reports.keyimages import key_image_name, mip_image_name
@@ -90,14 +90,14 @@ def _http(exc: review.ReviewError) -> web.HTTPException:
 @endpoint(RESULTS_READ, response=Review)
 async def get_review(request: web.Request) -> web.Response:
     """The review of a study's result: status, version, lesions and physiological regions with their decisions."""
-    return web.json_response(await _call(request, review.review_json, _uid(request)))
+    return web.json_response(await _call(request, review.review_json, study_uid_of(request)))
 
 
 @routes.post("/api/studies/{study_uid}/review")
 @endpoint(RESULTS_REVIEW, body=ReviewChange, response=Review)
 async def post_review(request: web.Request, body: ReviewChange) -> web.Response:
     """Record decisions and the impression; `analysis` settings run the analysis again."""
-    uid = _uid(request)
+    uid = study_uid_of(request)
     settings = request.app[SETTINGS]
     if body.analysis:
         _check_analysis(settings.analysis, body.analysis)
@@ -124,7 +124,7 @@ def _check_analysis(current, settings: dict) -> None:
 async def post_sign(request: web.Request) -> web.Response:
     """Sign the review: the next version (final, or amended after a signature) is made and delivered."""
     retry = request.app[SETTINGS].engine.retry
-    answer = await _call(request, review.sign, _uid(request), _actor(request), retry)
+    answer = await _call(request, review.sign, study_uid_of(request), _actor(request), retry)
     return web.json_response(answer, status=202)
 
 
@@ -132,7 +132,7 @@ async def post_sign(request: web.Request) -> web.Response:
 @endpoint(RESULTS_READ, response=Versions)
 async def get_versions(request: web.Request) -> web.Response:
     """Every version of a study's results: status, signer, object UIDs and delivery states."""
-    uid = _uid(request)
+    uid = study_uid_of(request)
 
     def query(s):
         review.review_json(s, uid)            # 404 when the study has no review
@@ -144,7 +144,7 @@ async def get_versions(request: web.Request) -> web.Response:
 @endpoint(RESULTS_READ)
 async def region_image(request: web.Request) -> web.StreamResponse:
     """A region's key image (axial slice through its hottest voxel) or its MIP position (the MIP with it alone)."""
-    uid = _uid(request)
+    uid = study_uid_of(request)
     state = await _call(request, review.review_json, uid)
     folder = review.VersionStore(request.app[SETTINGS].node.data_dir / "versions").folder(
         uid, state["candidates_version"])

@@ -4,7 +4,6 @@ data_dir/results/<uid>/."""
 from __future__ import annotations
 
 import json
-import re
 import time
 from typing import Literal
 
@@ -21,6 +20,7 @@ from neuropetrix.api.event_feed import FEED
 from neuropetrix.api.node_config import SETTINGS, results_dir
 from neuropetrix.api.params import Page, PageQuery, bad_request, paged
 from neuropetrix.api.permissions import DELIVERIES_READ, RESULTS_DOWNLOAD, RESULTS_READ, STUDIES_READ, event_permission
+from neuropetrix.dicom_uids import is_uid
 from neuropetrix.engine.jobs import job_json
 from neuropetrix.store.jobs_models import Job
 from neuropetrix.store.models import Event, Instance, Series, Study
@@ -29,7 +29,6 @@ from neuropetrix.store.queries import StudyFilter, count_studies, list_studies
 routes = web.RouteTableDef()
 
 PAGE_TTL = 1.0       # seconds a study-list page is reused while no event arrives
-_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 Date = Field(None, pattern=r"^\d{8}$", description="YYYYMMDD")
 # name in the URL → (file in results/<uid>/, content type, permission)
 RESULT_FILES = {
@@ -66,9 +65,10 @@ class StudyPages:
 STUDY_PAGES = web.AppKey("study_pages", StudyPages)
 
 
-def _uid(request: web.Request) -> str:
+def study_uid_of(request: web.Request) -> str:
+    """The URL's {study_uid}, or 400 when it is not a UID (it names a folder under results/)."""
     uid = request.match_info["study_uid"]
-    if len(uid) > 64 or not _UID.match(uid):
+    if not is_uid(uid):
         raise bad_request("study_uid: not a DICOM UID")
     return uid
 
@@ -134,7 +134,7 @@ def _study_detail(s: Session, uid: str, permissions: frozenset[str]) -> dict | N
 @endpoint(STUDIES_READ)
 async def study(request: web.Request) -> web.Response:
     """One study: series and events; analysis and file links, deliveries, by the caller's role."""
-    uid = _uid(request)
+    uid = study_uid_of(request)
     who = request[PRINCIPAL]
     detail = await request.app[DATABASE](_study_detail, uid, who.permissions)
     if detail is None:
@@ -150,7 +150,7 @@ async def study(request: web.Request) -> web.Response:
 
 def _send_result(request: web.Request) -> web.FileResponse:
     fname, content_type, _ = RESULT_FILES[request.match_info["name"]]
-    path = results_dir(request.app[SETTINGS]) / _uid(request) / fname
+    path = results_dir(request.app[SETTINGS]) / study_uid_of(request) / fname
     if not path.is_file():
         raise web.HTTPNotFound(text=f"no {fname} for this study (not analysed yet?)")
     return web.FileResponse(path, headers={"Content-Type": content_type, "Cache-Control": "no-store"})

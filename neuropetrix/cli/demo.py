@@ -21,14 +21,15 @@ from typing import Self
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import generate_uid
 from pynetdicom import AE, StoragePresentationContexts, evt
 from pynetdicom.sop_class import ModalityPerformedProcedureStep
 from sqlalchemy import select
 
 from neuropetrix.cli import CommandError, add_config_option, settings_from
 from neuropetrix.config.settings import Peer, Settings
+from neuropetrix.dicom_uids import new_uid
 from neuropetrix.engine.jobs import job_json
+from neuropetrix.node.scp.status import SUCCESS
 from neuropetrix.node.scu.dicom import SendError, dicom_files, send_files
 from neuropetrix.store.db import open_current
 from neuropetrix.store.jobs_models import DONE, FAILED, Job
@@ -37,7 +38,6 @@ from neuropetrix.store.models import Study
 DEMO_PEER = "demo"
 PATIENT_NAME = "DEMİR^ŞÜKRÜ"          # Turkish letters that Latin-1 cannot hold: the charset path is shown
 PATIENT_ID = "10000000146"            # a valid T.C. Kimlik No (checksum), not a real person's
-SUCCESS = 0x0000
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -180,7 +180,7 @@ class Demo:
             self.out(f"demo: receiver {self.peer.ae_title} listening on {self.peer.host}:{self.peer.port} "
                      f"(peer {DEMO_PEER}) keeps what the node forwards in {folder}")
             create, done = _procedure_step(self.peer.ae_title, files)
-            step_uid = generate_uid()
+            step_uid = new_uid()
             _mpps(self.node, self.peer.ae_title,
                   lambda a: a.send_n_create(create, ModalityPerformedProcedureStep, step_uid))
             try:

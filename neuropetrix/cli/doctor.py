@@ -20,13 +20,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
 from neuropetrix.cli import add_config_option, settings_from
 from neuropetrix.config.secrets import KEY_FILES
 from neuropetrix.config.settings import Peer, Settings
 from neuropetrix.engine.routes.rules import compile_routes
+from neuropetrix.node.entity import node_ae
+from neuropetrix.node.scp.status import SUCCESS
 from neuropetrix.store import migrate
 from neuropetrix.store.db import make_engine
 
@@ -151,7 +152,7 @@ def check_peer(our_ae: str, peer: Peer, destination: bool, timeout: float) -> Ch
     if error is not None:
         return Check(bad, name, f"does not answer: {error} ({role})",
                      "check the peer's host and port in peers:, that it runs, and the firewall")
-    ae = AE(ae_title=our_ae)
+    ae = node_ae(our_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     ae.add_requested_context(Verification)
     assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
@@ -165,7 +166,7 @@ def check_peer(our_ae: str, peer: Peer, destination: bool, timeout: float) -> Ch
         if assoc.is_established:
             assoc.release()
     code = getattr(status, "Status", None)
-    if code != 0x0000:
+    if code != SUCCESS:
         return Check(bad, name, "no C-ECHO answer" if code is None else f"C-ECHO status 0x{code:04X}",
                      "the peer accepts associations but not verification: ask its administrator")
     return Check(OK, name, f"answers C-ECHO ({role})")

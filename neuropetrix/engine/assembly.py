@@ -7,13 +7,13 @@ study receiving more instances is re-opened by the index and completes again lat
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from neuropetrix.engine.clock import SYSTEM, Clock
+from neuropetrix.engine.periodic import PeriodicThread
 from neuropetrix.store.eventlog import EventKind, record
 from neuropetrix.store.models import Instance, ProcedureStep, Series, Study
 
@@ -56,8 +56,8 @@ class CompletionWatcher:
         self.sessions = sessions
         self.clock = clock
         self.quiet = timedelta(seconds=quiet_seconds)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread = PeriodicThread("completion", min(1.0, self.quiet.total_seconds() / 4), self.sweep,
+                                      "study completion sweep failed; will retry", log)
 
     def sweep(self, now: datetime | None = None) -> list[str]:
         """Complete every study quiet for long enough or performed in full; returns their UIDs."""
@@ -86,19 +86,7 @@ class CompletionWatcher:
         return done
 
     def start(self) -> None:
-        interval = min(1.0, self.quiet.total_seconds() / 4)
-
-        def loop() -> None:
-            while not self._stop.wait(interval):
-                try:
-                    self.sweep()
-                except Exception:
-                    log.exception("study completion sweep failed; will retry")
-
-        self._thread = threading.Thread(target=loop, name="completion", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._thread.stop(timeout=5)

@@ -13,6 +13,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from neuropetrix.config.settings import Settings
+from neuropetrix.dicom_uids import check_uid
 from neuropetrix.engine import notifications, priors, push_jobs
 from neuropetrix.engine.analysis_runner import AnalysisFailed, AnalysisProcess
 from neuropetrix.engine.jobs import Claimed, JobFailure
@@ -35,7 +36,7 @@ from neuropetrix.node.scu.push import FcmSender
 from neuropetrix.reports.hl7 import CODECS
 from neuropetrix.store.db import utcnow
 from neuropetrix.store.eventlog import EventKind, record
-from neuropetrix.store.files import FileStore, check_uid
+from neuropetrix.store.files import FileStore
 
 log = logging.getLogger("neuropetrix.engine")
 AWAITING_COMMITMENT = "commitment_transaction"    # in a result: stored, the PACS's answer still to come

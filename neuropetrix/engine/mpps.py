@@ -11,23 +11,23 @@ import logging
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from neuropetrix.dicom_uids import InvalidUID, check_uid, new_uid
+from neuropetrix.node.scp.status import (
+    DUPLICATE_SOP_INSTANCE,
+    INVALID_ATTRIBUTE_VALUE,
+    NO_SUCH_SOP_INSTANCE,
+    PROCESSING_FAILURE,
+    SUCCESS,
+)
 from neuropetrix.store.db import utcnow
-from neuropetrix.store.files import InvalidUID, check_uid
 from neuropetrix.store.models import ProcedureStep
 
 log = logging.getLogger("neuropetrix.engine")
 
-SUCCESS = 0x0000
-PROCESSING_FAILURE = 0x0110       # e.g. N-SET of a step that is already final
-DUPLICATE_INSTANCE = 0x0111
-NO_SUCH_INSTANCE = 0x0112
-INVALID_VALUE = 0x0106
-MISSING_ATTRIBUTE = 0x0120
 
 STATES = ("IN PROGRESS", "COMPLETED", "DISCONTINUED")
 
@@ -59,14 +59,15 @@ class ProcedureSteps:
 
     def create(self, sop_instance_uid: str, ds: Dataset, calling_ae: str) -> StepAnswer:
         """N-CREATE: a new step, IN PROGRESS; the UID is ours to give when the scanner gave none."""
-        uid = sop_instance_uid or generate_uid()
+        uid = sop_instance_uid or new_uid()
         status = str(ds.get("PerformedProcedureStepStatus", "")).strip()
         if status != "IN PROGRESS":
-            return StepAnswer(INVALID_VALUE, uid, f"PerformedProcedureStepStatus {status!r} is not IN PROGRESS")
+            return StepAnswer(INVALID_ATTRIBUTE_VALUE, uid,
+                              f"PerformedProcedureStepStatus {status!r} is not IN PROGRESS")
         try:
             check_uid(uid, "Affected SOP Instance UID")
         except InvalidUID as exc:
-            return StepAnswer(INVALID_VALUE, "", str(exc))
+            return StepAnswer(INVALID_ATTRIBUTE_VALUE, "", str(exc))
         now = utcnow()
         try:
             with self.sessions.begin() as s:
@@ -74,7 +75,7 @@ class ProcedureSteps:
                                     referenced=_referenced(ds), calling_ae=calling_ae, created_at=now,
                                     updated_at=now))
         except IntegrityError:
-            return StepAnswer(DUPLICATE_INSTANCE, uid, "a procedure step with this UID exists")
+            return StepAnswer(DUPLICATE_SOP_INSTANCE, uid, "a procedure step with this UID exists")
         log.info("procedure step %s of study %s in progress (from %s)", uid, _study_uid(ds) or "?", calling_ae)
         return StepAnswer(SUCCESS, uid)
 
@@ -82,12 +83,12 @@ class ProcedureSteps:
         """N-SET: new attributes for a step in progress; COMPLETED or DISCONTINUED make it final."""
         status = str(ds.get("PerformedProcedureStepStatus", "")).strip()
         if status and status not in STATES:
-            return StepAnswer(INVALID_VALUE, sop_instance_uid, f"PerformedProcedureStepStatus {status!r}")
+            return StepAnswer(INVALID_ATTRIBUTE_VALUE, sop_instance_uid, f"PerformedProcedureStepStatus {status!r}")
         with self.sessions.begin() as s:
             step = s.scalars(select(ProcedureStep).where(
                 ProcedureStep.sop_instance_uid == sop_instance_uid)).first()
             if step is None:
-                return StepAnswer(NO_SUCH_INSTANCE, sop_instance_uid, "no such procedure step")
+                return StepAnswer(NO_SUCH_SOP_INSTANCE, sop_instance_uid, "no such procedure step")
             if step.status != "IN PROGRESS":
                 return StepAnswer(PROCESSING_FAILURE, sop_instance_uid, f"the step is already {step.status}")
             referenced = _referenced(ds)

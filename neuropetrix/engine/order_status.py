@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from neuropetrix.config.settings import MllpOut, RetrySettings
 from neuropetrix.engine.hl7in import OUR_APPLICATION
 from neuropetrix.engine.jobs import new_job
-from neuropetrix.reports.hl7 import CODECS, _components  # the ORU's escaping: one copy of it
+from neuropetrix.reports.hl7 import CODECS, join_components
 from neuropetrix.store.jobs_models import Job
 from neuropetrix.store.orders_models import ARRIVED, COMPLETED, IN_PROGRESS, HbysPatient, Order
 
@@ -47,15 +47,15 @@ def build_status(order: Order, patient: HbysPatient, code: str, destination: Mll
     msh.msh_12 = version
     msh.msh_18 = destination.charset
     pid = msg.add_group(f"{name}_PATIENT").add_segment("PID")
-    pid.pid_3 = _components(patient.patient_id, "", "", patient.issuer, patient.identifier_type)
+    pid.pid_3 = join_components(patient.patient_id, "", "", patient.issuer, patient.identifier_type)
     family, _, given = patient.name.partition("^")
-    pid.pid_5 = _components(family, given.split("^")[0])
+    pid.pid_5 = join_components(family, given.split("^")[0])
     order_group = msg.add_group(f"{name}_ORDER")
     orc = order_group.add_segment("ORC")
     orc.orc_1 = "SC"
-    orc.orc_2 = _components(order.placer_number, order.placer_authority)
+    orc.orc_2 = join_components(order.placer_number, order.placer_authority)
     if order.filler_number:
-        orc.orc_3 = _components(order.filler_number)
+        orc.orc_3 = join_components(order.filler_number)
     orc.orc_5 = code
     if omg:
         obr = order_group.add_segment("OBR")
@@ -65,12 +65,12 @@ def build_status(order: Order, patient: HbysPatient, code: str, destination: Mll
         order_group.add_group("ORM_O01_ORDER_DETAIL").add(choice)
         obr = choice.add_segment("OBR")
     obr.obr_1 = "1"
-    obr.obr_2 = _components(order.placer_number, order.placer_authority)
+    obr.obr_2 = join_components(order.placer_number, order.placer_authority)
     if order.filler_number:
-        obr.obr_3 = _components(order.filler_number)
-    obr.obr_4 = _components(order.procedure_code, order.procedure_text, order.procedure_system,
+        obr.obr_3 = join_components(order.filler_number)
+    obr.obr_4 = join_components(order.procedure_code, order.procedure_text, order.procedure_system,
                             *((order.sut_code, order.sut_text, "SUT") if order.sut_code else ()))
-    obr.obr_18 = _components(order.accession_number)
+    obr.obr_18 = join_components(order.accession_number)
     if omg:
         msg.validate()
     return msg.to_er7().replace("\n", "\r") + "\r"

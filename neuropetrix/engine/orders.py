@@ -15,26 +15,25 @@ Patient data in results come from the HBYS record of the order, never from the s
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from hl7apy.exceptions import HL7apyException
-from pydicom.uid import generate_uid
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from neuropetrix.config.settings import HbysSettings, RetrySettings
+from neuropetrix.dicom_uids import InvalidUID, check_uid, new_uid
 from neuropetrix.engine import hl7in
 from neuropetrix.engine.hl7in import Header, Refusal, components, content_error, first, value
 from neuropetrix.engine.order_status import queue_status
+from neuropetrix.engine.periodic import PeriodicThread
 from neuropetrix.reports.source import OrderFacts, is_valid_tckn
 from neuropetrix.store import eventlog as events
 from neuropetrix.store.db import utcnow
 from neuropetrix.store.eventlog import EventKind
-from neuropetrix.store.files import InvalidUID, check_uid
 from neuropetrix.store.models import Patient, ProcedureStep, Series, Study
 from neuropetrix.store.orders_models import (
     ARRIVED,
@@ -365,7 +364,7 @@ def _fill_order(s: Session, order: Order | None, message, header: Header, orc, o
         except InvalidUID:
             raise content_error("ZDS-1 is not a valid Study Instance UID", "ZDS", 1, hl7in.DATA_TYPE_ERROR) from None
     elif not order.study_uid:
-        order.study_uid = generate_uid()
+        order.study_uid = new_uid()
     (code, text, system), (sut_code, sut_text) = _procedure(obr)
     pv1 = first(message, "PV1")
     ordering = components(obr, 16) if value(obr, 16, 2) else components(orc, 12)
@@ -538,10 +537,9 @@ class OrderTracker:
         self.hold = settings.hold_unmatched and settings.mllp_listen.enabled
         self.report_to = settings.mllp if settings.order_status else None     # IP/CM back to the HBYS
         self.retry = retry or RetrySettings()
-        self.poll_seconds = poll_seconds
         self.clock = clock
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread = PeriodicThread("orders", poll_seconds, self.run_once, "following orders failed; will try again",
+                                      log)
 
     def release(self, s: Session, study_uid: str) -> bool:
         """True when the completed study may be routed now; otherwise it is marked held, and
@@ -595,16 +593,7 @@ class OrderTracker:
             log.info("order %d: status %s queued for the HBYS", order.id, job.params["code"])
 
     def start(self) -> None:
-        def loop() -> None:
-            while not self._stop.wait(self.poll_seconds):
-                try:
-                    self.run_once()
-                except Exception:
-                    log.exception("following orders failed; will try again")
-        self._thread = threading.Thread(target=loop, name="orders", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
+        self._thread.stop(timeout=10)

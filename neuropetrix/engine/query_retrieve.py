@@ -3,7 +3,7 @@
 Levels PATIENT (Patient Root only), STUDY, SERIES and IMAGE, over the index (store/models.py). The
 keys the index has a column for are matched in SQL (single values, `*`/`?` wildcards as LIKE, DA/TM
 ranges, UID lists), so a large index is narrowed by its indexes (migration 0014); every candidate row
-is then matched again with the worklist's PS3.4 C.2.2.2 matcher (`engine.worklist.matches`), which is
+is then matched again with the PS3.4 C.2.2.2 matcher the worklist uses (`engine/find_matching.py`), which is
 the rule: person names case-insensitively with Turkish İ/ı, multi-valued attributes by any value. Keys
 the index does not keep are returned zero-length (C.4.1.1.3.2). Missing unique keys of the levels above
 are taken as universal (a relational-style query is answered rather than refused). The caller checks
@@ -29,15 +29,20 @@ from pydicom import dcmread
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+)
 from sqlalchemy import ColumnElement, Select, and_, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from neuropetrix.engine.worklist import matches, response
-from neuropetrix.node.scp.retrieve import PATIENT_ROOT_GET, PATIENT_ROOT_MOVE, STUDY_ROOT_GET, STUDY_ROOT_MOVE
+from neuropetrix.engine.find_matching import matches, response
 from neuropetrix.store.models import Instance, Patient, Series, Study
 
-PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
-STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 CHARSET = "ISO_IR 192"
 PAGE = 500
@@ -248,8 +253,8 @@ def providers(sessions: sessionmaker[Session], ae_title: str,
               results: Path | None = None) -> dict[str, QueryRetrieveFind]:
     """Both information models, by SOP Class UID, for the SCP's `find_providers`; with `results`, our
     derived objects are listed too."""
-    return {PATIENT_ROOT_FIND: QueryRetrieveFind(sessions, ae_title, "PATIENT", results),
-            STUDY_ROOT_FIND: QueryRetrieveFind(sessions, ae_title, "STUDY", results)}
+    return {PatientRootQueryRetrieveInformationModelFind: QueryRetrieveFind(sessions, ae_title, "PATIENT", results),
+            StudyRootQueryRetrieveInformationModelFind: QueryRetrieveFind(sessions, ae_title, "STUDY", results)}
 
 
 # the unique key a retrieve at each level must name (PS3.4 C.4.2.2.1)
@@ -305,4 +310,5 @@ class QueryRetrieveFiles:
 def retrieve_providers(sessions: sessionmaker[Session], storage: Path, results: Path) -> dict[str, QueryRetrieveFiles]:
     """C-MOVE and C-GET of both information models, by SOP Class UID, for the SCP's `retrieve_providers`."""
     patient, study = (QueryRetrieveFiles(sessions, storage, results, root) for root in ("PATIENT", "STUDY"))
-    return {PATIENT_ROOT_MOVE: patient, PATIENT_ROOT_GET: patient, STUDY_ROOT_MOVE: study, STUDY_ROOT_GET: study}
+    return {PatientRootQueryRetrieveInformationModelMove: patient, PatientRootQueryRetrieveInformationModelGet: patient,
+            StudyRootQueryRetrieveInformationModelMove: study, StudyRootQueryRetrieveInformationModelGet: study}

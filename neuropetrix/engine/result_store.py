@@ -14,7 +14,7 @@ import socket
 import uuid
 from pathlib import Path
 
-from neuropetrix.store.files import check_uid
+from neuropetrix.dicom_uids import check_uid
 
 # Route object names → result files (reports/writer.py FILES).
 OBJECT_FILES = {"seg": "seg.dcm", "sr": "sr.dcm", "pdf": "report.dcm"}

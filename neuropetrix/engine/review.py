@@ -24,6 +24,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from neuropetrix.config.settings import RetrySettings
+from neuropetrix.dicom_uids import check_uid
 from neuropetrix.engine.jobs import job_json, new_job
 from neuropetrix.engine.result_store import ANALYSIS_FILE, HL7_FILE, OBJECT_FILES, ResultStore
 from neuropetrix.engine.review_result import (
@@ -39,7 +40,6 @@ from neuropetrix.store import eventlog as events
 from neuropetrix.store.accounts import User
 from neuropetrix.store.db import utcnow
 from neuropetrix.store.eventlog import EventKind
-from neuropetrix.store.files import check_uid
 from neuropetrix.store.jobs_models import Job
 from neuropetrix.store.models import Event
 from neuropetrix.store.reviews import Review, ReviewAction, ReviewVersion

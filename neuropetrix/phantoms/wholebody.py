@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PositronEmissionTomographyImageStorage
 
-CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-PET_STORAGE = "1.2.840.10008.5.1.4.1.1.128"
+from neuropetrix.dicom_uids import new_uid, sign_file_meta
+
 F18_HALF_LIFE_S = 6586.2
 FOV_MM = 512.0                 # transaxial field of view of both series
 Z_RANGE_MM = (-160.0, 760.0)   # upper thighs to the vertex
@@ -266,8 +266,7 @@ def _save(ds: Dataset, path: Path) -> Path:
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds.file_meta = meta
+    ds.file_meta = sign_file_meta(meta)
     ds.save_as(path, enforce_file_format=True)
     return path
 
@@ -277,7 +276,7 @@ def _slice(base: Dataset, k: int, z: float, matrix: int, slice_mm: float) -> Dat
     ds.update(base)
     spacing = FOV_MM / matrix
     corner = -spacing * (matrix - 1) / 2.0
-    ds.SOPInstanceUID = generate_uid()
+    ds.SOPInstanceUID = new_uid()
     ds.InstanceNumber = k + 1
     ds.ImagePositionPatient = [_text(corner), _text(corner), _text(z)]
     ds.SliceLocation = _text(z)
@@ -288,7 +287,7 @@ def _slice(base: Dataset, k: int, z: float, matrix: int, slice_mm: float) -> Dat
 
 
 def _pet_base(record: _Record, series_uid: str, n_slices: int) -> Dataset:
-    base = _base(record, "PT", PET_STORAGE, series_uid, 3, "PET WB AC")
+    base = _base(record, "PT", PositronEmissionTomographyImageStorage, series_uid, 3, "PET WB AC")
     base.ImageType = ["ORIGINAL", "PRIMARY"]
     base.Units = "BQML"
     base.CountsSource = "EMISSION"
@@ -357,8 +356,8 @@ def write_study(out_dir: Path, *, patient_name: str = "YILMAZ^AYŞE", patient_id
     rng = np.random.default_rng(seed)
     start = scan_start
     record = _Record(patient_name, patient_id, accession, weight_kg, height_m, sex, dose_bq,
-                     start - timedelta(minutes=60), start, generate_uid(), generate_uid())
-    pet_uid, ct_uid = generate_uid(), generate_uid() if with_ct else None
+                     start - timedelta(minutes=60), start, new_uid(), new_uid())
+    pet_uid, ct_uid = new_uid(), new_uid() if with_ct else None
     out_dir = Path(out_dir)
     truth = PhantomTruth(lesions=lesions, organs=_organ_truth(lesions), liver_suv=liver_suv,
                          blood_pool_suv=BLOOD_SUV, physiological=PHYSIOLOGICAL_FDG,
@@ -396,7 +395,7 @@ def write_study(out_dir: Path, *, patient_name: str = "YILMAZ^AYŞE", patient_id
     cx, cy = _plane_grid(ct_matrix, np.zeros(1))
     cx, cy = cx - dx, cy - dy
     (out_dir / "CT").mkdir(parents=True, exist_ok=True)
-    ct_base = _base(record, "CT", CT_STORAGE, ct_uid, 2, "CT WB")  # type: ignore[arg-type]
+    ct_base = _base(record, "CT", CTImageStorage, ct_uid, 2, "CT WB")  # type: ignore[arg-type]
     ct_base.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
     ct_base.PatientPosition = "HFS"
     ct_base.KVP = "120"

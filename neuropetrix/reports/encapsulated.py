@@ -11,9 +11,10 @@ from datetime import datetime
 
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
+from pydicom.uid import EncapsulatedPDFStorage, ExplicitVRLittleEndian
 
 from neuropetrix.analysis.results import AnalysisResult
+from neuropetrix.dicom_uids import sign_file_meta
 from neuropetrix.reports.errors import require
 from neuropetrix.reports.seg import MANUFACTURER, software_version
 from neuropetrix.reports.source import site_zone
@@ -21,7 +22,6 @@ from neuropetrix.reports.stamp import settle_charset, stamp_created
 from neuropetrix.reports.uids import derived_uid
 from neuropetrix.reports.version import AUTOMATIC, ResultVersion
 
-ENCAPSULATED_PDF_STORAGE = "1.2.840.10008.5.1.4.1.1.104.1"
 SERIES_NUMBER = 903
 _COPIED = ("PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex",
            "StudyInstanceUID", "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID",
@@ -42,12 +42,12 @@ def build_encapsulated_pdf(result: AnalysisResult, source: Dataset, pdf: bytes,
     now = (now or datetime.now(zone)).astimezone(zone)
     sop_instance_uid = derived_uid(result, "pdf", "instance", *version.uid_suffix)
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ENCAPSULATED_PDF_STORAGE
+    meta.MediaStorageSOPClassUID = EncapsulatedPDFStorage
     meta.MediaStorageSOPInstanceUID = sop_instance_uid
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    sign_file_meta(meta)
     ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID = ENCAPSULATED_PDF_STORAGE
+    ds.SOPClassUID = EncapsulatedPDFStorage
     ds.SOPInstanceUID = sop_instance_uid
     for keyword in _TYPE2:
         setattr(ds, keyword, None)

@@ -45,7 +45,8 @@ def escape(text: str) -> str:
     return " ".join(text.splitlines())
 
 
-def _components(*values: str | None) -> str:
+def join_components(*values: str | None) -> str:
+    """One HL7 field from its components, each escaped (the ORU's and the order-status messages' rule)."""
     return "^".join(escape(v or "") for v in values).rstrip("^")
 
 
@@ -55,7 +56,7 @@ def _ts(value: datetime) -> str:
 
 def _hd(value: str | None) -> str:
     """A configured HD (namespace^universal id^type): components as given, each escaped."""
-    return _components(*(value or "").split("^"))
+    return join_components(*(value or "").split("^"))
 
 
 def msh_charset(charset: str, version: str) -> str:
@@ -78,7 +79,7 @@ def tx_lines(text: str) -> list[str]:
 def _person(pn: str | None) -> str:
     """A DICOM PN as an XCN/XPN: family^given (the alphabetic group only)."""
     name = PersonName(pn or "")
-    return _components(str(name.family_name), str(name.given_name))
+    return join_components(str(name.family_name), str(name.given_name))
 
 
 def build_oru(result: AnalysisResult, info: StudyInfo, destination: MllpOut,
@@ -109,11 +110,11 @@ def build_oru(result: AnalysisResult, info: StudyInfo, destination: MllpOut,
         pid = patient.add_segment("PID")
         pid.pid_1 = "1"
         authority = info.issuer_of_patient_id or ("TCKN" if info.is_tckn else "")
-        pid.pid_3 = _components(info.patient_id, "", "", authority,
+        pid.pid_3 = join_components(info.patient_id, "", "", authority,
                                 info.identifier_type or ("NNTUR" if info.is_tckn else "PI"))
         for other in info.other_identifiers:         # the HBYS's other identifiers, as it sent them
-            pid.add_field("PID_3").value = _components(*other)
-        pid.pid_5 = _components(info.patient_family_name, info.patient_given_name)
+            pid.add_field("PID_3").value = join_components(*other)
+        pid.pid_5 = join_components(info.patient_family_name, info.patient_given_name)
         if info.patient_birth_date:
             pid.pid_7 = info.patient_birth_date
         if info.patient_sex:
@@ -125,31 +126,31 @@ def build_oru(result: AnalysisResult, info: StudyInfo, destination: MllpOut,
             if info.referring_physician:
                 pv1.pv1_8 = "^" + _person(info.referring_physician)
             if info.admission_id:
-                pv1.pv1_19 = _components(info.admission_id)
+                pv1.pv1_19 = join_components(info.admission_id)
         order = patient_result.add_group("ORU_R01_ORDER_OBSERVATION")
         orc = order.add_segment("ORC")
         orc.orc_1 = "RE"
         if info.placer_order_number:
-            orc.orc_2 = _components(info.placer_order_number, info.placer_authority)
-        orc.orc_3 = _components(info.filler_order_number or info.accession_number)
+            orc.orc_2 = join_components(info.placer_order_number, info.placer_authority)
+        orc.orc_3 = join_components(info.filler_order_number or info.accession_number)
         orc.orc_5 = "CM"
         if info.ordering_physician:
             orc.orc_12 = "^" + _person(info.ordering_physician)
         obr = order.add_segment("OBR")
         obr.obr_1 = "1"
         if info.placer_order_number:
-            obr.obr_2 = _components(info.placer_order_number, info.placer_authority)
-        obr.obr_3 = _components(info.filler_order_number or info.accession_number)
+            obr.obr_2 = join_components(info.placer_order_number, info.placer_authority)
+        obr.obr_3 = join_components(info.filler_order_number or info.accession_number)
         procedure = ordered_procedure(info)      # the HBYS's code when it ordered one
         sut = info.sut_procedure
-        obr.obr_4 = _components(procedure.value, procedure.meaning, procedure.scheme_designator,
+        obr.obr_4 = join_components(procedure.value, procedure.meaning, procedure.scheme_designator,
                                 *((sut.value, sut.meaning, "SUT") if sut else ()))
         obr.obr_7 = _ts(info.study_datetime)
         if info.ordering_physician:
             obr.obr_16 = "^" + _person(info.ordering_physician)
-        obr.obr_18 = _components(info.accession_number)
+        obr.obr_18 = join_components(info.accession_number)
         if info.requested_procedure_id:
-            obr.obr_19 = _components(info.requested_procedure_id)
+            obr.obr_19 = join_components(info.requested_procedure_id)
         obr.obr_22 = _ts(now)
         obr.obr_24 = "NMS"
         obr.obr_25 = status.hl7_status
@@ -158,38 +159,38 @@ def build_oru(result: AnalysisResult, info: StudyInfo, destination: MllpOut,
             obr.obr_32 = "&".join(escape(v) for v in (status.signer.username, str(signer.family_name),
                                                       str(signer.given_name)))
         if sut:
-            obr.obr_44 = _components(sut.value, sut.meaning, "SUT")
+            obr.obr_44 = join_components(sut.value, sut.meaning, "SUT")
         set_id = 0
         for m in values:
             set_id += 1
             obx = order.add_group("ORU_R01_OBSERVATION").add_segment("OBX")
             obx.obx_1 = str(set_id)
             obx.obx_2 = "NM"
-            obx.obx_3 = _components(m.code.value, m.code.meaning, m.code.scheme_designator,
+            obx.obx_3 = join_components(m.code.value, m.code.meaning, m.code.scheme_designator,
                                     m.concept.value, m.concept.meaning, m.concept.scheme_designator)
             obx.obx_4 = str(m.lesion or 0)
             obx.obx_5 = m.reported
-            obx.obx_6 = _components(m.unit.value, m.unit.meaning, "UCUM")
+            obx.obx_6 = join_components(m.unit.value, m.unit.meaning, "UCUM")
             obx.obx_11 = status.hl7_status
             obx.obx_14 = _ts(info.study_datetime)
             if m.derivation is not None:
-                obx.obx_17 = _components(m.derivation.value, m.derivation.meaning, m.derivation.scheme_designator)
+                obx.obx_17 = join_components(m.derivation.value, m.derivation.meaning, m.derivation.scheme_designator)
         category = response_category(result)
         if category is not None:        # the response to the prior study, as a coded value
             set_id += 1
             obx = order.add_group("ORU_R01_OBSERVATION").add_segment("OBX")
             obx.obx_1 = str(set_id)
             obx.obx_2 = "CE" if version == "2.3.1" else "CWE"
-            obx.obx_3 = _components(PERCIST_RESPONSE.value, PERCIST_RESPONSE.meaning,
+            obx.obx_3 = join_components(PERCIST_RESPONSE.value, PERCIST_RESPONSE.meaning,
                                     PERCIST_RESPONSE.scheme_designator)
             obx.obx_4 = "0"
-            obx.obx_5 = _components(category.value, category.meaning, category.scheme_designator)
+            obx.obx_5 = join_components(category.value, category.meaning, category.scheme_designator)
             obx.obx_11 = status.hl7_status
             obx.obx_14 = _ts(info.study_datetime)
         obx = order.add_group("ORU_R01_OBSERVATION").add_segment("OBX")
         obx.obx_1 = str(set_id + 1)
         obx.obx_2 = "TX"
-        obx.obx_3 = _components("121111", "Summary", "DCM")
+        obx.obx_3 = join_components("121111", "Summary", "DCM")
         obx.obx_4 = "0"
         text = summary(result) + (f" Impression: {status.impression}" if status.impression else "")
         for line in tx_lines(text):

@@ -11,12 +11,8 @@ import hashlib
 import uuid
 from pathlib import PurePath
 
-from pydicom.uid import generate_uid
-
+from neuropetrix import dicom_uids
 from neuropetrix.analysis.results import AnalysisResult
-
-# pydicom's UID root, which `generate_uid` derives below when given entropy sources.
-_PREFIX = "1.2.826.0.1.3680043.8.498."
 
 
 def analysis_key(result: AnalysisResult) -> list[str]:
@@ -33,7 +29,7 @@ def analysis_key(result: AnalysisResult) -> list[str]:
 
 def derived_uid(result: AnalysisResult, *purpose: str) -> str:
     """A DICOM UID for one object or item of this analysis, e.g. ("seg", "series") or ("lesion", "3")."""
-    return str(generate_uid(prefix=_PREFIX, entropy_srcs=[*analysis_key(result), *purpose]))
+    return dicom_uids.derived_uid(*analysis_key(result), *purpose)
 
 
 def derived_uuid(result: AnalysisResult, *purpose: str) -> uuid.UUID:

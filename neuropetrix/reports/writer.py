@@ -23,6 +23,7 @@ from pydicom.dataset import Dataset
 
 from neuropetrix.analysis.results import AnalysisResult
 from neuropetrix.config.settings import HbysSettings
+from neuropetrix.dicom_uids import sign_file_meta
 from neuropetrix.reports.encapsulated import build_encapsulated_pdf
 from neuropetrix.reports.fhir import build_bundle, bundle_json
 from neuropetrix.reports.hl7 import oru_bytes
@@ -39,6 +40,8 @@ FILES = {"seg": "seg.dcm", "sr": "sr.dcm", "oru": "oru.hl7", "fhir_bundle": "fhi
 
 
 def _dicom_bytes(ds: Dataset) -> bytes:
+    """The Part 10 file, naming the node as the implementation that wrote it (not highdicom or pydicom)."""
+    sign_file_meta(ds.file_meta)
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()

@@ -1,33 +1,18 @@
 """Instance files under `storage/`, laid out by UIDs, written so that nothing acknowledged is lost.
 
 An instance is written to `storage/.incoming/<host>/<random>.part`, fsync'd, renamed to
-`storage/<study>/<series>/<sop>.dcm` and the directory fsync'd. Only UIDs that match the PS3.5 UID
-grammar become path components, so a hostile UID can never climb out of the storage folder.
+`storage/<study>/<series>/<sop>.dcm` and the directory fsync'd. Only UIDs that pass
+`dicom_uids.check_uid` become path components, so a hostile UID can never climb out of the storage folder.
 """
 from __future__ import annotations
 
 import os
-import re
 import socket
 import threading
 import uuid
 from pathlib import Path
 
-_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")
-
-
-class InvalidUID(ValueError):
-    """A value that should be a DICOM UID is not one."""
-
-
-def check_uid(value: object, what: str) -> str:
-    """`value` as a UID string, or InvalidUID naming `what` (e.g. "SOPInstanceUID")."""
-    text = str(value or "").strip("\0 ")
-    if not text:
-        raise InvalidUID(f"{what} is missing")
-    if len(text) > 64 or not _UID.match(text):
-        raise InvalidUID(f"{what} {text[:80]!r} is not a valid UID")
-    return text
+from neuropetrix.dicom_uids import check_uid
 
 
 def relative_path(study_uid: str, series_uid: str, sop_uid: str) -> str:

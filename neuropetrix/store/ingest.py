@@ -21,13 +21,14 @@ from pydicom.uid import UID
 from sqlalchemy.exc import OperationalError
 
 from neuropetrix import metrics
+from neuropetrix.dicom_uids import InvalidUID, check_uid
 from neuropetrix.node.scp.status import (
     CANNOT_UNDERSTAND,
     DATASET_DOES_NOT_MATCH_SOP_CLASS,
     OUT_OF_RESOURCES,
     SUCCESS,
 )
-from neuropetrix.store.files import FileStore, InvalidUID, check_uid, relative_path
+from neuropetrix.store.files import FileStore, relative_path
 from neuropetrix.store.header import LAST_TAG, InstanceKeys, int_value, keys_of, scan_keys
 from neuropetrix.store.index import InstanceRecord, StudyIndex
 

@@ -78,3 +78,6 @@ async def test_one_study_with_series_events_and_files(seven, aiohttp_client):
     assert r.status == 404 and (await r.json())["message"] == "no study 1.2.3.4"
     r = await client.get("/api/studies/..%2F..%2Fetc", headers=bearer(tokens))
     assert r.status in (400, 404)
+    for not_uid in ("1.02.3", "1", "1.2.3.", "1.2." + "3" * 70):       # the store's grammar, not a looser one
+        r = await client.get(f"/api/studies/{not_uid}/mip.png", headers=bearer(tokens))
+        assert r.status == 400 and (await r.json())["message"] == "study_uid: not a DICOM UID"

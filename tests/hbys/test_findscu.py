@@ -74,7 +74,7 @@ def test_the_console_sees_the_turkish_names_in_both_character_sets(node_with_ord
     step = first.ScheduledProcedureStepSequence[0]
     assert (step.ScheduledStationAETitle, step.ScheduledProcedureStepStartDate, step.Modality) == (
         "PETCT1", "20261201", "PT")
-    assert first.StudyInstanceUID.startswith("1.2.") and first.RequestedProcedureID == "RPACC1"
+    assert first.StudyInstanceUID.startswith("2.25.") and first.RequestedProcedureID == "RPACC1"
 
 
 def test_date_range_and_a_cancelled_order_disappears(node_with_orders, tmp_path) -> None:

@@ -39,7 +39,7 @@ def test_orm_in_latin5_and_utf8_become_orders_with_the_turkish_names_intact(hbys
     assert first.ordering_physician == "ÖZTÜRK^İSMAİL" and first.referring_physician == "DEMİR^GÜLŞEN"
     assert (first.modality, first.station_ae, first.scheduled_start) == ("PT", "PETCT1", "20261201100000")
     assert (first.requested_procedure_id, first.sps_id, first.status) == ("RPACC1", "SPSACC1", "scheduled")
-    assert first.study_uid.startswith("1.2.")
+    assert first.study_uid.startswith("2.25.")
 
 
 def test_no_msh18_uses_the_senders_configured_default(hbys) -> None:

@@ -56,7 +56,7 @@ def test_universal_query_offers_open_orders_only_with_every_return_key(worklist)
     first = results[0]
     assert first.SpecificCharacterSet == "ISO_IR 192"
     assert str(first.PatientName) == "ŞAHİN^ĞÜLSÜM" and first.PatientID == corpus.TCKN
-    assert first.StudyInstanceUID.startswith("1.2.") and first.RequestedProcedureID == "RPACC1"
+    assert first.StudyInstanceUID.startswith("2.25.") and first.RequestedProcedureID == "RPACC1"
     assert "PatientWeight" in first and first.PatientWeight in (None, "")        # asked, unknown: empty
     assert [c.CodeValue for c in first.RequestedProcedureCodeSequence] == ["24472-5", "804210"]
     step = first.ScheduledProcedureStepSequence[0]

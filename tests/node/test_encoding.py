@@ -8,9 +8,8 @@ from pydicom.dataset import Dataset
 from pydicom.filereader import read_file_meta_info
 from pynetdicom.dsutils import decode
 
+from neuropetrix.dicom_uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from neuropetrix.node.scp.wire import (
-    IMPLEMENTATION_CLASS_UID,
-    IMPLEMENTATION_VERSION,
     Command,
     decode_command,
     encode_response,
@@ -30,7 +29,7 @@ def test_file_header_reads_back_with_pydicom(tmp_path, source_ae):
     assert meta.MediaStorageSOPInstanceUID == sop
     assert meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.90"
     assert meta.ImplementationClassUID == IMPLEMENTATION_CLASS_UID
-    assert meta.ImplementationVersionName == IMPLEMENTATION_VERSION
+    assert meta.ImplementationVersionName == IMPLEMENTATION_VERSION_NAME
     assert meta.get("SourceApplicationEntityTitle", "") == source_ae
     group_length = meta.FileMetaInformationGroupLength
     assert len(path.read_bytes()) == 132 + 12 + group_length

@@ -151,3 +151,25 @@ async def test_department_page_shows_the_numbers_acks_and_sets_the_on_call_list(
         today = utcnow().date().isoformat()
         await page.wait_for(f"document.querySelector('#per-day-chart rect[data-date=\"{today}\"]')"
                             ".dataset.studies === '4'", "the new study in today's bar")
+
+
+async def test_department_page_refreshes_an_expired_access_token(notify_env, aiohttp_server, tmp_path):
+    """The page signs in through the dashboard's shared session.js: an access token the server no longer
+    takes is refreshed once with the refresh token, and the page loads instead of saying "not signed in"."""
+    env = notify_env({})
+    _seed(env)
+    server = await aiohttp_server(env.app())
+    base = str(server.make_url("")).rstrip("/")
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{base}/api/auth/login", json={"username": "admin", "password": PASSWORD}) as r:
+            tokens = await r.json()
+    async with Chromium(tmp_path / "chromium") as page:
+        await page.goto(f"{base}/")
+        await page.evaluate("sessionStorage.setItem('access', 'expired.or.revoked'); "
+                            f"sessionStorage.setItem('refresh', {json.dumps(tokens['refresh_token'])})")
+        await page.goto(f"{base}/static/stats.html")
+        await page.wait_for("document.body.dataset.loaded >= 1", "the stats to load")
+        assert await page.evaluate("document.querySelector('#signed-out').hidden") is True
+        assert await page.evaluate("document.querySelector('#whoami').textContent") == "admin (admin)"
+        renewed = await page.evaluate("sessionStorage.getItem('refresh')")
+        assert renewed and renewed != tokens["refresh_token"]          # rotated by the refresh

@@ -4,6 +4,7 @@ can `neuropetrix send`; a dcmtk storescp receives them byte for byte."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ import pydicom
 import pytest
 import yaml
 
+from neuropetrix.dicom_uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from neuropetrix.reports.encapsulated import build_encapsulated_pdf
 from neuropetrix.reports.seg import build_seg
 from neuropetrix.reports.source import study_info
@@ -32,18 +34,21 @@ def _tool(name: str) -> str:
 
 
 @contextmanager
-def storescp(out: Path) -> Iterator[int]:
-    """A dcmtk storescp on a free loopback port, writing what it receives into `out`."""
+def storescp(out: Path, log: Path | None = None) -> Iterator[int]:
+    """A dcmtk storescp on a free loopback port, writing what it receives into `out` (and, given `log`,
+    its debug log there: the associations' negotiation, the peer's implementation class UID included)."""
     out.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    proc = subprocess.Popen([_tool("storescp"), "-od", str(out), "-aet", "PACS", str(port)], env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(port, proc=proc)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
+    debug = ["-d"] if log is not None else []
+    with open(log or os.devnull, "w") as sink:
+        proc = subprocess.Popen([_tool("storescp"), *debug, "-od", str(out), "-aet", "PACS", str(port)], env=ENV,
+                                stdout=sink, stderr=subprocess.STDOUT)
+        try:
+            wait_for_port(port, proc=proc)
+            yield port
+        finally:
+            proc.terminate()
+            proc.wait(timeout=15)
 
 
 @pytest.fixture
@@ -80,7 +85,7 @@ def test_stock_storescu_cannot_send_seg_or_sr_and_the_profile_can(objects, tmp_p
 
 
 def test_neuropetrix_send_offers_seg_sr_and_pdf(objects, tmp_path):
-    with storescp(tmp_path / "pacs") as port:
+    with storescp(tmp_path / "pacs", log=tmp_path / "storescp.log") as port:
         config = tmp_path / "node.yaml"
         config.write_text(yaml.safe_dump({"node": {"data_dir": str(tmp_path / "var")}, "peers": [
             {"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": port}]}))
@@ -88,3 +93,7 @@ def test_neuropetrix_send_offers_seg_sr_and_pdf(objects, tmp_path):
         assert sent.returncode == 0, sent.stderr
         assert "sent 3 file(s) to pacs, 0 failed" in sent.stdout
     assert _by_uid(list((tmp_path / "pacs").iterdir())) == _by_uid(objects)
+    # the association speaks as the node, not as pynetdicom
+    log = (tmp_path / "storescp.log").read_text()
+    assert re.search(rf"Their Implementation Class UID: +{re.escape(IMPLEMENTATION_CLASS_UID)}$", log, re.M), log
+    assert re.search(rf"Their Implementation Version Name: +{IMPLEMENTATION_VERSION_NAME}$", log, re.M), log

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from neuropetrix.config.settings import HbysSettings, MllpOut
+from neuropetrix.dicom_uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, UUID_ROOT
 from neuropetrix.reports.errors import ReportError
 from neuropetrix.reports.writer import FILES, delivery_refusals, write_reports
 from tests.reports.conftest import dciodvfy
@@ -33,6 +34,10 @@ def test_write_reports_writes_every_file_valid(result, pet_study, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(FILES.values())    # no temporary files left
     for name in ("seg", "sr", "report_dcm"):
         print(f"dciodvfy {FILES[name]} warnings:", dciodvfy(written[name]))
+        ds = pydicom.dcmread(written[name])          # written by the node, named so, under its UID policy
+        assert ds.file_meta.ImplementationClassUID == IMPLEMENTATION_CLASS_UID
+        assert ds.file_meta.ImplementationVersionName == IMPLEMENTATION_VERSION_NAME
+        assert ds.SOPInstanceUID.startswith(UUID_ROOT) and ds.SeriesInstanceUID.startswith(UUID_ROOT)
     oru = written["oru"].read_bytes()
     assert b"|2.3.1|" in oru and oru.split(b"\r")[0].endswith(b"|8859/9")
     assert "AYŞE".encode("iso8859_9") in oru

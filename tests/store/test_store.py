@@ -7,10 +7,11 @@ import pydicom
 import pytest
 from sqlalchemy import inspect, select
 
+from neuropetrix.dicom_uids import InvalidUID, check_uid, is_uid
 from neuropetrix.engine.assembly import CompletionWatcher
 from neuropetrix.store import migrate
 from neuropetrix.store.db import open_database, utcnow
-from neuropetrix.store.files import FileStore, InvalidUID, check_uid, relative_path
+from neuropetrix.store.files import FileStore, relative_path
 from neuropetrix.store.index import InstanceRecord, StudyIndex
 from neuropetrix.store.models import Event, Study
 from tests.support import pg
@@ -25,6 +26,14 @@ def test_not_a_uid_never_becomes_a_path(bad):
 def test_valid_uid_paths():
     assert check_uid("1.2.840.10008.5.1.4.1.1.128\0", "X") == "1.2.840.10008.5.1.4.1.1.128"
     assert relative_path("1.2", "1.2.0", "2.25.1") == "1.2/1.2.0/2.25.1.dcm"
+
+
+@pytest.mark.parametrize("value", ["1.2.3", "1.2.3\n", "1.2.3 ", "01.2", "1.2.", "1.2/3", "1.2.840.10008.5.1.4.1.1.128",
+                                   "2.25." + "1" * 59, "2.25." + "1" * 60, "1.2.3\n/../x", "1.2.٣"])
+def test_the_grammar_is_pydicoms(value):
+    """One UID grammar: pydicom's `UID.is_valid` on the exact text, and a root with a suffix."""
+    exact = pydicom.uid.UID(value, validation_mode=pydicom.config.IGNORE)
+    assert is_uid(value) == (exact == value and exact.is_valid and "." in value)
 
 
 def record(sop: str, study: str = "1.2.3", series: str = "1.2.3.1") -> InstanceRecord:

@@ -1,44 +1,25 @@
 // NeuroPETRIX dashboard: plain ES modules, no build step. Tokens live in sessionStorage (one tab, one
 // login); the access token is refreshed before it expires; the WebSocket resumes from the last event id.
-const $ = (sel) => document.querySelector(sel);
-const session = {
-  get access() { return sessionStorage.getItem("access"); },
-  get refresh() { return sessionStorage.getItem("refresh"); },
-  get user() { return JSON.parse(sessionStorage.getItem("user") || "null"); },
-  save(tokens) {
-    sessionStorage.setItem("access", tokens.access_token);
-    sessionStorage.setItem("refresh", tokens.refresh_token);
-    sessionStorage.setItem("expires", String(Date.now() + tokens.expires_in * 1000));
-  },
-  clear() { sessionStorage.clear(); },
-};
+import { $, api as call, refreshTokens as renew, session } from "/static/session.js";
+
 let socket = null, lastEventId = null, refreshTimer = null, reloadTimer = null, reconnectDelay = 500;
 const freshStudies = new Set();
 
 async function api(path, options = {}) {
-  const headers = { ...(options.headers || {}), Authorization: `Bearer ${session.access}` };
-  if (options.body) headers["Content-Type"] = "application/json";
-  let r = await fetch(path, { ...options, headers });
-  if (r.status === 401 && session.refresh && await refreshTokens()) {
-    headers.Authorization = `Bearer ${session.access}`;
-    r = await fetch(path, { ...options, headers });
-  }
+  const r = await call(path, options);
   if (r.status === 401) { signedOut(); throw new Error("signed out"); }
   return r;
 }
 
 async function refreshTokens() {
-  const r = await fetch("/api/auth/refresh", { method: "POST", headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ refresh_token: session.refresh }) });
-  if (!r.ok) return false;
-  session.save(await r.json());
+  if (!(await renew())) return false;
   scheduleRefresh();
   return true;
 }
 
 function scheduleRefresh() {
   clearTimeout(refreshTimer);
-  const wait = Math.max(5000, Number(sessionStorage.getItem("expires")) - Date.now() - 60000);
+  const wait = Math.max(5000, session.expires - Date.now() - 60000);
   refreshTimer = setTimeout(refreshTokens, wait);
 }
 

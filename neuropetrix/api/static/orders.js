@@ -1,31 +1,9 @@
 // NeuroPETRIX orders page: the reconcile list (with the link action), orders, the worklist and the HL7
 // messages received. It uses the dashboard's sign-in (tokens in this tab's sessionStorage); text from
 // the server only ever goes into textContent.
-const $ = (sel) => document.querySelector(sel);
+import { $, api, signedInUser } from "/static/session.js";
+
 let me = { permissions: [] };
-
-async function api(path, options = {}) {
-  const headers = { "Content-Type": "application/json", Authorization: `Bearer ${sessionStorage.getItem("access")}` };
-  let r = await fetch(path, { ...options, headers });
-  if (r.status === 401 && await refresh()) {
-    headers.Authorization = `Bearer ${sessionStorage.getItem("access")}`;
-    r = await fetch(path, { ...options, headers });
-  }
-  return r;
-}
-
-async function refresh() {
-  const token = sessionStorage.getItem("refresh");
-  if (!token) return false;
-  const r = await fetch("/api/auth/refresh", { method: "POST", headers: { "Content-Type": "application/json" },
-                                               body: JSON.stringify({ refresh_token: token }) });
-  if (!r.ok) return false;
-  const tokens = await r.json();
-  sessionStorage.setItem("access", tokens.access_token);
-  sessionStorage.setItem("refresh", tokens.refresh_token);
-  sessionStorage.setItem("expires", String(Date.now() + tokens.expires_in * 1000));
-  return true;
-}
 
 function row(tbody, cells) {
   const tr = document.createElement("tr");
@@ -126,11 +104,8 @@ async function loadAll() {
 }
 
 async function start() {
-  if (!sessionStorage.getItem("access")) { $("#signed-out").hidden = false; return; }
-  const answer = await api("/api/me");
-  if (!answer.ok) { $("#signed-out").hidden = false; return; }
-  me = await answer.json();
-  $("#whoami").textContent = `${me.username} (${me.role})`;
+  me = await signedInUser();
+  if (!me) return;
   $("#order-filters").onchange = loadOrders;
   $("#worklist-filters").oninput = loadWorklist;
   await loadAll();

@@ -2,12 +2,11 @@
 // medians and 90th percentiles, per-destination job counts and queue depth, from GET /api/stats; read
 // again whenever the event stream says something happened; notifications with their Acknowledge
 // buttons and the on-call list (editable by administrators). Sign-in is the dashboard's (sessionStorage).
-const $ = (sel) => document.querySelector(sel);
+import { $, api, session, signedInUser } from "/static/session.js";
+
 const SVG = "http://www.w3.org/2000/svg";
 const SPANS = { image_to_analysis: "Last image → analysis done", analysis_to_signed: "Analysis → signed",
                 signed_to_delivered: "Signed → delivered", image_to_delivered: "Last image → delivered" };
-
-const authorised = () => ({ Authorization: `Bearer ${sessionStorage.getItem("access")}` });
 
 function duration(seconds) {
   if (seconds === null || seconds === undefined) return "–";
@@ -84,7 +83,7 @@ let me = { permissions: [] };
 
 async function loadNotifications() {
   const admin = me.permissions.includes("users.manage");
-  const r = await fetch(`/api/notifications?limit=50${admin ? "&all=1" : ""}`, { headers: authorised() });
+  const r = await api(`/api/notifications?limit=50${admin ? "&all=1" : ""}`);
   if (!r.ok) return;
   const tbody = $("#notifications tbody");
   tbody.replaceChildren();
@@ -96,14 +95,14 @@ async function loadNotifications() {
       const button = document.createElement("button");
       button.textContent = "Acknowledge";
       button.onclick = async () => {
-        const answer = await fetch(`/api/notifications/${n.id}/ack`, { method: "POST", headers: authorised() });
+        const answer = await api(`/api/notifications/${n.id}/ack`, { method: "POST" });
         if (!answer.ok) $("#page-error").textContent = await answer.text();
         await loadNotifications();
       };
       tr.cells[7].appendChild(button);
     }
   }
-  const oncall = await (await fetch("/api/oncall", { headers: authorised() })).json();
+  const oncall = await (await api("/api/oncall")).json();
   $("#oncall-list").textContent = oncall.users.length ? oncall.users.join(" → ") : "nobody (urgent notifications do not escalate)";
   const form = $("#oncall-form");
   form.hidden = !admin;
@@ -113,14 +112,13 @@ async function loadNotifications() {
 async function saveOncall(event) {
   event.preventDefault();
   const users = $("#oncall-form").users.value.split(",").map((u) => u.trim()).filter(Boolean);
-  const r = await fetch("/api/oncall", { method: "PUT", headers: { ...authorised(), "Content-Type": "application/json" },
-                                         body: JSON.stringify({ users }) });
+  const r = await api("/api/oncall", { method: "PUT", body: JSON.stringify({ users }) });
   $("#page-error").textContent = r.ok ? "" : await r.text();
   await loadNotifications();
 }
 
 async function load() {
-  const r = await fetch("/api/stats?days=14", { headers: authorised() });
+  const r = await api("/api/stats?days=14");
   if (r.status === 401) { $("#signed-out").hidden = false; return; }
   if (!r.ok) { $("#page-error").textContent = await r.text(); return; }
   $("#page-error").textContent = "";
@@ -133,7 +131,7 @@ function live() {
   // any event may change a number: read the stats again, at most once a second
   let pending = null;
   const proto = location.protocol === "https:" ? "wss" : "ws";
-  const socket = new WebSocket(`${proto}://${location.host}/api/ws?token=${encodeURIComponent(sessionStorage.getItem("access"))}`);
+  const socket = new WebSocket(`${proto}://${location.host}/api/ws?token=${encodeURIComponent(session.access)}`);
   socket.onmessage = (m) => {
     if (JSON.parse(m.data).type !== "event" || pending) return;
     pending = setTimeout(() => { pending = null; load(); }, 1000);
@@ -142,11 +140,8 @@ function live() {
 }
 
 async function start() {
-  if (!sessionStorage.getItem("access")) { $("#signed-out").hidden = false; return; }
-  const answer = await fetch("/api/me", { headers: authorised() });
-  if (!answer.ok) { $("#signed-out").hidden = false; return; }
-  me = await answer.json();
-  $("#whoami").textContent = `${me.username} (${me.role})`;
+  me = await signedInUser();
+  if (!me) return;
   $("#oncall-form").onsubmit = saveOncall;
   await load();
   live();

@@ -32,6 +32,7 @@ from pydicom.sequence import Sequence
 
 from neuropetrix.config.secrets import load_secret
 from neuropetrix.config.settings import Settings
+from neuropetrix.dicom_uids import UUID_ROOT
 from neuropetrix.engine.transforms.errors import TransformError
 
 TABLE_EDITION = "dicomfields_2026c"
@@ -121,7 +122,7 @@ class Deidentifier:
 
     def uid(self, value: str) -> str:
         """The replacement for one UID: under 2.25 (a UUID-derived root), the same every time."""
-        return "2.25." + str(int.from_bytes(self._digest("uid", value)[:16], "big"))
+        return UUID_ROOT + str(int.from_bytes(self._digest("uid", value)[:16], "big"))
 
     def pseudonym(self, patient_id: str) -> str:
         return "ANON" + self._digest("patient", patient_id).hex()[:12].upper()

@@ -37,8 +37,15 @@ from pynetdicom.sop_class import ModalityPerformedProcedureStep
 from neuropetrix import metrics
 from neuropetrix.node.scp.find import answer_find
 from neuropetrix.node.scp.policy import APPLICATION_CONTEXT_NOT_SUPPORTED, LOCAL_LIMIT_EXCEEDED
-from neuropetrix.node.scp.retrieve import MOVE_DESTINATION_UNKNOWN, SubOperations
-from neuropetrix.node.scp.status import OUT_OF_RESOURCES, PENDING, PROCESSING_FAILURE, SUCCESS, UNABLE_TO_PROCESS
+from neuropetrix.node.scp.retrieve import SubOperations
+from neuropetrix.node.scp.status import (
+    MOVE_DESTINATION_UNKNOWN,
+    OUT_OF_RESOURCES,
+    PENDING,
+    PROCESSING_FAILURE,
+    SUCCESS,
+    UNABLE_TO_PROCESS,
+)
 from neuropetrix.node.scp.wire import (
     ABORT,
     APPLICATION_CONTEXT,

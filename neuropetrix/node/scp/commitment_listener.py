@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from pynetdicom import AE, evt
+from pynetdicom import evt
 from pynetdicom.sop_class import StorageCommitmentPushModel
 
+from neuropetrix.node.entity import node_ae
+from neuropetrix.node.scp.status import NO_SUCH_EVENT_TYPE, PROCESSING_FAILURE, SUCCESS
 from neuropetrix.node.scu.commitment import CommitmentReport, parse_report
 
 log = logging.getLogger("neuropetrix.scp.commitment")
-PROCESSING_FAILURE, NO_SUCH_EVENT_TYPE = 0x0110, 0x0113
 
 
 class CommitmentListener:
@@ -24,7 +25,7 @@ class CommitmentListener:
                  on_report: Callable[[CommitmentReport], bool]) -> None:
         self.address = (host, port)
         self.on_report = on_report
-        self.ae = AE(ae_title=ae_title)
+        self.ae = node_ae(ae_title)
         self.ae.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
         self.ae.require_calling_aet = sorted(known_callers)
         self._server = None
@@ -39,7 +40,7 @@ class CommitmentListener:
             return PROCESSING_FAILURE, None
         log.info("storage commitment report from %s for %s: %d committed, %d failed",
                  event.assoc.requestor.ae_title, report.transaction_uid, len(report.committed), len(report.failed))
-        return (0x0000 if self.on_report(report) else PROCESSING_FAILURE), None
+        return (SUCCESS if self.on_report(report) else PROCESSING_FAILURE), None
 
     def start(self) -> None:
         self._server = self.ae.start_server(self.address, block=False,

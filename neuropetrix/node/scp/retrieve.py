@@ -19,24 +19,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydicom.dataset import Dataset
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelGet,
+)
 
-from neuropetrix.node.scp.status import CANCEL, SUCCESS
+from neuropetrix.node.scp.status import (
+    CANCEL,
+    SUBOPERATIONS_WITH_FAILURES,
+    SUCCESS,
+    UNABLE_TO_PERFORM_SUBOPERATIONS,
+)
 
 log = logging.getLogger("neuropetrix.scp")
 
 RetrieveProvider = Callable[[Dataset, str], Sequence[Path]]
 """(identifier, calling AE title) → the files the request selects."""
 
-PATIENT_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.1.2"
-PATIENT_ROOT_GET = "1.2.840.10008.5.1.4.1.2.1.3"
-STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
-STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
-GET_SOP_CLASSES = frozenset({PATIENT_ROOT_GET, STUDY_ROOT_GET})
-
-# PS3.4 C.4.2.1.5 / C.4.3.1.4
-MOVE_DESTINATION_UNKNOWN = 0xA801            # Refused: Move Destination unknown
-UNABLE_TO_PERFORM_SUBOPERATIONS = 0xA702     # Refused: Out of resources – unable to perform sub-operations
-SUBOPERATIONS_WITH_FAILURES = 0xB000         # Warning: one or more failures or warnings
+GET_SOP_CLASSES = frozenset({PatientRootQueryRetrieveInformationModelGet, StudyRootQueryRetrieveInformationModelGet})
 
 
 def is_warning(status: int) -> bool:

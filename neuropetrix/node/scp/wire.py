@@ -21,6 +21,8 @@ from pynetdicom.pdu_primitives import (
 )
 from pynetdicom.presentation import PresentationContext
 
+from neuropetrix.dicom_uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+
 # PDU types (PS3.8 9.3.1)
 ASSOCIATE_RQ, ASSOCIATE_AC, ASSOCIATE_RJ, P_DATA_TF, RELEASE_RQ, RELEASE_RP, ABORT = range(1, 8)
 # Command Field values (PS3.7 E.1-1)
@@ -34,9 +36,6 @@ NO_DATASET, DATASET_PRESENT = 0x0101, 0x0001
 PDV_COMMAND, PDV_LAST = 0x01, 0x02
 APPLICATION_CONTEXT = UID("1.2.840.10008.3.1.1.1")   # DICOM Application Context Name (PS3.7 A.2.1)
 
-IMPLEMENTATION_VERSION = "NEUROPETRIX_01"
-# Our implementation class UID: a UUID-derived UID (PS3.5 B.2), uuid5 of the project's URL.
-IMPLEMENTATION_CLASS_UID = "2.25.121633663093412260106031864065073478959"
 
 RELEASE_RP_PDU = struct.pack(">BBI", RELEASE_RP, 0, 4) + b"\0\0\0\0"
 
@@ -179,7 +178,7 @@ def file_header(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str,
             + _meta_element(0x0003, b"UI", _uid(sop_instance_uid))
             + _meta_element(0x0010, b"UI", _uid(transfer_syntax))
             + _meta_element(0x0012, b"UI", _uid(IMPLEMENTATION_CLASS_UID))
-            + _meta_element(0x0013, b"SH", _text_value(IMPLEMENTATION_VERSION))
+            + _meta_element(0x0013, b"SH", _text_value(IMPLEMENTATION_VERSION_NAME))
             + (_meta_element(0x0016, b"AE", _text_value(source_ae)) if source_ae else b""))
     return b"\0" * 128 + b"DICM" + struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(body)) + body
 
@@ -235,7 +234,7 @@ def associate_ac(rq: A_ASSOCIATE, results: list[PresentationContext], roles: lis
     impl_uid = ImplementationClassUIDNotification()
     impl_uid.implementation_class_uid = IMPLEMENTATION_CLASS_UID
     impl_name = ImplementationVersionNameNotification()
-    impl_name.implementation_version_name = IMPLEMENTATION_VERSION
+    impl_name.implementation_version_name = IMPLEMENTATION_VERSION_NAME
     ac.user_information = [max_length, impl_uid, impl_name, *roles]
     ac_pdu = A_ASSOCIATE_AC()
     ac_pdu.from_primitive(ac)

@@ -18,27 +18,27 @@ from pynetdicom.sop_class import (
     StorageCommitmentPushModelInstance,
 )
 
+from neuropetrix.dicom_uids import numbered_uid, numbers_of
+from neuropetrix.node.scp.status import PROCESSING_FAILURE, SUCCESS
 from neuropetrix.node.scu.errors import DeliveryError
 
 log = logging.getLogger("neuropetrix.scu.commitment")
-# Our transaction UIDs: <root>.<job id>.<attempt>, under pydicom's root like our generated UIDs.
-TRANSACTION_ROOT = "1.2.826.0.1.3680043.8.498.1.20."
+# Our transaction UIDs: <the node's arc>.1.<job id>.<attempt> (dicom_uids.numbered_uid)
+TRANSACTION_ARC = 1
 REQUEST_COMMITMENT = 1          # N-ACTION Action Type ID
 COMMITTED, FAILURES = 1, 2      # N-EVENT-REPORT Event Type IDs
 
 
 def transaction_uid(job_id: int, attempt: int) -> str:
-    return f"{TRANSACTION_ROOT}{job_id}.{attempt}"
+    return numbered_uid(TRANSACTION_ARC, job_id, attempt)
 
 
 def job_of(transaction: str) -> tuple[int, int] | None:
     """(job id, attempt) named by one of our transaction UIDs, None for anyone else's."""
-    if not transaction.startswith(TRANSACTION_ROOT):
+    numbers = numbers_of(transaction)
+    if numbers is None or len(numbers) != 3 or numbers[0] != TRANSACTION_ARC:
         return None
-    parts = transaction[len(TRANSACTION_ROOT):].split(".")
-    if len(parts) != 2 or not all(p.isdigit() for p in parts):
-        return None
-    return int(parts[0]), int(parts[1])
+    return numbers[1], numbers[2]
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def request(assoc: Association, transaction: str, refs: list[tuple[str, str]]) -
     status, _ = assoc.send_n_action(info, REQUEST_COMMITMENT, StorageCommitmentPushModel,
                                     StorageCommitmentPushModelInstance)
     code = getattr(status, "Status", None)
-    if code != 0x0000:
+    if code != SUCCESS:
         shown = "no response" if code is None else f"status 0x{code:04X}"
         raise DeliveryError(f"storage commitment request refused: {shown}")
 
@@ -74,6 +74,6 @@ def request(assoc: Association, transaction: str, refs: list[tuple[str, str]]) -
 def parse_report(info: Dataset) -> CommitmentReport:
     """The committed and failed instances of an N-EVENT-REPORT's Event Information."""
     committed = [str(i.ReferencedSOPInstanceUID) for i in info.get("ReferencedSOPSequence", [])]
-    failed = [(str(i.ReferencedSOPInstanceUID), int(i.get("FailureReason", 0x0110)))
+    failed = [(str(i.ReferencedSOPInstanceUID), int(i.get("FailureReason", PROCESSING_FAILURE)))
               for i in info.get("FailedSOPSequence", [])]
     return CommitmentReport(str(info.get("TransactionUID", "")), committed, failed)

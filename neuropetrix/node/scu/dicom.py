@@ -10,10 +10,11 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE
 from pynetdicom.sop_class import StorageCommitmentPushModel
 
 from neuropetrix.config.settings import Peer
+from neuropetrix.node.entity import node_ae
+from neuropetrix.node.scp.status import done
 from neuropetrix.node.scu import commitment as storage_commitment
 
 log = logging.getLogger("neuropetrix.scu")
@@ -87,7 +88,7 @@ def send_files(peer: Peer, files: list[Path], calling_ae: str, timeout: float = 
         raise SendError(f"{len(contexts)} SOP class/transfer syntax pairs exceed {MAX_CONTEXTS} contexts")
     if not readable:
         return report
-    ae = AE(ae_title=calling_ae)
+    ae = node_ae(calling_ae)
     # every step has a deadline: the TCP connect, the association, each DIMSE answer, a silent socket
     ae.connection_timeout = ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     for sop, ts in contexts:
@@ -110,7 +111,9 @@ def send_files(peer: Peer, files: list[Path], calling_ae: str, timeout: float = 
             code = getattr(status, "Status", None)
             if code is None:
                 report.failed.append((str(f), "no response (timeout or association lost)"))
-            elif code == 0x0000 or 0xB000 <= code <= 0xBFFF:
+                if not assoc.is_established:
+                    break
+            elif done(code):
                 report.sent += 1
                 report.stored.append((sop_class, sop_instance))
             else:
