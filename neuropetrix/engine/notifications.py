@@ -147,12 +147,15 @@ class Message:
 
 
 def compose(cfg: NotifySettings, priority: str, route: str, study: Study | None, study_uid: str,
-            escalated: bool) -> Message:
+            escalated: bool, response: str | None = None) -> Message:
+    """The message; `response` is the study's PERCIST category when it was compared with a prior one."""
     who = patient_words(study.patient.name if study is not None else "", cfg.patient_data)
     link = f"{cfg.study_link}{study_uid}" if cfg.study_link else f"study {study_uid}"
     what = "PET/CT study flagged" + (f": {who}" if who else "")
     head = f"[{priority.upper()}]" + (" (escalated: not acknowledged)" if escalated else "")
     lines = [f"{head} {what}", f"Rule {route} asks you to look.",
+             f"Response to the prior study (PERCIST 1.0): {response} ({CATEGORIES[response]})."
+             if response in CATEGORIES else "",
              f"Study date: {study.study_date}" if study is not None and study.study_date else "", link,
              "Acknowledge in the NeuroPETRIX app or dashboard."]
     text = "\n".join(line for line in lines if line)
@@ -213,7 +216,8 @@ class NotificationPlanner:
         s.add(n)
         s.flush()
         study = s.scalars(select(Study).join(Patient).where(Study.study_uid == e.study_uid)).first()
-        message = compose(self.cfg, priority, route, study, n.study_uid, escalated_from is not None)
+        message = compose(self.cfg, priority, route, study, n.study_uid, escalated_from is not None,
+                          (e.payload or {}).get("response"))
         jobs = []
         for channel in channels_for(priority, wanted, contact, in_quiet_hours(contact, local)):
             jobs += self._jobs(s, e, n, user, contact, channel, message)

@@ -12,7 +12,7 @@ import pytest
 from neuropetrix.engine.jobs import new_job
 from neuropetrix.engine.notifications import notify_params
 from neuropetrix.store.jobs_models import Job
-from tests.notify.conftest import notifications, until
+from tests.notify.conftest import notifications, set_contact, until
 from tests.notify.test_push_channel import fcm_env  # noqa: F401  (fixture)
 
 PMD_STUDY, SMD_STUDY = "1.2.826.0.1.3680043.10.18.21", "1.2.826.0.1.3680043.10.18.22"
@@ -76,6 +76,24 @@ async def test_progression_is_raised_to_a_high_priority_push_where_the_route_say
     told = {n.study_uid: (n.priority, n.channels) for n in notifications(env)}
     assert told == {PMD_STUDY: ("high", ["push"]),      # no e-mail server here: push is what reached them
                     SMD_STUDY: ("low", [])}
+
+
+@pytest.mark.asyncio
+async def test_progression_rule_mails_a_pmd_study_and_not_an_smd_one(notify_env, smtp_server, running):
+    inbox, port = smtp_server()
+    env = notify_env({"email": {"smtp_host": "127.0.0.1", "smtp_port": port, "sender": "petct@hastane.local"}})
+    set_contact(env, "physician", email="ayse.hekim@hastane.local")
+    running(env)
+    rule = {"roles": ["physician"], "when": {"response": ["PMD"]}, "channels": ["email"]}
+    _analysed(env, PMD_STUDY, "PMD")
+    _analysed(env, SMD_STUDY, "SMD")
+    jobs = [_notify_job(env, uid, "progression", rule) for uid in (SMD_STUDY, PMD_STUDY)]
+    await until(lambda: len(inbox.messages) == 1 and all(_job(env, j).state == "done" for j in jobs))
+    [(envelope, mail)] = inbox.messages
+    assert envelope.rcpt_tos == ["ayse.hekim@hastane.local"] and mail["Subject"] == "[HIGH] PET/CT study flagged"
+    text = mail.get_body(("plain",)).get_content()
+    assert PMD_STUDY in text and SMD_STUDY not in text
+    assert "Response to the prior study (PERCIST 1.0): PMD (progressive metabolic disease)." in text
 
 
 def test_when_names_a_percist_category():
