@@ -42,6 +42,11 @@ FONT, BOLD = "DejaVuSans", "DejaVuSans-Bold"
 DIGITS = 4      # significant digits people read in tables; HL7, FHIR and the SR carry more
 MAX_LESION_ROWS = 12
 MAX_KEY_IMAGES = 3
+# With a comparison the page holds two MIPs (each at most this tall) and fewer lesion rows and smaller key
+# images, so the fullest case still fits one page (tests/reports/test_comparison_pdf.py).
+COMPARISON_MIP_MAX_HEIGHT_MM = 76
+COMPARISON_LESION_ROWS = 6
+COMPARISON_KEY_IMAGE_MM = 28
 
 
 def _register_fonts() -> None:
@@ -83,8 +88,11 @@ def _grid(rows: list[list[str]], widths: list[float], header: bool = True) -> Ta
     return table
 
 
-def _image(png: bytes, width: float) -> Image:
+def _image(png: bytes, width: float, max_height: float | None = None) -> Image:
+    """The picture `width` wide, or narrower where it would be taller than `max_height`."""
     image = Image(io.BytesIO(png))
+    if max_height is not None:
+        width = min(width, max_height * image.imageWidth / image.imageHeight)
     image.drawHeight = width * image.imageHeight / image.imageWidth
     image.drawWidth = width
     return image
@@ -163,7 +171,8 @@ def _comparison(result: AnalysisResult, response: Response, prior: PriorStudy, p
     width = COMPARISON_MIP_MM * mm
     pictures = Table([[Paragraph(f"Prior {prior.study_date}", caption),
                        Paragraph(f"Current {info.study_datetime:%Y-%m-%d}", caption)],
-                      [_image(prior_mip, width), _image(mip, width)]],
+                      [_image(prior_mip, width, COMPARISON_MIP_MAX_HEIGHT_MM * mm),
+                       _image(mip, width, COMPARISON_MIP_MAX_HEIGHT_MM * mm)]],
                      colWidths=[width + 2 * mm] * 2, hAlign="LEFT")
     pictures.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("LEFTPADDING", (0, 0), (-1, -1), 0),
                                   ("RIGHTPADDING", (0, 0), (-1, -1), 2)]))
@@ -200,14 +209,16 @@ def build_pdf(result: AnalysisResult, info: StudyInfo, mip: bytes, key_images: d
          _fmt(info.institution_name)],
         ["Study", _fmt(info.study_description), "Referring", _person(info.referring_physician)],
     ]
+    comparing = prior is not None and prior_mip is not None and result.response is not None
+    rows_shown = COMPARISON_LESION_ROWS if comparing else MAX_LESION_ROWS
     lesions = sorted(result.lesions, key=lambda les: les.suv_max, reverse=True)
     lesion_rows = [["#", f"{suv.meaning} max", "mean", "peak", "Volume ml", "TLG", "Centroid x, y, z mm"]]
-    for les in lesions[:MAX_LESION_ROWS]:
+    for les in lesions[:rows_shown]:
         lesion_rows.append([str(les.label), _num(les.suv_max), _num(les.suv_mean), _num(les.suv_peak),
                             _num(les.volume_ml), _num(les.tlg),
                             ", ".join(f"{c:.0f}" for c in les.centroid_mm)])
-    if len(lesions) > MAX_LESION_ROWS:
-        lesion_rows.append(["…", f"{len(lesions) - MAX_LESION_ROWS} more lesion(s) in the DICOM SR", "", "", "",
+    if len(lesions) > rows_shown:
+        lesion_rows.append(["…", f"{len(lesions) - rows_shown} more lesion(s) in the DICOM SR", "", "", "",
                             "", ""])
     liver = result.liver
     totals = [["Lesions", str(len(result.lesions)), "Total MTV ml", _num(result.tmtv_ml),
@@ -232,13 +243,14 @@ def build_pdf(result: AnalysisResult, info: StudyInfo, mip: bytes, key_images: d
               f"run on {result.device}, NeuroPETRIX {result.software_version or 'unknown'}. "
               f"DICOM SR {sr_uid}" + ("" if seg_uid is None else f", SEG {seg_uid}") + ".")
 
-    keys = [_image(png, 40 * mm) for _, png in list(key_images.items())[:MAX_KEY_IMAGES]]
+    key_width = (COMPARISON_KEY_IMAGE_MM if comparing else 40) * mm
+    keys = [_image(png, key_width) for _, png in list(key_images.items())[:MAX_KEY_IMAGES]]
     right = [Paragraph("Key images", heading), Table([keys], hAlign="LEFT")] if keys else []
     right += [Paragraph("Lesions (highest SUV first)", heading),
               _grid(lesion_rows, [8 * mm, 20 * mm, 14 * mm, 14 * mm, 17 * mm, 15 * mm, 32 * mm]),
               Paragraph("Whole body", heading),
               _grid(totals, [17 * mm, 10 * mm, 24 * mm, 28 * mm, 26 * mm, 15 * mm], header=False)]
-    if prior is not None and prior_mip is not None and result.response is not None:
+    if comparing and prior is not None and prior_mip is not None and result.response is not None:
         # the current MIP stands beside the prior's
         layout: list = [*_comparison(result, result.response, prior, prior_mip, mip, info, heading), *right]
     else:
