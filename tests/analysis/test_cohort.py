@@ -68,14 +68,15 @@ def cohort_env(make_env):  # noqa: F811
 
 def test_export_joins_the_baseline_with_the_outcomes(cohort_env, tmp_path):
     outcomes = _outcomes(tmp_path / "outcomes.csv", [
-        ("HST-A1", "censored", "2025-06-01"), ("HST-A1", "progression", "2025-09-01"), ("HST-A1", "death", "2026-01-01"),
+        ("HST-A1", "censored", "2025-06-01"), ("HST-A1", "progression", "2025-09-01"),
+        ("HST-A1", "death", "2026-01-01"),
         ("HST-B2", "censored", "2025-12-31"), ("HST-C3", "censored", "2025-12-31")])
     for endpoint, a_row in (("pfs", ("234", "1")), ("os", ("356", "1"))):
         out = tmp_path / f"{endpoint}.csv"
         done = _cli(cohort_env, "cohort", "export", "--outcomes", str(outcomes), "--out", str(out),
                     "--endpoint", endpoint)
         assert done.returncode == 0, done.stderr
-        assert done.stdout.startswith(f"2 patients, {1} events ({endpoint})")
+        assert done.stdout.startswith(f"2 patients, 1 events ({endpoint})")
         rows = {r["patient_id"]: r for r in csv.DictReader(open(out, encoding="utf-8"))}
         assert set(rows) == {"HST-A1", "HST-B2"}            # HST-C3 never analysed, HST-D4 has no outcome
         a, b = rows["HST-A1"], rows["HST-B2"]
