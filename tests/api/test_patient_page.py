@@ -98,3 +98,11 @@ async def test_patient_page_shows_the_timeline_and_the_chart(tmp_path: Path) -> 
                 assert after["x"] > before["x"] and after["y"] > before["y"]
             assert await page.evaluate("document.querySelectorAll('#trend polyline').length") == 3
             await page.screenshot(ARTIFACTS / "patient.png")
+
+            # from a study's page to its patient's timeline
+            await page.goto(f"http://127.0.0.1:{node.api_port}/#/study/{BASELINE.study_uid}")
+            link = "document.querySelector('#study-meta a')"
+            await page.wait_for(link, "the study page's link to the patient")
+            await page.evaluate(f"{link}.click()")
+            await page.wait_for(f"{items}.length === 2 && document.querySelector('#patient-name').textContent "
+                                "=== 'ZEYNEP KAYA'", "the patient page opened from the study")

@@ -1,5 +1,5 @@
 // NeuroPETRIX patient page: the patients (GET /api/patients), and one patient (?id=N, GET
-// /api/patients/N) as a timeline of studies with their analysis, response and review state, and a chart
+// /api/patients/N, or ?patient_id=… from a study's page) as a timeline of studies with their analysis, response and review state, and a chart
 // of SUVmax, SULpeak and TMTV over time, drawn here in SVG (no library, nothing loaded from outside the
 // node). Sign-in is the dashboard's (sessionStorage).
 const $ = (sel) => document.querySelector(sel);
@@ -159,13 +159,19 @@ async function showPatient(id) {
 
 async function start() {
   if (!sessionStorage.getItem("access")) { $("#signed-out").hidden = false; return; }
-  const id = new URLSearchParams(location.search).get("id");
+  const query = new URLSearchParams(location.search);
+  $("#patient-filter").onsubmit = (ev) => { ev.preventDefault(); listPatients(); };
   try {
-    if (id) await showPatient(id);
-    else {
-      $("#patient-filter").onsubmit = (ev) => { ev.preventDefault(); listPatients(); };
-      await listPatients();
-    }
+    if (query.get("id")) await showPatient(query.get("id"));
+    else if (query.get("patient_id")) {      // from a study's page: the patient with exactly this Patient ID
+      const found = await get(`/api/patients?q=${encodeURIComponent(query.get("patient_id"))}&limit=100`);
+      const exact = found.items.filter((p) => p.patient_id === query.get("patient_id"));
+      if (exact.length === 1) await showPatient(exact[0].id);
+      else {
+        $("#patient-filter").q.value = query.get("patient_id");
+        await listPatients();           // several issuers share the ID, or none: let the user choose
+      }
+    } else await listPatients();
     document.body.dataset.loaded = "1";
   } catch (err) {
     if (!$("#page-error").textContent && $("#signed-out").hidden) $("#page-error").textContent = String(err);
