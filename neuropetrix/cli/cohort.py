@@ -29,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="keyed pseudonyms instead of Patient IDs; no names, dates or UIDs")
     export.set_defaults(handler=run_export)
     cox = commands.add_parser("cox", help="Cox proportional hazards on an exported cohort")
+    add_config_option(cox)                 # accepted like every command's; the model reads only the file
     cox.add_argument("cohort", type=Path, help="a CSV from `cohort export`")
     cox.add_argument("--features", required=True, help="comma-separated columns, e.g. tmtv_ml,suv_max")
     cox.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
