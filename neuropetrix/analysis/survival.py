@@ -2,7 +2,8 @@
 
 Pure: a table of patients (time to event in days, event 0/1, baseline features) in, the fitted hazard
 ratios with their 95 % confidence intervals, the number of patients and events, and Harrell's
-concordance index under k-fold cross-validation out. A model is never reported without that
+concordance index under k-fold cross-validation out; or Kaplan–Meier estimates of two groups split at a
+feature's threshold, with the log-rank test between them. A model is never reported without that
 validation beside it, and never as one patient's prediction (`CoxReport.text`). Also the baseline
 feature the export computes from the lesions: Dmax, the largest distance between two lesions'
 centroids (Cottereau et al., J Nucl Med 2020).
@@ -15,7 +16,8 @@ from itertools import combinations
 
 import numpy as np
 import pandas as pd
-from lifelines import CoxPHFitter
+from lifelines import CoxPHFitter, KaplanMeierFitter
+from lifelines.statistics import logrank_test
 from lifelines.utils import k_fold_cross_validation
 
 from neuropetrix.analysis.errors import AnalysisError
@@ -87,3 +89,48 @@ def fit_cox(table: pd.DataFrame, features: list[str], folds: int = 5, seed: int 
                                  scoring_method="concordance_index", seed=seed)
     return CoxReport(len(data), events, ratios, float(fitter.concordance_index_), tuple(float(c) for c in cv),
                      folds)
+
+
+@dataclass(frozen=True)
+class KmGroup:
+    label: str
+    patients: int
+    events: int
+    median_days: float | None                # None: the curve never falls to one half
+    curve: tuple[tuple[float, float], ...]   # (day, survival) at each event time
+
+
+@dataclass(frozen=True)
+class KmReport:
+    feature: str
+    threshold: float
+    groups: tuple[KmGroup, KmGroup]          # ≤ threshold, > threshold
+    logrank_p: float
+
+    def text(self) -> str:
+        lines = [f"Kaplan–Meier by {self.feature} at {self.threshold:g}:"]
+        for g in self.groups:
+            median = "not reached" if g.median_days is None else f"{g.median_days:g} days"
+            lines.append(f"  {g.label}: {g.patients} patients, {g.events} events, median {median}")
+        lines += [f"  log-rank p = {self.logrank_p:.3g}", "  A cohort description: not a prediction for one patient."]
+        return "\n".join(lines)
+
+
+def kaplan_meier(table: pd.DataFrame, feature: str, threshold: float) -> KmReport:
+    """The two groups' Kaplan–Meier curves, medians and the log-rank p; AnalysisError when one group is empty."""
+    if feature not in table.columns:
+        raise AnalysisError(f"the cohort has no column {feature} (has: {', '.join(table.columns)})")
+    data = table[[DURATION, EVENT, feature]].apply(pd.to_numeric, errors="coerce").dropna()
+    low, high = data[data[feature] <= threshold], data[data[feature] > threshold]
+    if low.empty or high.empty:
+        raise AnalysisError(f"{feature} at {threshold:g} leaves a group empty ({len(low)} ≤, {len(high)} >)")
+    groups = []
+    for label, part in ((f"{feature} ≤ {threshold:g}", low), (f"{feature} > {threshold:g}", high)):
+        km = KaplanMeierFitter().fit(part[DURATION], part[EVENT])
+        median = float(km.median_survival_time_)
+        estimate = km.survival_function_.iloc[:, 0]
+        times = sorted(set(part.loc[part[EVENT] == 1, DURATION]))
+        groups.append(KmGroup(label, len(part), int(part[EVENT].sum()), None if math.isinf(median) else median,
+                              tuple((float(t), float(estimate.loc[t])) for t in times)))
+    test = logrank_test(low[DURATION], high[DURATION], low[EVENT], high[EVENT])
+    return KmReport(feature, threshold, (groups[0], groups[1]), float(test.p_value))

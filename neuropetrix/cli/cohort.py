@@ -1,5 +1,6 @@
-"""`neuropetrix cohort export` (baseline features joined with outcomes, CSV) and `neuropetrix cohort cox`
-(a Cox model on such a file, with its cross-validated concordance)."""
+"""`neuropetrix cohort export` (baseline features joined with outcomes, CSV), `neuropetrix cohort cox`
+(a Cox model on such a file, with its cross-validated concordance) and `neuropetrix cohort km`
+(Kaplan–Meier curves split at a feature's threshold, with the log-rank test)."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from neuropetrix.analysis.errors import AnalysisError
-from neuropetrix.analysis.survival import fit_cox
+from neuropetrix.analysis.survival import fit_cox, kaplan_meier
 from neuropetrix.cli import CommandError, add_config_option, settings_from
 from neuropetrix.engine.cohort import ENDPOINTS, CohortError, cohort_rows, read_outcomes, write_csv
 from neuropetrix.engine.transforms.deidentify import Deidentifier, pseudonym_key
@@ -34,6 +35,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     cox.add_argument("--features", required=True, help="comma-separated columns, e.g. tmtv_ml,suv_max")
     cox.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
     cox.set_defaults(handler=run_cox)
+    km = commands.add_parser("km", help="Kaplan–Meier curves of two groups split at a feature's threshold")
+    add_config_option(km)
+    km.add_argument("cohort", type=Path, help="a CSV from `cohort export`")
+    km.add_argument("--feature", required=True, help="the column to split on, e.g. tmtv_ml")
+    km.add_argument("--threshold", type=float, required=True, help="≤ threshold against > threshold")
+    km.set_defaults(handler=run_km)
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -53,11 +60,26 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _table(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path)
+    except (OSError, ValueError) as exc:       # pandas' parser and empty-file errors are ValueErrors
+        raise CommandError(f"{path}: {exc}") from None
+
+
 def run_cox(args: argparse.Namespace) -> int:
     try:
-        table = pd.read_csv(args.cohort)
-        report = fit_cox(table, [f.strip() for f in args.features.split(",") if f.strip()], args.folds)
-    except (OSError, pd.errors.ParserError, AnalysisError) as exc:
+        report = fit_cox(_table(args.cohort), [f.strip() for f in args.features.split(",") if f.strip()], args.folds)
+    except AnalysisError as exc:
+        raise CommandError(f"{args.cohort}: {exc}") from None
+    print(report.text())
+    return 0
+
+
+def run_km(args: argparse.Namespace) -> int:
+    try:
+        report = kaplan_meier(_table(args.cohort), args.feature, args.threshold)
+    except AnalysisError as exc:
         raise CommandError(f"{args.cohort}: {exc}") from None
     print(report.text())
     return 0

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from neuropetrix.analysis.errors import AnalysisError
-from neuropetrix.analysis.survival import dmax_mm, fit_cox
+from neuropetrix.analysis.survival import dmax_mm, fit_cox, kaplan_meier
 from tests.api.conftest import accounts_db, make_env  # noqa: F401  (fixtures)
 
 BASELINE_A, FOLLOW_UP_A, BASELINE_B = "1.2.826.0.1.3680043.10.30.1", "1.2.826.0.1.3680043.10.30.2", \
@@ -159,6 +159,31 @@ def test_cox_recovers_a_known_hazard_ratio_with_cross_validated_concordance(make
     assert f"{n} patients, {report.events} events" in printed.stdout
     assert f"{report.concordance_cv_mean:.3f}" in printed.stdout and "5-fold cross-validation" in printed.stdout
     assert f"suv_max: HR {suv_hr.hazard_ratio:.4g} per unit (95 % CI {suv_hr.ci_low:.4g}" in printed.stdout
+
+    km = kaplan_meier(table, "suv_max", 11.0)                # the hazard rises with SUVmax: the split shows it
+    low, high = km.groups
+    assert low.patients + high.patients == n and km.logrank_p < 1e-3
+    assert high.median_days is not None and (low.median_days is None or high.median_days < low.median_days)
+    printed = subprocess.run([sys.executable, "-m", "neuropetrix", "cohort", "km", str(out), "--feature", "suv_max",
+                              "--threshold", "11"], capture_output=True, text=True, timeout=300)
+    assert printed.returncode == 0, printed.stderr
+    print(printed.stdout)
+    assert f"suv_max > 11: {high.patients} patients, {high.events} events, median {high.median_days:g} days" \
+        in printed.stdout
+
+
+def test_kaplan_meier_of_a_table_worked_by_hand():
+    """A: deaths at 2, 4, 6, 8 → S 0.75, 0.5, 0.25, 0, median 4; B: deaths at 3, 7, 9 and one censored at
+    5 → S(3) 0.75, S(7) 0.75 × 1/2 = 0.375, S(9) 0, median 7."""
+    table = pd.DataFrame({"time_days": [2, 4, 6, 8, 3, 5, 7, 9], "event": [1, 1, 1, 1, 1, 0, 1, 1],
+                          "tmtv_ml": [10, 20, 30, 40, 100, 110, 120, 130]})
+    a, b = kaplan_meier(table, "tmtv_ml", 50).groups
+    assert (a.patients, a.events, a.median_days) == (4, 4, 4.0)
+    assert np.allclose(a.curve, [(2, 0.75), (4, 0.5), (6, 0.25), (8, 0.0)])
+    assert (b.patients, b.events, b.median_days) == (4, 3, 7.0)
+    assert np.allclose(b.curve, [(3, 0.75), (7, 0.375), (9, 0.0)])
+    with pytest.raises(AnalysisError, match="leaves a group empty"):
+        kaplan_meier(table, "tmtv_ml", 500)
 
 
 def test_too_few_events_or_a_missing_feature_are_refused_and_dmax_needs_two_lesions():
