@@ -1,6 +1,7 @@
 """/api/patients: the index's patients (Patient ID with its issuer), and one patient with every study
 in date order, each with its analysis summary and review state: the follow-up timeline a physician
-reads ("better or worse than last time?") and the data of its SUVmax / SULpeak / TMTV chart."""
+reads ("better or worse than last time?") and the data of its SUVmax / SULpeak / TMTV chart
+(api/static/patient.html)."""
 from __future__ import annotations
 
 import json
@@ -57,10 +58,25 @@ def _analysis_summary(results_dir: Path, study_uid: str) -> dict[str, Any] | Non
     peaks = [les.get("suv_peak") for les in doc.get("lesions", []) if les.get("suv_peak") is not None]
     return {"suv_type": doc.get("suv_type"), "lesion_count": doc.get("lesion_count"), "suv_max": doc.get("suv_max"),
             "suv_peak": max(peaks, default=None), "tmtv_ml": doc.get("tmtv_ml"), "tlg_total": doc.get("tlg_total"),
+            "sul_peak": None if response is None else response.get("sul_peak_after"),
+            "sul_type": None if response is None else response.get("sul_type"),
             "response": None if response is None else {
                 "criteria": response.get("criteria"), "category": response.get("category"),
-                "prior_study_uid": response.get("prior_study_uid"),
+                "prior_study_uid": response.get("prior_study_uid"), "sul_type": response.get("sul_type"),
+                "sul_peak_before": response.get("sul_peak_before"),
                 "sul_peak_after": response.get("sul_peak_after"), "percent_change": response.get("percent_change")}}
+
+
+def _priors_sul_peak(studies: list[dict[str, Any]]) -> None:
+    """SULpeak is measured in a comparison (PERCIST works in SUL): a study compared with a later one gets
+    the SULpeak that comparison read on it, so the chart has the baseline's point too."""
+    by_uid = {st["study_uid"]: st for st in studies}
+    for st in studies:                        # date order: the first comparison's reading is kept
+        response = (st.get("analysis") or {}).get("response") or {}
+        prior = by_uid.get(response.get("prior_study_uid") or "")
+        if prior is not None and prior.get("analysis") and prior["analysis"]["sul_peak"] is None:
+            prior["analysis"]["sul_peak"] = response.get("sul_peak_before")
+            prior["analysis"]["sul_type"] = response.get("sul_type")
 
 
 def _detail(s: Session, patient_pk: int) -> dict[str, Any] | None:
@@ -107,4 +123,5 @@ async def patient(request: web.Request) -> web.Response:
         folder = results_dir(request.app[SETTINGS])
         for study in detail["studies"]:
             study["analysis"] = _analysis_summary(folder, study["study_uid"])
+        _priors_sul_peak(detail["studies"])
     return web.json_response(detail)

@@ -20,7 +20,8 @@ from neuropetrix.store.migrate import SchemaNotCurrent
 # own module: `users add` need not load the analysis, the engine and scipy (seconds on a busy 2-core box).
 COMMANDS = {"serve": "serve", "studies": "studies", "send": "send", "db": "db", "analyze": "analyze",
             "jobs": "jobs", "routes": "routes", "users": "users", "doctor": "doctor", "demo": "demo",
-            "backup": "backup", "restore": "backup", "worker": "worker"}
+            "backup": "backup", "restore": "backup", "worker": "worker",
+            "cohort": "cohort"}
 
 
 class CommandError(Exception):

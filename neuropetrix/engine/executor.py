@@ -206,8 +206,13 @@ class JobRunner:
 
     def _notify(self, job: Claimed) -> dict:
         summary_path = self.results.file(job.study_uid, ANALYSIS_FILE)
+        analysis = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else None
+        if (reason := notifications.unmet(job.params.get("when") or {}, analysis)) is not None:
+            log.info("job %d: route %s does not notify for study %s: %s", job.id, job.route, job.study_uid, reason)
+            return {"recipients": [], "not_notified": reason}
+        category = ((analysis or {}).get("response") or {}).get("category")
         with self.sessions.begin() as s:
             record(s, EventKind.NOTIFICATION, job.study_uid, {
                 **job.params, "job": job.id, "route": job.route, "recipients": job.params["recipients"],
-                "analysed": summary_path.is_file()})
+                "analysed": analysis is not None, **({"response": category} if category else {})})
         return {"recipients": job.params["recipients"]}

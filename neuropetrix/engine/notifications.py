@@ -15,6 +15,11 @@ user of notify.oncall, recorded as `notification.escalated`.
 What a message says of the patient is notify.patient_data (none: a study link only; initials; name);
 push never carries any (it crosses Google), and the MIP is attached to e-mail only for a role that
 may see results.
+
+On change: a notify action's `when: {response: [PMD, …]}` tells only when the study's analysis has a
+response to a prior study in one of those PERCIST categories (the notify job reads analysis.json, runs
+after the analysis, and records no notification otherwise). Progression is never a routine message:
+a PMD result is told at least at high priority, push included, whatever lower priority the route names.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from neuropetrix.analysis.response import CATEGORIES
 from neuropetrix.api.permissions import RESULTS_READ, allows
 from neuropetrix.config.loader import ConfigError
 from neuropetrix.config.settings import NotifySettings, Settings
@@ -60,6 +66,8 @@ DESTINATIONS = {EMAIL: "smtp", SMS: "sms"}                # job kind → destina
 JOB_KINDS = tuple(DESTINATIONS)
 DEFAULT_CHANNELS = {"urgent": [PUSH, SMS, EMAIL], "high": [PUSH, EMAIL], "medium": [PUSH], "low": [EMAIL]}
 FCM_PRIORITY = {"urgent": "high", "high": "high", "medium": "normal", "low": "normal"}
+PROGRESSION = "PMD"                 # PERCIST progressive metabolic disease: told at least at PROGRESSION_PRIORITY
+PROGRESSION_PRIORITY = "high"
 
 
 @dataclass(frozen=True)
@@ -75,7 +83,23 @@ class Request:
     def of(cls, payload: dict) -> Request:
         priority = payload.get("priority", "high")
         channels = payload.get("channels") or ([PUSH] if "priority" not in payload else DEFAULT_CHANNELS[priority])
+        if payload.get("response") == PROGRESSION and PRIORITIES.index(priority) > PRIORITIES.index(
+                PROGRESSION_PRIORITY):
+            priority, channels = PROGRESSION_PRIORITY, [PUSH, *(c for c in channels if c != PUSH)]
         return cls(list(payload.get("recipients", [])), list(payload.get("users", [])), priority, list(channels))
+
+
+def unmet(when: dict, analysis: dict | None) -> str | None:
+    """Why this study's analysis (analysis.json, None before one) does not meet a notify's `when`;
+    None when it does (or there is no condition)."""
+    wanted = when.get("response")
+    if not wanted:
+        return None
+    response = (analysis or {}).get("response")
+    if response is None:
+        return "the study has no response to a prior study"
+    category = response.get("category") or "not assessable"
+    return None if category in wanted else f"response {category}, not {' or '.join(wanted)}"
 
 
 def parse_hhmm(value: str) -> time:
@@ -123,12 +147,15 @@ class Message:
 
 
 def compose(cfg: NotifySettings, priority: str, route: str, study: Study | None, study_uid: str,
-            escalated: bool) -> Message:
+            escalated: bool, response: str | None = None) -> Message:
+    """The message; `response` is the study's PERCIST category when it was compared with a prior one."""
     who = patient_words(study.patient.name if study is not None else "", cfg.patient_data)
     link = f"{cfg.study_link}{study_uid}" if cfg.study_link else f"study {study_uid}"
     what = "PET/CT study flagged" + (f": {who}" if who else "")
     head = f"[{priority.upper()}]" + (" (escalated: not acknowledged)" if escalated else "")
     lines = [f"{head} {what}", f"Rule {route} asks you to look.",
+             f"Response to the prior study (PERCIST 1.0): {response} ({CATEGORIES[response]})."
+             if response in CATEGORIES else "",
              f"Study date: {study.study_date}" if study is not None and study.study_date else "", link,
              "Acknowledge in the NeuroPETRIX app or dashboard."]
     text = "\n".join(line for line in lines if line)
@@ -189,7 +216,8 @@ class NotificationPlanner:
         s.add(n)
         s.flush()
         study = s.scalars(select(Study).join(Patient).where(Study.study_uid == e.study_uid)).first()
-        message = compose(self.cfg, priority, route, study, n.study_uid, escalated_from is not None)
+        message = compose(self.cfg, priority, route, study, n.study_uid, escalated_from is not None,
+                          (e.payload or {}).get("response"))
         jobs = []
         for channel in channels_for(priority, wanted, contact, in_quiet_hours(contact, local)):
             jobs += self._jobs(s, e, n, user, contact, channel, message)
@@ -204,8 +232,9 @@ class NotificationPlanner:
             if not self.push_on:
                 return []
             devices = s.execute(select(Device.id, Device.token).where(Device.user_id == user.id)).all()
+            category = (e.payload or {}).get("response")
             push = (FCM_PRIORITY[n.priority], f"PET/CT study flagged ({n.priority})",
-                    f"Rule {n.route} asks you to look")
+                    f"Rule {n.route} asks you to look" + (f": PERCIST {category}" if category else ""))
             return [push_jobs.device_job(e, route, device_id, token, user.id, push, self.settings.push.max_attempts,
                                          notification=n.id, channel=PUSH) for device_id, token in devices]
         if contact is None:
@@ -352,12 +381,24 @@ class Channels:
                 "user_id": job.params.get("user_id"), "error": reason[:500]}, at=self.clock.now())
 
 
+def _when(value: object) -> dict:
+    """A notify's `when: {response: PMD | [PMD, SMD]}` checked."""
+    if not isinstance(value, dict) or set(value) != {"response"}:
+        raise ValueError("notify: when is {response: CATEGORY or [CATEGORY, …]}, e.g. {response: PMD}")
+    wanted = value["response"] if isinstance(value["response"], list) else [value["response"]]
+    if not wanted or (bad := [c for c in wanted if c not in CATEGORIES]):
+        raise ValueError(f"notify: when.response is a PERCIST category ({', '.join(CATEGORIES)}), "
+                         f"not {', '.join(map(str, bad)) if wanted else 'nothing'}")
+    return {"response": list(wanted)}
+
+
 def notify_params(body: dict) -> dict:
-    """A route's `{notify: {roles, users, priority, channels}}` checked, as the notify job's params;
+    """A route's `{notify: {roles, users, priority, channels, when}}` checked, as the notify job's params;
     ValueError says what is wrong."""
-    unknown = set(body) - {"roles", "users", "priority", "channels"}
+    unknown = set(body) - {"roles", "users", "priority", "channels", "when"}
     if unknown:
-        raise ValueError(f"notify: unknown key(s) {', '.join(sorted(unknown))} (roles, users, priority, channels)")
+        raise ValueError(f"notify: unknown key(s) {', '.join(sorted(unknown))} "
+                         "(roles, users, priority, channels, when)")
     roles, users = body.get("roles", []), body.get("users", [])
     for name, values in (("roles", roles), ("users", users), ("channels", body.get("channels", []))):
         if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
@@ -372,4 +413,5 @@ def notify_params(body: dict) -> dict:
     channels = body.get("channels") or DEFAULT_CHANNELS[priority]
     if bad := [c for c in channels if c not in CHANNELS]:
         raise ValueError(f"notify: unknown channel(s) {', '.join(bad)} (channels: {', '.join(CHANNELS)})")
-    return {"recipients": roles, "users": users, "priority": priority, "channels": channels}
+    return {"recipients": roles, "users": users, "priority": priority, "channels": channels,
+            **({"when": _when(body["when"])} if "when" in body else {})}

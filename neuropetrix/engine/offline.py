@@ -22,6 +22,7 @@ from neuropetrix.analysis.results import AnalysisResult
 from neuropetrix.analysis.volumes import Volume, choose_ct, choose_pet, inplane_block, load_volume, read_folder
 from neuropetrix.config.settings import AnalysisSettings, HbysSettings
 from neuropetrix.engine.review_result import VersionOrder, reviewed
+from neuropetrix.reports.comparison import PriorStudy
 from neuropetrix.reports.source import OrderFacts
 from neuropetrix.reports.version import AUTOMATIC, ResultVersion
 from neuropetrix.reports.writer import delivery_refusals, write_reports
@@ -46,6 +47,7 @@ class OfflineAnalysis:
     hbys: HbysSettings = field(default_factory=HbysSettings)   # HL7 version/charset, patient id system
     refused: dict[str, str] = field(default_factory=dict)       # report kind → why it was not made
     hbys_order: OrderFacts | None = None                       # the HBYS's order, when reconciled
+    prior: PriorStudy | None = None                            # the study `result.response` compares with
 
     @property
     def pet_datasets(self) -> list[Dataset]:
@@ -102,16 +104,22 @@ def write_outputs(analysis: OfflineAnalysis, version: ResultVersion = AUTOMATIC)
     analysis.files["analysis.json"] = write_analysis_json(analysis)
     analysis.files.update({p.name: p for p in write_reports(analysis.result, analysis.pet_datasets,
                                                             analysis.out_dir, analysis.hbys, version,
-                                                            analysis.hbys_order).values()})
+                                                            analysis.hbys_order, analysis.prior).values()})
     analysis.result.timings_s["write"] = time.perf_counter() - t0
 
 
-def analyze_prior(prior_dir: Path, settings: AnalysisSettings, device: str) -> AnalysisResult:
-    """The prior study analysed as the current one is (same settings), for the comparison only."""
+def prior_study(prior_dir: Path, settings: AnalysisSettings, device: str) -> PriorStudy:
+    """The prior study analysed as the current one is (same settings), for the comparison only, with
+    its PET headers for the reports that reference it."""
     model = settings.method == "model"
     pet, ct = load_study(prior_dir, need_ct_pixels=model or settings.exclude_physiological, full_ct=model)
     log.info("prior study %s: analysing it for the comparison", pet.header.get("StudyInstanceUID", "?"))
-    return analyze_volumes(pet, ct, settings, device)
+    return PriorStudy(analyze_volumes(pet, ct, settings, device), pet.slice_datasets)
+
+
+def analyze_prior(prior_dir: Path, settings: AnalysisSettings, device: str) -> AnalysisResult:
+    """The prior study's analysis alone (see `prior_study`)."""
+    return prior_study(prior_dir, settings, device).result
 
 
 def analyze_folder(study_dir: Path, out_dir: Path, settings: AnalysisSettings,
@@ -142,15 +150,18 @@ def analyze_folder(study_dir: Path, out_dir: Path, settings: AnalysisSettings,
     result = analyze_volumes(pet, ct, settings, resolved, timings, organs, organ_source or (
         None if organ_labels is None else Path(organ_labels).name))
     result, version = reviewed(result, order or VersionOrder())
+    prior = None
     if prior_dir is not None:
         try:
-            result.response = assess(result, analyze_prior(Path(prior_dir), settings, resolved), pet)
+            prior = prior_study(Path(prior_dir), settings, resolved)
         except AnalysisError as exc:
             if not prior_optional:
                 raise
             log.warning("study %s: its prior study cannot be analysed, no response assessed: %s",
                         result.study_instance_uid, exc)
+    if prior is not None:
+        result.response = assess(result, prior.result, pet)
     analysis = OfflineAnalysis(result=result, pet=pet, ct=ct, out_dir=Path(out_dir), hbys=hbys or HbysSettings(),
-                               hbys_order=hbys_order)
+                               hbys_order=hbys_order, prior=prior)
     write_outputs(analysis, version)
     return analysis

@@ -342,8 +342,8 @@ def write_study(out_dir: Path, *, patient_name: str = "YILMAZ^AYŞE", patient_id
     `with_ct=False` writes a PET-only study; `accession=None` leaves AccessionNumber empty.
     `offset_mm` places the patient elsewhere on the table (a follow-up visit): every point of the phantom,
     and the scanned range with it, is moved by it (the truth stays in phantom coordinates; `offset_mm` is
-    kept in it). `liver_suv` changes the liver parenchyma's uptake. `scan_start` dates the visit (the
-    injection is an hour before).
+    kept in it). `liver_suv` changes the liver parenchyma's uptake. `scan_start` is the PET's start (the
+    injection an hour before): visits of one patient on different days.
     """
     lesions = list(LESIONS if lesions is None else lesions)
     shapes = _shapes(lesions, liver_suv)
@@ -368,7 +368,8 @@ def write_study(out_dir: Path, *, patient_name: str = "YILMAZ^AYŞE", patient_id
     offsets = (np.arange(_SUB) + 0.5) / _SUB - 0.5
     px, py = _plane_grid(pet_matrix, offsets)
     px, py = px - dx, py - dy
-    bq_per_suv = dose_bq * 2.0 ** (-(start - record.injection).total_seconds() / F18_HALF_LIFE_S) / (weight_kg * 1000.0)
+    decay = 2.0 ** (-(scan_start - record.injection).total_seconds() / F18_HALF_LIFE_S)
+    bq_per_suv = dose_bq * decay / (weight_kg * 1000.0)
     (out_dir / "PT").mkdir(parents=True, exist_ok=True)
     pet_base = _pet_base(record, pet_uid, n_slices)
     bed_slices = max(1, round(200.0 / slice_mm))               # 20 cm bed positions, inferior first
@@ -380,7 +381,7 @@ def write_study(out_dir: Path, *, patient_name: str = "YILMAZ^AYŞE", patient_id
         bqml = np.clip(suv, 0.0, None) * bq_per_suv
         ds = _slice(pet_base, k, float(z), pet_matrix, slice_mm)
         bed_offset = (k // bed_slices) * 120.0
-        acquired = start + timedelta(seconds=bed_offset)
+        acquired = scan_start + timedelta(seconds=bed_offset)
         ds.AcquisitionDate, ds.AcquisitionTime = acquired.strftime("%Y%m%d"), _tm(acquired)
         ds.ContentDate, ds.ContentTime = ds.AcquisitionDate, ds.AcquisitionTime
         ds.FrameReferenceTime = _text(_frame_reference_ms(bed_offset, 120.0))
@@ -401,7 +402,7 @@ def write_study(out_dir: Path, *, patient_name: str = "YILMAZ^AYŞE", patient_id
     ct_base.KVP = "120"
     ct_base.AcquisitionNumber = 1
     ct_base.RescaleIntercept, ct_base.RescaleSlope, ct_base.RescaleType = "-1024", "1", "HU"
-    ct_time = start - timedelta(minutes=2)
+    ct_time = scan_start - timedelta(minutes=2)
     ct_base.AcquisitionDate, ct_base.AcquisitionTime = ct_time.strftime("%Y%m%d"), _tm(ct_time)
     ct_base.ContentDate, ct_base.ContentTime = ct_base.AcquisitionDate, ct_base.AcquisitionTime
     ct_base.ConvolutionKernel = "B30f"

@@ -17,6 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from neuropetrix.analysis.results import AnalysisResult, Lesion
+from neuropetrix.reports.comparison import hottest_slice
 from neuropetrix.reports.errors import require
 
 SUV_WINDOW = 10.0
@@ -119,10 +120,8 @@ def mip_png(result: AnalysisResult, volume: np.ndarray) -> bytes:
 def axial_png(result: AnalysisResult, volume: np.ndarray, lesion: Lesion) -> bytes:
     """The axial slice through the lesion's hottest voxel, anterior up and the patient's right on the left,
     with the lesion outlined."""
-    labels = np.asarray(result.label_map)
-    mask = labels == lesion.label
-    require(mask.any(), f"lesion {lesion.label} has no voxels in label_map")
-    k = int(np.argwhere(mask)[np.argmax(volume[mask])][0])
+    mask = np.asarray(result.label_map) == lesion.label
+    k = hottest_slice(result.label_map, volume, lesion.label)
     _, dy, dx = result.voxel_spacing_mm
     caption = _caption(result)
     fig = Figure(figsize=(2.4, 2.6), dpi=120)

@@ -56,13 +56,24 @@ LIVER = Code("10200004", "SCT", "Liver")
 PERCENT = Code("%", UCUM, "percent")
 SCORE_UNIT = Code("{score}", UCUM, "score")
 # The response to a prior study: no standard code names a PERCIST category or a change between two
-# studies, so these are local codes (99NPX), with the criteria in the code's meaning.
+# studies, so these are local codes (99NPX), with the criteria in the code's meaning. The Deauville score
+# is SNOMED CT's "Deauville five point scale" (below) in every report.
 PERCIST_RESPONSE = Code("percist_category", LOCAL_SYSTEM, "PERCIST 1.0 response category")
 SULPEAK_CHANGE = Code("sul_peak_change", LOCAL_SYSTEM, "Change of the hottest lesion's SULpeak")
 TMTV_CHANGE = Code("tmtv_change", LOCAL_SYSTEM, "Change of the total MTV since the prior study")
 TLG_CHANGE = Code("tlg_change", LOCAL_SYSTEM, "Change of the total TLG since the prior study")
-DEAUVILLE = Code("deauville_score", LOCAL_SYSTEM, "Deauville 5-point score (quantitative)")
 NOT_ASSESSABLE = Code("NA", LOCAL_SYSTEM, "not assessable")
+# In the SR (TID 1501 qualitative evaluations) the response is coded as far as standards reach:
+# the criteria are the group's Measurement Method (CID 6147 Response Criteria lists RECIST 1.0/1.1, WHO
+# and RANO, no PERCIST: a local code); the category is DCM "Current Response" (the concept DICOM uses
+# for a time point's response evaluation) with a local value (CID 6143's lesion responses are RECIST's
+# anatomical definitions, not PERCIST's metabolic ones); the Deauville score is SNOMED CT "Deauville five
+# point scale" valued with the NCI Thesaurus's five points, the codes HL7 mCODE's DeauvilleScale uses.
+PERCIST_CRITERIA = Code("PERCIST1.0", LOCAL_SYSTEM, "PERCIST 1.0")
+CURRENT_RESPONSE = Code("112048", "DCM", "Current Response")
+DEAUVILLE_SCALE = Code("708895006", "SCT", "Deauville five point scale")
+DEAUVILLE_POINTS = {score: Code(code, "NCIt", f"London Deauville Criteria Point Scale {score}")
+                    for score, code in ((1, "C99728"), (2, "C99747"), (3, "C99748"), (4, "C99749"), (5, "C99750"))}
 
 
 @dataclass(frozen=True)
@@ -179,7 +190,8 @@ def response_measures(result: AnalysisResult) -> list[Measure]:
         ("response_sul_peak_change", "SULpeak change", SULPEAK_CHANGE, None, PERCENT, response.percent_change),
         ("response_tmtv_change", "Total MTV change", TMTV_CHANGE, None, MILLILITER, doc["delta_tmtv_ml"]),
         ("response_tlg_change", "Total TLG change", TLG_CHANGE, None, _tlg_unit(unit), doc["delta_tlg"]),
-        ("deauville_score", "Deauville score", DEAUVILLE, None, SCORE_UNIT, response.deauville.score),
+        ("deauville_score", "Deauville score (quantitative)", DEAUVILLE_SCALE, None, SCORE_UNIT,
+         response.deauville.score),
     ]
     return [Measure(key, label, concept, derivation, unit_code, float(value), None)
             for key, label, concept, derivation, unit_code, value in candidates if value is not None]

@@ -1,5 +1,8 @@
 """The one-page PDF report for people: patient and order, key images, the lesion table, the SUV inputs
-and the method, drawn with reportlab.
+and the method, drawn with reportlab. With a response to a prior study, a comparison comes first: the
+prior's and the current coronal MIPs side by side (same orientation and SUV window) and the before/after
+table (target SULpeak, total MTV, total TLG, lesions; the PERCIST category, the Deauville score, the
+comparability checks that failed).
 
 Turkish names need glyphs that the PDF base fonts lack (ğ ş ı İ), so DejaVu Sans (shipped with matplotlib)
 is embedded. The lesion table is cut to fit one page; the SR carries every lesion.
@@ -27,9 +30,11 @@ from reportlab.platypus import (
     TableStyle,
 )
 
+from neuropetrix.analysis.response import Response
 from neuropetrix.analysis.results import AnalysisResult
-from neuropetrix.reports.errors import ReportError
-from neuropetrix.reports.measures import number, summary, suv_concepts
+from neuropetrix.reports.comparison import PriorStudy
+from neuropetrix.reports.errors import ReportError, require
+from neuropetrix.reports.measures import number, response_category, summary, suv_concepts
 from neuropetrix.reports.source import StudyInfo
 from neuropetrix.reports.version import AUTOMATIC, ResultVersion
 
@@ -37,6 +42,11 @@ FONT, BOLD = "DejaVuSans", "DejaVuSans-Bold"
 DIGITS = 4      # significant digits people read in tables; HL7, FHIR and the SR carry more
 MAX_LESION_ROWS = 12
 MAX_KEY_IMAGES = 3
+# With a comparison the page holds two MIPs (each at most this tall) and fewer lesion rows and smaller key
+# images, so the fullest case still fits one page (tests/reports/test_comparison_pdf.py).
+COMPARISON_MIP_MAX_HEIGHT_MM = 76
+COMPARISON_LESION_ROWS = 6
+COMPARISON_KEY_IMAGE_MM = 28
 
 
 def _register_fonts() -> None:
@@ -78,8 +88,11 @@ def _grid(rows: list[list[str]], widths: list[float], header: bool = True) -> Ta
     return table
 
 
-def _image(png: bytes, width: float) -> Image:
+def _image(png: bytes, width: float, max_height: float | None = None) -> Image:
+    """The picture `width` wide, or narrower where it would be taller than `max_height`."""
     image = Image(io.BytesIO(png))
+    if max_height is not None:
+        width = min(width, max_height * image.imageWidth / image.imageHeight)
     image.drawHeight = width * image.imageHeight / image.imageWidth
     image.drawWidth = width
     return image
@@ -111,10 +124,76 @@ def _stamp(canvas, version: ResultVersion) -> None:
     canvas.restoreState()
 
 
+def _change(before: float | None, after: float | None, unit: str = "") -> str:
+    """after − before, and in % of before on a second line."""
+    if before is None or after is None:
+        return "—"
+    percent = "" if before == 0 else f"\n{100.0 * (after - before) / before:+.1f} %"
+    return f"{after - before:+.3g}{unit}{percent}"
+
+
+_CELL = ParagraphStyle("cell", fontName=FONT, fontSize=7, leading=8.5)
+_HEAD = ParagraphStyle("head", fontName=BOLD, fontSize=7, leading=8.5)
+COMPARISON_MIP_MM = 47
+
+
+def _comparison_rows(result: AnalysisResult, response: Response, prior: PriorStudy, info: StudyInfo,
+                     heading: ParagraphStyle) -> list[list]:
+    """The before/after table: prior, current and change of each number, then the category."""
+    sul = {"lbm_janmahasatian": "SUL Janma", "lbm_james": "SUL James"}.get(response.sul_type, response.sul_type)
+    category = response_category(result)
+    verdict = "not assessable" if response.category is None or category is None else \
+        f"{response.category} ({category.meaning})"
+    deauville = response.deauville
+    numbers = [
+        (f"SULpeak, hottest lesion ({sul})", response.sul_peak_before, response.sul_peak_after, ""),
+        ("Total MTV ml", response.tmtv_ml_before, response.tmtv_ml_after, " ml"),
+        ("Total TLG", response.tlg_before, response.tlg_after, ""),
+        ("Liver SULmean", response.liver_sul_before, response.liver_sul_after, "")]
+    head = ["", f"Prior<br/>{prior.study_date}", f"Current<br/>{info.study_datetime:%Y-%m-%d}", "Change"]
+    rows: list[list] = [[Paragraph(text, _HEAD) for text in head]]
+    rows += [[Paragraph(xml_escape(label), _CELL), _fmt(before), _fmt(after), _change(before, after, unit)]
+             for label, before, after, unit in numbers]
+    rows.insert(4, ["Lesions", str(len(prior.result.lesions)), str(len(result.lesions)),
+                    f"{len(response.new_lesions)} new"])
+    rows += [[Paragraph(f"{xml_escape(response.criteria)}: {xml_escape(verdict)}", heading), "", "", ""],
+             [Paragraph(xml_escape(f"Deauville (quantitative): {deauville.score or '—'}, {deauville.note}"),
+                        _CELL), "", "", ""]]
+    rows += [[Paragraph(xml_escape(f"Not assessable: {reason}"), _CELL), "", "", ""]
+             for reason in response.not_assessable]
+    return rows
+
+
+def _comparison(result: AnalysisResult, response: Response, prior: PriorStudy, prior_mip: bytes, mip: bytes,
+                info: StudyInfo, heading: ParagraphStyle) -> list:
+    """The comparison block: the two MIPs side by side, the before/after table beside them."""
+    caption = ParagraphStyle("caption", fontName=BOLD, fontSize=7, leading=9, alignment=1)
+    width = COMPARISON_MIP_MM * mm
+    pictures = Table([[Paragraph(f"Prior {prior.study_date}", caption),
+                       Paragraph(f"Current {info.study_datetime:%Y-%m-%d}", caption)],
+                      [_image(prior_mip, width, COMPARISON_MIP_MAX_HEIGHT_MM * mm),
+                       _image(mip, width, COMPARISON_MIP_MAX_HEIGHT_MM * mm)]],
+                     colWidths=[width + 2 * mm] * 2, hAlign="LEFT")
+    pictures.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("LEFTPADDING", (0, 0), (-1, -1), 0),
+                                  ("RIGHTPADDING", (0, 0), (-1, -1), 2)]))
+    rows = _comparison_rows(result, response, prior, info, heading)
+    table = _grid(rows, [25 * mm, 19 * mm, 19 * mm, 21 * mm])
+    table.setStyle(TableStyle([("SPAN", (0, r), (-1, r)) for r in range(6, len(rows))] +
+                              [("LEFTPADDING", (0, 0), (-1, -1), 3), ("RIGHTPADDING", (0, 0), (-1, -1), 3)]))
+    left = 2 * (width + 2 * mm)
+    block = Table([[pictures, table]], colWidths=[left, 182 * mm - left], hAlign="LEFT")
+    block.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("LEFTPADDING", (0, 0), (-1, -1), 0)]))
+    return [Paragraph(f"Comparison with the prior study ({xml_escape(response.criteria)})", heading), block]
+
+
 def build_pdf(result: AnalysisResult, info: StudyInfo, mip: bytes, key_images: dict[int, bytes],
-              sr_uid: str, seg_uid: str | None, version: ResultVersion = AUTOMATIC) -> bytes:
+              sr_uid: str, seg_uid: str | None, version: ResultVersion = AUTOMATIC,
+              prior: PriorStudy | None = None, prior_mip: bytes | None = None) -> bytes:
     """The report as PDF bytes (reproducible: no creation time or random id inside); preliminary
-    versions say so on every page, signed ones name the signer."""
+    versions say so on every page, signed ones name the signer. `prior` and its MIP (`prior_mip`, drawn
+    as `mip` is) add the comparison with the study `result.response` was computed against."""
+    require((prior is None) == (prior_mip is None), "the prior study and its MIP go together")
+    require(prior is None or result.response is not None, "a prior study without the response to it")
     _register_fonts()
     suv, _ = suv_concepts(result)
     body = ParagraphStyle("body", fontName=FONT, fontSize=7.5, leading=9.5)
@@ -130,14 +209,16 @@ def build_pdf(result: AnalysisResult, info: StudyInfo, mip: bytes, key_images: d
          _fmt(info.institution_name)],
         ["Study", _fmt(info.study_description), "Referring", _person(info.referring_physician)],
     ]
+    comparing = prior is not None and prior_mip is not None and result.response is not None
+    rows_shown = COMPARISON_LESION_ROWS if comparing else MAX_LESION_ROWS
     lesions = sorted(result.lesions, key=lambda les: les.suv_max, reverse=True)
     lesion_rows = [["#", f"{suv.meaning} max", "mean", "peak", "Volume ml", "TLG", "Centroid x, y, z mm"]]
-    for les in lesions[:MAX_LESION_ROWS]:
+    for les in lesions[:rows_shown]:
         lesion_rows.append([str(les.label), _num(les.suv_max), _num(les.suv_mean), _num(les.suv_peak),
                             _num(les.volume_ml), _num(les.tlg),
                             ", ".join(f"{c:.0f}" for c in les.centroid_mm)])
-    if len(lesions) > MAX_LESION_ROWS:
-        lesion_rows.append(["…", f"{len(lesions) - MAX_LESION_ROWS} more lesion(s) in the DICOM SR", "", "", "",
+    if len(lesions) > rows_shown:
+        lesion_rows.append(["…", f"{len(lesions) - rows_shown} more lesion(s) in the DICOM SR", "", "", "",
                             "", ""])
     liver = result.liver
     totals = [["Lesions", str(len(result.lesions)), "Total MTV ml", _num(result.tmtv_ml),
@@ -162,19 +243,25 @@ def build_pdf(result: AnalysisResult, info: StudyInfo, mip: bytes, key_images: d
               f"run on {result.device}, NeuroPETRIX {result.software_version or 'unknown'}. "
               f"DICOM SR {sr_uid}" + ("" if seg_uid is None else f", SEG {seg_uid}") + ".")
 
-    keys = [_image(png, 40 * mm) for _, png in list(key_images.items())[:MAX_KEY_IMAGES]]
+    key_width = (COMPARISON_KEY_IMAGE_MM if comparing else 40) * mm
+    keys = [_image(png, key_width) for _, png in list(key_images.items())[:MAX_KEY_IMAGES]]
     right = [Paragraph("Key images", heading), Table([keys], hAlign="LEFT")] if keys else []
     right += [Paragraph("Lesions (highest SUV first)", heading),
               _grid(lesion_rows, [8 * mm, 20 * mm, 14 * mm, 14 * mm, 17 * mm, 15 * mm, 32 * mm]),
               Paragraph("Whole body", heading),
               _grid(totals, [17 * mm, 10 * mm, 24 * mm, 28 * mm, 26 * mm, 15 * mm], header=False)]
-    layout = Table([[_image(mip, 55 * mm), right]], colWidths=[60 * mm, 122 * mm], hAlign="LEFT")
-    layout.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("LEFTPADDING", (0, 0), (-1, -1), 0)]))
+    if comparing and prior is not None and prior_mip is not None and result.response is not None:
+        # the current MIP stands beside the prior's
+        layout: list = [*_comparison(result, result.response, prior, prior_mip, mip, info, heading), *right]
+    else:
+        table = Table([[_image(mip, 55 * mm), right]], colWidths=[60 * mm, 122 * mm], hAlign="LEFT")
+        table.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("LEFTPADDING", (0, 0), (-1, -1), 0)]))
+        layout = [table]
     story = [
         Paragraph("PET/CT quantitative report", title),
         _grid(patient, [26 * mm, 62 * mm, 22 * mm, 72 * mm], header=False),
         Spacer(1, 3 * mm),
-        layout,
+        *layout,
         Paragraph("Summary", heading), Paragraph(xml_escape(summary(result)), body),
         Paragraph("SUV inputs", heading), _grid(inputs, [30 * mm, 61 * mm, 30 * mm, 61 * mm], header=False),
         Paragraph("Method", heading), Paragraph(xml_escape(method), body),

@@ -7,6 +7,11 @@ TLG, highest SUVmax) and, when measured, one for the PERCIST liver reference. Vi
 Library (TID 1600) lists the PET images the measurements were made on: OHIF's SR handler needs it
 (not yet for an Enhanced PET, see build_sr); reports/imagelibrary.py builds it without highdicom's
 per-image cost.
+With a response to a prior study, two more TID 1501 groups, each with its TID 1502 time point: the prior's
+target SULpeak, total MTV and TLG, from the slice of its target lesion; and the response — the current
+target SULpeak, its change in %, ΔTMTV and ΔTLG as numbers with UCUM units, the PERCIST category and the
+Deauville score as qualitative evaluations (codes: reports/measures.py), PERCIST 1.0 as the group's
+method. The prior's PET images are the SR's Pertinent Other Evidence.
 Each value is the reported decimal (`Measure.reported`), the same digits HL7 and FHIR carry.
 """
 from __future__ import annotations
@@ -14,14 +19,31 @@ from __future__ import annotations
 from datetime import datetime
 
 import highdicom as hd
+import numpy as np
+from highdicom.coding_schemes import CodingSchemeIdentificationItem
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import Comprehensive3DSRStorage
 
+from neuropetrix.analysis.response import Response
 from neuropetrix.analysis.results import AnalysisResult
+from neuropetrix.reports.comparison import PriorStudy, check_prior, hottest_slice
 from neuropetrix.reports.errors import require
 from neuropetrix.reports.imagelibrary import add_image_library
-from neuropetrix.reports.measures import LIVER, Measure, lesion_measures, measures, study_measures
+from neuropetrix.reports.measures import (
+    CURRENT_RESPONSE,
+    DEAUVILLE_POINTS,
+    DEAUVILLE_SCALE,
+    LIVER,
+    LOCAL_SYSTEM,
+    PERCIST_CRITERIA,
+    Measure,
+    lesion_measures,
+    measures,
+    response_category,
+    response_measures,
+    study_measures,
+)
 from neuropetrix.reports.seg import MANUFACTURER, lesion_tracking_uid, software_version
 from neuropetrix.reports.source import StudyInfo, procedure_code
 from neuropetrix.reports.stamp import settle_charset, stamp_created
@@ -29,6 +51,8 @@ from neuropetrix.reports.uids import derived_uid
 from neuropetrix.reports.version import AUTOMATIC, ResultVersion
 
 SERIES_NUMBER = 902
+LOCAL_SCHEME = CodingSchemeIdentificationItem(
+    designator=LOCAL_SYSTEM, name="NeuroPETRIX local codes", responsible_organization="NeuroPETRIX")
 
 
 def sr_instance_uid(result: AnalysisResult) -> str:
@@ -58,14 +82,59 @@ def _predecessor(result: AnalysisResult, sr_uid: str) -> Dataset:
     return ds
 
 
+def _source_image(result: AnalysisResult, datasets: list[Dataset],
+                  label: int | None) -> list[hd.sr.SourceImageForMeasurementGroup]:
+    """The image (and frame) holding lesion `label`'s hottest voxel; none without a lesion."""
+    if label is None:
+        return []
+    require(result.suv_volume is not None, "the analysis has no SUV volume to find the target's slice in")
+    k = hottest_slice(result.label_map, np.asarray(result.suv_volume), label)
+    frames = None if result.pet_frame_numbers is None else [result.pet_frame_numbers[k]]
+    return [hd.sr.SourceImageForMeasurementGroup(str(datasets[k].SOPClassUID), str(datasets[k].SOPInstanceUID),
+                                                 referenced_frame_numbers=frames)]
+
+
+def _response_groups(result: AnalysisResult, response: Response, pet_datasets: list[Dataset], prior: PriorStudy,
+                     algorithm: hd.sr.AlgorithmIdentification) -> list:
+    """The prior time point's numbers and the response (see the module's docstring)."""
+    changes = {m.key: m for m in response_measures(result)}
+    before = [changes[k] for k in ("response_sul_peak_before",) if k in changes]
+    before += [m for m in study_measures(prior.result) if m.key in ("tmtv_ml", "tlg_total")]
+    after = [changes[k] for k in ("response_sul_peak_after", "response_sul_peak_change", "response_tmtv_change",
+                                  "response_tlg_change") if k in changes]
+    category = response_category(result)
+    evaluations = [hd.sr.QualitativeEvaluation(CURRENT_RESPONSE, category)] if category is not None else []
+    if response.deauville.score is not None:
+        evaluations.append(hd.sr.QualitativeEvaluation(DEAUVILLE_SCALE, DEAUVILLE_POINTS[response.deauville.score]))
+    return [
+        hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=derived_uid(result, "sr", "prior"),
+                                                         identifier=f"Prior study {prior.study_date}"),
+            time_point_context=hd.sr.TimePointContext(time_point=f"prior study {prior.study_date}"),
+            algorithm_id=algorithm, measurements=[_measurement(m, algorithm) for m in before],
+            source_images=_source_image(prior.result, prior.pet_datasets, response.target_before)),
+        hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=derived_uid(result, "sr", "response"),
+                                                         identifier=f"Response to prior study ({response.criteria})"),
+            time_point_context=hd.sr.TimePointContext(time_point="current study"),
+            method=PERCIST_CRITERIA, algorithm_id=algorithm,
+            measurements=[_measurement(m, algorithm) for m in after], qualitative_evaluations=evaluations,
+            source_images=_source_image(result, pet_datasets, response.target_after)),
+    ]
+
+
 def build_sr(result: AnalysisResult, pet_datasets: list[Dataset], info: StudyInfo,
              seg: Dataset | None, now: datetime | None = None,
-             version: ResultVersion = AUTOMATIC) -> hd.sr.Comprehensive3DSR:
+             version: ResultVersion = AUTOMATIC, prior: PriorStudy | None = None) -> hd.sr.Comprehensive3DSR:
     """The measurement report, created `now` (default: the clock); `seg` is the SEG the lesion groups
     reference (None only without lesions). `version`: preliminary is PARTIAL and UNVERIFIED; a signed
     version is COMPLETE and VERIFIED by its signer, with the version it replaces in
-    PredecessorDocumentsSequence."""
+    PredecessorDocumentsSequence. `prior` is the study `result.response` compares with: required when
+    there is a response, so the SR references what it was compared with."""
     require(pet_datasets, "no PET datasets were given")
+    require(result.response is None or prior is not None,
+            "the analysis has a response to a prior study but the prior study was not given")
+    check_prior(result, prior)
     require(seg is not None or not result.lesions,
             "lesions without a SEG: each lesion's measurement group must reference its segment")
     measures(result)   # refuses non-finite values and duplicate labels before anything is built
@@ -102,6 +171,8 @@ def build_sr(result: AnalysisResult, pet_datasets: list[Dataset], info: StudyInf
             finding_sites=[hd.sr.FindingSite(LIVER)],
             measurements=[_measurement(m, None) for m in liver],
         ))
+    if prior is not None and result.response is not None:
+        groups += _response_groups(result, result.response, pet_datasets, prior, algorithm)
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -112,7 +183,7 @@ def build_sr(result: AnalysisResult, pet_datasets: list[Dataset], info: StudyInf
         procedure_reported=procedure_code(info),
         imaging_measurements=groups,
     )
-    evidence = list(pet_datasets) + ([seg] if seg is not None else [])
+    evidence = list(pet_datasets) + ([seg] if seg is not None else []) + (prior.pet_datasets if prior else [])
     sr = hd.sr.Comprehensive3DSR(
         evidence=evidence,
         content=report[0],
@@ -131,6 +202,7 @@ def build_sr(result: AnalysisResult, pet_datasets: list[Dataset], info: StudyInf
         institution_name=info.institution_name,
         series_description="NeuroPETRIX PET measurements",
         software_versions=software_version(result),
+        coding_schemes=[LOCAL_SCHEME] if prior is not None else None,
     )
     # highdicom describes single-frame images only (it reads PixelSpacing at the top level); an
     # Enhanced PET's SR goes without the library. Added after the SR is built (see imagelibrary).

@@ -24,6 +24,7 @@ from pydicom.dataset import Dataset
 from neuropetrix.analysis.results import AnalysisResult
 from neuropetrix.config.settings import HbysSettings
 from neuropetrix.dicom_uids import sign_file_meta
+from neuropetrix.reports.comparison import PriorStudy
 from neuropetrix.reports.encapsulated import build_encapsulated_pdf
 from neuropetrix.reports.fhir import build_bundle, bundle_json
 from neuropetrix.reports.hl7 import oru_bytes
@@ -84,12 +85,13 @@ def delivery_refusals(pet_datasets: list[Dataset], order: OrderFacts | None = No
 
 def write_reports(result: AnalysisResult, pet_datasets: list[Dataset], out_dir: Path,
                   settings: HbysSettings, version: ResultVersion = AUTOMATIC,
-                  order: OrderFacts | None = None) -> dict[str, Path]:
+                  order: OrderFacts | None = None, prior: PriorStudy | None = None) -> dict[str, Path]:
     """Write every report of `result` into `out_dir`; returns {kind: path} for what was written.
 
     `pet_datasets[k]` is the source dataset of `result.label_map[k]` (the same multi-frame dataset for
     every k of an Enhanced PET); `version` is the status and signer every object carries; `order` the HBYS's
-    order when the study was reconciled with one. Raises
+    order when the study was reconciled with one; `prior` the study `result.response` compares with (the SR
+    references it, the PDF shows it beside the current one). Raises
     ReportError, having written nothing, when an object cannot be made.
     """
     measures(result)
@@ -97,13 +99,14 @@ def write_reports(result: AnalysisResult, pet_datasets: list[Dataset], out_dir: 
     info = study_info(result, pet_datasets, require_accession=not refused, order=order)
     now = datetime.now(info.study_datetime.tzinfo)        # one creation time for every object
     seg = build_seg(result, pet_datasets, now, version) if result.lesions else None
-    sr = build_sr(result, pet_datasets, info, seg, now, version)
+    sr = build_sr(result, pet_datasets, info, seg, now, version, prior)
     volume = suv_volume(result)
     hottest = sorted(result.lesions, key=lambda les: les.suv_max, reverse=True)[:MAX_KEY_IMAGES]
     mip = mip_png(result, volume)
+    prior_mip = None if prior is None else mip_png(prior.result, suv_volume(prior.result))
     pdf = build_pdf(result, info, mip, {les.label: axial_png(result, volume, les) for les in hottest},
                     sr_uid=str(sr.SOPInstanceUID), seg_uid=None if seg is None else str(seg.SOPInstanceUID),
-                    version=version)
+                    version=version, prior=prior, prior_mip=prior_mip)
     encapsulated = build_encapsulated_pdf(result, pet_datasets[0], pdf, [sr] + ([seg] if seg is not None else []),
                                           now, version)
     contents = {"sr": _dicom_bytes(sr), "mip": mip, "report_pdf": pdf, "report_dcm": _dicom_bytes(encapsulated)}

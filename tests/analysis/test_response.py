@@ -2,15 +2,20 @@
 reference and table positions, lesion uptake changed by a known factor (neuropetrix.phantoms.wholebody).
 
 The follow-ups lie 14 mm left, 9 mm posterior and 37 mm higher on the table than the baseline (every
-lesion then moves by about as much as the matching tolerance allows without alignment).
+lesion then moves by about as much as the matching tolerance allows without alignment), three months later.
+The reports of `neuropetrix analyze --prior` are read by other software: the SR by dciodvfy, dcmqi's
+tid1500reader and pydicom, the PDF by Ghostscript (text, and a rendering), the ORU by python-hl7, the FHIR
+bundle by the R4 schema.
 """
 from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 import hl7
@@ -23,12 +28,16 @@ from neuropetrix.analysis.suv import normaliser
 from neuropetrix.config.settings import AnalysisSettings
 from neuropetrix.engine.offline import analyze_prior, load_study
 from neuropetrix.phantoms.wholebody import LESIONS, LesionTruth, write_study
+from neuropetrix.reports.measures import number
+from tests.reports.conftest import dciodvfy
+from tests.reports.test_dicom_consumers import _dcmqi
 from tests.reports.test_fhir import _schema_errors
 
 SHIFT = (14.0, 9.0, 37.0)
 Z_RANGE = (-120.0, 480.0)           # pelvis to the neck: the lesions, the liver, the references
 SETTINGS = AnalysisSettings()       # the defaults: SUVbw, fixed threshold 4.0
 NEW_NODE = LesionTruth("new_node", "pelvic node", (40.0, -60.0, 40.0), 18.0, 8.0)
+BASELINE_DAY = datetime(2026, 8, 20, 11, 0, 0)     # the follow-ups: the phantom's default, 2026-11-24
 
 
 def _scaled(factor: float) -> list[LesionTruth]:
@@ -44,7 +53,7 @@ def _write(folder: Path, seed: int, **kw: object) -> Path:
 def visits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("visits")
     return {
-        "baseline": _write(root / "baseline", 1),
+        "baseline": _write(root / "baseline", 1, scan_start=BASELINE_DAY),
         "pmr": _write(root / "pmr", 2, offset_mm=SHIFT, lesions=_scaled(0.5)),
         "pmd": _write(root / "pmd", 3, offset_mm=SHIFT, lesions=_scaled(1.0) + [NEW_NODE]),
         "smd": _write(root / "smd", 4, offset_mm=SHIFT),
@@ -156,17 +165,29 @@ def test_deauville_against_blood_pool_and_liver(baseline):
     assert scored(0.5 * liver, Reference("blood_pool", False, note="no CT")) is None
 
 
-def test_analyze_with_prior_writes_response_to_json_oru_and_fhir(visits, tmp_path: Path):
-    """The command a user runs: `neuropetrix analyze FOLLOW_UP --prior BASELINE --out OUT`."""
-    out = tmp_path / "out"
+@pytest.fixture(scope="module")
+def followup(visits, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The command a user runs: `neuropetrix analyze FOLLOW_UP --prior BASELINE --out OUT` (the PMD pair)."""
+    out = tmp_path_factory.mktemp("followup") / "out"
     done = subprocess.run([str(Path(sys.executable).parent / "neuropetrix"), "analyze", str(visits["pmd"]),
                            "--prior", str(visits["baseline"]), "--out", str(out), "--device", "cpu"],
                           capture_output=True, text=True, timeout=400, check=False)
     assert done.returncode == 0, done.stderr
     assert "response (PERCIST 1.0): PMD" in done.stdout
+    return out
+
+
+def _baseline_uids(visits) -> tuple[str, str, set[str]]:
+    """The baseline's study UID, PET series UID and PET SOP Instance UIDs, read from its files."""
+    headers = [dcmread(p, stop_before_pixels=True) for p in (visits["baseline"] / "PT").iterdir()]
+    return headers[0].StudyInstanceUID, headers[0].SeriesInstanceUID, {str(h.SOPInstanceUID) for h in headers}
+
+
+def test_analyze_with_prior_writes_response_to_json_oru_and_fhir(visits, followup: Path):
+    out = followup
     doc = json.loads((out / "analysis.json").read_text())
     response = doc["response"]
-    baseline_uid = dcmread(next((visits["baseline"] / "PT").iterdir()), stop_before_pixels=True).StudyInstanceUID
+    baseline_uid = _baseline_uids(visits)[0]
     assert response["criteria"] == "PERCIST 1.0" and response["category"] == "PMD"
     assert response["prior_study_uid"] == baseline_uid != doc["study_instance_uid"]
     assert len(response["new_lesions"]) == 1 and len(response["matched_lesions"]) == len(LESIONS)
@@ -197,3 +218,87 @@ def test_no_measurable_baseline_and_a_different_suv_type_are_said(visits, baseli
     assert response.category is None
     assert "suv_type" in [c.name for c in response.checks if c.passed is False]
     assert any(reason.startswith("suv_type") for reason in response.not_assessable)
+
+
+def _sr_content(items, found=None) -> list:
+    """Every content item of an SR tree, depth first."""
+    found = [] if found is None else found
+    for item in items:
+        found.append(item)
+        _sr_content(item.get("ContentSequence", []), found)
+    return found
+
+
+def test_sr_carries_the_comparison_referencing_the_prior(visits, followup: Path, tmp_path: Path):
+    """TID 1500 with the prior's time point and the response: dciodvfy finds no error, dcmqi's
+    tid1500reader reads the numbers with their UCUM units and the coded evaluations, and the prior's
+    images are the SR's Pertinent Other Evidence."""
+    response = json.loads((followup / "analysis.json").read_text())["response"]
+    sr_path = followup / "sr.dcm"
+    dciodvfy(sr_path)
+    proc = subprocess.run([_dcmqi("tid1500reader"), "--inputDICOM", str(sr_path),
+                           "--outputMetadata", str(tmp_path / "sr.json")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    groups = {g["TrackingIdentifier"]: g for g in json.loads((tmp_path / "sr.json").read_text())["Measurements"]}
+    prior, current = groups["Prior study 2026-08-20"], groups["Response to prior study (PERCIST 1.0)"]
+    assert prior["timePoint"] == "prior study 2026-08-20" and current["timePoint"] == "current study"
+
+    def values(group) -> dict[tuple[str, str], tuple[float, str]]:
+        return {(i["quantity"]["CodeValue"], i.get("derivationModifier", {}).get("CodeValue", "")):
+                (float(i["value"]), i["units"]["CodeValue"]) for i in group["measurementItems"]}
+    sul, peak = "126405", "126031"                       # SUVlbm(Janma), Peak Value Within ROI
+    assert values(prior) == {
+        (sul, peak): (float(number(response["sul_peak_before"])), "g/ml{SUVlbm(Janma)}"),
+        ("126032", ""): (float(number(response["tmtv_ml_before"])), "ml"),          # Metabolic Volume
+        ("126033", ""): (float(number(response["tlg_before"])), "g{SUVbw}")}        # Total Lesion Glycolysis
+    assert values(current) == {
+        (sul, peak): (float(number(response["sul_peak_after"])), "g/ml{SUVlbm(Janma)}"),
+        ("sul_peak_change", ""): (float(number(response["percent_change"])), "%"),
+        ("tmtv_change", ""): (float(number(response["delta_tmtv_ml"])), "ml"),
+        ("tlg_change", ""): (float(number(response["delta_tlg"])), "g{SUVbw}")}
+    assert current["measurementMethod"]["CodeValue"] == "PERCIST1.0"
+    evaluations = {(e["conceptCode"]["CodingSchemeDesignator"], e["conceptCode"]["CodeValue"]):
+                   (e["conceptValue"]["CodingSchemeDesignator"], e["conceptValue"]["CodeValue"])
+                   for e in current["qualitativeEvaluations"]}
+    assert evaluations == {("DCM", "112048"): ("99NPX", "PMD"),               # Current Response
+                           ("SCT", "708895006"): ("NCIt", "C99750")}          # Deauville five point scale: 5
+
+    study, series, instances = _baseline_uids(visits)
+    sr = dcmread(sr_path)
+    other = sr.PertinentOtherEvidenceSequence
+    assert [item.StudyInstanceUID for item in other] == [study]
+    assert other[0].ReferencedSeriesSequence[0].SeriesInstanceUID == series
+    assert {str(i.ReferencedSOPInstanceUID) for i in other[0].ReferencedSeriesSequence[0].ReferencedSOPSequence} \
+        == instances
+    images = [i for i in _sr_content(sr.ContentSequence) if i.ValueType == "IMAGE"]
+    assert any(str(i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID) in instances for i in images)
+    assert [s.CodingSchemeDesignator for s in sr.CodingSchemeIdentificationSequence] == ["99NPX"]
+
+
+def _pdf_text(path: Path) -> str:
+    done = subprocess.run(["gs", "-q", "-dNOPAUSE", "-dBATCH", "-sDEVICE=txtwrite", "-sOutputFile=-", str(path)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    return " ".join(done.stdout.split())
+
+
+def test_pdf_compares_before_and_after_with_the_two_mips(followup: Path, tmp_path: Path):
+    response = json.loads((followup / "analysis.json").read_text())["response"]
+    pdf = followup / "report.pdf"
+    text = _pdf_text(pdf)
+    assert "Comparison with the prior study (PERCIST 1.0)" in text
+    assert "Prior 2026-08-20" in text and "Current 2026-11-24" in text
+    table = re.search(r"SULpeak, hottest (.*?) Deauville", text)
+    assert table, text
+    for key in ("sul_peak_before", "sul_peak_after", "tmtv_ml_before", "tmtv_ml_after", "tlg_before", "tlg_after"):
+        assert number(response[key], 4) in table.group(1), key
+    assert f"{response['percent_change']:+.1f} %" in table.group(1)
+    assert "PERCIST 1.0: PMD (progressive metabolic disease)" in text
+    assert "1 new" in table.group(1)
+    # two different MIPs (colour pictures 480 pixels wide: 4 in at 120 dpi), and a page Ghostscript can draw
+    mips = re.findall(rb"/ColorSpace /DeviceRGB [^>]*/Length (\d+) [^>]*/Width 480", pdf.read_bytes())
+    assert len(mips) == 2 and mips[0] != mips[1]
+    png = tmp_path / "page.png"
+    done = subprocess.run(["gs", "-q", "-dNOPAUSE", "-dBATCH", "-sDEVICE=png16m", "-r60", f"-sOutputFile={png}",
+                           str(pdf)], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0 and png.stat().st_size > 10_000, done.stderr

@@ -30,11 +30,23 @@ def visits(env):
         "suv_type": "bw", "lesion_count": 2, "suv_max": 9.5, "tmtv_ml": 12.5, "tlg_total": 60.0,
         "lesions": [{"suv_peak": 7.25}, {"suv_peak": 4.0}],
         "response": {"criteria": "PERCIST 1.0", "category": "PMR", "prior_study_uid": BASELINE,
-                     "sul_peak_after": 3.1, "percent_change": -48.0}}))
+                     "sul_type": "lbm_janmahasatian", "sul_peak_before": 6.0, "sul_peak_after": 3.1,
+                     "percent_change": -48.0}}))
     with env.sessions.begin() as s:
         s.add(Review(study_uid=FOLLOW_UP, status="final", version=2, candidates={}, decisions={}, impression="",
                      route="", updated_at=utcnow()))
     return env
+
+
+@pytest.fixture
+def analysed_baseline(visits):
+    """The baseline analysed too (its SULpeak is read only by the follow-up's comparison)."""
+    results = visits.data_dir / "results" / BASELINE
+    results.mkdir(parents=True)
+    (results / "analysis.json").write_text(json.dumps({
+        "suv_type": "bw", "lesion_count": 3, "suv_max": 14.0, "tmtv_ml": 30.0, "tlg_total": 150.0,
+        "lesions": [{"suv_peak": 11.0}]}))
+    return visits
 
 
 async def test_patients_listed_with_their_study_counts(visits, aiohttp_client):
@@ -72,3 +84,13 @@ async def test_one_patient_timeline_with_analysis_and_review(visits, aiohttp_cli
     missing = await client.get("/api/patients/999999", headers=physician)
     assert missing.status == 404
     assert (await client.get(f"/api/patients/{pk}")).status == 401
+
+
+async def test_the_baseline_gets_the_sulpeak_its_follow_up_read_on_it(analysed_baseline, aiohttp_client):
+    client = await aiohttp_client(analysed_baseline.app())
+    with analysed_baseline.sessions() as s:
+        pk = s.scalar(select(Patient.id).where(Patient.patient_id == "10000000146"))
+    body = await (await client.get(f"/api/patients/{pk}", headers=bearer(await login(client, "physician")))).json()
+    baseline, follow_up = (st["analysis"] for st in body["studies"])
+    assert (baseline["sul_peak"], baseline["sul_type"], baseline["suv_max"]) == (6.0, "lbm_janmahasatian", 14.0)
+    assert (follow_up["sul_peak"], follow_up["response"]["sul_peak_before"]) == (3.1, 6.0)

@@ -36,7 +36,8 @@ def test_route_notify_forms():
     ({"roles": ["physician"], "channels": ["fax"]}, "unknown channel(s) fax"),
     ({"roles": ["surgeon"]}, "unknown role(s) surgeon"),
     ({"priority": "high"}, "name roles or users"),
-    ({"roles": ["physician"], "when": "night"}, "unknown key(s) when"),
+    ({"roles": ["physician"], "at": "night"}, "unknown key(s) at"),
+    ({"roles": ["physician"], "when": "night"}, "when is {response: CATEGORY"),
 ])
 def test_bad_notify_actions_are_refused_naming_the_rule(action, message):
     with pytest.raises(RouteError) as exc:

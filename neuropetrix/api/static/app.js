@@ -150,7 +150,11 @@ async function loadStudy(uid, refresh) {
   if (!r.ok) { $("#study-title").textContent = (await r.json()).message; return; }
   const s = await r.json();
   $("#study-title").textContent = `${s.patient_name.replaceAll("^", " ")} — ${s.description || s.study_uid}`;
-  $("#study-meta").textContent = `ID ${s.patient_id} · accession ${s.accession_number} · ${s.study_date} · ${s.state}`;
+  $("#study-meta").textContent = `ID ${s.patient_id} · accession ${s.accession_number} · ${s.study_date} · ${s.state} · `;
+  const timeline = document.createElement("a");
+  timeline.href = `/static/patient.html?patient_id=${encodeURIComponent(s.patient_id)}`;
+  timeline.textContent = "the patient's studies over time";
+  $("#study-meta").appendChild(timeline);
   const series = $("#series tbody");
   series.replaceChildren();
   for (const se of s.series) {
