@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from neuropetrix.api.permissions import PUSH_FAILURES, PUSH_RESULTS, RESULTS_SIGN, roles_with
@@ -22,8 +22,8 @@ from neuropetrix.engine.jobs import Claimed, JobFailure, new_job
 from neuropetrix.metrics import PUSH_MESSAGES
 from neuropetrix.node.scu.push import REJECTED, RETRY, SENT, FcmSender, PushMessageSpec
 from neuropetrix.store.accounts import ROLES, Device, User
-from neuropetrix.store.eventlog import EventKind, advance, take_pending
-from neuropetrix.store.jobs_models import EngineCursor, Job
+from neuropetrix.store.eventlog import EventKind, advance, lock_cursor, take_pending
+from neuropetrix.store.jobs_models import Job
 from neuropetrix.store.models import Event
 
 log = logging.getLogger("neuropetrix.push")
@@ -67,9 +67,7 @@ def device_job(e: Event, route: str, device_id: int, token: str, user_id: int, m
 
 def enqueue(s: Session, max_attempts: int) -> int:
     """Turn new events into push jobs; returns how many jobs were made."""
-    if s.get(EngineCursor, CONSUMER) is None:      # first start: no notifications about the past
-        s.add(EngineCursor(name=CONSUMER, event_id=s.scalar(select(func.max(Event.id))) or 0))
-        s.flush()
+    lock_cursor(s, CONSUMER, from_now=True)          # first start: no notifications about the past
     events = take_pending(s, CONSUMER, KINDS, 200)
     made = 0
     for e in events:

@@ -17,7 +17,9 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from neuropetrix.store.db import utcnow
@@ -74,15 +76,25 @@ def settled_up_to(s: Session, after: int, scan: int, now: datetime | None = None
     return safe
 
 
+def lock_cursor(s: Session, consumer: str, from_now: bool = False) -> EngineCursor:
+    """`consumer`'s cursor, made if missing (at 0, or at the newest event with `from_now`: no acting on
+    the past), and locked until the transaction ends, so that two workers on one database never take
+    the same events: a row lock on PostgreSQL, the database's write lock on SQLite (whose driver would
+    otherwise read the cursor outside the transaction that moves it)."""
+    start = (s.scalar(select(func.max(Event.id))) or 0) if from_now else 0
+    insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
+    s.execute(insert(EngineCursor).values(name=consumer, event_id=start).on_conflict_do_nothing())
+    s.execute(update(EngineCursor).where(EngineCursor.name == consumer).values(event_id=EngineCursor.event_id))
+    cursor = s.scalars(select(EngineCursor).where(EngineCursor.name == consumer)
+                       .execution_options(populate_existing=True)).one()
+    return cursor
+
+
 def take_pending(s: Session, consumer: str, kinds: Iterable[EventKind], limit: int = 100,
                  now: datetime | None = None) -> list[Event]:
-    """Events of `kinds` after `consumer`'s cursor, the cursor row locked (PostgreSQL) until commit;
+    """Events of `kinds` after `consumer`'s cursor, the cursor locked (`lock_cursor`) until commit;
     the caller acts on them and calls `advance` in the same transaction."""
-    cursor = s.scalars(select(EngineCursor).where(EngineCursor.name == consumer).with_for_update()).first()
-    if cursor is None:
-        cursor = EngineCursor(name=consumer, event_id=0)
-        s.add(cursor)
-        s.flush()
+    cursor = lock_cursor(s, consumer)
     safe = settled_up_to(s, cursor.event_id, scan=limit * 20, now=now)
     pending = list(s.scalars(select(Event).where(Event.id > cursor.event_id, Event.id <= safe,
                                                  Event.kind.in_([str(k) for k in kinds]))

@@ -333,3 +333,40 @@ def test_a_destination_with_a_job_in_hand_gets_no_second_lane(db) -> None:
     queue.finish(first, "w1", {})
     assert queue.claim("w3", ("forward",), per_destination=1).id == slow2
     assert queue.claim("w4", ("forward",)) is None               # analysis lanes pass no limit; nothing left
+
+
+def test_two_consumers_of_one_cursor_take_each_event_once(db) -> None:
+    """Two workers on one database (`neuropetrix worker` beside `serve`, or two review watchers) read the
+    same cursor: the second must wait for the first's transaction, not act on the events it already took
+    (on SQLite the cursor's read used to run outside the write transaction that moved it)."""
+    import time
+
+    from neuropetrix.store import eventlog as events
+
+    _, sessions = db
+    with sessions.begin() as s:
+        for i in range(6):
+            s.add(Event(kind="study.complete", study_uid=f"1.2.{i}", created_at=utcnow(), payload={}))
+    taken: list[int] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def consume() -> None:
+        start.wait()
+        try:
+            for _ in range(3):
+                with sessions.begin() as s:
+                    pending = events.take_pending(s, "t", ("study.complete",), limit=2)
+                    time.sleep(0.2)                    # the other consumer runs in this window
+                    taken.extend(e.id for e in pending)
+                    if pending:
+                        events.advance(s, "t", pending[-1].id)
+        except BaseException as exc:  # noqa: BLE001  (reported by the assertion below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=consume) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == [] and sorted(taken) == list(range(1, 7))

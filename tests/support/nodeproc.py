@@ -1,7 +1,9 @@
 """Start the real node (`neuropetrix serve`) as a subprocess on loopback, for tests and benchmarks."""
 from __future__ import annotations
 
+import itertools
 import os
+import random
 import resource
 import signal
 import socket
@@ -20,10 +22,27 @@ ROOT = Path(__file__).resolve().parents[2]
 SCANNER_AE = "STORESCU"   # dcmtk storescu's default calling AE title, configured as a known peer
 
 
+# Ports for the programs the tests start: below the kernel's ephemeral range (32768–60999 here), where no
+# outgoing connection takes a port while a node restarted on the same config is down; a slice for each
+# pytest-xdist worker, so two workers never hand out the same one.
+_PORTS = range(12000, 32000)
+_next_port = itertools.count(random.randrange(1000))
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port free now, that no other test of this run and no outgoing connection will take."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    index, width = int(worker) if worker.isdigit() else 0, 2500
+    base = _PORTS.start + (index % (len(_PORTS) // width)) * width
+    for _ in range(width):
+        port = base + next(_next_port) % width
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {base}..{base + width - 1}")
 
 
 def wait_for_port(port: int, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
