@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import threading
 from concurrent.futures import Future
 
@@ -18,8 +19,10 @@ log = logging.getLogger("neuropetrix.api")
 
 
 class ApiServer:
-    def __init__(self, settings: Settings, sessions: sessionmaker[Session], readiness: Readiness) -> None:
+    def __init__(self, settings: Settings, sessions: sessionmaker[Session], readiness: Readiness,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.host, self.port = settings.node.api_host, settings.node.api_port
+        self.ssl_context = ssl_context     # HTTPS (api.https)
         self.app = create_app(settings, sessions, readiness)
         self._loop = asyncio.new_event_loop()
         self._stopping: asyncio.Event | None = None
@@ -35,14 +38,14 @@ class ApiServer:
             started.result()
         except OSError as exc:
             raise OSError(exc.errno, f"API port {self.port}: {exc.strerror}") from None
-        log.info("API and dashboard on http://%s:%d/", self.host, self.port)
+        log.info("API and dashboard on %s://%s:%d/", "https" if self.ssl_context else "http", self.host, self.port)
 
     async def _serve(self, started: Future[None]) -> None:
         self._stopping = asyncio.Event()
         runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=5)
         try:
             await runner.setup()
-            await web.TCPSite(runner, self.host, self.port).start()
+            await web.TCPSite(runner, self.host, self.port, ssl_context=self.ssl_context).start()
         except BaseException as exc:
             await runner.cleanup()
             started.set_exception(exc)

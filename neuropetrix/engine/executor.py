@@ -31,6 +31,7 @@ from neuropetrix.node.scu import fhir, mllp
 from neuropetrix.node.scu.commitment import transaction_uid
 from neuropetrix.node.scu.dicom import SendError, send_files
 from neuropetrix.node.scu.errors import DeliveryError
+from neuropetrix.node.tls import client_context
 from neuropetrix.node.scu.push import FcmSender
 from neuropetrix.reports.hl7 import CODECS
 from neuropetrix.store.db import utcnow
@@ -160,7 +161,7 @@ class JobRunner:
         asks = self.settings.engine.commitment_port is not None and waiting is not None
         try:
             report = send_files(peer, files, self.settings.node.ae_title, transform=transform,
-                                commitment=begin_commitment if asks else None)
+                                commitment=begin_commitment if asks else None, tls=self.settings.node.tls)
         except SendError as exc:
             raise JobFailure(str(exc)) from None
         if not report.ok:
@@ -170,17 +171,19 @@ class JobRunner:
         return {"sent": report.sent, "objects": job.objects, **({"skipped": skipped} if skipped else {}),
                 **({AWAITING_COMMITMENT: report.commitment} if report.commitment else {})}
 
-    def _hl7(self, job: Claimed) -> dict:
+    def _send_hl7(self, message: bytes) -> dict:
+        """One HL7 v2 message to hbys.mllp (over TLS when hbys.mllp.tls), acknowledged."""
         out = self.settings.hbys.mllp
-        ack = mllp.send_message(out.host, out.port, self._result_file(job, HL7_FILE).read_bytes(), out.timeout)
+        context = client_context(self.settings.node.tls) if out.tls else None
+        ack = mllp.send_message(out.host, out.port, message, out.timeout, ssl_context=context)
         return {"ack": ack.code, "control_id": ack.control_id}
+
+    def _hl7(self, job: Claimed) -> dict:
+        return self._send_hl7(self._result_file(job, HL7_FILE).read_bytes())
 
     def _order_status(self, job: Claimed) -> dict:
         """The order status message built when the order changed (engine/order_status.py), as it was."""
-        out = self.settings.hbys.mllp
-        message = job.params["message"].encode(CODECS[job.params["charset"]])
-        ack = mllp.send_message(out.host, out.port, message, out.timeout)
-        return {"ack": ack.code, "control_id": ack.control_id}
+        return self._send_hl7(job.params["message"].encode(CODECS[job.params["charset"]]))
 
     def _fhir(self, job: Claimed) -> dict:
         cfg = self.settings.hbys.fhir

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -95,6 +96,14 @@ class StepHandler(Protocol):
     def create(self, sop_instance_uid: str, ds: Dataset, calling_ae: str) -> StepAnswerLike: ...
 
     def update(self, sop_instance_uid: str, ds: Dataset, calling_ae: str) -> StepAnswerLike: ...
+
+
+class AssociationAudit(Protocol):
+    """Where associations and queries are recorded for the access audit trail (store/audit.py)."""
+
+    def association(self, calling_ae: str, called_ae: str, address: str, accepted: bool, why: str) -> None: ...
+
+    def query(self, calling_ae: str, address: str, sop_class_uid: str, identifier: Dataset, status: int) -> None: ...
 
 
 class StepAnswerLike(Protocol):
@@ -236,9 +245,13 @@ class Association:
         """Whether the peer has sent something not read yet (a C-CANCEL during a C-FIND)."""
         if self._pdu_left:
             return True
+        if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
+            return True
         self.sock.settimeout(0.0)
         try:
             return bool(self.rfile.peek(1))
+        except (ssl.SSLWantReadError, BlockingIOError):    # TLS: nothing decrypted yet
+            return False
         finally:
             self.sock.settimeout(self.limits.network_timeout)
 
@@ -276,6 +289,7 @@ class Association:
             self._send(associate_rj(result, source, reason))
             metrics.ASSOCIATIONS.labels("rejected").inc()
             log.warning("refused association from %s (%s) to %s: %s", self.calling_ae, self.host, called, why)
+            self._audit_association(called, False, why)
             return False
 
         roles = {item.sop_class_uid: (item.scu_role, item.scp_role)
@@ -291,7 +305,26 @@ class Association:
         metrics.ASSOCIATIONS.labels("accepted").inc()
         log.info("association from %s (%s) to %s accepted: %d of %d presentation contexts",
                  self.calling_ae, self.host, called, len(self.contexts), len(results))
+        self._audit_association(called, True, "")
         return True
+
+    def _audit_association(self, called: str, accepted: bool, why: str) -> None:
+        if self.server.audit is not None:
+            self.server.audit.association(self.calling_ae, called, self.host, accepted, why)
+
+    def handshake(self) -> None:
+        """On the TLS port: the TLS handshake, under the association timeout (a plaintext caller or
+        one whose certificate fails fails here, before any DICOM byte is read)."""
+        if isinstance(self.sock, ssl.SSLSocket):
+            self.sock.settimeout(self.limits.acse_timeout)
+            try:
+                self.sock.do_handshake()
+            except (ssl.SSLError, ConnectionError, TimeoutError) as exc:
+                log.warning("TLS handshake with %s failed: %s", self.host, exc)
+                if self.server.audit is not None:
+                    self.server.audit.association("?", self.server.policy.ae_title, self.host, False,
+                                                  f"TLS handshake failed: {exc}")
+                raise PeerClosed(f"TLS handshake failed: {exc}") from None
 
     # -- requests -------------------------------------------------------------------------------
     def serve(self) -> None:
@@ -392,6 +425,8 @@ class Association:
             lambda match: self._send(pdata(context_id, pending, match, self.peer_max_pdu)),
             lambda: self._cancelled(message_id))
         self._respond(context_id, C_FIND_RSP, abstract, message_id, status, "", comment)
+        if self.server.audit is not None:
+            self.server.audit.query(self.calling_ae, self.host, abstract, identifier, status)
 
     def _cancelled(self, message_id: int) -> bool:
         """True when the peer has sent a C-CANCEL for `message_id` (PS3.7 9.3.2.3)."""
@@ -433,6 +468,7 @@ class Association:
     # -- life and death -------------------------------------------------------------------------
     def run(self) -> None:
         try:
+            self.handshake()
             if self.negotiate():
                 self.serve()
         except PeerClosed as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 from dataclasses import dataclass
 
 import hl7
@@ -69,12 +70,15 @@ def _read_block(sock: socket.socket) -> bytes:
             raise ValueError("no MLLP end block within 1 MiB")
 
 
-def send_message(host: str, port: int, message: bytes, timeout: float) -> Ack:
-    """Send `message` over a new connection and return its AA/CA acknowledgment; DeliveryError otherwise."""
+def send_message(host: str, port: int, message: bytes, timeout: float,
+                 ssl_context: ssl.SSLContext | None = None) -> Ack:
+    """Send `message` over a new connection (TLS with `ssl_context`) and return its AA/CA
+    acknowledgment; DeliveryError otherwise."""
     where = f"{host}:{port}"
     ours = control_id(message)
     try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
+        with socket.create_connection((host, port), timeout=timeout) as raw_sock, \
+                (ssl_context.wrap_socket(raw_sock, server_hostname=host) if ssl_context else raw_sock) as sock:
             sock.settimeout(timeout)
             sock.sendall(START + message + END)
             raw = _read_block(sock)
