@@ -19,6 +19,7 @@ from neuropetrix.node.scp.mllp_listener import MllpListener
 from neuropetrix.node.scp.policy import AcceptancePolicy, ServerLimits
 from neuropetrix.node.scp.server import DicomServer, raise_open_file_limit
 from neuropetrix.node.tls import server_context
+from neuropetrix.store.audit import DicomAudit, audit_trail
 from neuropetrix.store.db import make_engine, make_sessionmaker, open_database
 from neuropetrix.store.files import FileStore
 from neuropetrix.store.index import StudyIndex
@@ -67,12 +68,13 @@ class Node:
             find_providers[MODALITY_WORKLIST_FIND] = Worklist(self.sessions, settings.hbys.worklist_charset,
                                                               settings.hbys.worklist_charsets)
         tls = node.tls
+        self.scp_audit = DicomAudit(audit_trail(settings, self.sessions))
         # the plain DICOM port and the TLS one (node.tls.port) serve alike: one policy, one store
         ports = ([(node.dicom_port, None)] if node.plain_dicom else []) + \
             ([(tls.port, server_context(tls))] if tls is not None and tls.port is not None else [])
         self.scps = [DicomServer(node.dicom_host, port, policy, self.ingest, ServerLimits.of(node),
                                  steps=ProcedureSteps(self.sessions), find_providers=find_providers,
-                                 ssl_context=context) for port, context in ports]
+                                 ssl_context=context, audit=self.scp_audit) for port, context in ports]
         self.completion = CompletionWatcher(self.sessions, node.study_quiet_seconds)
         self.mllp = None
         if listen.enabled:

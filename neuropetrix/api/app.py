@@ -9,7 +9,15 @@ from pathlib import Path
 from aiohttp import WSCloseCode, web
 from sqlalchemy.orm import Session, sessionmaker
 
-from neuropetrix.api import routes_admin, routes_auth, routes_devices, routes_orders, routes_review, routes_studies
+from neuropetrix.api import (
+    audit_middleware,
+    routes_admin,
+    routes_auth,
+    routes_devices,
+    routes_orders,
+    routes_review,
+    routes_studies,
+)
 from neuropetrix.api.auth import Auth
 from neuropetrix.api.context import CTX, ApiContext, Database, Readiness
 from neuropetrix.api.errors import errors_and_timing
@@ -63,6 +71,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session], readiness: R
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/", _index)
     app.router.add_static("/static/", STATIC)
+    audit_middleware.install(app)
     app.cleanup_ctx.append(_background)
     app.on_shutdown.append(_close_websockets)
     return app

@@ -260,6 +260,21 @@ class EngineSettings(Section):
     analysis_timeout: float = Field(1800.0, gt=0)  # a hung analysis is stopped and tried again
 
 
+class SyslogSettings(HostPort):
+    """An ATNA audit record repository (syslog collector) for the audit trail."""
+
+    port: Port = 514
+    protocol: Literal["udp", "tcp"] = "udp"
+
+
+class AuditSettings(Section):
+    syslog: SyslogSettings | None = None           # null: the trail is kept in the database only
+    # reverse proxies (addresses or networks) whose X-Forwarded-For names the real client
+    trusted_proxies: list[str] = []
+
+    _networks = field_validator("trusted_proxies")(classmethod(lambda cls, v: MllpIn._networks(v)))
+
+
 class Settings(Section):
     node: NodeSettings = NodeSettings()
     peers: list[Peer] = []
@@ -268,6 +283,7 @@ class Settings(Section):
     api: ApiSettings = ApiSettings()
     analysis: AnalysisSettings = AnalysisSettings()
     engine: EngineSettings = EngineSettings()
+    audit: AuditSettings = AuditSettings()
     routes: list[Route] = []
 
     @model_validator(mode="after")

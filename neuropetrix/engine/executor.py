@@ -31,9 +31,10 @@ from neuropetrix.node.scu import fhir, mllp
 from neuropetrix.node.scu.commitment import transaction_uid
 from neuropetrix.node.scu.dicom import SendError, send_files
 from neuropetrix.node.scu.errors import DeliveryError
-from neuropetrix.node.tls import client_context
 from neuropetrix.node.scu.push import FcmSender
+from neuropetrix.node.tls import client_context
 from neuropetrix.reports.hl7 import CODECS
+from neuropetrix.store.audit import FAILURE, SUCCESS, Access, audit_trail
 from neuropetrix.store.db import utcnow
 from neuropetrix.store.eventlog import EventKind, record
 from neuropetrix.store.files import FileStore, check_uid
@@ -67,6 +68,7 @@ class JobRunner:
         self.files = files
         self.results = results
         self.push = push
+        self.audit = audit_trail(settings, sessions)
 
     def run(self, job: Claimed, stop: threading.Event, analyzer: AnalysisProcess | None = None,
             waiting: Callable[[dict], bool] | None = None) -> dict:
@@ -159,11 +161,15 @@ class JobRunner:
             return transaction if waiting is not None and waiting(result) else None
 
         asks = self.settings.engine.commitment_port is not None and waiting is not None
+        where = f"{peer.host}:{peer.port}"
         try:
             report = send_files(peer, files, self.settings.node.ae_title, transform=transform,
                                 commitment=begin_commitment if asks else None, tls=self.settings.node.tls)
         except SendError as exc:
+            self.audit.record(Access(peer.ae_title, "ae", "forward", FAILURE, where, job.study_uid, detail=str(exc)))
             raise JobFailure(str(exc)) from None
+        self.audit.record(Access(peer.ae_title, "ae", "forward", SUCCESS if report.ok else FAILURE, where,
+                                 job.study_uid, detail=f"{report.sent} of {len(files)} object(s) to {peer.name}"))
         if not report.ok:
             first = report.failed[0]
             raise JobFailure(f"{len(report.failed)} of {len(files)} object(s) not stored by {peer.name}, "

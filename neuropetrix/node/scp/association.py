@@ -286,10 +286,10 @@ class Association:
             refusal = (*LOCAL_LIMIT_EXCEEDED, "too many associations")
         if refusal is not None:
             result, source, reason, why = refusal
+            self._audit_association(called, False, why)     # recorded before the caller hears
             self._send(associate_rj(result, source, reason))
             metrics.ASSOCIATIONS.labels("rejected").inc()
             log.warning("refused association from %s (%s) to %s: %s", self.calling_ae, self.host, called, why)
-            self._audit_association(called, False, why)
             return False
 
         roles = {item.sop_class_uid: (item.scu_role, item.scp_role)
@@ -301,11 +301,11 @@ class Association:
         for cx in results:
             if cx.result == 0:
                 self.contexts[cx.context_id] = (str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
+        self._audit_association(called, True, "")
         self._send(associate_ac(rq, results, ac_roles, self.limits.max_pdu_size))
         metrics.ASSOCIATIONS.labels("accepted").inc()
         log.info("association from %s (%s) to %s accepted: %d of %d presentation contexts",
                  self.calling_ae, self.host, called, len(self.contexts), len(results))
-        self._audit_association(called, True, "")
         return True
 
     def _audit_association(self, called: str, accepted: bool, why: str) -> None:
