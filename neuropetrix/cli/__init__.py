@@ -17,7 +17,7 @@ from neuropetrix.store.migrate import SchemaNotCurrent
 
 # Modules under neuropetrix.cli that each add their commands.
 COMMAND_MODULES = ("serve", "studies", "send", "db", "analyze", "jobs", "routes", "users",
-                   "doctor", "demo", "backup", "worker")
+                   "doctor", "demo", "backup", "worker", "storage")
 
 
 class CommandError(Exception):

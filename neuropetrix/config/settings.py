@@ -260,6 +260,21 @@ class EngineSettings(Section):
     analysis_timeout: float = Field(1800.0, gt=0)  # a hung analysis is stopped and tried again
 
 
+class RetentionSettings(Section):
+    """What is deleted, and when (engine/retention.py); null = kept for ever. Never deleted, whatever
+    its age: a study still receiving, with a job open or parked, an unsigned review, or a prior of
+    its patient's study received within `prior_days`."""
+
+    images_days: float | None = Field(None, gt=0)   # the study's instances, after its last arrival
+    results_days: float | None = Field(None, gt=0)  # the analysis results folder (SEG, SR, PDF, ...)
+    prior_days: float = Field(365.0, ge=0)          # 0 = no prior protection
+    sweep_seconds: float = Field(3600.0, gt=0)      # how often the engine looks for what to prune
+
+
+class StorageSettings(Section):
+    retention: RetentionSettings = RetentionSettings()
+
+
 class SyslogSettings(HostPort):
     """An ATNA audit record repository (syslog collector) for the audit trail."""
 
@@ -284,6 +299,7 @@ class Settings(Section):
     analysis: AnalysisSettings = AnalysisSettings()
     engine: EngineSettings = EngineSettings()
     audit: AuditSettings = AuditSettings()
+    storage: StorageSettings = StorageSettings()
     routes: list[Route] = []
 
     @model_validator(mode="after")

@@ -13,7 +13,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from neuropetrix.config.settings import Settings
-from neuropetrix.engine import push_jobs
+from neuropetrix.engine import push_jobs, retention
 from neuropetrix.engine.analysis_runner import AnalysisFailed, AnalysisProcess
 from neuropetrix.engine.jobs import Claimed, JobFailure
 from neuropetrix.engine.orders import order_facts
@@ -46,12 +46,15 @@ _REFUSABLE = {"oru": HL7_FILE, "fhir_bundle": FHIR_FILE}   # analysis.json deliv
 
 def done_event(kind: str) -> EventKind | None:
     """Pushes record no event: their outcome is the job's, and a push about a push would follow."""
-    return {"analyze": EventKind.ANALYSIS_DONE, "notify": None, push_jobs.KIND: None}.get(kind, EventKind.DELIVERY_DONE)
+    return {"analyze": EventKind.ANALYSIS_DONE, "notify": None, push_jobs.KIND: None,
+            retention.KIND: None}.get(kind, EventKind.DELIVERY_DONE)   # a prune records study.pruned itself
 
 
 def failed_event(kind: str) -> EventKind | None:
     if kind == push_jobs.KIND:
         return None
+    if kind == retention.KIND:
+        return EventKind.PRUNE_FAILED
     return EventKind.ANALYSIS_FAILED if kind == "analyze" else EventKind.DELIVERY_FAILED
 
 
@@ -92,6 +95,8 @@ class JobRunner:
                 return push_jobs.send(job, self.push, self.sessions)
             if job.kind == "order_status":
                 return self._order_status(job)
+            if job.kind == retention.KIND:
+                return self._prune(job)
         except DeliveryError as exc:
             raise _failure(exc) from None
         raise JobFailure(f"unknown job kind {job.kind!r}", permanent=True)
@@ -176,6 +181,15 @@ class JobRunner:
                              f"e.g. {Path(first[0]).name}: {first[1]}")
         return {"sent": report.sent, "objects": job.objects, **({"skipped": skipped} if skipped else {}),
                 **({AWAITING_COMMITMENT: report.commitment} if report.commitment else {})}
+
+    def _prune(self, job: Claimed) -> dict:
+        """Retention: delete the study's images or results if nothing holds them any more."""
+        result = retention.prune(self.sessions, self.files, self.results, self.settings.storage.retention,
+                                 job.study_uid, job.objects[0], utcnow())
+        if result["pruned"]:
+            self.audit.record(Access(self.settings.node.ae_title, "node", "prune", SUCCESS, study_uid=job.study_uid,
+                                     detail=f"{job.objects[0]} deleted by retention (job {job.id})"))
+        return result
 
     def _send_hl7(self, message: bytes) -> dict:
         """One HL7 v2 message to hbys.mllp (over TLS when hbys.mllp.tls), acknowledged."""

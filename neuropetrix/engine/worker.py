@@ -17,12 +17,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from neuropetrix.config.loader import ConfigError
 from neuropetrix.config.settings import EngineSettings, Settings
-from neuropetrix.engine import push_jobs
+from neuropetrix.engine import push_jobs, retention
 from neuropetrix.engine.analysis_runner import AnalysisProcess
 from neuropetrix.engine.dispatch import Dispatcher, Gate
 from neuropetrix.engine.executor import AWAITING_COMMITMENT, JobRunner, done_event, failed_event
 from neuropetrix.engine.jobs import Claimed, JobFailure, JobQueue
 from neuropetrix.engine.result_store import ResultStore
+from neuropetrix.engine.retention import RetentionSweep
 from neuropetrix.engine.review import ReviewWatcher, VersionStore
 from neuropetrix.engine.routes.rules import compile_routes
 from neuropetrix.node.scp.commitment import CommitmentListener
@@ -31,7 +32,7 @@ from neuropetrix.node.scu.push import FcmSender
 from neuropetrix.store.files import FileStore
 
 log = logging.getLogger("neuropetrix.engine")
-DELIVERY_KINDS = ("forward", "hl7", "fhir", "notify", "order_status", push_jobs.KIND)
+DELIVERY_KINDS = ("forward", "hl7", "fhir", "notify", "order_status", push_jobs.KIND, retention.KIND)
 IDLE_POLLS = 4      # an idle lane reads the queue every IDLE_POLLS × engine.poll_seconds
 ANALYSIS_KINDS = ("analyze",)
 
@@ -57,6 +58,7 @@ class Worker:
         self.commitments: CommitmentListener | None = None
         self.push: push_jobs.PushPlanner | None = None
         self.reviews: ReviewWatcher | None = None      # analyses → review state (engine/review.py)
+        self.retention: RetentionSweep | None = None   # storage.retention's prune jobs
 
     def on_commitment(self, report: CommitmentReport) -> bool:
         """A PACS's storage commitment answer: settle the job it names."""
@@ -97,10 +99,16 @@ class Worker:
                     self._work.set()
             except Exception:
                 log.exception("making push notifications failed; will try again")
+            try:
                 if self.reviews is not None:
                     self.reviews.run_once()
             except Exception:
                 log.exception("recording analysed results for review failed; will try again")
+            try:
+                if self.retention is not None and self.retention.run_once():
+                    self._work.set()
+            except Exception:
+                log.exception("the retention sweep failed; will try again")
 
     def _lease_loop(self) -> None:
         while not self._stop.wait(self.settings.lease_seconds / 3):
@@ -195,6 +203,9 @@ def build_worker(settings: Settings, sessions: sessionmaker[Session], files: Fil
     if sender is not None:
         worker.push = push_jobs.PushPlanner(sessions, settings.push.max_attempts)
     worker.reviews = ReviewWatcher(sessions, results, VersionStore(settings.node.data_dir / "versions"))
+    kept = settings.storage.retention
+    if kept.images_days is not None or kept.results_days is not None:
+        worker.retention = RetentionSweep(settings, sessions, results)
     if engine.commitment_port is not None:
         worker.commitments = CommitmentListener(settings.node.ae_title, settings.node.dicom_host,
                                                 engine.commitment_port,
