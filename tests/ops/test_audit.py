@@ -4,31 +4,41 @@ the admin's GET /api/audit filters, nothing writable through the API or SQL, and
 DICOM PS3.15 A.5 XML in RFC 5424 syslog messages to a UDP and a TCP collector."""
 from __future__ import annotations
 
+import shutil
 import socket
 import threading
 import xml.etree.ElementTree as ET
 from datetime import datetime, timedelta
 
+import pydicom
 import pytest
+import yaml
 from pydicom.dataset import Dataset
 from pynetdicom.sop_class import ModalityWorklistInformationFind as MWL
 from sqlalchemy import text
 from sqlalchemy.exc import DatabaseError
 
+from neuropetrix.api.audit_middleware import _networks, client_address
+from neuropetrix.config.loader import parse_settings
 from neuropetrix.config.settings import SyslogSettings
+from neuropetrix.engine.executor import JobRunner
+from neuropetrix.engine.jobs import JobFailure, JobQueue, new_job
+from neuropetrix.engine.result_store import ResultStore
 from neuropetrix.node.scp.policy import AcceptancePolicy, ServerLimits
 from neuropetrix.node.scp.server import DicomServer
 from neuropetrix.node.scu.syslog import SyslogExporter
 from neuropetrix.store.audit import FAILURE, SUCCESS, Access, AuditTrail, DicomAudit
 from neuropetrix.store.db import open_database
-from neuropetrix.store.files import FileStore
-from neuropetrix.store.index import StudyIndex
+from neuropetrix.store.files import FileStore, relative_path
+from neuropetrix.store.index import InstanceRecord, StudyIndex
 from neuropetrix.store.ingest import Ingest
 from tests.api.conftest import accounts_db, bearer, client, env, login, make_env  # noqa: F401  (fixtures)
 from tests.conftest import dcmtk
 from tests.engine.conftest import postgres_server  # noqa: F401  (fixture)
 from tests.engine.test_jobs import db_url  # noqa: F401  (fixture: SQLite and PostgreSQL)
 from tests.nodeproc import free_port
+from tests.ops.test_doctor import storescp
+from tests.synthetic import StudySpec, write_petct_study
 
 UID = "1.2.826.0.1.3680043.10.17.1"
 PATIENT = "10000000146"
@@ -205,7 +215,6 @@ async def test_api_access_is_recorded_and_only_admins_read_it(env, aiohttp_clien
 
 
 def test_untrusted_forwarded_for_is_ignored() -> None:
-    from neuropetrix.api.audit_middleware import _networks, client_address
     proxies = _networks(["10.0.0.0/8"])
     assert client_address("192.0.2.1", "203.0.113.7", proxies) == "192.0.2.1"
     assert client_address("10.0.0.2", "203.0.113.7, 10.0.0.3", proxies) == "203.0.113.7"
@@ -217,3 +226,44 @@ def test_syslog_settings_are_checked() -> None:
     assert SyslogSettings(host="collector").port == 514
     with pytest.raises(ValueError):
         SyslogSettings(host="collector", protocol="tls")
+
+
+# -- forwards ------------------------------------------------------------------------------------
+def test_forwards_are_recorded(tmp_path) -> None:
+    spec, sent = write_petct_study(tmp_path / "study", StudySpec(ct_slices=1, pet_slices=1, ct_matrix=64,
+                                                                 pet_matrix=32))
+    with storescp(tmp_path / "pacs", "PACS") as pacs_port:
+        gone = free_port()
+        config = {"node": {"data_dir": str(tmp_path / "var")},
+                  "peers": [{"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": pacs_port},
+                            {"name": "gone", "ae_title": "GONE", "host": "127.0.0.1", "port": gone}],
+                  "engine": {"retry": {"max_attempts": 1}}}
+        settings = parse_settings(yaml.safe_dump(config), "test", environ={})
+        _, sessions = open_database(settings.node.db_url)
+        files = FileStore(settings.node.storage_dir, fsync=False)
+        for f in sent:
+            ds = pydicom.dcmread(f, stop_before_pixels=True)
+            rel = relative_path(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+            files.path_of(rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(f, files.path_of(rel))
+            StudyIndex(sessions).add(InstanceRecord(ds.SOPClassUID, ds.SOPInstanceUID, ds.StudyInstanceUID,
+                                                    ds.SeriesInstanceUID, str(ds.file_meta.TransferSyntaxUID), rel,
+                                                    f.stat().st_size, patient_id=spec.patient_id))
+        with sessions.begin() as s:
+            for peer in ("pacs", "gone"):
+                s.add(new_job("forward", spec.study_uid, "r", 0 if peer == "pacs" else 1, f"dicom:{peer}", 1,
+                              objects=["study"], params={"peer": peer}))
+        queue = JobQueue(sessions, settings.engine.retry, 60)
+        runner = JobRunner(settings, sessions, files, ResultStore(settings.node.data_dir / "results"))
+        outcomes = []
+        while (job := queue.claim("test", ("forward",))) is not None:
+            try:
+                outcomes.append(runner.run(job, threading.Event())["sent"])
+            except JobFailure:
+                outcomes.append("failed")
+    assert sorted(outcomes, key=str) == [2, "failed"]
+    rows = {r["user"]: r for r in AuditTrail(sessions).query(action="forward")}
+    assert rows["PACS"]["outcome"] == SUCCESS and rows["PACS"]["detail"] == "2 of 2 object(s) to pacs"
+    assert rows["GONE"]["outcome"] == FAILURE and rows["GONE"]["address"] == f"127.0.0.1:{gone}"
+    assert {r["patient_id"] for r in rows.values()} == {spec.patient_id}
+    assert {r["study_uid"] for r in rows.values()} == {spec.study_uid}

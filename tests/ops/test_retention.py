@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
+import pytest
 import yaml
 from sqlalchemy import select, update
 
-from neuropetrix.config.loader import parse_settings
+from neuropetrix.config.loader import ConfigError, parse_settings
 from neuropetrix.engine import retention
 from neuropetrix.engine.executor import JobRunner, done_event
 from neuropetrix.engine.jobs import JobQueue, new_job
@@ -188,8 +189,5 @@ def test_dry_run_lists_without_deleting(tmp_path) -> None:
 
 
 def test_retention_settings_refuse_unknown_keys(tmp_path) -> None:
-    import pytest
-
-    from neuropetrix.config.loader import ConfigError
     with pytest.raises(ConfigError, match="storage.retention"):
         parse_settings(yaml.safe_dump({"storage": {"retention": {"image_days": 3}}}), "test", environ={})
