@@ -105,6 +105,8 @@ def test_send_to_a_tls_peer(tmp_path, ca) -> None:
             if result.returncode != 0:
                 result = node.cli("send", "pacs", *map(str, files))
             assert result.returncode == 0, result.stderr + result.stdout
+            doctor = node.cli("doctor")
+            assert "answers C-ECHO" in next(line for line in doctor.stdout.splitlines() if "peer pacs" in line)
         received = sorted(p.name for p in out.iterdir())
         assert len(received) == len(files)
     finally:
