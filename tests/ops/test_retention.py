@@ -23,7 +23,10 @@ from neuropetrix.store.index import InstanceRecord, StudyIndex
 from neuropetrix.store.jobs_models import COMMITTING, DONE, FAILED, Job
 from neuropetrix.store.models import Event, Instance, Study
 from neuropetrix.store.reviews import Review
-from tests.nodeproc import run_cli
+from tests.conftest import storescu
+from tests.engine.conftest import wait_for
+from tests.nodeproc import run_cli, running_node
+from tests.synthetic import StudySpec, write_petct_study
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 
@@ -191,3 +194,23 @@ def test_dry_run_lists_without_deleting(tmp_path) -> None:
 def test_retention_settings_refuse_unknown_keys(tmp_path) -> None:
     with pytest.raises(ConfigError, match="storage.retention"):
         parse_settings(yaml.safe_dump({"storage": {"retention": {"image_days": 3}}}), "test", environ={})
+
+
+def test_a_running_node_prunes_by_itself(tmp_path) -> None:
+    """The engine's sweep in a running node: a study received, completed and older than the rule is
+    pruned by a prune job of the delivery lanes; the study list no longer has it."""
+    spec, files = write_petct_study(tmp_path / "study", StudySpec(ct_slices=2, pet_slices=2, ct_matrix=64,
+                                                                  pet_matrix=32))
+    rules = {"images_days": 3 / 86400, "prior_days": 0, "sweep_seconds": 0.5}     # 3 seconds
+    with running_node(tmp_path, {"storage": {"retention": rules},
+                                 "engine": {"poll_seconds": 0.1, "analysis_workers": 0}}) as node:
+        assert storescu(node.dicom_port, *files).returncode == 0
+        folder = node.data_dir / "storage" / spec.study_uid
+        assert len(list(folder.rglob("*.dcm"))) == len(files)
+        wait_for("the study to be pruned", lambda: not folder.exists(), node, timeout=60)
+        listed = json.loads(node.cli("studies", "--json").stdout)
+        assert spec.study_uid not in [st.get("study_uid") for st in listed]
+        jobs = json.loads(node.cli("jobs", "--json").stdout)
+        assert [(j["kind"], j["state"]) for j in jobs] == [("prune", "done")]
+        log = node.log_text()
+    assert f"retention: images of study {spec.study_uid} deleted ({len(files)} instance(s))" in log
