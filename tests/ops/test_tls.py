@@ -6,6 +6,8 @@ import asyncio
 import ssl
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import hl7
@@ -68,6 +70,16 @@ def test_dicom_tls_port_beside_the_plain_one(tmp_path, ca) -> None:
         log = node.log_text()
     assert log.count("TLS handshake with 127.0.0.1") >= 2     # the stranger and the plaintext caller
     assert "(TLS)" in log
+
+
+def test_api_over_https(tmp_path, ca) -> None:
+    with running_node(tmp_path, {"node": {"tls": tls_settings(ca)}, "api": {"https": True}}) as node:
+        context = ssl.create_default_context(cafile=str(ca.ca))
+        url = f"https://127.0.0.1:{node.api_port}/healthz"
+        with urllib.request.urlopen(url, context=context, timeout=10) as answer:
+            assert answer.status == 200
+        with pytest.raises((urllib.error.URLError, ConnectionError)):
+            urllib.request.urlopen(f"http://127.0.0.1:{node.api_port}/healthz", timeout=10)
 
 
 def test_tls_only_node_has_no_plain_port(tmp_path, ca) -> None:
