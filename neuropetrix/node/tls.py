@@ -35,13 +35,3 @@ def client_context(tls: TlsSettings | None) -> ssl.SSLContext:
         ctx.check_hostname = tls.verify_peer_names
     return ctx
 
-
-def peer_of(sock: ssl.SSLSocket | object) -> str | None:
-    """The verified subject CN of a TLS caller's certificate, for the log and the audit trail."""
-    getpeercert = getattr(sock, "getpeercert", None)
-    cert = getpeercert() if getpeercert else None
-    for rdn in (cert or {}).get("subject", ()):
-        for key, value in rdn:
-            if key == "commonName":
-                return str(value)
-    return None
