@@ -27,11 +27,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from neuropetrix.analysis.pipeline import analyze_volumes
-from neuropetrix.analysis.results import AnalysisResult
-from neuropetrix.config.settings import AnalysisSettings
-from neuropetrix.engine.offline import load_study
-from neuropetrix.phantoms.wholebody import PhantomTruth, write_study
+from neuropetrix.analysis.pipeline import analyze_volumes  # noqa: E402
+from neuropetrix.analysis.results import AnalysisResult  # noqa: E402
+from neuropetrix.config.settings import AnalysisSettings  # noqa: E402
+from neuropetrix.engine.offline import load_study  # noqa: E402
+from neuropetrix.phantoms.wholebody import PhantomTruth, write_study  # noqa: E402
 
 WAYS = {"PET/CT, physiology excluded": ("", True), "PET only, physiology excluded": ("PT", True),
         "plain SUV 4.0 threshold": ("", False)}

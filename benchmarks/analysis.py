@@ -8,13 +8,19 @@ running `neuropetrix analyze` pays them) that reports the stage timings of `anal
 read/decode (PET, and the CT at the PET's pixel size for the anatomy), SUV, anatomy (organs from the CT
 on the PET grid), segmentation (references and physiological uptake included), measures, writing
 (analysis.json and the report files), and its peak RSS. The full-resolution CT decoding and resampling
-onto the PET grid (needed only by the MONAI path) is timed separately. Target on the 2-core reference
-machine: under 10 s in total.
+onto the PET grid (needed only by the MONAI path) is timed separately.
+
+The floor, timed in the same run and alternating with ours round by round: a fresh Python process that
+imports pydicom and numpy and does nothing but `dcmread` and `pixel_array` on every file of the study
+(what any analysis must at least do). Printed: ours, the floor and their ratio, each the median over
+the rounds (the ratio is the median of the per-round ratios, so a load spike hits both sides of one
+ratio). Target: `analyze` (imports included) within 2× the floor.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -41,6 +47,20 @@ print(json.dumps({"stages": stages, "analyze_s": total, "lesions": len(analysis.
                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
+FLOOR_CHILD = r"""
+import json, resource, sys, time
+from pathlib import Path
+t0 = time.perf_counter()
+import numpy, pydicom
+imported = time.perf_counter() - t0
+t0 = time.perf_counter()
+voxels = 0
+for path in sorted(p for p in Path(sys.argv[1]).rglob("*") if p.is_file()):
+    voxels += pydicom.dcmread(path).pixel_array.size
+print(json.dumps({"import": imported, "read_s": time.perf_counter() - t0, "voxels": voxels,
+                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
 CT_CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
@@ -59,8 +79,8 @@ print(json.dumps({"ct_decode_s": decoded, "ct_resample_s": time.perf_counter() -
 
 def make_study(folder: Path) -> None:
     """The whole-body phantom: body, liver, and spheres of 10–40 mm from neck to pelvis."""
-    from tests.phantom import Phantom, Sphere, write_phantom
-    from tests.synthetic import StudySpec
+    from tests.support.phantom import Phantom, Sphere, write_phantom
+    from tests.support.synthetic import StudySpec
 
     spec = StudySpec(pet_slices=400, ct_slices=400, pet_matrix=200, pet_spacing_mm=3.5, slice_mm=3.0)
     spheres = [Sphere((x, y, z), d, suv) for x, y, z, d, suv in [
@@ -69,6 +89,13 @@ def make_study(folder: Path) -> None:
     phantom = Phantom(spec=spec, spheres=spheres, body_semi_axes_mm=(170.0, 115.0),
                       liver_center_mm=(-60.0, 10.0, -400.0), liver_semi_axes_mm=(80.0, 60.0, 75.0), noise_sd=0.1)
     write_phantom(phantom, folder, with_ct=True)
+
+
+def _child(code: str, *argv: str) -> dict:
+    """Run `code` in a fresh Python process and return the JSON its last line prints."""
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=ROOT,
+                          check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> int:
@@ -83,12 +110,12 @@ def main() -> int:
     files = sum(1 for p in args.data.rglob("*") if p.is_file())
     size = sum(p.stat().st_size for p in args.data.rglob("*") if p.is_file()) / 1e6
     print(f"study: {files} files, {size:.0f} MB; method {args.method}; {args.runs} runs (fresh process each)")
-    runs = []
+    print(f"load average at start: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    runs, floors = [], []
     with tempfile.TemporaryDirectory() as out:
         for _ in range(args.runs):
-            done = subprocess.run([sys.executable, "-c", CHILD, str(args.data), out, args.method],
-                                  capture_output=True, text=True, cwd=ROOT, check=True)
-            runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            floors.append(_child(FLOOR_CHILD, str(args.data)))
+            runs.append(_child(CHILD, str(args.data), out, args.method))
     order = ["import", "read", "suv", "anatomy", "segmentation", "measures", "write"]
     print(f"{'stage':<14}{'median s':>10}{'min s':>9}")
     for stage in order:
@@ -97,9 +124,16 @@ def main() -> int:
     totals = [r["analyze_s"] + r["stages"]["import"] for r in runs]
     print(f"{'total':<14}{statistics.median(totals):>10.2f}{min(totals):>9.2f}   "
           f"(lesions: {runs[0]['lesions']}, peak RSS {max(r['peak_rss_mib'] for r in runs):.0f} MiB)")
-    done = subprocess.run([sys.executable, "-c", CT_CHILD, str(args.data)], capture_output=True, text=True,
-                          cwd=ROOT, check=True)
-    ct = json.loads(done.stdout.strip().splitlines()[-1])
+    floor_totals = [f["import"] + f["read_s"] for f in floors]
+    print(f"{'floor':<14}{statistics.median(floor_totals):>10.2f}{min(floor_totals):>9.2f}   "
+          f"(pydicom dcmread + pixel_array of every file, imports included; peak RSS "
+          f"{max(f['peak_rss_mib'] for f in floors):.0f} MiB)")
+    ratios = [ours / floor for ours, floor in zip(totals, floor_totals)]
+    bare = [(r["analyze_s"]) / f["read_s"] for r, f in zip(runs, floors)]
+    print(f"ratio ours/floor: {statistics.median(ratios):.2f} (imports included; rounds: "
+          f"{', '.join(f'{v:.2f}' for v in ratios)}); without imports {statistics.median(bare):.2f}")
+    print(f"load average at end: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    ct = _child(CT_CHILD, str(args.data))
     print(f"CT for the MONAI path: decode {ct['ct_decode_s']:.2f} s, resample onto PET {ct['ct_resample_s']:.2f} s "
           f"(peak RSS {ct['peak_rss_mib']:.0f} MiB)")
     return 0

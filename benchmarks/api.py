@@ -10,7 +10,13 @@ commit, the feed's poll and read) and the spread from the first client to the la
 includes this one client process parsing 500 copies). REST latency is the wall time of
 `GET /api/studies?limit=50` with a valid token, 50 clients in a closed loop. The load generator runs on
 the same machine as the node and shares its two cores: the figures include that contention.
-Targets on the 2-core reference machine: event p99 < 200 ms, REST p99 < 100 ms.
+
+The floor, in the same run: a bare aiohttp server in its own process (FLOOR_SERVER) that the same
+client code measures the same way. After our WebSocket phase it gets the event messages our node sent,
+with the gaps between their `created_at`, and broadcasts each to its 500 clients (`send_str` in a loop,
+`created_at` stamped just before); for REST it returns the body our node gave for the same request,
+as bytes, to the same 50-client closed loop. Printed: ours, the floor and the ratio of the p99s, per
+round and the median over `--rounds`. Targets: event p99 within 2× the floor, REST p99 within 3×.
 """
 from __future__ import annotations
 
@@ -24,6 +30,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,10 +41,64 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.nodeproc import running_node  # noqa: E402
-from tests.synthetic import StudySpec, write_petct_study  # noqa: E402
+from tests.support.nodeproc import free_port, running_node, wait_for_port  # noqa: E402
+from tests.support.synthetic import StudySpec, write_petct_study  # noqa: E402
 
 PASSWORD = "benchmark password"
+
+FLOOR_SERVER = r"""
+import asyncio, json, sys
+from datetime import UTC, datetime
+from aiohttp import web
+
+clients = set()
+rest = {"body": b"[]"}
+tasks = set()
+
+
+async def ws(request):
+    sock = web.WebSocketResponse(heartbeat=None)
+    await sock.prepare(request)
+    await sock.send_str(json.dumps({"type": "hello"}))
+    clients.add(sock)
+    try:
+        async for _ in sock:
+            pass
+    finally:
+        clients.discard(sock)
+    return sock
+
+
+async def broadcast(plan):
+    for delay, message in plan:
+        await asyncio.sleep(delay)
+        message["created_at"] = datetime.now(UTC).replace(tzinfo=None).isoformat() + "Z"
+        text = json.dumps(message)
+        for sock in list(clients):
+            await sock.send_str(text)
+
+
+async def emit(request):
+    task = asyncio.get_running_loop().create_task(broadcast(await request.json()))
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+    return web.Response(text="ok")
+
+
+async def set_rest(request):
+    rest["body"] = await request.read()
+    return web.Response(text="ok")
+
+
+async def studies(request):
+    return web.Response(body=rest["body"], content_type="application/json")
+
+
+app = web.Application()
+app.add_routes([web.get("/api/ws", ws), web.post("/emit", emit), web.post("/rest", set_rest),
+                web.get("/api/studies", studies)])
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+"""
 
 
 def pct(values: list[float], p: float) -> float:
@@ -86,9 +148,35 @@ class Usage:
                 "peak_rss_mib": round(self.peak_rss / 2**20, 1), "wall_s": round(self.wall_s, 1)}
 
 
-async def ws_phase(base: str, token: str, clients: int, studies: list[Path], dicom_port: int) -> dict:
+async def send_studies(studies: list[Path], dicom_port: int) -> None:
+    """The events' cause for our node: one storescu association per study, as scanners send them."""
+    env = dict(os.environ, TCP_NODELAY="1")
+    for folder in studies:
+        proc = await asyncio.create_subprocess_exec(
+            "storescu", "-aet", "STORESCU", "-aec", "NEUROPETRIX", "+sd", "+r", "127.0.0.1", str(dicom_port),
+            str(folder), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        _, err = await proc.communicate()
+        assert proc.returncode == 0, err.decode()
+        await asyncio.sleep(0.3)
+
+
+def replay_plan(messages: dict[int, dict]) -> list[tuple[float, dict]]:
+    """Our events in id order, each with the gap after the previous one's `created_at`."""
+    plan, last = [], None
+    for _, message in sorted(messages.items()):
+        at = datetime.fromisoformat(message["created_at"][:-1]).timestamp()
+        plan.append((0.0 if last is None else max(0.0, at - last), message))
+        last = at
+    return plan
+
+
+async def ws_phase(base: str, token: str, clients: int, expected: int,
+                   cause: Callable[[], Awaitable[None]]) -> tuple[dict, dict[int, dict]]:
+    """`clients` sockets on `base`, `cause()` makes `expected` events; their latencies, and the messages
+    the first client got (for the floor's replay)."""
     received: list[dict[int, float]] = [{} for _ in range(clients)]   # per client: event id → latency
     created: dict[int, float] = {}
+    messages: dict[int, dict] = {}
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
         sockets = []
@@ -107,17 +195,11 @@ async def ws_phase(base: str, token: str, clients: int, studies: list[Path], dic
                     at = datetime.fromisoformat(data["created_at"][:-1]).replace(tzinfo=UTC).timestamp()
                     created[data["id"]] = at
                     received[i][data["id"]] = now - at
+                    if i == 0:
+                        messages[data["id"]] = data
 
         readers = [asyncio.create_task(reader(i, ws)) for i, ws in enumerate(sockets)]
-        env = dict(os.environ, TCP_NODELAY="1")
-        for folder in studies:       # one association per study, as scanners send them
-            proc = await asyncio.create_subprocess_exec(
-                "storescu", "-aet", "STORESCU", "-aec", "NEUROPETRIX", "+sd", "+r", "127.0.0.1", str(dicom_port),
-                str(folder), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-            _, err = await proc.communicate()
-            assert proc.returncode == 0, err.decode()
-            await asyncio.sleep(0.3)
-        expected = 2 * len(studies)              # study.received and study.complete of each
+        await cause()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and min(len(r) for r in received) < expected:
             await asyncio.sleep(0.2)
@@ -129,15 +211,16 @@ async def ws_phase(base: str, token: str, clients: int, studies: list[Path], dic
     # per event: to the first client (writer's commit, the poll, the read) and the spread to the last (fan-out)
     first = [min(r[i] for r in received if i in r) * 1000 for i in created]
     spread = [max(r[i] for r in received if i in r) * 1000 - f for i, f in zip(created, first, strict=True)]
-    return {"clients": clients, "events": len(created), "expected_events": 2 * len(studies),
+    return {"clients": clients, "events": len(created), "expected_events": expected,
             "deliveries": len(latencies), "missed": clients * len(created) - len(latencies),
             "event_latency_ms": {"p50": round(pct(latencies, 50), 1), "p99": round(pct(latencies, 99), 1),
                                  "max": round(max(latencies), 1)},
             "first_client_ms": {"p50": round(pct(first, 50), 1), "max": round(max(first), 1)},
-            "fan_out_spread_ms": {"p50": round(pct(spread, 50), 1), "max": round(max(spread), 1)}}
+            "fan_out_spread_ms": {"p50": round(pct(spread, 50), 1), "max": round(max(spread), 1)}}, messages
 
 
 async def rest_phase(base: str, token: str, clients: int, seconds: float) -> dict:
+    """`clients` in a closed loop on GET /api/studies?limit=50 for `seconds`."""
     latencies: list[float] = []
     errors = 0
     headers = {"Authorization": f"Bearer {token}"}
@@ -161,43 +244,98 @@ async def rest_phase(base: str, token: str, clients: int, seconds: float) -> dic
                            "mean": round(statistics.fmean(latencies), 1)}}
 
 
+@contextmanager
+def floor_server() -> Iterator[str]:
+    """The bare aiohttp floor in its own process; yields its base URL."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", FLOOR_SERVER, str(port)])
+    try:
+        wait_for_port(port)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def floor_round(base: str, clients: int, rest_clients: int, rest_seconds: float,
+                      messages: dict[int, dict], rest_body: bytes) -> tuple[dict, dict]:
+    """The floor's WebSocket phase (our `messages` replayed) and REST phase (our `rest_body`)."""
+    async def cause() -> None:
+        async with aiohttp.ClientSession() as http, http.post(f"{base}/emit", json=replay_plan(messages)) as r:
+            assert r.status == 200
+
+    async with aiohttp.ClientSession() as http, http.post(f"{base}/rest", data=rest_body) as r:
+        assert r.status == 200
+    ws, _ = await ws_phase(base, "floor", clients, len(messages), cause)
+    return ws, await rest_phase(base, "floor", rest_clients, rest_seconds)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clients", type=int, default=500)
-    ap.add_argument("--studies", type=int, default=20)
+    ap.add_argument("--studies", type=int, default=20, help="studies sent per round")
     ap.add_argument("--rest-clients", type=int, default=50)
-    ap.add_argument("--rest-seconds", type=float, default=20)
+    ap.add_argument("--rest-seconds", type=float, default=10)
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
+    load_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="np-bench-api-") as tmp:
         work = Path(tmp)
         studies = []
-        for i in range(args.studies):
+        for i in range(args.studies * args.rounds):
             folder = work / "studies" / str(i)
             write_petct_study(folder, StudySpec(ct_slices=2, pet_slices=2, ct_matrix=64, pet_matrix=32,
                                                 accession_number=f"BENCH{i:03d}"))
             studies.append(folder)
-        with running_node(work / "node", {"node": {"study_quiet_seconds": 1, "log_level": "WARNING"}}) as node:
+        with running_node(work / "node", {"node": {"study_quiet_seconds": 1, "log_level": "WARNING"}}) as node, \
+                floor_server() as floor_base:
             added = node.cli("users", "add", "bench", "--role", "physician", input=PASSWORD + "\n")
             assert added.returncode == 0, added.stderr
             base = f"http://127.0.0.1:{node.api_port}"
 
-            async def run() -> dict:
+            async def run() -> list[dict]:
                 async with aiohttp.ClientSession() as http, \
                         http.post(f"{base}/api/auth/login", json={"username": "bench", "password": PASSWORD}) as r:
                     token = (await r.json())["access_token"]
-                with Usage(node.proc.pid) as ws_usage:
-                    ws = await ws_phase(base, token, args.clients, studies, node.dicom_port)
-                with Usage(node.proc.pid) as rest_usage:
-                    rest = await rest_phase(base, token, args.rest_clients, args.rest_seconds)
-                return {"websocket": {**ws, "node": ws_usage.report()},
-                        "rest": {**rest, "node": rest_usage.report()}}
+                rounds = []
+                for k in range(args.rounds):
+                    batch = studies[k * args.studies:(k + 1) * args.studies]
+                    with Usage(node.proc.pid) as ws_usage:
+                        ws, messages = await ws_phase(base, token, args.clients, 2 * len(batch),
+                                                      lambda batch=batch: send_studies(batch, node.dicom_port))
+                    with Usage(node.proc.pid) as rest_usage:
+                        rest = await rest_phase(base, token, args.rest_clients, args.rest_seconds)
+                    async with aiohttp.ClientSession() as http, http.get(
+                            f"{base}/api/studies?limit=50", headers={"Authorization": f"Bearer {token}"}) as r:
+                        body = await r.read()
+                    floor_ws, floor_rest = await floor_round(floor_base, args.clients, args.rest_clients,
+                                                             args.rest_seconds, messages, body)
+                    rounds.append({"websocket": {**ws, "node": ws_usage.report()},
+                                   "rest": {**rest, "node": rest_usage.report()},
+                                   "floor": {"websocket": floor_ws, "rest": floor_rest}})
+                return rounds
 
-            result = asyncio.run(run())
-    result["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
+            rounds = asyncio.run(run())
+    result = {"rounds": rounds, "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
+                                            "load_average_start": load_start,
+                                            "load_average_end": os.getloadavg()}}
     out = ROOT / "benchmarks" / "out"
     out.mkdir(exist_ok=True)
     (out / "api.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
+    print(f"load average {' '.join(f'{v:.1f}' for v in load_start)} at start, "
+          f"{' '.join(f'{v:.1f}' for v in os.getloadavg())} at end")
+    for name, key, target in (("event p99", ("websocket", "event_latency_ms"), 2),
+                              ("REST p99", ("rest", "latency_ms"), 3)):
+        ours = [r[key[0]][key[1]]["p99"] for r in rounds]
+        floor = [r["floor"][key[0]][key[1]]["p99"] for r in rounds]
+        ratios = [o / f for o, f in zip(ours, floor)]
+        print(f"{name:<10} ours {statistics.median(ours):7.1f} ms  floor {statistics.median(floor):7.1f} ms  "
+              f"ratio {statistics.median(ratios):5.2f} (target ≤ {target}; rounds "
+              f"{', '.join(f'{o:.0f}/{f:.0f}' for o, f in zip(ours, floor))})")
+    missed = sum(r["websocket"]["missed"] + r["floor"]["websocket"]["missed"] for r in rounds)
+    if missed:
+        print(f"MISSED deliveries: {missed}")
 
 
 if __name__ == "__main__":

@@ -28,10 +28,10 @@ sys.path.insert(0, str(ROOT))
 from neuropetrix.store.jobs_models import Job  # noqa: E402
 from neuropetrix.store.models import Event, Instance, Study  # noqa: E402
 from tests.engine.conftest import node_sessions, overrides, storescu  # noqa: E402
-from tests.engine.hbys import fhir_endpoint, mllp_listener  # noqa: E402
-from tests.nodeproc import running_node  # noqa: E402
-from tests.peers import orthanc  # noqa: E402
-from tests.synthetic import StudySpec, background_activity, write_petct_study  # noqa: E402
+from tests.support.hbys_peer import fhir_endpoint, mllp_listener  # noqa: E402
+from tests.support.nodeproc import running_node  # noqa: E402
+from tests.support.peers import orthanc  # noqa: E402
+from tests.support.synthetic import StudySpec, background_activity, write_petct_study  # noqa: E402
 
 
 def seconds(a: datetime, b: datetime) -> float:

@@ -26,9 +26,9 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.nodeproc import free_port, node_config, start_node, wait_for_port  # noqa: E402
-from tests.peers import orthanc  # noqa: E402
-from tests.synthetic import StudySpec, write_petct_study  # noqa: E402
+from tests.support.nodeproc import free_port, node_config, start_node, wait_for_port  # noqa: E402
+from tests.support.peers import orthanc  # noqa: E402
+from tests.support.synthetic import StudySpec, write_petct_study  # noqa: E402
 
 
 def peak_rss_mib(proc: psutil.Process) -> float:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 
-from neuropetrix.api.context import Readiness
+from neuropetrix.api.ops import Readiness
 from neuropetrix.api.server import ApiServer
+from neuropetrix.config.filemodes import prepare_data_dir
 from neuropetrix.config.settings import Settings
 from neuropetrix.engine.assembly import CompletionWatcher
 from neuropetrix.engine.mpps import ProcedureSteps
 from neuropetrix.engine.orders import Intake, OrderTracker
+from neuropetrix.engine.query_retrieve import providers as query_retrieve_providers
 from neuropetrix.engine.transforms import build
 from neuropetrix.engine.transforms.deidentify import pseudonym_key
 from neuropetrix.engine.worker import build_worker
@@ -34,6 +36,7 @@ class Node:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         node = settings.node
+        prepare_data_dir(node.data_dir, node.data_group, tuple(filter(None, [node.sqlite_file])))
         self.engine, self.sessions = open_database(node.db_url)
         self.files = FileStore(node.storage_dir, fsync=node.fsync)
         listen = settings.hbys.mllp_listen
@@ -62,8 +65,8 @@ class Node:
                                   accept_unknown_callers=node.accept_unknown_callers,
                                   check_called_ae=node.check_called_ae,
                                   space=Watermark(node.storage_dir, node.min_free_mb).refusal)
-        # C-FIND providers by SOP Class UID (the engine's worklist registers here)
-        find_providers: dict[str, FindProvider] = {}
+        # C-FIND providers by SOP Class UID: Query/Retrieve over the index, the engine's worklist
+        find_providers: dict[str, FindProvider] = dict(query_retrieve_providers(self.sessions, node.ae_title))
         if listen.enabled:          # the worklist is made of the HBYS's orders
             find_providers[MODALITY_WORKLIST_FIND] = Worklist(self.sessions, settings.hbys.worklist_charset,
                                                               settings.hbys.worklist_charsets)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.synthetic import StudySpec, write_petct_study
+from tests.support.synthetic import StudySpec, write_petct_study
 
 
 def dcmtk(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -36,7 +36,7 @@ def small_study(tmp_path_factory) -> tuple[StudySpec, list[Path]]:
 
 def _peer_launchers() -> set[int]:
     """Helpers that start a real external program (as ids: some module globals are unhashable)."""
-    from tests import nodeproc, peers, pg
+    from tests.support import nodeproc, peers, pg
     return {id(f) for f in (peers.orthanc, nodeproc.run_cli, nodeproc.start_node, nodeproc.running_node,
                             pg.postgres_cluster, dcmtk, storescu, subprocess.run, subprocess.Popen)}
 

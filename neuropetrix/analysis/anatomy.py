@@ -52,7 +52,8 @@ def slice_means(geometry: Volume, mask: np.ndarray, dim: int) -> np.ndarray:
     rows = mask.sum(axis=2) @ np.arange(mask.shape[1], dtype=np.float64)
     cols = mask.sum(axis=1) @ np.arange(mask.shape[2], dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        means = geometry.origin[dim] + np.arange(mask.shape[0]) * steps[0] + (rows * steps[1] + cols * steps[2]) / counts
+        means = (geometry.origin[dim] + np.arange(mask.shape[0]) * steps[0]
+                 + (rows * steps[1] + cols * steps[2]) / counts)
     return np.where(counts > 0, means, np.nan)
 
 

@@ -86,7 +86,8 @@ def place_liver_sphere(suv: np.ndarray, geometry: Volume, allowed: np.ndarray | 
                   & (mean <= _MEAN_RANGE[1] * background) & (sd < _MAX_CV * mean))
     labels, n = ndimage.label(candidates)
     if n == 0:
-        where = "in the liver region the CT or organ map allows" if allowed is not None else "in the patient's right half"
+        where = ("in the liver region the CT or organ map allows" if allowed is not None
+                 else "in the patient's right half")
         raise AnalysisError(f"cannot place the liver sphere automatically (no homogeneous warm region {where}); "
                             "set analysis.liver_center_mm")
     largest = int(np.argmax(np.bincount(labels.ravel())[1:])) + 1

@@ -215,4 +215,6 @@ def separate(labels: np.ndarray, suv: np.ndarray, geometry: Volume, profile: Tra
             volume_ml=float(region.sum()) * geometry.voxel_volume_ml,
             centroid_mm=tuple(float(v) for v in geometry.index_to_mm(np.argwhere(region).mean(axis=0))),  # type: ignore[arg-type]
             evidence=finding.evidence))
+    if not regions:
+        return labels, regions, physiological
     return finalize(kept, top, suv, min_voxels), regions, physiological

@@ -12,7 +12,7 @@ from importlib import metadata
 import numpy as np
 
 from neuropetrix.analysis import anatomy as anatomy_of
-from neuropetrix.analysis import metrics, physiology, segmentation, suvpeak
+from neuropetrix.analysis import lesion_metrics, physiology, segmentation, suvpeak
 from neuropetrix.analysis.anatomy import Anatomy
 from neuropetrix.analysis.errors import AnalysisError
 from neuropetrix.analysis.liver import liver_reference
@@ -82,6 +82,16 @@ def _anatomy(suv: np.ndarray, pet: Volume, ct: Volume | None) -> Anatomy:
     return anatomy_of.from_pet(suv, pet)
 
 
+def _landmarks(anatomy: Anatomy, pet: Volume) -> dict[str, tuple[float, float, float]]:
+    """Centroids of the body outline and (from a CT) the bone, the points a follow-up is aligned on."""
+    out = {}
+    for name, mask in (("body", anatomy.body), ("bone", anatomy.masks.get("bone"))):
+        if mask is not None and mask.any():
+            centre = pet.index_to_mm(np.stack(np.nonzero(mask), axis=1).mean(axis=0))
+            out[name] = (float(centre[0]), float(centre[1]), float(centre[2]))
+    return out
+
+
 def _physiology(labels: np.ndarray, suv: np.ndarray, pet: Volume, anatomy: Anatomy,
                 organ_masks: dict[str, np.ndarray], organ_source: str | None, settings: AnalysisSettings,
                 min_voxels: int) -> tuple[np.ndarray, list[PhysiologicalRegion], np.ndarray | None, Physiology]:
@@ -118,7 +128,7 @@ def _segment(suv: np.ndarray, pet: Volume, ct: Volume | None, liver: LiverRefere
     min_voxels = int(np.ceil(settings.min_volume_ml / pet.voxel_volume_ml - 1e-9))
     method = settings.method
     if method == "model":
-        from neuropetrix.analysis.models import load_model, predict_mask
+        from neuropetrix.analysis.networks import load_model, predict_mask
 
         if ct is None:
             raise AnalysisError("analysis.method model needs the CT series of the PET's frame of reference; "
@@ -175,7 +185,7 @@ def analyze_volumes(pet: Volume, ct: Volume | None, settings: AnalysisSettings, 
     t0 = time.perf_counter()
     n = int(labels.max(initial=0))
     peaks = suvpeak.suv_peaks(suv, labels, n, pet.spacing, device)
-    lesions = metrics.lesion_measures(suv, labels, n, pet, peaks)
+    lesions = lesion_metrics.lesion_measures(suv, labels, n, pet, peaks)
     timings["measures"] = time.perf_counter() - t0
     if settings.radiomics and lesions:
         from neuropetrix.analysis.radiomics import lesion_features
@@ -196,4 +206,4 @@ def analyze_volumes(pet: Volume, ct: Volume | None, settings: AnalysisSettings, 
         voxel_spacing_mm=pet.spacing, liver=liver, device=device, software_version=software_version(),
         timings_s=timings, pet_frame_numbers=pet.frame_numbers, suv_volume=suv, physiological=regions,
         physiology=physiology_summary, physiological_map=regions_map, references=references,
-        patient_axes=tuple(tuple(float(v) for v in axis) for axis in pet.axes))
+        patient_axes=tuple(tuple(float(v) for v in axis) for axis in pet.axes), landmarks=_landmarks(anatomy, pet))

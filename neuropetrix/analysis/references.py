@@ -24,7 +24,8 @@ _IN_PLANE = np.zeros((3, 3, 3), dtype=bool)
 _IN_PLANE[1] = ndimage.generate_binary_structure(2, 1)
 
 
-def liver_region(anatomy: Anatomy, geometry: Volume, organ_masks: dict[str, np.ndarray]) -> tuple[np.ndarray | None, str]:
+def liver_region(anatomy: Anatomy, geometry: Volume,
+                 organ_masks: dict[str, np.ndarray]) -> tuple[np.ndarray | None, str]:
     """Where the liver sphere may be placed, and what said so (None: the PET-only search)."""
     if "liver" in organ_masks:
         return organ_masks["liver"], "the organ label map's liver"
@@ -46,13 +47,20 @@ def _tube(anatomy: Anatomy, geometry: Volume) -> np.ndarray | None:
     z = coordinate(geometry, (shape[0], 1, 1), 2)
     dx, dy = x - spine[0], spine[1] - y
     box = (dx >= 5.0) & (dx <= 70.0) & (dy >= 5.0) & (dy <= 75.0) & (z >= base) & (z <= top)
-    labels, _ = ndimage.label(anatomy.masks["soft_unsmoothed"] & box)
+    box = np.broadcast_to(box, shape)
+    spans = [np.nonzero(box.any(axis=tuple(a for a in range(3) if a != axis)))[0] for axis in range(3)]
+    if any(span.size == 0 for span in spans):
+        return None
+    window = tuple(slice(int(span[0]), int(span[-1]) + 1) for span in spans)    # only the search box
+    labels, _ = ndimage.label(anatomy.masks["soft_unsmoothed"][window] & box[window])
     best, best_length = None, 0.0
     for i, sl in enumerate(ndimage.find_objects(labels), start=1):
         part = labels[sl] == i
         length = int(part.any(axis=(1, 2)).sum()) * geometry.spacing[0]
         if length >= _TUBE_MIN_MM and length > best_length and _round_tube(part, geometry):
-            best, best_length = labels == i, length
+            best = np.zeros(shape, dtype=bool)
+            best[window] = labels == i
+            best_length = length
     return best
 
 

@@ -6,9 +6,12 @@ recompute a number. Everything a physician reads is here, with the inputs that p
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from neuropetrix.analysis.response import Response
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,11 @@ class AnalysisResult:
     # Direction (LPS unit vector) in which each array axis (slice, row, column) runs; None: the usual
     # axial stack, slices inferior → superior, rows anterior → posterior, columns right → left.
     patient_axes: tuple[tuple[float, float, float], ...] | None = None
+    # Centroids (LPS mm) of the body outline ("body") and, with a CT, of the bone ("bone"): what a later
+    # study is aligned on to compare lesions (analysis/response.py).
+    landmarks: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    # The response to a prior study (PERCIST, Deauville), when one was compared (analysis/response.py).
+    response: Response | None = None
 
     @property
     def suv_max(self) -> float | None:
@@ -184,8 +192,10 @@ class AnalysisResult:
             "physiological": [asdict(region) for region in self.physiological],
             "physiology": None if self.physiology is None else asdict(self.physiology),
             "references": {name: asdict(ref) for name, ref in self.references.items()},
+            "landmarks": {name: list(point) for name, point in self.landmarks.items()},
             "voxel_spacing_mm": list(self.voxel_spacing_mm),
             "device": self.device,
             "software_version": self.software_version,
             "timings_s": self.timings_s,
+            **({} if self.response is None else {"response": self.response.to_json()}),
         }

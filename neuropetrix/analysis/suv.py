@@ -6,8 +6,9 @@ with the formulas of the IBSI "Comprehensive Manual for SUV Computation" (height
 LBM James 128 = 1.10 W − 128 (W/H)² (M), 1.07 W − 148 (W/H)² (F); Janmahasatian = 9270 W / (6680 +
 216 BMI) (M), 9270 W / (8780 + 244 BMI) (F); IBW = 48.0 + 1.06 (H − 152) (M), 45.5 + 0.91 (H − 152) (F);
 BSA = 0.007184 H^0.725 W^0.425 m²; lean and ideal weights need PatientSex M or F (the manual: no
-consensus for O, so it is refused, not guessed). Images already in SUV (Units GML or CM2ML) are converted from the SUV Type
-(0054,1006) they carry (BW when empty; LBM is Morgan's 120 multiplier), never assumed to be SUVbw.
+consensus for O, so it is refused, not guessed). Images already in SUV (Units GML or CM2ML) are
+converted from the SUV Type (0054,1006) they carry (BW when empty; LBM is Morgan's 120 multiplier),
+never assumed to be SUVbw.
 Every input that went into the factor is returned in `SuvInputs`; when an input is missing or
 contradicts another, `InputRefused` names the attribute instead of a plausible-looking guess.
 

@@ -317,12 +317,13 @@ def _pixels(ds: Dataset, cache: dict[int, np.ndarray]) -> np.ndarray:
     return cache[key]
 
 
-def load_volume(series: SeriesFiles, with_pixels: bool = True, block: int = 1) -> Volume:
+def load_volume(series: SeriesFiles, with_pixels: bool = True, block: int = 1, release: bool = False) -> Volume:
     """The series as a float32 volume in its stored units (rescale applied slice by slice).
 
     With `with_pixels=False` only the geometry is read (data is an empty array), for a CT that is
     referenced but not needed. `block` > 1 averages each slice over block × block pixels as it is read
-    (a CT needed only at PET resolution: 1/block² of the memory and of the resampling).
+    (a CT needed only at PET resolution: 1/block² of the memory and of the resampling). `release`
+    drops each single-frame instance's pixel bytes once read, so only the volume holds them.
     """
     label = f"{series.modality} series {series.series_uid}"
     planes, normal, slice_spacing = _check_and_sort(_planes(series.datasets), label)
@@ -344,6 +345,9 @@ def load_volume(series: SeriesFiles, with_pixels: bool = True, block: int = 1) -
             np.multiply(frame, plane.slope, out=data[k], casting="unsafe")
             if plane.intercept:
                 data[k] += plane.intercept
+            if release and plane.frame is None:
+                cache.pop(id(plane.dataset), None)
+                del plane.dataset.PixelData
     axes = np.stack([normal, first.orientation[3:], first.orientation[:3]])
     multi = any(p.frame is not None for p in planes)
     shift = (block - 1) / 2.0 * (first.pixel_spacing[0] * axes[1] + first.pixel_spacing[1] * axes[2])

@@ -1,68 +1,92 @@
-"""The aiohttp application: routes, middlewares, and the event feed. Push messages are engine jobs."""
+"""The aiohttp application, wired as aiohttp's examples wire theirs: each service under its own
+`web.AppKey` (defined beside the service), the route modules' tables added, the background tasks (event
+feed) in `cleanup_ctx`. Nothing heavy is built here: the signing key and the database pool come from
+the caller (api/server.py for the node, the tests' fixtures). Push messages are engine jobs.
+
+A route module plugs in by defining `routes = web.RouteTableDef()`, its handlers declared with
+`api.endpoint` (permission and pydantic models), and being listed in ROUTE_MODULES.
+"""
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from aiohttp import WSCloseCode, web
-from sqlalchemy.orm import Session, sessionmaker
 
 from neuropetrix.api import (
-    audit_middleware,
     routes_admin,
+    routes_audit,
     routes_auth,
     routes_devices,
+    routes_notifications,
     routes_orders,
+    routes_patients,
     routes_review,
     routes_studies,
 )
-from neuropetrix.api.auth import Auth
-from neuropetrix.api.context import CTX, ApiContext, Database, Readiness
+from neuropetrix.api.audit_middleware import AUDIT, audit_middleware
+from neuropetrix.api.auth import AUTH, Auth
+from neuropetrix.api.database import DATABASE, Database
 from neuropetrix.api.errors import errors_and_timing
-from neuropetrix.api.events import EventFeed
+from neuropetrix.api.event_feed import FEED, EventFeed
+from neuropetrix.api.headers import add_security_headers
+from neuropetrix.api.node_config import SETTINGS
 from neuropetrix.api.openapi import openapi
-from neuropetrix.api.ops import EventMetrics, healthz, metrics, readyz
-from neuropetrix.api.tokens import TokenSigner, load_signing_key
-from neuropetrix.api.ws import websocket
+from neuropetrix.api.ops import READINESS, EventMetrics, Readiness, healthz, metrics, readyz
+from neuropetrix.api.routes_studies import STUDY_PAGES, StudyPages
+from neuropetrix.api.tokens import TokenSigner
+from neuropetrix.api.ws import SOCKETS, websocket
 from neuropetrix.config.settings import Settings
+from neuropetrix.store.audit import audit_trail
 
 STATIC = Path(__file__).with_name("static")
+ROUTE_MODULES = (routes_auth, routes_studies, routes_review, routes_admin, routes_devices, routes_orders,
+                 routes_notifications, routes_patients, routes_audit)
 
 
 async def _index(_request: web.Request) -> web.FileResponse:
+    """The dashboard."""
     return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
 
 async def _background(app: web.Application) -> AsyncIterator[None]:
-    ctx = app[CTX]
-    tasks = [asyncio.create_task(ctx.feed.run(), name="event-feed")]
+    feed = asyncio.create_task(app[FEED].run(), name="event-feed")
     yield
-    for t in tasks:
-        t.cancel()
-    for t in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await t
-    ctx.db.close()
+    feed.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await feed
+    app[DATABASE].close()
 
 
 async def _close_websockets(app: web.Application) -> None:
     """All at once: a client that does not answer the close must not hold up the others."""
     await asyncio.gather(*(ws.close(code=WSCloseCode.GOING_AWAY, message=b"node stopping")
-                           for ws in list(app[CTX].websockets)), return_exceptions=True)
+                           for ws in list(app[SOCKETS])), return_exceptions=True)
 
 
-def create_app(settings: Settings, sessions: sessionmaker[Session], readiness: Readiness) -> web.Application:
-    db = Database(sessions)
-    key = load_signing_key(settings.api.signing_key, settings.node.data_dir)
-    auth = Auth(TokenSigner(key, settings.api.access_token_seconds), settings.api)
+def create_app(settings: Settings, db: Database, readiness: Readiness, signer: TokenSigner,
+               clock: Callable[[], float] = time.time) -> web.Application:
+    """The app over these services; `clock` (Unix seconds) is what token expiry is measured by."""
+    auth = Auth(signer, settings.api, clock)
     feed = EventFeed(db, settings.api.event_poll_seconds)
     feed.listen(EventMetrics())
+    feed.listen(auth.on_events)
 
-    app = web.Application(middlewares=[errors_and_timing], client_max_size=1024 * 1024)
-    app[CTX] = ApiContext(settings, db, auth, feed, readiness)
-    for module in (routes_auth, routes_studies, routes_review, routes_admin, routes_devices, routes_orders):
+    # errors_and_timing outermost: the audit middleware sees the handler's status, HTTP errors included
+    app = web.Application(middlewares=[errors_and_timing, audit_middleware(settings.audit.trusted_proxies)],
+                          client_max_size=1024 * 1024)
+    app[SETTINGS] = settings
+    app[DATABASE] = db
+    app[AUTH] = auth
+    app[FEED] = feed
+    app[AUDIT] = audit_trail(settings, db.sessions)
+    app[READINESS] = readiness
+    app[SOCKETS] = set()
+    app[STUDY_PAGES] = StudyPages()
+    for module in ROUTE_MODULES:
         app.add_routes(module.routes)
     app.router.add_get("/api/ws", websocket)
     app.router.add_get("/api/openapi.json", openapi)
@@ -71,7 +95,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session], readiness: R
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/", _index)
     app.router.add_static("/static/", STATIC)
-    audit_middleware.install(app)
     app.cleanup_ctx.append(_background)
     app.on_shutdown.append(_close_websockets)
+    app.on_response_prepare.append(add_security_headers)
     return app

@@ -15,14 +15,13 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from neuropetrix.api import routes_audit
-from neuropetrix.api.auth import AuthError, authenticate
-from neuropetrix.api.context import CTX
-from neuropetrix.api.routes_audit import AUDIT
-from neuropetrix.store.audit import FAILURE, SUCCESS, Access, audit_trail
+from neuropetrix.api.auth import PRINCIPAL, AuthError, authenticate
+from neuropetrix.api.database import DATABASE
+from neuropetrix.store.audit import FAILURE, SUCCESS, Access, AuditTrail
 
 DOWNLOADS = frozenset({"seg.dcm", "sr.dcm", "report.pdf"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+AUDIT = web.AppKey("audit", AuditTrail)
 
 # (method, route's canonical form) → action; routes not here are not patient data (health, config, ...)
 _ACTIONS: dict[tuple[str, str], str] = {
@@ -39,6 +38,10 @@ _ACTIONS: dict[tuple[str, str], str] = {
     ("GET", "/api/reconcile"): "read",
     ("POST", "/api/reconcile/{study_uid}"): "reconcile",
     ("GET", "/api/hl7/messages"): "read",
+    ("GET", "/api/patients"): "read",
+    ("GET", "/api/patients/{patient}"): "read",
+    ("GET", "/api/notifications"): "read",
+    ("GET", "/api/sync"): "read",                             # the offline catch-up of the event stream
     ("GET", "/api/ws"): "subscribe",
     ("GET", "/api/audit"): "audit",
     ("POST", "/api/auth/login"): "login",
@@ -71,7 +74,7 @@ def client_address(remote: str, forwarded_for: str | None, proxies: list) -> str
 async def _who(request: web.Request, action: str) -> str:
     """The user: the handler's principal; else whoever the token names (a 403: known but not
     allowed); for a login, the account tried."""
-    principal = request.get("principal")
+    principal = request.get(PRINCIPAL)
     if principal is not None:
         return principal.username
     if action == "login":
@@ -133,12 +136,4 @@ async def _record(request: web.Request, action: str, who: str, outcome: str, add
                   detail: str = "") -> None:
     access = Access(who or "?", "user", action, outcome, address,
                     study_uid=request.match_info.get("study_uid", ""), detail=detail or request.path_qs)
-    await request.app[CTX].db.run(request.app[AUDIT].record, access)
-
-
-def install(app: web.Application) -> None:
-    """Record patient-data access in `app` and serve GET /api/audit (one line in create_app)."""
-    ctx = app[CTX]
-    app[AUDIT] = audit_trail(ctx.settings, ctx.db.sessions)
-    app.middlewares.append(audit_middleware(ctx.settings.audit.trusted_proxies))
-    app.add_routes(routes_audit.routes)
+    await request.app[DATABASE].run(request.app[AUDIT].record, access)

@@ -1,29 +1,29 @@
 """Who is calling and whether they may: login, refresh-token rotation, logout, access-token checks,
-and the rate limit on failed logins (per account and per client address)."""
+and the rate limit on failed logins (per account and client address together, and per address)."""
 from __future__ import annotations
 
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import wraps
+from typing import Literal
 
 from aiohttp import web
+from pydantic import BaseModel, Field
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from neuropetrix.api import users
-from neuropetrix.api.context import CTX
+from neuropetrix.api.database import DATABASE
 from neuropetrix.api.errors import json_error
+from neuropetrix.api.event_feed import FeedItem
 from neuropetrix.api.permissions import ROLE_PERMISSIONS
 from neuropetrix.api.tokens import InvalidToken, TokenSigner, new_refresh_token, token_hash
 from neuropetrix.config.settings import ApiSettings
 from neuropetrix.store.accounts import RefreshToken, User
 from neuropetrix.store.db import utcnow
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass(frozen=True)
@@ -38,25 +38,26 @@ class Principal:
         return ROLE_PERMISSIONS.get(self.role, frozenset())
 
 
-@dataclass(frozen=True)
-class TokenPair:
+class TokenPair(BaseModel):
+    """What a login or a refresh answers."""
+
     access_token: str
     refresh_token: str
-    expires_in: int
-
-    def to_json(self) -> dict:
-        return {"access_token": self.access_token, "refresh_token": self.refresh_token,
-                "token_type": "bearer", "expires_in": self.expires_in}
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int = Field(description="seconds the access token is valid")
 
 
 class LoginLimiter:
-    """Failed logins within a sliding window, per key ("account:NAME", "address:IP"). In memory: one
-    node process answers the logins of its clients."""
+    """Failed logins within a sliding window, per account and client address together
+    ("pair:NAME ADDRESS") and per address ("address:IP"). Not per account alone: whoever knows a user
+    name could then lock that user out from anywhere. In memory: one node process answers the logins
+    of its clients."""
 
-    def __init__(self, per_account: int, per_address: int, window: float) -> None:
-        self.limits = {"account": per_account, "address": per_address}
+    def __init__(self, per_pair: int, per_address: int, window: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.limits = {"pair": per_pair, "address": per_address}
         self.window = window
-        self.clock = time.monotonic
+        self.clock = clock
         self._failures: dict[str, deque[float]] = {}
 
     def _recent(self, key: str) -> deque[float]:
@@ -66,22 +67,29 @@ class LoginLimiter:
             q.popleft()
         return q
 
+    @staticmethod
+    def _keys(username: str, address: str) -> tuple[tuple[str, str], ...]:
+        return ("pair", f"pair:{username.lower()} {address}"), ("address", f"address:{address}")
+
     def retry_after(self, username: str, address: str) -> float:
         """Seconds until a login may be tried again; 0 when it may be tried now."""
         wait = 0.0
-        for kind, key in (("account", username.lower()), ("address", address)):
-            q = self._recent(f"{kind}:{key}")
+        for kind, key in self._keys(username, address):
+            q = self._recent(key)
             if len(q) >= self.limits[kind]:
                 wait = max(wait, q[0] + self.window - self.clock())
         return wait
 
     def failed(self, username: str, address: str) -> None:
         now = self.clock()
-        self._recent(f"account:{username.lower()}").append(now)
-        self._recent(f"address:{address}").append(now)
+        if len(self._failures) > 100_000:     # a flood of names: forget the oldest half of the keys
+            for key in list(self._failures)[:50_000]:
+                del self._failures[key]
+        for _, key in self._keys(username, address):
+            self._recent(key).append(now)
 
-    def succeeded(self, username: str) -> None:
-        self._failures.pop(f"account:{username.lower()}", None)
+    def succeeded(self, username: str, address: str) -> None:
+        self._failures.pop(self._keys(username, address)[0][1], None)
 
 
 class AuthError(Exception):
@@ -95,25 +103,26 @@ class Auth:
     """Logins, refresh rotation and access checks. A checked access token is trusted for CHECK_SECONDS
     without asking the database again (the check costs a thread hop and a query on every request);
     revocations made through this node's API are forgotten at once, those made by another process (the
-    `users` command, another node) take effect within CHECK_SECONDS."""
+    `users` command, another node) when the feed brings their account.revoked event, and at the latest
+    after CHECK_SECONDS. `clock` (Unix seconds) is the time tokens are issued and checked at; tests move it."""
 
     CHECK_SECONDS = 1.0
 
-    def __init__(self, signer: TokenSigner, settings: ApiSettings) -> None:
+    def __init__(self, signer: TokenSigner, settings: ApiSettings, clock: Callable[[], float] = time.time) -> None:
         self.signer = signer
+        self.clock = clock
         self._checked: dict[str, tuple[float, Principal]] = {}    # token → (when checked, principal)
         self.refresh_ttl = timedelta(days=settings.refresh_token_days)
-        self.limiter = LoginLimiter(settings.login_failures_per_account,
-                                               settings.login_failures_per_address,
-                                               settings.login_window_seconds)
+        self.limiter = LoginLimiter(settings.login_failures_per_account, settings.login_failures_per_address,
+                                    settings.login_window_seconds, clock)
 
     def _issue(self, s: Session, user: User, family: str, address: str) -> TokenPair:
         refresh = new_refresh_token()
         now = utcnow()
         s.add(RefreshToken(user_id=user.id, family=family, token_hash=token_hash(refresh), created_at=now,
                            expires_at=now + self.refresh_ttl, client_address=address[:64]))
-        access = self.signer.issue(user.id, user.username, user.role, user.token_version)
-        return TokenPair(access, refresh, self.signer.ttl)
+        access = self.signer.issue(user.id, user.username, user.role, user.token_version, now=self.clock())
+        return TokenPair(access_token=access, refresh_token=refresh, expires_in=self.signer.ttl)
 
     def login(self, s: Session, username: str, password: str, address: str) -> TokenPair:
         wait = self.limiter.retry_after(username, address)
@@ -123,7 +132,7 @@ class Auth:
         if user is None:
             self.limiter.failed(username, address)
             raise AuthError(401, "invalid user name or password")
-        self.limiter.succeeded(username)
+        self.limiter.succeeded(username, address)
         user.last_login_at = utcnow()
         return self._issue(s, user, uuid.uuid4().hex, address)
 
@@ -165,7 +174,7 @@ class Auth:
     def principal(self, s: Session, access_token: str) -> Principal:
         """The caller of a valid access token whose account is enabled and not logged out since."""
         try:
-            claims = self.signer.verify(access_token)
+            claims = self.signer.verify(access_token, now=self.clock())
         except InvalidToken as exc:
             raise AuthError(401, f"invalid access token: {exc}") from None
         user = s.get(User, claims.user_id)
@@ -176,18 +185,29 @@ class Auth:
 
     def recently_checked(self, token: str) -> Principal | None:
         hit = self._checked.get(token)
-        if hit is None or time.monotonic() - hit[0] >= self.CHECK_SECONDS or time.time() >= hit[1].expires_at:
+        now = self.clock()
+        if hit is None or not 0 <= now - hit[0] < self.CHECK_SECONDS or now >= hit[1].expires_at:
             return None
         return hit[1]
 
     def remember(self, token: str, principal: Principal) -> None:
         if len(self._checked) > 10_000:
             self._checked.clear()
-        self._checked[token] = (time.monotonic(), principal)
+        self._checked[token] = (self.clock(), principal)
+
+    def seconds_left(self, principal: Principal) -> float:
+        """Until the principal's access token expires (a WebSocket closes then)."""
+        return principal.expires_at - self.clock()
 
     def forget_user(self, user_id: int) -> None:
         """This user's tokens were revoked here: check them against the database again."""
         self._checked = {t: hit for t, hit in self._checked.items() if hit[1].user_id != user_id}
+
+    def on_events(self, items: list[FeedItem]) -> None:
+        """Feed listener: forget the tokens of accounts revoked by any process (the `users` command)."""
+        for item in items:
+            if item.kind == users.ACCOUNT_REVOKED:
+                self.forget_user(item.payload.get("user_id"))
 
 
 def bearer_token(request: web.Request, allow_query: bool = False) -> str | None:
@@ -209,29 +229,13 @@ async def authenticate(request: web.Request, allow_query: bool = False) -> Princ
     token = bearer_token(request, allow_query)
     if not token:
         raise AuthError(401, "missing bearer token")
-    auth = request.app[CTX].auth
+    auth = request.app[AUTH]
     principal = auth.recently_checked(token)
     if principal is None:
-        principal = await request.app[CTX].db(auth.principal, token)
+        principal = await request.app[DATABASE](auth.principal, token)
         auth.remember(token, principal)
     return principal
 
 
-def requires(permission: str | None) -> Callable[[Handler], Handler]:
-    """Handler decorator: 401 without a valid access token, 403 when the role lacks `permission`
-    (None: any signed-in user). The principal is put in request["principal"]."""
-
-    def wrap(handler: Handler) -> Handler:
-        @wraps(handler)
-        async def checked(request: web.Request) -> web.StreamResponse:
-            try:
-                principal = await authenticate(request)
-            except AuthError as exc:
-                return auth_error_response(exc)
-            if permission is not None and permission not in principal.permissions:
-                return json_error(403, f"role {principal.role} may not do this ({permission})")
-            request["principal"] = principal
-            return await handler(request)
-        checked.permission = permission  # type: ignore[attr-defined]   # read by openapi.py
-        return checked
-    return wrap
+AUTH = web.AppKey("auth", Auth)
+PRINCIPAL = web.RequestKey("principal", Principal)      # the caller, set by api.endpoint

@@ -1,18 +1,25 @@
-"""Operations endpoints outside /api: /healthz (the process answers), /readyz (database and storage
-reachable, DICOM SCP listening) and /metrics (Prometheus text)."""
+"""Operations endpoints outside /api: /healthz (the process answers), /readyz (the database takes
+writes, the storage folder is writable with room left, the DICOM SCP listens) and /metrics
+(Prometheus text)."""
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import func, select, text
+from sqlalchemy import false, func, select, text, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from neuropetrix.api.context import CTX
-from neuropetrix.api.events import FeedItem
+from neuropetrix.api.database import DATABASE
+from neuropetrix.api.event_feed import FeedItem
+from neuropetrix.api.node_config import SETTINGS
 from neuropetrix.metrics import (
     ANALYSES,
     ANALYSIS_SECONDS,
@@ -24,7 +31,19 @@ from neuropetrix.metrics import (
     STORAGE_FREE,
 )
 from neuropetrix.store.eventlog import EventKind
-from neuropetrix.store.jobs_models import DONE, FAILED, QUEUED, RUNNING, Destination, Job
+from neuropetrix.store.jobs_models import DONE, FAILED, QUEUED, RUNNING, Destination, EngineCursor, Job
+
+
+@dataclass
+class Readiness:
+    """What /readyz checks besides the database: supplied by the node that serves the API."""
+
+    storage_dir: Path
+    dicom_listening: Callable[[], bool] = lambda: False
+    dicom_associations: Callable[[], int] = lambda: 0
+
+
+READINESS = web.AppKey("readiness", Readiness)
 
 
 class EventMetrics:
@@ -50,25 +69,48 @@ class EventMetrics:
 
 
 async def healthz(_request: web.Request) -> web.Response:
+    """The process answers."""
     return web.json_response({"status": "alive"})
 
 
-def _database_ok(s: Session) -> bool:
-    return s.execute(text("SELECT 1")).scalar() == 1
+READYZ_DB_SECONDS = 5.0
+
+
+def _database_check(s: Session) -> str:
+    """'ok' when the database answers and would take a write: an UPDATE that matches no row needs
+    the write lock (SQLite) or a writable transaction (PostgreSQL) and changes nothing."""
+    s.execute(text("SELECT 1"))
+    try:
+        s.execute(update(EngineCursor).where(false()).values(event_id=EngineCursor.event_id))
+    except DBAPIError as exc:
+        reason = str(exc.orig)          # SQLite: "… readonly database"; PostgreSQL: "… read-only transaction"
+        if "readonly" in reason or "read-only" in reason:
+            return f"read-only: {reason}"[:200]
+        raise
+    return "ok"
+
+
+def _storage_check(storage: Path, min_free_mb: int) -> str:
+    if not storage.is_dir() or not os.access(storage, os.W_OK | os.X_OK):
+        return f"{storage} missing or not writable"
+    free_mb = shutil.disk_usage(storage).free // 2**20
+    if free_mb < min_free_mb:
+        return f"disk full: {free_mb} MiB free in {storage}, below api.readyz_min_free_mb ({min_free_mb})"
+    return "ok"
 
 
 async def readyz(request: web.Request) -> web.Response:
-    ctx = request.app[CTX]
+    """Whether this node can take studies now; 503 with the failing checks otherwise."""
+    readiness = request.app[READINESS]
     checks: dict[str, str] = {}
     try:
-        await ctx.db(_database_ok)
-        checks["database"] = "ok"
+        checks["database"] = await asyncio.wait_for(request.app[DATABASE](_database_check), READYZ_DB_SECONDS)
+    except TimeoutError:
+        checks["database"] = f"no answer within {READYZ_DB_SECONDS:g} s"
     except Exception as exc:
         checks["database"] = f"unreachable: {type(exc).__name__}: {exc}"[:200]
-    storage = ctx.readiness.storage_dir
-    checks["storage"] = "ok" if storage.is_dir() and os.access(storage, os.W_OK | os.X_OK) \
-        else f"{storage} missing or not writable"
-    checks["dicom"] = "ok" if ctx.readiness.dicom_listening() else "DICOM SCP not listening"
+    checks["storage"] = _storage_check(readiness.storage_dir, request.app[SETTINGS].api.readyz_min_free_mb)
+    checks["dicom"] = "ok" if readiness.dicom_listening() else "DICOM SCP not listening"
     ready = all(v == "ok" for v in checks.values())
     return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
 
@@ -80,15 +122,16 @@ def _queue_state(s: Session) -> tuple[dict[str, int], dict[str, int]]:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    ctx = request.app[CTX]
-    counts, failures = await ctx.db(_queue_state)
+    """Prometheus metrics of the node."""
+    counts, failures = await request.app[DATABASE](_queue_state)
     for state in {QUEUED, RUNNING, DONE, FAILED} | set(counts):
         JOBS.labels(state).set(counts.get(state, 0))
     for name, n in failures.items():
         DESTINATION_FAILURES.labels(name).set(n)
-    DICOM_ASSOCIATIONS.set(ctx.readiness.dicom_associations())
+    readiness = request.app[READINESS]
+    DICOM_ASSOCIATIONS.set(readiness.dicom_associations())
     try:
-        disk = shutil.disk_usage(ctx.readiness.storage_dir)
+        disk = shutil.disk_usage(readiness.storage_dir)
         STORAGE_FREE.set(disk.free)
         STORAGE_CAPACITY.set(disk.total)
     except OSError:        # storage gone: /readyz says so; the gauges keep their last value

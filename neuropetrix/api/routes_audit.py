@@ -5,34 +5,40 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from neuropetrix.api.auth import requires
-from neuropetrix.api.context import CTX
-from neuropetrix.api.params import bad_request, query_int
+from neuropetrix.api.audit_middleware import AUDIT
+from neuropetrix.api.database import DATABASE
+from neuropetrix.api.endpoint import endpoint
 from neuropetrix.api.permissions import AUDIT_READ
-from neuropetrix.store.audit import AuditTrail
 
 routes = web.RouteTableDef()
-AUDIT = web.AppKey("audit", AuditTrail)
 
 
-def _since(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        at = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise bad_request(f"since: {value!r} is not an ISO 8601 date or time") from None
-    return at.astimezone(UTC).replace(tzinfo=None) if at.tzinfo else at
+class AuditQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    patient_id: str | None = Field(None, max_length=64)
+    user: str | None = Field(None, max_length=64, description="a user name or a calling AE title")
+    action: str | None = Field(None, max_length=32, description="read, download, sign, forward, c-find, ...")
+    since: datetime | None = Field(None, description="ISO 8601; without a zone it is UTC")
+    limit: int = Field(500, ge=1, le=10_000)
+
+    @field_validator("since")
+    @classmethod
+    def _utc(cls, at: datetime | None) -> datetime | None:
+        """The trail stores naive UTC."""
+        return at.astimezone(UTC).replace(tzinfo=None) if at is not None and at.tzinfo else at
+
+
+class AuditRows(BaseModel):
+    items: list[dict] = Field(description="{user, user_kind, action, outcome, patient_id, study_uid, "
+                                          "address, at, detail}, newest first")
 
 
 @routes.get("/api/audit")
-@requires(AUDIT_READ)
-async def audit(request: web.Request) -> web.Response:
-    """?patient_id=&user=&action=&since=ISO&limit= → {"items": [{user, action, patient_id, study_uid,
-    address, at, outcome, ...}]}."""
-    q = request.query
-    rows = await request.app[CTX].db.run(request.app[AUDIT].query, q.get("patient_id"), q.get("user"),
-                                         _since(q.get("since")), q.get("action"),
-                                         query_int(request, "limit", 500, 1, 10000))
+@endpoint(AUDIT_READ, query=AuditQuery, response=AuditRows)
+async def audit(request: web.Request, query: AuditQuery) -> web.Response:
+    """The access audit trail, newest first, filtered by patient, user, action and time."""
+    rows = await request.app[DATABASE].run(request.app[AUDIT].query, query.patient_id, query.user,
+                                           query.since, query.action, query.limit)
     return web.json_response({"items": rows})

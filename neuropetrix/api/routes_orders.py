@@ -8,18 +8,21 @@ they hold patient data as sent).
 from __future__ import annotations
 
 import json
-import re
+from typing import Literal
 
 from aiohttp import web
+from pydantic import BaseModel, Field, StrictBool, StrictInt, model_validator
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from neuropetrix.api.auth import requires
-from neuropetrix.api.context import CTX
-from neuropetrix.api.params import bad_request, json_body, page, paged
+from neuropetrix.api.auth import PRINCIPAL
+from neuropetrix.api.database import DATABASE
+from neuropetrix.api.endpoint import endpoint
+from neuropetrix.api.params import Body, Page, PageQuery, paged
 from neuropetrix.api.permissions import HL7_READ, ORDERS_READ, ORDERS_RECONCILE
+from neuropetrix.api.routes_studies import _uid
 from neuropetrix.engine.hl7in import CODECS_IN
 from neuropetrix.engine.orders import link
 from neuropetrix.engine.worklist import Worklist
@@ -28,9 +31,40 @@ from neuropetrix.store.models import Patient, Study
 from neuropetrix.store.orders_models import SETTLED, HbysPatient, Hl7Message, Order, StudyOrder
 
 routes = web.RouteTableDef()
-_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-_DATE = re.compile(r"^\d{8}(-\d{8})?$|^\d{8}-$|^-\d{8}$")
 ORDER_STATES = ("scheduled", "arrived", "in progress", "completed", "cancelled", "discontinued")
+
+
+class OrderQuery(PageQuery):
+    status: Literal[ORDER_STATES] | None = None  # type: ignore[valid-type]
+    accession_number: str | None = Field(None, max_length=16)
+
+
+class WorklistQuery(BaseModel):
+    date: str | None = Field(None, pattern=r"^\d{8}(-\d{8})?$|^\d{8}-$|^-\d{8}$",
+                             description="YYYYMMDD or a range YYYYMMDD-YYYYMMDD")
+    station: str | None = Field(None, max_length=16, description="the scheduled station's AE title")
+    modality: str | None = Field(None, max_length=16)
+
+
+class ReconcileQuery(PageQuery):
+    all: bool = Field(False, description="every reconciliation, not only those waiting for a decision")
+
+
+class Decision(Body):
+    """{"order_id": N} links the study to order N; {"unordered": true} confirms it has none."""
+
+    order_id: StrictInt | None = None
+    unordered: StrictBool | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Decision:
+        if (self.order_id is None) == (self.unordered is not True):
+            raise ValueError('give {"order_id": <integer>} or {"unordered": true}')
+        return self
+
+
+class MessageQuery(PageQuery):
+    ack: str | None = Field(None, max_length=2, description="AA, AE or AR: only messages that got it")
 
 
 def _iso(t) -> str | None:
@@ -52,26 +86,22 @@ def order_json(order: Order, patient: HbysPatient) -> dict:
 
 
 @routes.get("/api/orders")
-@requires(ORDERS_READ)
-async def orders(request: web.Request) -> web.Response:
+@endpoint(ORDERS_READ, query=OrderQuery, response=Page)
+async def orders(request: web.Request, query: OrderQuery) -> web.Response:
     """Orders, newest scheduled first; ?status= one state, ?accession_number=."""
-    limit, offset = page(request)
-    status, accession = request.query.get("status"), request.query.get("accession_number")
-    if status is not None and status not in ORDER_STATES:
-        raise bad_request(f"status: one of {', '.join(ORDER_STATES)}")
-
-    def query(s: Session) -> dict:
+    def read(s: Session) -> dict:
         where = [Order.patient_pk == HbysPatient.id]
-        if status:
-            where.append(Order.status == status)
-        if accession:
-            where.append(Order.accession_number == accession)
-        rows = s.execute(select(Order, HbysPatient).where(*where).order_by(Order.scheduled_start.desc(), Order.id.desc())
-                         .limit(limit).offset(offset)).all()
+        if query.status:
+            where.append(Order.status == query.status)
+        if query.accession_number:
+            where.append(Order.accession_number == query.accession_number)
+        rows = s.execute(select(Order, HbysPatient).where(*where)
+                         .order_by(Order.scheduled_start.desc(), Order.id.desc())
+                         .limit(query.limit).offset(query.offset)).all()
         total = s.scalar(select(func.count()).select_from(Order).join(HbysPatient, Order.patient_pk == HbysPatient.id)
                          .where(*where[1:]))
-        return paged([order_json(o, p) for o, p in rows], total, limit, offset)
-    return web.json_response(await request.app[CTX].db(query))
+        return paged([order_json(o, p) for o, p in rows], total, query)
+    return web.json_response(await request.app[DATABASE](read))
 
 
 def _worklist_query(date: str | None, station: str | None, modality: str | None) -> Dataset:
@@ -91,18 +121,16 @@ def _worklist_query(date: str | None, station: str | None, modality: str | None)
 
 
 @routes.get("/api/worklist")
-@requires(ORDERS_READ)
-async def worklist(request: web.Request) -> web.Response:
+@endpoint(ORDERS_READ, query=WorklistQuery)
+async def worklist(request: web.Request, query: WorklistQuery) -> web.Response:
     """The Modality Worklist as a console sees it: ?date=YYYYMMDD or a range, ?station=AE, ?modality=."""
-    date = request.query.get("date")
-    if date and not _DATE.match(date):
-        raise bad_request("date: YYYYMMDD or a range YYYYMMDD-YYYYMMDD")
-    identifier = _worklist_query(date, request.query.get("station"), request.query.get("modality"))
-    provider = Worklist(request.app[CTX].db.sessions)
+    identifier = _worklist_query(query.date, query.station, query.modality)
+    db = request.app[DATABASE]
+    provider = Worklist(db.sessions)
 
     def items() -> list[dict]:
         out = []
-        for ds in provider(identifier, request.query.get("station") or ""):
+        for ds in provider(identifier, query.station or ""):
             step = ds.ScheduledProcedureStepSequence[0]
             out.append({"patient_name": str(ds.PatientName), "patient_id": ds.PatientID,
                         "birth_date": ds.PatientBirthDate, "sex": ds.PatientSex,
@@ -112,7 +140,7 @@ async def worklist(request: web.Request) -> web.Response:
                         "start": step.ScheduledProcedureStepStartDate + step.ScheduledProcedureStepStartTime,
                         "status": step.ScheduledProcedureStepStatus})
         return out
-    return web.json_response({"items": await request.app[CTX].db.run(items)})
+    return web.json_response({"items": await db.run(items)})
 
 
 def _reconcile_json(row: StudyOrder, study: Study, patient: Patient | None) -> dict:
@@ -126,62 +154,50 @@ def _reconcile_json(row: StudyOrder, study: Study, patient: Patient | None) -> d
 
 
 @routes.get("/api/reconcile")
-@requires(ORDERS_READ)
-async def reconcile_list(request: web.Request) -> web.Response:
+@endpoint(ORDERS_READ, query=ReconcileQuery, response=Page)
+async def reconcile_list(request: web.Request, query: ReconcileQuery) -> web.Response:
     """Studies waiting for a decision (default), or ?all=1 every reconciliation."""
-    limit, offset = page(request)
-    everything = request.query.get("all") in ("1", "true")
-
-    def query(s: Session) -> dict:
-        where = [] if everything else [StudyOrder.state.notin_(SETTLED)]
+    def read(s: Session) -> dict:
+        where = [] if query.all else [StudyOrder.state.notin_(SETTLED)]
         rows = s.execute(select(StudyOrder, Study).join(Study, Study.study_uid == StudyOrder.study_uid)
-                         .where(*where).order_by(StudyOrder.id.desc()).limit(limit).offset(offset)).all()
+                         .where(*where).order_by(StudyOrder.id.desc()).limit(query.limit).offset(query.offset)).all()
         total = s.scalar(select(func.count()).select_from(StudyOrder).where(*where))
-        return paged([_reconcile_json(r, st, s.get(Patient, st.patient_pk)) for r, st in rows], total, limit, offset)
-    return web.json_response(await request.app[CTX].db(query))
+        return paged([_reconcile_json(r, st, s.get(Patient, st.patient_pk)) for r, st in rows], total, query)
+    return web.json_response(await request.app[DATABASE](read))
 
 
 @routes.post("/api/reconcile/{study_uid}")
-@requires(ORDERS_RECONCILE)
-async def reconcile_link(request: web.Request) -> web.Response:
-    """{"order_id": N} links the study to order N; {"unordered": true} confirms it has none."""
-    uid = request.match_info["study_uid"]
-    if len(uid) > 64 or not _UID.match(uid):
-        raise bad_request("study_uid: not a DICOM UID")
-    body = await json_body(request)
-    order_id = body.get("order_id")
-    unordered = body.get("unordered") is True and order_id is None
-    if not unordered and (not isinstance(order_id, int) or isinstance(order_id, bool)):
-        raise bad_request('give {"order_id": <integer>} or {"unordered": true}')
-    user = request["principal"].username
+@endpoint(ORDERS_RECONCILE, body=Decision)
+async def reconcile_link(request: web.Request, body: Decision) -> web.Response:
+    """Link a study to an order, or confirm it has none (a held study is routed at once)."""
+    uid = _uid(request)
+    user = request[PRINCIPAL].username
 
     def decide(s: Session) -> dict:
-        row = link(s, uid, order_id, user, utcnow())
+        row = link(s, uid, body.order_id, user, utcnow())
         study = s.scalars(select(Study).where(Study.study_uid == uid)).one()
         return _reconcile_json(row, study, s.get(Patient, study.patient_pk))
     try:
-        return web.json_response(await request.app[CTX].db(decide))
+        return web.json_response(await request.app[DATABASE](decide))
     except KeyError as exc:
         raise web.HTTPNotFound(text=exc.args[0]) from None
 
 
 @routes.get("/api/hl7/messages")
-@requires(HL7_READ)
-async def hl7_messages(request: web.Request) -> web.Response:
+@endpoint(HL7_READ, query=MessageQuery, response=Page)
+async def hl7_messages(request: web.Request, query: MessageQuery) -> web.Response:
     """Received HL7 messages, newest first, each with its ACK; ?ack=AE to see the refused ones."""
-    limit, offset = page(request)
-    ack = request.query.get("ack")
-
-    def query(s: Session) -> dict:
-        where = [Hl7Message.ack_code == ack] if ack else []
-        rows = s.scalars(select(Hl7Message).where(*where).order_by(Hl7Message.id.desc()).limit(limit).offset(offset))
+    def read(s: Session) -> dict:
+        where = [Hl7Message.ack_code == query.ack] if query.ack else []
+        rows = s.scalars(select(Hl7Message).where(*where).order_by(Hl7Message.id.desc()).limit(query.limit)
+                         .offset(query.offset))
         total = s.scalar(select(func.count()).select_from(Hl7Message).where(*where))
         return paged([{"id": m.id, "received_at": _iso(m.received_at), "peer": m.peer, "sender": m.sender,
                        "control_id": m.control_id, "message_type": m.message_type, "charset": m.charset,
                        "ack_code": m.ack_code, "error": m.error, "duplicate_of": m.duplicate_of,
                        "message": _decoded(m), "ack": m.ack.replace("\r", "\n")} for m in rows],
-                     total, limit, offset)
-    return web.json_response(await request.app[CTX].db(query), dumps=_dumps)
+                     total, query)
+    return web.json_response(await request.app[DATABASE](read), dumps=_dumps)
 
 
 def _decoded(message: Hl7Message) -> str:

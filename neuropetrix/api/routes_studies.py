@@ -6,15 +6,21 @@ from __future__ import annotations
 import json
 import re
 import time
+from typing import Literal
 
 from aiohttp import web
+from pydantic import Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from neuropetrix.api.auth import requires
-from neuropetrix.api.context import CTX
-from neuropetrix.api.params import bad_request, page, paged
-from neuropetrix.api.permissions import DELIVERIES_READ, RESULTS_DOWNLOAD, RESULTS_READ, STUDIES_READ
+from neuropetrix.api.auth import PRINCIPAL
+from neuropetrix.api.database import DATABASE
+from neuropetrix.api.endpoint import endpoint
+from neuropetrix.api.etags import json_with_etag
+from neuropetrix.api.event_feed import FEED
+from neuropetrix.api.node_config import SETTINGS, results_dir
+from neuropetrix.api.params import Page, PageQuery, bad_request, paged
+from neuropetrix.api.permissions import DELIVERIES_READ, RESULTS_DOWNLOAD, RESULTS_READ, STUDIES_READ, event_permission
 from neuropetrix.engine.jobs import job_json
 from neuropetrix.store.jobs_models import Job
 from neuropetrix.store.models import Event, Instance, Series, Study
@@ -24,7 +30,7 @@ routes = web.RouteTableDef()
 
 PAGE_TTL = 1.0       # seconds a study-list page is reused while no event arrives
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-_DATE = re.compile(r"^\d{8}$")
+Date = Field(None, pattern=r"^\d{8}$", description="YYYYMMDD")
 # name in the URL → (file in results/<uid>/, content type, permission)
 RESULT_FILES = {
     "mip.png": ("mip.png", "image/png", RESULTS_READ),
@@ -35,6 +41,31 @@ RESULT_FILES = {
 }
 
 
+class StudyQuery(PageQuery):
+    state: Literal["receiving", "complete"] | None = None
+    modality: str | None = Field(None, max_length=16)
+    patient_id: str | None = Field(None, max_length=64)
+    accession_number: str | None = Field(None, max_length=16)
+    date_from: str | None = Date
+    date_to: str | None = Date
+    q: str | None = Field(None, max_length=200, description="in the patient name or the study description")
+
+    def filter(self) -> StudyFilter:
+        return StudyFilter(state=self.state, modality=self.modality, patient_id=self.patient_id,
+                           accession_number=self.accession_number, date_from=self.date_from,
+                           date_to=self.date_to, text=self.q)
+
+
+class StudyPages:
+    """Study-list pages by (limit, offset, filter): (event id, time, JSON body); see `studies`."""
+
+    def __init__(self) -> None:
+        self.pages: dict[tuple, tuple[int, float, bytes]] = {}
+
+
+STUDY_PAGES = web.AppKey("study_pages", StudyPages)
+
+
 def _uid(request: web.Request) -> str:
     uid = request.match_info["study_uid"]
     if len(uid) > 64 or not _UID.match(uid):
@@ -42,49 +73,38 @@ def _uid(request: web.Request) -> str:
     return uid
 
 
-def _filter(request: web.Request) -> StudyFilter:
-    q = request.query
-    for name in ("date_from", "date_to"):
-        if q.get(name) and not _DATE.match(q[name]):
-            raise bad_request(f"{name}: a date as YYYYMMDD")
-    if q.get("state") not in (None, "receiving", "complete"):
-        raise bad_request("state: receiving or complete")
-    return StudyFilter(state=q.get("state"), modality=q.get("modality"), patient_id=q.get("patient_id"),
-                       accession_number=q.get("accession_number"), date_from=q.get("date_from"),
-                       date_to=q.get("date_to"), text=q.get("q"))
-
-
 def _iso(t) -> str | None:
     return t.isoformat() + "Z" if t else None
 
 
 @routes.get("/api/studies")
-@requires(STUDIES_READ)
-async def studies(request: web.Request) -> web.Response:
-    """The study list; pages are shared by every client asking the same question until the event log
-    moves or a second passes (instance counts may lag by that much), since every dashboard asks it."""
-    limit, offset = page(request)
-    where = _filter(request)
-    ctx = request.app[CTX]
-    key = (limit, offset, where)
-    cached = ctx.study_pages.get(key)
-    if cached is not None and cached[0] == ctx.feed.last_id and time.monotonic() - cached[1] < PAGE_TTL:
-        return web.Response(body=cached[2], content_type="application/json")
+@endpoint(STUDIES_READ, query=StudyQuery, response=Page)
+async def studies(request: web.Request, query: StudyQuery) -> web.Response:
+    """The study list, newest first.
 
-    def query(s: Session) -> bytes:
-        rows = list_studies(s, limit, offset, where)
-        return json.dumps(paged([r.to_json() for r in rows], count_studies(s, where), limit, offset),
+    Pages are shared by every client asking the same question until the event log moves or a second
+    passes (instance counts may lag by that much), since every dashboard asks it."""
+    where = query.filter()
+    cache, feed = request.app[STUDY_PAGES].pages, request.app[FEED]
+    key = (query.limit, query.offset, where)
+    cached = cache.get(key)
+    if cached is not None and cached[0] == feed.last_id and time.monotonic() - cached[1] < PAGE_TTL:
+        return json_with_etag(request, cached[2])
+
+    def read(s: Session) -> bytes:
+        rows = list_studies(s, query.limit, query.offset, where)
+        return json.dumps(paged([r.to_json() for r in rows], count_studies(s, where), query),
                           ensure_ascii=False).encode()
 
-    position, started = ctx.feed.last_id, time.monotonic()
-    body = await ctx.db(query)
-    if len(ctx.study_pages) > 256:
-        ctx.study_pages.clear()
-    ctx.study_pages[key] = (position, started, body)
-    return web.Response(body=body, content_type="application/json")
+    position, started = feed.last_id, time.monotonic()
+    body = await request.app[DATABASE](read)
+    if len(cache) > 256:
+        cache.clear()
+    cache[key] = (position, started, body)
+    return json_with_etag(request, body)
 
 
-def _study_detail(s: Session, uid: str, deliveries: bool) -> dict | None:
+def _study_detail(s: Session, uid: str, permissions: frozenset[str]) -> dict | None:
     study = s.scalars(select(Study).where(Study.study_uid == uid)).first()
     if study is None:
         return None
@@ -102,47 +122,49 @@ def _study_detail(s: Session, uid: str, deliveries: bool) -> dict | None:
                     "description": se.description, "calling_ae": se.calling_ae, "instances": n}
                    for se, n in series],
         "events": [{"id": e.id, "kind": e.kind, "created_at": _iso(e.created_at), "payload": e.payload}
-                   for e in events],
+                   for e in events if event_permission(e.kind) in permissions],
     }
-    if deliveries:
+    if DELIVERIES_READ in permissions:
         jobs = s.scalars(select(Job).where(Job.study_uid == uid).order_by(Job.id)).all()
         out["deliveries"] = [job_json(j) for j in jobs]
     return out
 
 
 @routes.get("/api/studies/{study_uid}")
-@requires(STUDIES_READ)
+@endpoint(STUDIES_READ)
 async def study(request: web.Request) -> web.Response:
+    """One study: series and events; analysis and file links, deliveries, by the caller's role."""
     uid = _uid(request)
-    ctx = request.app[CTX]
-    who = request["principal"]
-    detail = await ctx.db(_study_detail, uid, DELIVERIES_READ in who.permissions)
+    who = request[PRINCIPAL]
+    detail = await request.app[DATABASE](_study_detail, uid, who.permissions)
     if detail is None:
         raise web.HTTPNotFound(text=f"no study {uid}")
     if RESULTS_READ in who.permissions:
-        folder = ctx.results_dir / uid
+        folder = results_dir(request.app[SETTINGS]) / uid
         analysis = folder / "analysis.json"
         detail["analysis"] = json.loads(analysis.read_text(encoding="utf-8")) if analysis.is_file() else None
         detail["files"] = {name: f"/api/studies/{uid}/{name}" for name, (fname, _, perm) in RESULT_FILES.items()
                            if perm in who.permissions and (folder / fname).is_file()}
-    return web.json_response(detail)
+    return json_with_etag(request, json.dumps(detail, ensure_ascii=False).encode())
 
 
 def _send_result(request: web.Request) -> web.FileResponse:
     fname, content_type, _ = RESULT_FILES[request.match_info["name"]]
-    path = request.app[CTX].results_dir / _uid(request) / fname
+    path = results_dir(request.app[SETTINGS]) / _uid(request) / fname
     if not path.is_file():
         raise web.HTTPNotFound(text=f"no {fname} for this study (not analysed yet?)")
     return web.FileResponse(path, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
 
 
 @routes.get(r"/api/studies/{study_uid}/{name:mip\.png|analysis\.json}")
-@requires(RESULTS_READ)
+@endpoint(RESULTS_READ)
 async def result_view(request: web.Request) -> web.StreamResponse:
+    """The study's MIP picture or analysis (lesion table)."""
     return _send_result(request)
 
 
 @routes.get(r"/api/studies/{study_uid}/{name:seg\.dcm|sr\.dcm|report\.pdf}")
-@requires(RESULTS_DOWNLOAD)
+@endpoint(RESULTS_DOWNLOAD)
 async def result_download(request: web.Request) -> web.StreamResponse:
+    """The study's DICOM SEG, SR or PDF report."""
     return _send_result(request)

@@ -18,6 +18,7 @@ from neuropetrix.config.secrets import load_secret
 
 ALGORITHM = "HS256"
 KEY_FILE = "api_signing.key"
+MAX_USER_ID = 2**63 - 1     # a database row id
 
 
 class InvalidToken(Exception):
@@ -49,15 +50,22 @@ class TokenSigner:
                   "iat": iat, "exp": iat + self.ttl, "jti": uuid.uuid4().hex}
         return jwt.encode(claims, self._key, algorithm=ALGORITHM)
 
-    def verify(self, token: str) -> AccessClaims:
-        """Claims of a valid access token; only HS256 is accepted, so `alg: none` never passes."""
+    def verify(self, token: str, now: float | None = None) -> AccessClaims:
+        """Claims of a valid access token, unexpired at `now` (Unix time; default the clock's); only
+        HS256 is accepted, so `alg: none` never passes."""
         try:
             claims = jwt.decode(token, self._key, algorithms=[ALGORITHM],
-                                options={"require_exp": True, "require_iat": True, "require_sub": True})
+                                options={"require_exp": True, "require_iat": True, "require_sub": True,
+                                         "verify_exp": False})     # checked below, against `now`
             if claims.get("typ") != "access":
                 raise InvalidToken("not an access token")
-            return AccessClaims(int(claims["sub"]), str(claims["name"]), str(claims["role"]),
-                                int(claims["ver"]), int(claims["exp"]))
+            if int(claims["exp"]) <= (now if now is not None else time.time()):
+                raise InvalidToken("Signature has expired.")
+            user_id = int(claims["sub"])
+            if not 0 < user_id <= MAX_USER_ID:
+                raise InvalidToken(f"subject {str(claims['sub'])[:24]!r} is not a user id")
+            return AccessClaims(user_id, str(claims["name"]), str(claims["role"]), int(claims["ver"]),
+                                int(claims["exp"]))
         except (JWTError, KeyError, TypeError, ValueError) as exc:
             raise InvalidToken(str(exc) or type(exc).__name__) from None
 

@@ -13,6 +13,11 @@ from sqlalchemy.orm import Session
 
 from neuropetrix.store.accounts import ROLES, RefreshToken, User
 from neuropetrix.store.db import utcnow
+from neuropetrix.store.eventlog import EventKind, record
+
+# Written when an account's tokens are revoked, so that every process serving the API (the feed reads
+# the log) forgets the account's checked tokens and closes its open WebSockets.
+ACCOUNT_REVOKED = EventKind.ACCOUNT_REVOKED
 
 MIN_PASSWORD = 8
 _USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
@@ -66,10 +71,13 @@ def _get(s: Session, username: str) -> User:
 
 
 def revoke_sessions(s: Session, user: User) -> None:
-    """Log the user out everywhere: refresh tokens revoked, access tokens refused from now on."""
+    """Log the user out everywhere: refresh tokens revoked, access tokens refused from now on, open
+    WebSockets closed (by the API processes, on the account.revoked event)."""
+    now = utcnow()
     s.execute(update(RefreshToken).where(RefreshToken.user_id == user.id, RefreshToken.revoked_at.is_(None))
-              .values(revoked_at=utcnow()))
+              .values(revoked_at=now))
     user.token_version += 1
+    record(s, ACCOUNT_REVOKED, None, {"user_id": user.id, "username": user.username}, at=now)
 
 
 def check_label(name: str, value: str) -> str:

@@ -11,6 +11,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+from neuropetrix.config.filemodes import apply_private_umask
 from neuropetrix.config.loader import ConfigError, load_settings
 from neuropetrix.config.settings import Settings
 from neuropetrix.store.migrate import SchemaNotCurrent
@@ -46,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
+    apply_private_umask()         # every command may create the database, keys or results
     try:
         return handler(args)
     except (ConfigError, CommandError, SchemaNotCurrent) as exc:

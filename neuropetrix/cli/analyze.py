@@ -1,4 +1,4 @@
-"""`neuropetrix analyze STUDY_DIR --out OUT_DIR [--device cpu|cuda|auto]`: analyse a folder offline."""
+"""`neuropetrix analyze STUDY_DIR --out OUT_DIR [--prior PRIOR_DIR] [--device cpu|cuda|auto]`: analyse offline."""
 from __future__ import annotations
 
 import argparse
@@ -17,6 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--organ-labels", metavar="PATH", type=Path, default=None,
                    help="organ segmentation of this study (TotalSegmentator/MOOSE output: a folder of organ masks, "
                         "or a multi-label map with its names in a .json beside it)")
+    p.add_argument("--prior", metavar="PRIOR_DIR", type=Path, default=None,
+                   help="an earlier PET/CT of the patient: analysed the same way and compared (PERCIST, Deauville)")
     p.add_argument("--organ-model", metavar="NAME", default=None, help="the model that made --organ-labels")
     p.set_defaults(handler=run)
 
@@ -29,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     try:
         analysis = analyze_folder(args.study_dir, args.out, settings.analysis, args.device, hbys=settings.hbys,
-                                  organ_labels=args.organ_labels, organ_source=args.organ_model)
+                                  organ_labels=args.organ_labels, organ_source=args.organ_model, prior_dir=args.prior)
     except AnalysisError as exc:
         raise CommandError(f"analyze {args.study_dir}: {exc}") from None
     except ReportError as exc:
@@ -42,6 +44,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(result.lesions)} lesion(s), SUVmax {suv_max}, TMTV {result.tmtv_ml:.1f} ml, "
           f"TLG {result.tlg_total:.1f}; normal uptake not counted: {normal}; "
           f"wrote {', '.join(sorted(analysis.files))} to {analysis.out_dir}")
+    response = result.response
+    if response is not None:
+        change = "-" if response.percent_change is None else f"{response.percent_change:+.1f} %"
+        print(f"response ({response.criteria}): {response.category or 'not assessable'}; SULpeak {change}; "
+              f"{len(response.new_lesions)} new lesion(s); Deauville {response.deauville.score or '-'}")
+        for reason in response.not_assessable:
+            print(f"  not assessable: {reason}")
     for kind, reason in analysis.refused.items():
         print(f"not made: {kind}: {reason}")
     return 0

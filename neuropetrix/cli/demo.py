@@ -234,8 +234,12 @@ class Demo:
         analysis = results / "analysis.json"
         if analysis.is_file():
             summary = json.loads(analysis.read_text(encoding="utf-8"))
+
+            def shown(key: str) -> str:
+                value = summary.get(key)
+                return f"{value:.2f}" if isinstance(value, int | float) else "?"
             self.out(f"demo: analysis: {summary.get('lesion_count', '?')} lesion(s), "
-                     f"SUVmax {summary.get('suv_max', '?')}, TMTV {summary.get('tmtv_ml', '?')} ml")
+                     f"SUVmax {shown('suv_max')}, TMTV {shown('tmtv_ml')} ml")
         self.out("look at:")
         self.out(f"  the study     http://{host}:{node.api_port}/#/study/{study_uid}")
         self.out(f"  its results   {results}")

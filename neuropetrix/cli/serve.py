@@ -41,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
         _first_account(node.sessions)
         node.start()
     except OSError as exc:
+        if exc.errno is None:                   # a refusal with its own message: the data folder is open
+            raise CommandError(f"cannot start: {exc}") from None
         raise CommandError(f"cannot start: {exc.strerror or exc} "
                            f"(DICOM port {settings.node.dicom_port})") from None
     log = logging.getLogger("neuropetrix")

@@ -6,6 +6,8 @@ import os
 import secrets
 from pathlib import Path
 
+from neuropetrix.config.filemodes import refuse_if_open
+
 # Every secret generated into the data folder is named *.key: `backup` copies them all, `doctor` checks
 # that only the node's user can read them.
 KEY_FILES = "*.key"
@@ -27,9 +29,7 @@ def load_secret(configured: str | None, path: Path) -> str:
 
 
 def _read_key_file(path: Path) -> str:
-    mode = path.stat().st_mode & 0o777
-    if mode & 0o077:
-        raise PermissionError(f"{path} is readable by others (mode {mode:o}); chmod 600 it")
+    refuse_if_open(path, 0o077, "chmod 600 it")
     key = path.read_text(encoding="ascii").strip()
     if len(key) < 32:
         raise ValueError(f"{path} holds a key shorter than 32 characters")

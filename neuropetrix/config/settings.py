@@ -9,6 +9,7 @@ import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -63,6 +64,9 @@ class NodeSettings(Section):
     api_host: str = "127.0.0.1"
     api_port: Port = 8080
     data_dir: Path = Path("./var")
+    # A group that may read stored DICOM and results (a PACS reader); null = the node's user alone.
+    # The database and the key files stay 0600 either way (config/filemodes.py).
+    data_group: str | None = None
     database_url: str | None = None
     accept_unknown_callers: bool = False
     check_called_ae: bool = True                   # refuse callers that address another AE title
@@ -87,8 +91,13 @@ class NodeSettings(Section):
         return self.data_dir / "storage"
 
     @property
+    def sqlite_file(self) -> Path | None:
+        """The database file when it is the default SQLite one in the data folder."""
+        return None if self.database_url else (self.data_dir / "neuropetrix.db").resolve()
+
+    @property
     def db_url(self) -> str:
-        return self.database_url or f"sqlite:///{(self.data_dir / 'neuropetrix.db').resolve()}"
+        return self.database_url or f"sqlite:///{self.sqlite_file}"
 
 
 # A transform step as configured ({set: {...}}, {deidentify: {...}}, charset_utf8, …); the engine
@@ -189,19 +198,75 @@ class PushSettings(Section):
     max_attempts: int = Field(8, ge=1, le=100)     # tries of one message (back-off: engine.retry)
 
 
+class EmailSettings(Section):
+    """SMTP for notification e-mail (engine/notifications.py); STARTTLS and login only when set."""
+
+    smtp_host: str
+    smtp_port: Port = 25
+    sender: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
+    starttls: bool = False
+    ca_file: Path | None = None                    # the hospital CA that signed the server's certificate;
+    #                                                None = the system's trusted CAs
+    username: str | None = None
+    password_file: Path | None = None              # one line, the SMTP password
+    timeout: float = Field(15.0, gt=0)
+
+
+class SmsSettings(Section):
+    """An HTTP SMS gateway: POST `body_template` to `url`; {to} and {text} are filled in, escaped for
+    `content_type` (JSON string content, or form-encoded), since Turkish providers differ."""
+
+    url: str = Field(pattern=r"^https?://")
+    headers: dict[str, str] = {}
+    body_template: str = '{"to": "{to}", "text": "{text}"}'
+    content_type: Literal["application/json", "application/x-www-form-urlencoded"] = "application/json"
+    timeout: float = Field(15.0, gt=0)
+
+
+class NotifySettings(Section):
+    email: EmailSettings | None = None             # None = no e-mail channel
+    sms: SmsSettings | None = None                 # None = no SMS channel
+    # what a message may say of the patient: none (a study link only) | initials | name
+    patient_data: Literal["none", "initials", "name"] = "none"
+    study_link: str = ""                           # e.g. https://petct.hospital.local/#/studies/ (+ UID)
+    escalate_after: float = Field(600.0, gt=0)     # seconds an urgent notification waits for its ack
+    oncall: list[str] = []                         # usernames, in escalation order
+    timezone: str = "Europe/Istanbul"              # users' quiet hours are in this zone
+    max_attempts: int = Field(8, ge=1, le=100)     # tries of one e-mail or SMS (back-off: engine.retry)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not a time zone name, e.g. Europe/Istanbul") from None
+        return value
+
+
 class ApiSettings(Section):
     # HS256 key for access tokens; None = a random key generated once in <data_dir>/api_signing.key (0600).
     signing_key: str | None = Field(None, min_length=32)
     access_token_seconds: int = Field(900, ge=30, le=86400)
     refresh_token_days: float = Field(14.0, gt=0)
-    login_failures_per_account: int = Field(5, ge=1)    # failed logins allowed per window …
-    login_failures_per_address: int = Field(20, ge=1)   # … per account and per client address
+    # failed logins allowed per window for one account from one client address (never for an account
+    # from everywhere: knowing a user name must not be enough to lock its owner out) …
+    login_failures_per_account: int = Field(5, ge=1)
+    login_failures_per_address: int = Field(20, ge=1)   # … and from one client address, any accounts
     login_window_seconds: float = Field(300.0, gt=0)
     # how often the event log is read for events other processes write (this process's own wake the
     # feed at once); 0.05 s cost an idle node 3% of a core
     event_poll_seconds: float = Field(0.25, gt=0, le=5)
     heartbeat_seconds: float = Field(15.0, gt=0)         # WebSocket heartbeat message interval
     https: bool = False                                  # serve the API over TLS (node.tls's certificate)
+    # A connection gets this long to send a whole request's headers, and is closed after this long
+    # idle between requests (slowloris, idle sockets holding file descriptors).
+    idle_timeout_seconds: float = Field(15.0, gt=0, le=3600)
+    body_timeout_seconds: float = Field(30.0, gt=0, le=3600)     # to receive a request's body
+    # Open HTTP connections (WebSockets included); beyond it a new one is answered 503 and closed.
+    max_connections: int = Field(1000, ge=1, le=100_000)
+    # /readyz says not ready when the storage folder's disk has less free space than this
+    readyz_min_free_mb: int = Field(512, ge=0)
 
 
 class AnalysisSettings(Section):
@@ -295,6 +360,7 @@ class Settings(Section):
     peers: list[Peer] = []
     hbys: HbysSettings = HbysSettings()
     push: PushSettings = PushSettings()
+    notify: NotifySettings = NotifySettings()
     api: ApiSettings = ApiSettings()
     analysis: AnalysisSettings = AnalysisSettings()
     engine: EngineSettings = EngineSettings()

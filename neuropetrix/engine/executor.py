@@ -13,7 +13,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from neuropetrix.config.settings import Settings
-from neuropetrix.engine import push_jobs, retention
+from neuropetrix.engine import notifications, push_jobs, retention
 from neuropetrix.engine.analysis_runner import AnalysisFailed, AnalysisProcess
 from neuropetrix.engine.jobs import Claimed, JobFailure
 from neuropetrix.engine.orders import order_facts
@@ -46,12 +46,14 @@ _REFUSABLE = {"oru": HL7_FILE, "fhir_bundle": FHIR_FILE}   # analysis.json deliv
 
 def done_event(kind: str) -> EventKind | None:
     """Pushes record no event: their outcome is the job's, and a push about a push would follow."""
-    return {"analyze": EventKind.ANALYSIS_DONE, "notify": None, push_jobs.KIND: None,
+    if kind in (push_jobs.KIND, *notifications.JOB_KINDS):
+        return None
+    return {"analyze": EventKind.ANALYSIS_DONE, "notify": None,
             retention.KIND: None}.get(kind, EventKind.DELIVERY_DONE)   # a prune records study.pruned itself
 
 
 def failed_event(kind: str) -> EventKind | None:
-    if kind == push_jobs.KIND:
+    if kind in (push_jobs.KIND, *notifications.JOB_KINDS):
         return None
     if kind == retention.KIND:
         return EventKind.PRUNE_FAILED
@@ -71,6 +73,7 @@ class JobRunner:
         self.files = files
         self.results = results
         self.push = push
+        self.channels = notifications.Channels(settings.notify, sessions, results)
         self.audit = audit_trail(settings, sessions)
 
     def run(self, job: Claimed, stop: threading.Event, analyzer: AnalysisProcess | None = None,
@@ -92,7 +95,12 @@ class JobRunner:
             if job.kind == push_jobs.KIND:
                 if self.push is None:
                     raise JobFailure("push is off on this node (push.credentials_file is not set)", permanent=True)
-                return push_jobs.send(job, self.push, self.sessions)
+                result = push_jobs.send(job, self.push, self.sessions)
+                with self.sessions.begin() as s:
+                    notifications.mark_sent(s, job, utcnow())
+                return result
+            if job.kind in notifications.JOB_KINDS:
+                return self.channels.run(job)
             if job.kind == "order_status":
                 return self._order_status(job)
             if job.kind == retention.KIND:
@@ -215,6 +223,6 @@ class JobRunner:
         summary_path = self.results.file(job.study_uid, ANALYSIS_FILE)
         with self.sessions.begin() as s:
             record(s, EventKind.NOTIFICATION, job.study_uid, {
-                "job": job.id, "route": job.route, "recipients": job.params["recipients"],
+                **job.params, "job": job.id, "route": job.route, "recipients": job.params["recipients"],
                 "analysed": summary_path.is_file()})
         return {"recipients": job.params["recipients"]}

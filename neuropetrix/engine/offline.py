@@ -17,6 +17,7 @@ from pydicom.dataset import Dataset
 from neuropetrix.analysis.devices import resolve_device
 from neuropetrix.analysis.errors import AnalysisError
 from neuropetrix.analysis.pipeline import analyze_volumes
+from neuropetrix.analysis.response import assess
 from neuropetrix.analysis.results import AnalysisResult
 from neuropetrix.analysis.volumes import Volume, choose_ct, choose_pet, inplane_block, load_volume, read_folder
 from neuropetrix.config.settings import AnalysisSettings, HbysSettings
@@ -70,7 +71,7 @@ def load_study(study_dir: Path, need_ct_pixels: bool, full_ct: bool = False) -> 
         return pet, None
     try:
         return pet, load_volume(ct_series, with_pixels=need_ct_pixels,
-                                block=1 if full_ct else inplane_block(ct_series, pet))
+                                block=1 if full_ct else inplane_block(ct_series, pet), release=not full_ct)
     except AnalysisError as exc:
         if full_ct:
             raise
@@ -105,18 +106,29 @@ def write_outputs(analysis: OfflineAnalysis, version: ResultVersion = AUTOMATIC)
     analysis.result.timings_s["write"] = time.perf_counter() - t0
 
 
+def analyze_prior(prior_dir: Path, settings: AnalysisSettings, device: str) -> AnalysisResult:
+    """The prior study analysed as the current one is (same settings), for the comparison only."""
+    model = settings.method == "model"
+    pet, ct = load_study(prior_dir, need_ct_pixels=model or settings.exclude_physiological, full_ct=model)
+    log.info("prior study %s: analysing it for the comparison", pet.header.get("StudyInstanceUID", "?"))
+    return analyze_volumes(pet, ct, settings, device)
+
+
 def analyze_folder(study_dir: Path, out_dir: Path, settings: AnalysisSettings,
                    device: str | None = None, hbys: HbysSettings | None = None,
                    organ_labels: Path | None = None, organ_source: str | None = None,
-                   order: VersionOrder | None = None, hbys_order: OrderFacts | None = None) -> OfflineAnalysis:
+                   order: VersionOrder | None = None, hbys_order: OrderFacts | None = None,
+                   prior_dir: Path | None = None) -> OfflineAnalysis:
     """Analyse the PET/CT study in `study_dir` and write the results into `out_dir`.
 
     `device` ("cpu", "cuda", "auto") overrides `settings.device`. `organ_labels` is a site segmentation
     model's output for this study (a folder of organ masks or a multi-label map, see
     `analysis.organlabels`), named `organ_source` (e.g. "TotalSegmentator"). `order` is the version to
     write (a physician's decisions applied; engine/review_result.py), the automatic preliminary one by
-    default; `hbys_order` is the HBYS's order when the study was reconciled with one. Raises `AnalysisError` (with `InputRefused` for SUV inputs) with a one-line message when
-    the study cannot be analysed.
+    default; `hbys_order` is the HBYS's order when the study was reconciled with one. `prior_dir` is an
+    earlier study of the patient: it is analysed with the same settings (nothing is written for it) and
+    the response to it (`analysis.response`) goes into the results. Raises `AnalysisError` (with
+    `InputRefused` for SUV inputs) with a one-line message when the study cannot be analysed.
     """
     from neuropetrix.analysis.organlabels import read_organ_masks
 
@@ -129,6 +141,8 @@ def analyze_folder(study_dir: Path, out_dir: Path, settings: AnalysisSettings,
     result = analyze_volumes(pet, ct, settings, resolved, timings, organs, organ_source or (
         None if organ_labels is None else Path(organ_labels).name))
     result, version = reviewed(result, order or VersionOrder())
+    if prior_dir is not None:
+        result.response = assess(result, analyze_prior(Path(prior_dir), settings, resolved), pet)
     analysis = OfflineAnalysis(result=result, pet=pet, ct=ct, out_dir=Path(out_dir), hbys=hbys or HbysSettings(),
                                hbys_order=hbys_order)
     write_outputs(analysis, version)

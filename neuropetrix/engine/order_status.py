@@ -19,8 +19,9 @@ from sqlalchemy.orm import Session
 
 from neuropetrix.config.settings import MllpOut, RetrySettings
 from neuropetrix.engine.hl7in import OUR_APPLICATION
+from neuropetrix.engine.jobs import new_job
 from neuropetrix.reports.hl7 import CODECS, _components  # the ORU's escaping: one copy of it
-from neuropetrix.store.jobs_models import QUEUED, Job
+from neuropetrix.store.jobs_models import Job
 from neuropetrix.store.orders_models import ARRIVED, COMPLETED, IN_PROGRESS, HbysPatient, Order
 
 KIND = "order_status"
@@ -90,10 +91,8 @@ def queue_status(s: Session, order: Order, status: str, destination: MllpOut, re
     control_id = f"NPX{order.id}{code}{event_id}"[:20]
     text = build_status(order, patient, code, destination, control_id, now)
     text.encode(CODECS[destination.charset])            # refused now, not at every retry
-    job = Job(kind=KIND, study_uid=order.study_uid, route=ROUTE, action_index=index, source_event_id=event_id,
-              destination="hl7:hbys", objects=[], params={"message": text, "charset": destination.charset, "order": order.id,
-                                                            "code": code},
-              state=QUEUED, attempts=0, max_attempts=retry.max_attempts, next_attempt_at=now, worker="",
-              last_error="", result={}, created_at=now, updated_at=now)
+    job = new_job(KIND, order.study_uid, ROUTE, index, "hl7:hbys", retry.max_attempts, source_event_id=event_id,
+                  params={"message": text, "charset": destination.charset, "order": order.id, "code": code},
+                  now=now)
     s.add(job)
     return job

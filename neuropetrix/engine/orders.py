@@ -558,7 +558,8 @@ class OrderTracker:
         now = self.clock()
         changed = 0
         with self.sessions.begin() as s:
-            for event in events.take_pending(s, CONSUMER, (EventKind.STUDY_RECEIVED, EventKind.STUDY_COMPLETE, EventKind.ORDER_CHANGED)):
+            kinds = (EventKind.STUDY_RECEIVED, EventKind.STUDY_COMPLETE, EventKind.ORDER_CHANGED)
+            for event in events.take_pending(s, CONSUMER, kinds):
                 events.advance(s, CONSUMER, event.id)
                 if event.kind == EventKind.ORDER_CHANGED:
                     self._report(s, event, now)

@@ -1,13 +1,14 @@
 """Push notifications as engine jobs: events → one durable job of kind "push" per device → FCM.
 
 Which events notify whom (docs/api.md): a finished analysis goes to the roles with push.results, an
-analysis parked as failed to those with push.failures (high priority), and a route's `notify` action
-(the `notification` event) to the roles it names (high priority). The jobs are made and the engine
-cursor "push" moved in one transaction, so an event turns into messages once, crash or not. They run on
-the engine's delivery lanes like every other delivery (destination "fcm", lease renewed, handed back on
-stop): a 5xx or an unreachable FCM is retried with the queue's back-off up to push.max_attempts, then
-parked for an operator's retry; a token FCM calls unregistered is dropped and its job done. Messages
-carry no patient data: it would cross Google.
+analysis parked as failed to those with push.failures (high priority); a route's `notify` action
+(the `notification` event) is engine/notifications.py's, which makes its push jobs with
+`device_job`. The jobs are made and the engine cursor "push" moved in one transaction, so an event
+turns into messages once, crash or not. They run on the engine's delivery lanes like every other
+delivery (destination "fcm", lease renewed, handed back on stop): a 5xx or an unreachable FCM is
+retried with the queue's back-off up to push.max_attempts, then parked for an operator's retry; a
+token FCM calls unregistered is dropped and its job done. Messages carry no patient data: it would
+cross Google.
 """
 from __future__ import annotations
 
@@ -22,14 +23,13 @@ from neuropetrix.metrics import PUSH_MESSAGES
 from neuropetrix.node.scu.push import REJECTED, RETRY, SENT, FcmSender, PushMessageSpec
 from neuropetrix.store.accounts import ROLES, Device, User
 from neuropetrix.store.eventlog import EventKind, advance, take_pending
-from neuropetrix.store.jobs_models import EngineCursor
+from neuropetrix.store.jobs_models import EngineCursor, Job
 from neuropetrix.store.models import Event
 
 log = logging.getLogger("neuropetrix.push")
 
 KIND, DESTINATION, CONSUMER = "push", "fcm", "push"
-KINDS = (EventKind.ANALYSIS_DONE, EventKind.ANALYSIS_FAILED, EventKind.NOTIFICATION, EventKind.REVIEW_READY,
-         EventKind.REVIEW_VERSION)
+KINDS = (EventKind.ANALYSIS_DONE, EventKind.ANALYSIS_FAILED, EventKind.REVIEW_READY, EventKind.REVIEW_VERSION)
 
 
 def plan(e: Event) -> tuple[list[str], str, str, str] | None:
@@ -51,10 +51,18 @@ def plan(e: Event) -> tuple[list[str], str, str, str] | None:
         return roles_with(PUSH_RESULTS), "normal", "PET/CT analysis done", body
     if e.kind == EventKind.ANALYSIS_FAILED and p.get("parked"):
         return roles_with(PUSH_FAILURES), "high", "PET/CT analysis failed", "The analysis needs attention"
-    if e.kind == EventKind.NOTIFICATION:
-        roles = [r for r in p.get("recipients", []) if r in ROLES]
-        return roles, "high", "PET/CT study flagged", f"Rule {p.get('route', '')} asks you to look"
     return None
+
+
+def device_job(e: Event, route: str, device_id: int, token: str, user_id: int, message: tuple[str, str, str],
+               max_attempts: int, **extra: object) -> Job:
+    """The push job telling one device of `e`: (priority, title, body); one per (event, route, device),
+    the queue's unique (source_event_id, route, action_index)."""
+    priority, title, body = message
+    return new_job(KIND, e.study_uid or "", route, device_id, DESTINATION, max_attempts, source_event_id=e.id,
+                   params={"token": token, "user_id": user_id, "priority": priority, "title": title, "body": body,
+                           "data": {"kind": e.kind, "event_id": str(e.id), "study_uid": e.study_uid or ""},
+                           **extra})
 
 
 def enqueue(s: Session, max_attempts: int) -> int:
@@ -72,12 +80,7 @@ def enqueue(s: Session, max_attempts: int) -> int:
         devices = s.execute(select(Device.id, Device.token, Device.user_id).join(User)
                             .where(User.role.in_(roles), User.disabled.is_(False))).all()
         for device_id, token, user_id in devices:
-            # one job per (event, device): the queue's unique (source_event_id, route, action_index)
-            s.add(new_job(KIND, e.study_uid or "", CONSUMER, device_id, DESTINATION, max_attempts,
-                          source_event_id=e.id, params={
-                              "token": token, "user_id": user_id, "priority": priority, "title": title,
-                              "body": body, "data": {"kind": e.kind, "event_id": str(e.id),
-                                                     "study_uid": e.study_uid or ""}}))
+            s.add(device_job(e, CONSUMER, device_id, token, user_id, (priority, title, body), max_attempts))
             made += 1
     if events:
         advance(s, CONSUMER, events[-1].id)

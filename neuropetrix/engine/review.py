@@ -106,7 +106,8 @@ def decision_of(review: Review, label: int, kind: str) -> str:
 
 def totals(review: Review) -> dict[str, Any]:
     """The study's measures over what the physician kept (TMTV is the sum of the kept lesions)."""
-    kept = [les for les in review.candidates.get("lesions", []) if decision_of(review, les["label"], "lesions") == LESION]
+    kept = [les for les in review.candidates.get("lesions", [])
+            if decision_of(review, les["label"], "lesions") == LESION]
     return {"lesion_count": len(kept), "tmtv_ml": sum(les["volume_ml"] for les in kept),
             "tlg_total": sum(les["tlg"] for les in kept),
             "suv_max": max((les["suv_max"] for les in kept), default=None)}

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from neuropetrix.config.loader import ConfigError
 from neuropetrix.config.settings import EngineSettings, Settings
-from neuropetrix.engine import push_jobs, retention
+from neuropetrix.engine import notifications, push_jobs, retention
 from neuropetrix.engine.analysis_runner import AnalysisProcess
 from neuropetrix.engine.dispatch import Dispatcher, Gate
 from neuropetrix.engine.executor import AWAITING_COMMITMENT, JobRunner, done_event, failed_event
@@ -26,13 +26,14 @@ from neuropetrix.engine.result_store import ResultStore
 from neuropetrix.engine.retention import RetentionSweep
 from neuropetrix.engine.review import ReviewWatcher, VersionStore
 from neuropetrix.engine.routes.rules import compile_routes
-from neuropetrix.node.scp.commitment import CommitmentListener
+from neuropetrix.node.scp.commitment_listener import CommitmentListener
 from neuropetrix.node.scu.commitment import CommitmentReport, job_of
 from neuropetrix.node.scu.push import FcmSender
 from neuropetrix.store.files import FileStore
 
 log = logging.getLogger("neuropetrix.engine")
-DELIVERY_KINDS = ("forward", "hl7", "fhir", "notify", "order_status", push_jobs.KIND, retention.KIND)
+DELIVERY_KINDS = ("forward", "hl7", "fhir", "notify", "order_status", push_jobs.KIND, *notifications.JOB_KINDS,
+                  retention.KIND)
 IDLE_POLLS = 4      # an idle lane reads the queue every IDLE_POLLS × engine.poll_seconds
 ANALYSIS_KINDS = ("analyze",)
 
@@ -57,6 +58,7 @@ class Worker:
         self._analyzers: list[AnalysisProcess] = []
         self.commitments: CommitmentListener | None = None
         self.push: push_jobs.PushPlanner | None = None
+        self.notifications: notifications.NotificationPlanner | None = None   # route notify → channels
         self.reviews: ReviewWatcher | None = None      # analyses → review state (engine/review.py)
         self.retention: RetentionSweep | None = None   # storage.retention's prune jobs
 
@@ -95,15 +97,20 @@ class Worker:
             except Exception:
                 log.exception("routing completed studies failed; will try again")
             try:
+                if self.reviews is not None:
+                    self.reviews.run_once()
+            except Exception:
+                log.exception("recording analysed results for review failed; will try again")
+            try:
                 if self.push is not None and self.push.run_once():
                     self._work.set()
             except Exception:
                 log.exception("making push notifications failed; will try again")
             try:
-                if self.reviews is not None:
-                    self.reviews.run_once()
+                if self.notifications is not None and self.notifications.run_once():
+                    self._work.set()
             except Exception:
-                log.exception("recording analysed results for review failed; will try again")
+                log.exception("making or escalating notifications failed; will try again")
             try:
                 if self.retention is not None and self.retention.run_once():
                     self._work.set()
@@ -202,6 +209,7 @@ def build_worker(settings: Settings, sessions: sessionmaker[Session], files: Fil
                     warm_analysis=any(a.kind == "analyze" for rule in rules for a in rule.actions))
     if sender is not None:
         worker.push = push_jobs.PushPlanner(sessions, settings.push.max_attempts)
+    worker.notifications = notifications.NotificationPlanner(sessions, settings, push_on=sender is not None)
     worker.reviews = ReviewWatcher(sessions, results, VersionStore(settings.node.data_dir / "versions"))
     kept = settings.storage.retention
     if kept.images_days is not None or kept.results_days is not None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -105,6 +105,7 @@ class PhantomTruth:
     accession_number: str | None
     pet_paths: list[Path] = field(default_factory=list)
     ct_paths: list[Path] = field(default_factory=list)
+    offset_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)   # patient position: phantom point p is at p + offset
 
     @property
     def tmtv_ml(self) -> float:
@@ -148,8 +149,9 @@ _LESION_HU = {"lung": 30.0, "mediastinum": 40.0, "liver": 45.0, "bone": None, "p
 PHYSIOLOGICAL_FDG = ("brain", "myocardium", "urinary_bladder", "kidney_right", "kidney_left")
 
 
-def _shapes(lesions: list[LesionTruth]) -> list[Shape]:
-    return _BACKGROUND + [Shape(les.name, les.center_mm, (les.diameter_mm / 2.0,) * 3, les.suv, _LESION_HU[les.site])
+def _shapes(lesions: list[LesionTruth], liver_suv: float = LIVER_SUV) -> list[Shape]:
+    background = [replace(s, suv=liver_suv) if s.name == "liver" else s for s in _BACKGROUND]
+    return background + [Shape(les.name, les.center_mm, (les.diameter_mm / 2.0,) * 3, les.suv, _LESION_HU[les.site])
                           for les in lesions]
 
 
@@ -331,41 +333,47 @@ def write_study(out_dir: Path, *, patient_name: str = "YILMAZ^AYŞE", patient_id
                 ct_matrix: int | None = None, slice_mm: float | None = None, with_ct: bool = True,
                 noise: float = 0.08, lesions: list[LesionTruth] | None = None, weight_kg: float = 72.0,
                 height_m: float = 1.68, sex: str = "F", dose_bq: float = 370e6,
-                z_range_mm: tuple[float, float] = Z_RANGE_MM) -> PhantomTruth:
+                z_range_mm: tuple[float, float] = Z_RANGE_MM, offset_mm: tuple[float, float, float] = (0.0, 0.0, 0.0),
+                liver_suv: float = LIVER_SUV) -> PhantomTruth:
     """Write the phantom's CT (out_dir/CT) and PET (out_dir/PT) series and return the truth.
 
     `pet_matrix` sets the PET resolution over a 512 mm field (128: 4 mm; 192: 2.7 mm); the CT has
     `ct_matrix` (default twice the PET's) and the same slices, `slice_mm` thick (default the PET pixel).
     `noise` is the PET noise SD as a fraction of the local SUV (plus 0.05 SUV everywhere in the body).
     `with_ct=False` writes a PET-only study; `accession=None` leaves AccessionNumber empty.
+    `offset_mm` places the patient elsewhere on the table (a follow-up visit): every point of the phantom,
+    and the scanned range with it, is moved by it (the truth stays in phantom coordinates; `offset_mm` is
+    kept in it). `liver_suv` changes the liver parenchyma's uptake.
     """
     lesions = list(LESIONS if lesions is None else lesions)
-    shapes = _shapes(lesions)
+    shapes = _shapes(lesions, liver_suv)
+    dx, dy, dz = offset_mm
     ct_matrix = ct_matrix or 2 * pet_matrix
     pet_mm = FOV_MM / pet_matrix
     slice_mm = slice_mm or pet_mm
     n_slices = round((z_range_mm[1] - z_range_mm[0]) / slice_mm)
-    zs = z_range_mm[0] + (np.arange(n_slices) + 0.5) * slice_mm    # instance 1 is the lowest slice
+    zs = z_range_mm[0] + dz + (np.arange(n_slices) + 0.5) * slice_mm    # instance 1 is the lowest slice
     rng = np.random.default_rng(seed)
     start = datetime(2026, 11, 24, 10, 0, 0)
     record = _Record(patient_name, patient_id, accession, weight_kg, height_m, sex, dose_bq,
                      start - timedelta(minutes=60), start, generate_uid(), generate_uid())
     pet_uid, ct_uid = generate_uid(), generate_uid() if with_ct else None
     out_dir = Path(out_dir)
-    truth = PhantomTruth(lesions=lesions, organs=_organ_truth(lesions), liver_suv=LIVER_SUV,
+    truth = PhantomTruth(lesions=lesions, organs=_organ_truth(lesions), liver_suv=liver_suv,
                          blood_pool_suv=BLOOD_SUV, physiological=PHYSIOLOGICAL_FDG,
                          pet_spacing_mm=(slice_mm, pet_mm, pet_mm), study_instance_uid=record.study_uid,
                          frame_of_reference_uid=record.frame_uid, pet_series_uid=pet_uid, ct_series_uid=ct_uid,
-                         accession_number=accession)
+                         accession_number=accession, offset_mm=(float(dx), float(dy), float(dz)))
 
     offsets = (np.arange(_SUB) + 0.5) / _SUB - 0.5
     px, py = _plane_grid(pet_matrix, offsets)
+    px, py = px - dx, py - dy
     bq_per_suv = dose_bq * 2.0 ** (-(start - record.injection).total_seconds() / F18_HALF_LIFE_S) / (weight_kg * 1000.0)
     (out_dir / "PT").mkdir(parents=True, exist_ok=True)
     pet_base = _pet_base(record, pet_uid, n_slices)
     bed_slices = max(1, round(200.0 / slice_mm))               # 20 cm bed positions, inferior first
     for k, z in enumerate(zs):
-        suv = sum(_paint(shapes, px, py, z + dz * slice_mm, "suv", 0.0) for dz in offsets) / _SUB
+        suv = sum(_paint(shapes, px, py, z - dz + sub * slice_mm, "suv", 0.0) for sub in offsets) / _SUB
         suv = suv.reshape(pet_matrix, _SUB, pet_matrix, _SUB).mean(axis=(1, 3))
         body = suv > 0
         suv = suv + body * rng.normal(0.0, 1.0, suv.shape) * (noise * suv + 0.05)
@@ -385,6 +393,7 @@ def write_study(out_dir: Path, *, patient_name: str = "YILMAZ^AYŞE", patient_id
     if not with_ct:
         return truth
     cx, cy = _plane_grid(ct_matrix, np.zeros(1))
+    cx, cy = cx - dx, cy - dy
     (out_dir / "CT").mkdir(parents=True, exist_ok=True)
     ct_base = _base(record, "CT", CT_STORAGE, ct_uid, 2, "CT WB")  # type: ignore[arg-type]
     ct_base.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
@@ -398,7 +407,7 @@ def write_study(out_dir: Path, *, patient_name: str = "YILMAZ^AYŞE", patient_id
     ct_base.ConvolutionKernel = "B30f"
     ct_base.WindowCenter, ct_base.WindowWidth = "40", "400"
     for k, z in enumerate(zs):
-        hu = _paint(shapes, cx, cy, float(z), "hu", -1000.0) + rng.normal(0.0, 10.0, cx.shape)
+        hu = _paint(shapes, cx, cy, float(z) - dz, "hu", -1000.0) + rng.normal(0.0, 10.0, cx.shape)
         ds = _slice(ct_base, k, float(z), ct_matrix, slice_mm)
         ds.PixelData = np.clip(np.rint(hu + 1024.0), -32768, 32767).astype(np.int16).tobytes()
         truth.ct_paths.append(_save(ds, out_dir / "CT" / f"CT{k + 1:04d}.dcm"))

@@ -29,7 +29,16 @@ from pydantic import ValidationError
 from neuropetrix.analysis.results import AnalysisResult
 from neuropetrix.config.settings import HbysSettings
 from neuropetrix.reports.errors import ReportError, require
-from neuropetrix.reports.measures import LOCAL_SYSTEM, Measure, lesion_measures, measures, summary
+from neuropetrix.reports.measures import (
+    LOCAL_SYSTEM,
+    PERCIST_RESPONSE,
+    Measure,
+    lesion_measures,
+    measures,
+    response_category,
+    response_measures,
+    summary,
+)
 from neuropetrix.reports.seg import lesion_tracking_uid
 from neuropetrix.reports.source import StudyInfo, procedure_code
 from neuropetrix.reports.sr import sr_instance_uid
@@ -97,6 +106,32 @@ def _observation(result: AnalysisResult, m: Measure, report_uid: str, patient: s
     return obs
 
 
+def _response_observation(result: AnalysisResult, report_uid: str, patient: str, study: str, effective: str,
+                          status: str) -> dict[str, Any] | None:
+    """The PERCIST category as an Observation derived from this study and the prior one (None without one)."""
+    category, response = response_category(result), result.response
+    if category is None or response is None:
+        return None
+    return {
+        "resourceType": "Observation",
+        "identifier": [{"system": OBSERVATION_ID_SYSTEM, "value": f"{report_uid}/study/response_category"}],
+        "status": status,
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                  "code": "imaging", "display": "Imaging"}]}],
+        "code": {"coding": [_coding(PERCIST_RESPONSE.value, LOCAL_SYSTEM, PERCIST_RESPONSE.meaning)],
+                 "text": response.criteria},
+        "subject": {"reference": patient},
+        "effectiveDateTime": effective,
+        "valueCodeableConcept": {"coding": [_coding(category.value, LOCAL_SYSTEM, category.meaning)],
+                                 "text": category.meaning},
+        "note": [{"text": reason} for reason in response.not_assessable] or None,
+        "derivedFrom": [{"reference": study},
+                        {"type": "ImagingStudy", "identifier": {"system": DICOM_UID,
+                                                                "value": _oid(response.prior_study_uid)},
+                         "display": "prior study"}],
+    }
+
+
 def build_bundle(result: AnalysisResult, info: StudyInfo, settings: HbysSettings, sop_classes: Mapping[str, str],
                  pdf: bytes | None = None, now: datetime | None = None,
                  version: ResultVersion = AUTOMATIC) -> Bundle:
@@ -105,7 +140,7 @@ def build_bundle(result: AnalysisResult, info: StudyInfo, settings: HbysSettings
     `sop_classes`: SOP Class UID of each PET instance (PET, Enhanced PET, Legacy Converted), as stored.
     `version` gives the status (preliminary, final, amended); every version updates the same
     DiagnosticReport and Observations, identified by the analysis."""
-    values = measures(result)
+    values = measures(result) + response_measures(result)
     zone = info.study_datetime.tzinfo
     now = (now or datetime.now(zone)).astimezone(zone).replace(microsecond=0)
     require(result.pet_sop_instance_uids, "no PET instances: the ImagingStudy would be empty")
@@ -156,6 +191,9 @@ def build_bundle(result: AnalysisResult, info: StudyInfo, settings: HbysSettings
     observations = [(f"urn:uuid:{derived_uuid(result, 'fhir', 'obs', m.observation_id)}",
                      _observation(result, m, report_uid, patient_url, study_url, effective,
                                   version.fhir_status)) for m in values]
+    response = _response_observation(result, report_uid, patient_url, study_url, effective, version.fhir_status)
+    if response is not None:
+        observations.append((f"urn:uuid:{derived_uuid(result, 'fhir', 'obs', 'study/response_category')}", response))
     # a lesion the physician took out keeps its identifiers: what an earlier version posted is withdrawn
     withdrawn = [(f"urn:uuid:{derived_uuid(result, 'fhir', 'obs', m.observation_id)}",
                   _observation(result, m, report_uid, patient_url, study_url, effective, "entered-in-error"))

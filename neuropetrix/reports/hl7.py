@@ -25,7 +25,7 @@ from pydicom.valuerep import PersonName
 from neuropetrix.analysis.results import AnalysisResult
 from neuropetrix.config.settings import MllpOut
 from neuropetrix.reports.errors import ReportError, require
-from neuropetrix.reports.measures import measures, summary
+from neuropetrix.reports.measures import PERCIST_RESPONSE, measures, response_category, response_measures, summary
 from neuropetrix.reports.source import StudyInfo, ordered_procedure
 from neuropetrix.reports.uids import derived_uuid
 from neuropetrix.reports.version import AUTOMATIC, ResultVersion
@@ -85,7 +85,7 @@ def build_oru(result: AnalysisResult, info: StudyInfo, destination: MllpOut,
               now: datetime | None = None, result_version: ResultVersion = AUTOMATIC) -> Message:
     """The ORU^R01 for one analysis, in the destination's version; ReportError if it cannot be valid.
     `result_version` sets OBR-25/OBX-11 (P, F, C), the control id of a new version and the signer (OBR-32)."""
-    values = measures(result)
+    values = measures(result) + response_measures(result)
     zone = info.study_datetime.tzinfo
     now = (now or datetime.now(zone)).astimezone(zone)
     status = result_version
@@ -174,6 +174,18 @@ def build_oru(result: AnalysisResult, info: StudyInfo, destination: MllpOut,
             obx.obx_14 = _ts(info.study_datetime)
             if m.derivation is not None:
                 obx.obx_17 = _components(m.derivation.value, m.derivation.meaning, m.derivation.scheme_designator)
+        category = response_category(result)
+        if category is not None:        # the response to the prior study, as a coded value
+            set_id += 1
+            obx = order.add_group("ORU_R01_OBSERVATION").add_segment("OBX")
+            obx.obx_1 = str(set_id)
+            obx.obx_2 = "CE" if version == "2.3.1" else "CWE"
+            obx.obx_3 = _components(PERCIST_RESPONSE.value, PERCIST_RESPONSE.meaning,
+                                    PERCIST_RESPONSE.scheme_designator)
+            obx.obx_4 = "0"
+            obx.obx_5 = _components(category.value, category.meaning, category.scheme_designator)
+            obx.obx_11 = status.hl7_status
+            obx.obx_14 = _ts(info.study_datetime)
         obx = order.add_group("ORU_R01_OBSERVATION").add_segment("OBX")
         obx.obx_1 = str(set_id + 1)
         obx.obx_2 = "TX"

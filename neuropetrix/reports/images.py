@@ -109,7 +109,8 @@ def mip_png(result: AnalysisResult, volume: np.ndarray) -> bytes:
     ax.set_axis_off()
     ax.text(0.01, 0.99, "R", transform=ax.transAxes, va="top", ha="left", fontsize=9)
     ax.text(0.99, 0.99, "L", transform=ax.transAxes, va="top", ha="right", fontsize=9)
-    normal = f"; {len(result.physiological)} normal-uptake region(s) dashed, not counted" if result.physiological else ""
+    normal = (f"; {len(result.physiological)} normal-uptake region(s) dashed, not counted"
+              if result.physiological else "")
     fig.text(0.5, bottom / 3, f"MIP, {len(result.lesions)} lesion(s) outlined{normal}, {caption}", ha="center",
              fontsize=6)
     return _png(fig)

@@ -19,6 +19,7 @@ from decimal import Decimal
 
 from pydicom.sr.coding import Code
 
+from neuropetrix.analysis.response import CATEGORIES
 from neuropetrix.analysis.results import AnalysisResult, Lesion
 from neuropetrix.reports.errors import require
 
@@ -52,6 +53,16 @@ NUMBER_OF_LESIONS = Code("246206008", "SCT", "Number of lesions")
 MILLILITER = Code("ml", UCUM, "milliliter")
 LESIONS_UNIT = Code("{lesions}", UCUM, "lesions")
 LIVER = Code("10200004", "SCT", "Liver")
+PERCENT = Code("%", UCUM, "percent")
+SCORE_UNIT = Code("{score}", UCUM, "score")
+# The response to a prior study: no standard code names a PERCIST category or a change between two
+# studies, so these are local codes (99NPX), with the criteria in the code's meaning.
+PERCIST_RESPONSE = Code("percist_category", LOCAL_SYSTEM, "PERCIST 1.0 response category")
+SULPEAK_CHANGE = Code("sul_peak_change", LOCAL_SYSTEM, "Change of the hottest lesion's SULpeak")
+TMTV_CHANGE = Code("tmtv_change", LOCAL_SYSTEM, "Change of the total MTV since the prior study")
+TLG_CHANGE = Code("tlg_change", LOCAL_SYSTEM, "Change of the total TLG since the prior study")
+DEAUVILLE = Code("deauville_score", LOCAL_SYSTEM, "Deauville 5-point score (quantitative)")
+NOT_ASSESSABLE = Code("NA", LOCAL_SYSTEM, "not assessable")
 
 
 @dataclass(frozen=True)
@@ -153,6 +164,52 @@ def measures(result: AnalysisResult) -> list[Measure]:
     return out
 
 
+def response_measures(result: AnalysisResult) -> list[Measure]:
+    """The numbers of the response to a prior study (none without one): SULpeak before, after and its
+    change, ΔTMTV, ΔTLG (in the studies' SUV type) and the Deauville score."""
+    response = result.response
+    if response is None:
+        return []
+    sul, sul_unit = _SUV[response.sul_type]
+    _, unit = suv_concepts(result)
+    doc = response.to_json()
+    candidates = [
+        ("response_sul_peak_before", "SULpeak prior study", sul, PEAK, sul_unit, response.sul_peak_before),
+        ("response_sul_peak_after", "SULpeak current study", sul, PEAK, sul_unit, response.sul_peak_after),
+        ("response_sul_peak_change", "SULpeak change", SULPEAK_CHANGE, None, PERCENT, response.percent_change),
+        ("response_tmtv_change", "Total MTV change", TMTV_CHANGE, None, MILLILITER, doc["delta_tmtv_ml"]),
+        ("response_tlg_change", "Total TLG change", TLG_CHANGE, None, _tlg_unit(unit), doc["delta_tlg"]),
+        ("deauville_score", "Deauville score", DEAUVILLE, None, SCORE_UNIT, response.deauville.score),
+    ]
+    return [Measure(key, label, concept, derivation, unit_code, float(value), None)
+            for key, label, concept, derivation, unit_code, value in candidates if value is not None]
+
+
+def response_category(result: AnalysisResult) -> Code | None:
+    """The PERCIST category as a coded value (`NOT_ASSESSABLE` when the pair broke a rule), or None
+    without a prior study."""
+    response = result.response
+    if response is None:
+        return None
+    if response.category is None:
+        return NOT_ASSESSABLE
+    return Code(response.category, LOCAL_SYSTEM, CATEGORIES[response.category])
+
+
+def response_text(result: AnalysisResult) -> str:
+    """One sentence on the response for the summary ('' without a prior study)."""
+    response = result.response
+    if response is None:
+        return ""
+    category = response_category(result)
+    head = f"{response.criteria} versus prior study {response.prior_study_uid}: "
+    if response.category is None:
+        return head + "not assessable (" + "; ".join(response.not_assessable) + ")."
+    change = "" if response.percent_change is None else f", SULpeak {number(response.percent_change)} %"
+    return head + f"{response.category} ({category.meaning if category else ''}){change}, " \
+        f"{len(response.new_lesions)} new lesion(s)."
+
+
 def number(value: float, digits: int = REPORTED_DIGITS) -> str:
     """A value as reports print it: `digits` significant digits, never in exponent notation (HL7 NM
     forbids it)."""
@@ -173,5 +230,7 @@ def summary(result: AnalysisResult) -> str:
     if result.liver is not None:
         parts.append(f"liver {suv.meaning} mean {number(result.liver.suv_mean)} "
                      f"(PERCIST threshold {number(result.liver.percist_threshold)})")
+    response = response_text(result)
     return ("; ".join(parts) + f". Method: {seg.algorithm_name} {seg.algorithm_version} ({method}, "
-            f"min volume {seg.min_volume_ml:g} ml). Automated measurement, to be read by a physician.")
+            f"min volume {seg.min_volume_ml:g} ml). {response + ' ' if response else ''}"
+            "Automated measurement, to be read by a physician.")

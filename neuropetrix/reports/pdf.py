@@ -122,7 +122,8 @@ def build_pdf(result: AnalysisResult, info: StudyInfo, mip: bytes, key_images: d
     heading = ParagraphStyle("heading", fontName=BOLD, fontSize=9, leading=11, spaceBefore=3)
 
     patient = [
-        ["Patient", f"{info.patient_family_name}, {info.patient_given_name}", "Accession", info.accession_number or "none"],
+        ["Patient", f"{info.patient_family_name}, {info.patient_given_name}", "Accession",
+         info.accession_number or "none"],
         ["Patient ID", f"{info.patient_id}{' (TCKN)' if info.is_tckn else ''}", "Study date",
          info.study_datetime.strftime("%Y-%m-%d %H:%M")],
         ["Birth date / sex", f"{_fmt(info.patient_birth_date)} / {_fmt(info.patient_sex)}", "Institution",

@@ -109,7 +109,8 @@ def with_order(info: StudyInfo, order: OrderFacts | None) -> StudyInfo:
         admission_id=order.admission_id or info.admission_id,
         referring_physician=order.referring_physician or info.referring_physician,
         identifier_type=order.identifier_type, placer_authority=order.placer_authority,
-        requested_procedure=ordered or info.requested_procedure, sut_procedure=sut, ordering_physician=order.ordering_physician,
+        requested_procedure=ordered or info.requested_procedure, sut_procedure=sut,
+        ordering_physician=order.ordering_physician,
         other_identifiers=order.other_identifiers)
 
 

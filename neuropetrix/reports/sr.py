@@ -5,7 +5,8 @@ SUVmax, SUVmean, SUVpeak, volume and TLG; one TID 1501 group with the study tota
 TLG, highest SUVmax) and, when measured, one for the PERCIST liver reference. Viewers that read TID 1500
 (OHIF, 3D Slicer) pair each group with its segment through the Referenced Segment item. The Image
 Library (TID 1600) lists the PET images the measurements were made on: OHIF's SR handler needs it
-(not yet for an Enhanced PET, see build_sr).
+(not yet for an Enhanced PET, see build_sr); reports/imagelibrary.py builds it without highdicom's
+per-image cost.
 Each value is the reported decimal (`Measure.reported`), the same digits HL7 and FHIR carry.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pydicom.uid import Comprehensive3DSRStorage
 
 from neuropetrix.analysis.results import AnalysisResult
 from neuropetrix.reports.errors import require
+from neuropetrix.reports.imagelibrary import add_image_library
 from neuropetrix.reports.measures import LIVER, Measure, lesion_measures, measures, study_measures
 from neuropetrix.reports.seg import MANUFACTURER, lesion_tracking_uid, software_version
 from neuropetrix.reports.source import StudyInfo, procedure_code
@@ -109,9 +111,6 @@ def build_sr(result: AnalysisResult, pet_datasets: list[Dataset], info: StudyInf
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=procedure_code(info),
         imaging_measurements=groups,
-        # highdicom describes single-frame images only (it reads PixelSpacing at the top level); an
-        # Enhanced PET's SR goes without the library.
-        referenced_images=pet_datasets if result.pet_frame_numbers is None else None,
     )
     evidence = list(pet_datasets) + ([seg] if seg is not None else [])
     sr = hd.sr.Comprehensive3DSR(
@@ -133,6 +132,10 @@ def build_sr(result: AnalysisResult, pet_datasets: list[Dataset], info: StudyInf
         series_description="NeuroPETRIX PET measurements",
         software_versions=software_version(result),
     )
+    # highdicom describes single-frame images only (it reads PixelSpacing at the top level); an
+    # Enhanced PET's SR goes without the library. Added after the SR is built (see imagelibrary).
+    if result.pet_frame_numbers is None:
+        add_image_library(sr, pet_datasets)
     stamp_created(sr, info.study_datetime.tzinfo, now)
     settle_charset(sr, pet_datasets[0].get("SpecificCharacterSet"))
     return sr

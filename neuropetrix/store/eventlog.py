@@ -39,6 +39,11 @@ class EventKind(StrEnum):
     DELIVERY_DONE = "delivery.done"
     DELIVERY_FAILED = "delivery.failed"
     NOTIFICATION = "notification"            # a route's notify action
+    # engine/notifications.py: an urgent one passed on to the next on call; acknowledged; an address
+    # (e-mail, phone) refused for good
+    NOTIFICATION_ESCALATED = "notification.escalated"
+    NOTIFICATION_ACKED = "notification.acked"
+    NOTIFICATION_UNDELIVERABLE = "notification.undeliverable"
     # physician review (engine/review.py): a preliminary result awaits review; decisions changed; a
     # physician signed (or asked for a re-analysis); a new version of the results was made
     REVIEW_READY = "review.ready"
@@ -49,6 +54,8 @@ class EventKind(StrEnum):
     STUDY_PRUNED = "study.pruned"            # retention deleted a study's images or results (engine/retention.py)
     PRUNE_FAILED = "study.prune_failed"
     ORDER_CHANGED = "order.changed"          # an HBYS order's state moved (engine/orders.py); payload: order, status
+    # an account's tokens were revoked (api/users.py): API processes close its WebSockets; payload: user_id
+    ACCOUNT_REVOKED = "account.revoked"
 
 
 def record(s: Session, kind: EventKind, study_uid: str | None, payload: dict, at: datetime | None = None) -> None:

@@ -28,7 +28,8 @@ class Base(DeclarativeBase):
 
 class Patient(Base):
     __tablename__ = "patients"
-    __table_args__ = (UniqueConstraint("patient_id", "issuer", name="uq_patient_identity"),)
+    __table_args__ = (UniqueConstraint("patient_id", "issuer", name="uq_patient_identity"),
+                      Index("ix_patients_name", "name"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     patient_id: Mapped[str] = mapped_column(String(64), default="")
@@ -59,7 +60,10 @@ class Study(Base):
     patient: Mapped[Patient] = relationship(back_populates="studies")
     series: Mapped[list[Series]] = relationship(back_populates="study")
 
-    __table_args__ = (Index("ix_studies_state_last", "state", "last_received_at"),)
+    # the last three: the keys a C-FIND most often narrows on (migration 0014)
+    __table_args__ = (Index("ix_studies_state_last", "state", "last_received_at"),
+                      Index("ix_studies_study_date", "study_date"),
+                      Index("ix_studies_accession_number", "accession_number"))
 
 
 class Series(Base):
@@ -68,7 +72,7 @@ class Series(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     series_uid: Mapped[str] = mapped_column(UID, unique=True)
     study_pk: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
-    modality: Mapped[str] = mapped_column(String(16), default="")
+    modality: Mapped[str] = mapped_column(String(16), default="", index=True)
     series_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
     description: Mapped[str] = mapped_column(String(256), default="")
     body_part: Mapped[str] = mapped_column(String(64), default="")

@@ -103,8 +103,10 @@ class StudyOrder(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_uid: Mapped[str] = mapped_column(UID, unique=True)
     order_pk: Mapped[int | None] = mapped_column(ForeignKey("orders.id"), nullable=True, index=True)
-    state: Mapped[str] = mapped_column(String(16), index=True)   # matched | linked | unordered | unmatched | mismatch
-    matched_by: Mapped[str] = mapped_column(String(32), default="")   # accession | study_uid | patient_date_modality | user
+    # matched | linked | unordered (settled) | unmatched | mismatch (on the reconcile list)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    # accession | study_uid | patient_date_modality | user
+    matched_by: Mapped[str] = mapped_column(String(32), default="")
     differences: Mapped[list] = mapped_column(JSON, default=list)    # attribute names where images and order differ
     held: Mapped[int] = mapped_column(Integer, default=0)             # 1 = its completion waits for the link
     resolved_by: Mapped[str] = mapped_column(String(64), default="")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from neuropetrix.analysis.volumes import Volume, choose_ct, choose_pet, load_volume, read_folder
-from tests.phantom import Phantom, standard_phantom, write_phantom
+from tests.support.phantom import Phantom, standard_phantom, write_phantom
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from neuropetrix.analysis.devices import cuda_available
-from tests.phantom import small_spec, standard_phantom, write_phantom
+from tests.support.phantom import small_spec, standard_phantom, write_phantom
 
 NEUROPETRIX = Path(sys.executable).parent / "neuropetrix"
 

@@ -15,7 +15,7 @@ from neuropetrix.analysis.suv import suv_factors
 from neuropetrix.config.settings import AnalysisSettings
 from neuropetrix.engine.offline import load_study
 from tests.analysis.helpers import analyze_dir, nearest
-from tests.phantom import Phantom, standard_phantom, write_phantom
+from tests.support.phantom import Phantom, standard_phantom, write_phantom
 
 A, B, C, D, E, F = range(6)          # the standard phantom's spheres
 

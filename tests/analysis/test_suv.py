@@ -10,7 +10,7 @@ from pydicom.dataset import Dataset
 
 from neuropetrix.analysis.errors import InputRefused
 from tests.analysis.helpers import analyze_dir, nearest
-from tests.phantom import VARIANTS, Phantom, small_spec, standard_phantom, write_phantom
+from tests.support.phantom import VARIANTS, Phantom, small_spec, standard_phantom, write_phantom
 
 REFERENCE_SOURCE = {"ge_private_time": "ge_private_scan_datetime", "admin": "admin",
                     "enhanced": "decay_correction_datetime", "gml": None, "cm2ml": None,

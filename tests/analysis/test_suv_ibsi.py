@@ -10,7 +10,7 @@ from pydicom.dataset import Dataset
 
 from neuropetrix.analysis.errors import InputRefused
 from tests.analysis.helpers import analyze_dir, nearest
-from tests.phantom import Phantom, small_spec, standard_phantom, write_phantom
+from tests.support.phantom import Phantom, small_spec, standard_phantom, write_phantom
 
 # A 72 kg, 1.68 m woman (the phantom's patient), the manual's formulas with H in cm:
 LBM_JAMES_KG = 1.07 * 72 - 148 * (72 / 168) ** 2          # 49.856

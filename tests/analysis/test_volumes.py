@@ -11,7 +11,7 @@ import pytest
 from neuropetrix.analysis.errors import AnalysisError
 from neuropetrix.analysis.volumes import choose_pet, load_volume, read_folder, resample_to
 from tests.analysis.helpers import analyze_dir
-from tests.phantom import small_spec, standard_phantom, write_phantom
+from tests.support.phantom import small_spec, standard_phantom, write_phantom
 
 
 def _tiny(tmp_path: Path, **kw) -> Path:

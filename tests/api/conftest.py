@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +17,8 @@ import yaml
 from sqlalchemy.orm import Session, sessionmaker
 
 from neuropetrix.api import users
-from neuropetrix.api.app import create_app
-from neuropetrix.api.context import Readiness
+from neuropetrix.api.ops import Readiness
+from neuropetrix.api.server import build_app
 from neuropetrix.config.loader import parse_settings
 from neuropetrix.config.settings import Settings
 from neuropetrix.store.accounts import ROLES
@@ -29,16 +30,31 @@ PASSWORD = "correct horse battery"
 _uids = itertools.count(1)
 
 
+class MovableClock:
+    """Unix time that stands still until a test moves it: token expiry without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 @dataclass
 class ApiEnv:
     settings: Settings
     sessions: sessionmaker[Session]
     data_dir: Path
     dicom_up: list[bool]
+    clock: MovableClock
 
-    def app(self):
-        return create_app(self.settings, self.sessions,
-                          Readiness(self.settings.node.storage_dir, dicom_listening=lambda: self.dicom_up[0]))
+    def app(self, sessions: sessionmaker[Session] | None = None):
+        return build_app(self.settings, sessions or self.sessions,
+                         Readiness(self.settings.node.storage_dir, dicom_listening=lambda: self.dicom_up[0]),
+                         clock=self.clock)
 
     def add_instance(self, study_uid: str, modality: str = "PT", series: int = 1, **kw) -> None:
         n = next(_uids)
@@ -60,7 +76,7 @@ def make_settings(data_dir: Path, push: dict | None = None, **api) -> Settings:
     config = {"node": {"data_dir": str(data_dir)}, "push": push or {},
               "engine": {"poll_seconds": 0.05, "retry": {"base_seconds": 0.05, "max_seconds": 0.2, "jitter": 0}},
               "api": {"login_failures_per_account": 3, "login_failures_per_address": 6,
-                      "event_poll_seconds": 0.02, "heartbeat_seconds": 0.5, **api}}
+                      "event_poll_seconds": 0.02, "heartbeat_seconds": 1.0, **api}}
     return parse_settings(yaml.safe_dump(config), "test", environ={})
 
 
@@ -83,7 +99,7 @@ def make_env(tmp_path, accounts_db) -> Callable[..., ApiEnv]:
         settings.node.storage_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy(accounts_db, settings.node.data_dir / "neuropetrix.db")
         _, sessions = open_database(settings.node.db_url)
-        return ApiEnv(settings, sessions, settings.node.data_dir, [True])
+        return ApiEnv(settings, sessions, settings.node.data_dir, [True], MovableClock())
     return make
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import time
 
 import pytest
 
@@ -51,7 +50,7 @@ async def test_missing_expired_tampered_none_and_foreign_tokens_are_refused(clie
     claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
     key = load_signing_key(None, env.data_dir)
     expired = TokenSigner(key, 60).issue(claims["sub"] and int(claims["sub"]), "admin", "admin", 0,
-                                         now=time.time() - 3600)
+                                         now=env.clock() - 3600)
     tampered = ".".join([head, _b64({**claims, "role": "admin", "sub": "2"}), sig])
     alg_none = ".".join([_b64({"alg": "none", "typ": "JWT"}), _b64(claims), ""])
     foreign = TokenSigner("x" * 40, 900).issue(int(claims["sub"]), "admin", "admin", 0)
@@ -132,5 +131,23 @@ async def test_a_revocation_by_another_process_takes_effect_within_the_check_win
     assert (await client.get("/api/me", headers=bearer(tokens))).status == 200     # checked and remembered
     with env.sessions.begin() as s:                 # what `neuropetrix users disable viewer` does
         users.update_user(s, "viewer", disabled=True)
-    await asyncio.sleep(Auth.CHECK_SECONDS)
+    env.clock.advance(Auth.CHECK_SECONDS)
     assert (await client.get("/api/me", headers=bearer(tokens))).status == 401
+
+
+async def test_a_revocation_by_another_process_arrives_with_its_event(client, env):
+    tokens = await login(client, "viewer")
+    assert (await client.get("/api/me", headers=bearer(tokens))).status == 200     # checked and remembered
+    with env.sessions.begin() as s:
+        users.set_password(s, "viewer", "another long password")
+    async with asyncio.timeout(5):                  # the feed reads the account.revoked event (no clock moved)
+        while (await client.get("/api/me", headers=bearer(tokens))).status != 401:
+            await asyncio.sleep(0.02)
+
+
+async def test_an_access_token_expires_by_the_clock(client, env):
+    tokens = await login(client, "viewer")
+    assert (await client.get("/api/me", headers=bearer(tokens))).status == 200
+    env.clock.advance(tokens["expires_in"])
+    r = await client.get("/api/me", headers=bearer(tokens))
+    assert r.status == 401 and "expired" in (await r.json())["message"]

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.api.browser import Chromium
 from tests.engine.conftest import FAST_ENGINE, petct_study, storescu  # noqa: F401  (petct_study is a fixture)
-from tests.nodeproc import ROOT, running_node
+from tests.support.browser import Chromium
+from tests.support.nodeproc import ROOT, running_node
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 ARTIFACTS = ROOT / "test-artifacts" / "dashboard"

@@ -13,7 +13,7 @@ from neuropetrix.store.accounts import Device
 from neuropetrix.store.files import FileStore
 from neuropetrix.store.jobs_models import Job
 from tests.api.conftest import bearer, login
-from tests.api.fakefcm import FakeFcm
+from tests.support.fakefcm import FakeFcm
 
 pytestmark = pytest.mark.asyncio
 UID = "1.2.826.0.1.3680043.10.4.1"

@@ -7,7 +7,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.nodeproc import running_node
+from tests.support.nodeproc import running_node
 
 pytestmark = pytest.mark.asyncio
 PASSWORD = "served password"

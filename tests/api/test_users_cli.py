@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from tests.api.conftest import PASSWORD
-from tests.nodeproc import run_cli
+from tests.support.nodeproc import run_cli
 
 
 def test_users_command(tmp_path):

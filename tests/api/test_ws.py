@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import time
 
 import aiohttp
 import pytest
 
-from neuropetrix.api.events import EventFeed, Subscription, _CommitWatch
+from neuropetrix.api.event_feed import EventFeed, Subscription, _CommitWatch
 from neuropetrix.api.tokens import TokenSigner, load_signing_key
 from neuropetrix.api.ws import TOKEN_EXPIRED
 from neuropetrix.store.db import utcnow
@@ -105,9 +104,11 @@ async def test_events_written_by_another_process_arrive(client, env):
 
 async def test_the_socket_closes_when_the_access_token_expires(client, env):
     signer = TokenSigner(load_signing_key(None, env.data_dir), 30)
-    short = signer.issue(1, "admin", "admin", 0, now=time.time() - 29)     # one second left
+    short = signer.issue(1, "admin", "admin", 0, now=env.clock())
     ws = await client.ws_connect("/api/ws", headers=bearer(short))
     await _next(ws, "hello")
+    await _next(ws, "heartbeat")                     # still open while the token is valid
+    env.clock.advance(30)
     msg = await ws.receive(timeout=10)
     while msg.type == aiohttp.WSMsgType.TEXT:       # heartbeats until then
         msg = await ws.receive(timeout=10)

@@ -16,10 +16,10 @@ from sqlalchemy import select
 from neuropetrix.engine.jobs import job_json, list_jobs
 from neuropetrix.store.db import make_engine, make_sessionmaker, utcnow
 from neuropetrix.store.models import Event
-from tests import pg
 from tests.conftest import storescu as dcmtk_storescu
-from tests.nodeproc import SCANNER_AE, NodeProcess, free_port
-from tests.synthetic import StudySpec, write_petct_study
+from tests.support import pg
+from tests.support.nodeproc import SCANNER_AE, NodeProcess, free_port
+from tests.support.synthetic import StudySpec, write_petct_study
 
 PET_MATRIX, SLICES = 64, 40
 # hot spheres: (slice, row, column) in voxels, radius in voxels, SUV
@@ -159,7 +159,7 @@ class Relay:
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
-    """tests/pg.py's throw-away cluster; yields its base URL, for a database per test."""
+    """tests/support/pg.py's throw-away cluster; yields its base URL, for a database per test."""
     if not pg.available():
         pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
     with pg.postgres_cluster() as url:

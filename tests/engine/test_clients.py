@@ -13,8 +13,8 @@ import pytest
 
 from neuropetrix.node.scu import fhir, mllp
 from neuropetrix.node.scu.errors import DeliveryError
-from tests.engine.hbys import fhir_endpoint, mllp_listener
-from tests.nodeproc import free_port
+from tests.support.hbys_peer import fhir_endpoint, mllp_listener
+from tests.support.nodeproc import free_port
 
 ORU = ("MSH|^~\\&|NEUROPETRIX|NUKLEER|HBYS|HASTANE|20261124101500||ORU^R01^ORU_R01|CTRL-42|P|2.5|||AL|NE||"
        "UNICODE UTF-8\rPID|1||10000000146^^^MERNIS^NNTUR||YILMAZ^AYŞE\r"

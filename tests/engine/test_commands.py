@@ -9,7 +9,7 @@ import pytest
 
 from neuropetrix.store import migrate
 from neuropetrix.store.db import make_engine
-from tests.nodeproc import run_cli
+from tests.support.nodeproc import run_cli
 
 READ_ONLY = (("studies", "--json"), ("jobs", "--json"), ("users", "list", "--json"))
 

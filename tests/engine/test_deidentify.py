@@ -15,7 +15,7 @@ from pydicom.uid import generate_uid
 
 from neuropetrix.engine.transforms import TransformError, build
 from neuropetrix.engine.transforms.deidentify import basic_profile
-from tests.synthetic import StudySpec, write_pet_series
+from tests.support.synthetic import StudySpec, write_pet_series
 
 SECRET = "site-secret"
 NAME, FAMILY, GIVEN = "YILMAZ^AYŞE", "YILMAZ", "AYŞE"
@@ -161,13 +161,16 @@ def test_pet_header_and_report_carry_no_identifier(pet: Dataset) -> None:
 
 def test_keep_retains_attributes_and_private_ones(pet: Dataset) -> None:
     ds = copy.deepcopy(pet)
+    ds.private_block(0x0011, "SITE PROTOCOL", create=True).add_new(0x01, "LT", "arm B")
     build([{"deidentify": {"keep": ["PatientWeight", "RadiopharmaceuticalInformationSequence",
-                                    "GEMS_PETD_01:0009,xx01"]}}], SECRET)(ds)
+                                    "GEMS_PETD_01:0009,xx01", "SITE PROTOCOL:0011,xx01"]}}], SECRET)(ds)
+    assert ds.private_block(0x0011, "SITE PROTOCOL")[0x01].value == "arm B"     # kept text stays text
     assert ds.PatientWeight == pet.PatientWeight
     assert ds.RadiopharmaceuticalInformationSequence == pet.RadiopharmaceuticalInformationSequence
     assert ds.private_block(0x0009, "GEMS_PETD_01")[0x01].value == "private note"
     assert list(ds.DeidentificationMethod)[1:] == ["kept PatientWeight", "kept RadiopharmaceuticalInformationSequence",
-                                                   "kept GEMS_PETD_01:0009,xx01"]
+                                                   "kept GEMS_PETD_01:0009,xx01",
+                                                   "kept SITE PROTOCOL:0011,xx01"]
 
 
 def test_the_table_is_the_standards() -> None:

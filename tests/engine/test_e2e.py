@@ -9,10 +9,10 @@ import hl7
 from pydicom.uid import EncapsulatedPDFStorage
 
 from tests.engine.conftest import all_jobs_settled, events_of, jobs_of, overrides, storescu, wait_for
-from tests.engine.hbys import fhir_endpoint, mllp_listener
-from tests.nodeproc import free_port, running_node
-from tests.peers import orthanc
-from tests.synthetic import StudySpec, write_ct_series
+from tests.support.hbys_peer import fhir_endpoint, mllp_listener
+from tests.support.nodeproc import free_port, running_node
+from tests.support.peers import orthanc
+from tests.support.synthetic import StudySpec, write_ct_series
 
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"

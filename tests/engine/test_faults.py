@@ -21,10 +21,10 @@ from tests.engine.conftest import (
     storescu,
     wait_for,
 )
-from tests.engine.hbys import fhir_endpoint, mllp_listener
-from tests.nodeproc import free_port, running_node, start_node
-from tests.peers import orthanc
-from tests.synthetic import StudySpec, write_ct_series
+from tests.support.hbys_peer import fhir_endpoint, mllp_listener
+from tests.support.nodeproc import free_port, running_node, start_node
+from tests.support.peers import orthanc
+from tests.support.synthetic import StudySpec, write_ct_series
 
 pytestmark = pytest.mark.faults
 

@@ -11,7 +11,7 @@ from neuropetrix.config.loader import ConfigError
 from neuropetrix.config.settings import Settings
 from neuropetrix.engine.routes.facts import SeriesFacts
 from neuropetrix.engine.routes.rules import RouteError, compile_routes, evaluate
-from tests.nodeproc import run_cli
+from tests.support.nodeproc import run_cli
 
 PEERS = [{"name": "pacs", "ae_title": "ORTHANC", "host": "127.0.0.1", "port": 4242}]
 

@@ -10,9 +10,9 @@ from sqlalchemy import text
 
 from neuropetrix.store.db import make_engine
 from tests.engine.conftest import all_jobs_settled, events_of, overrides, storescu, wait_for
-from tests.engine.hbys import fhir_endpoint, mllp_listener
-from tests.nodeproc import node_config, running_node
-from tests.peers import orthanc
+from tests.support.hbys_peer import fhir_endpoint, mllp_listener
+from tests.support.nodeproc import node_config, running_node
+from tests.support.peers import orthanc
 
 
 def test_two_nodes_share_postgresql(tmp_path: Path, petct_study: Path, postgres_server: str) -> None:

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from tests.engine.conftest import FAST_ENGINE, jobs_of, storescu, wait_for
-from tests.nodeproc import free_port, running_node
-from tests.peers import orthanc
-from tests.synthetic import StudySpec, write_petct_study
+from tests.support.nodeproc import free_port, running_node
+from tests.support.peers import orthanc
+from tests.support.synthetic import StudySpec, write_petct_study
 
 pytestmark = [pytest.mark.faults, pytest.mark.peers]
 STUDIES = 6

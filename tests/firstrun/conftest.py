@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from neuropetrix.config.loader import default_config_text
-from tests.nodeproc import free_port
+from tests.support.nodeproc import free_port
 
 
 def default_config(data_dir: Path, **node: Any) -> dict[str, Any]:

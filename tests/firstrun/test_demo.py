@@ -10,7 +10,7 @@ import pydicom
 
 from tests.engine.conftest import petct_study  # noqa: F401  (a fixture: a small PET/CT with two lesions)
 from tests.firstrun.conftest import default_config
-from tests.nodeproc import run_cli, running_node
+from tests.support.nodeproc import run_cli, running_node
 
 
 def test_demo_follows_a_study_from_send_to_delivery(tmp_path: Path, petct_study: Path):  # noqa: F811

@@ -8,7 +8,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tests.nodeproc import node_config, run_cli, running_node
+from tests.support.nodeproc import node_config, run_cli, running_node
 
 LINE = re.compile(r"^created the first account admin with password (\S+)$", re.MULTILINE)
 

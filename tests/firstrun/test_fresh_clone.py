@@ -1,7 +1,8 @@
 """The first hour of a newcomer, as the README tells it: `make run` in a fresh copy of the repository,
 the password it prints signs in, `make demo` sends the whole-body phantom, and within 120 s the API
-shows the study analysed and its results delivered; headless Chromium then takes the README's picture
-of the study page (docs/screenshots/study-page.png, rewritten by every run).
+shows the study analysed and its results delivered; headless Chromium then takes a picture of the study
+page (test-artifacts/firstrun/study-page.png; copy it to docs/screenshots/ when the README's picture is
+to change: a test never rewrites a tracked file, so a CI clone stays clean).
 
 "Fresh" is a copy of what a clone of this checkout holds (tracked files, and new files not ignored),
 without .venv/ or var/, run with the venv already installed (`make VENV=… -o VENV/.installed`): a
@@ -27,14 +28,14 @@ import aiohttp
 import pytest
 import yaml
 
-from tests.api.browser import Chromium
 from tests.api.test_dashboard import _sign_in
 from tests.firstrun.conftest import default_config
 from tests.firstrun.test_first_account import LINE
-from tests.nodeproc import ROOT, wait_for_port
+from tests.support.browser import Chromium
+from tests.support.nodeproc import ROOT, wait_for_port
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow, pytest.mark.timeout(480)]
-SCREENSHOT = ROOT / "docs" / "screenshots" / "study-page.png"
+SCREENSHOT = ROOT / "test-artifacts" / "firstrun" / "study-page.png"
 ANALYSED_WITHIN_S = 120
 
 

@@ -17,7 +17,7 @@ from neuropetrix.store.db import open_database
 from tests.api.conftest import accounts_db, env, make_env  # noqa: F401  (fixtures for the API tests)
 from tests.engine.conftest import postgres_server  # noqa: F401  (fixture)
 from tests.engine.test_jobs import db_url  # noqa: F401  (fixture: SQLite and PostgreSQL)
-from tests.nodeproc import free_port
+from tests.support.nodeproc import free_port
 
 
 @dataclass

@@ -16,10 +16,10 @@ from hl7.client import MLLPClient
 from pydicom.uid import generate_uid
 
 from tests.engine.conftest import events_of, jobs_of, petct_study, storescu, wait_for  # noqa: F401  (fixture)
-from tests.engine.hbys import mllp_listener
 from tests.hbys import corpus
 from tests.hbys.conftest import ack_of, parse_ack
-from tests.nodeproc import free_port, running_node
+from tests.support.hbys_peer import mllp_listener
+from tests.support.nodeproc import free_port, running_node
 
 ROUTE = {"name": "petct", "match": {"modality": "PT"}, "actions": ["analyze", {"hl7": "hbys"}]}
 

@@ -12,7 +12,7 @@ from hl7.client import MLLPClient
 from tests.conftest import dcmtk
 from tests.hbys import corpus
 from tests.hbys.conftest import ack_of, parse_ack
-from tests.nodeproc import free_port, running_node
+from tests.support.nodeproc import free_port, running_node
 
 RETURN_KEYS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "AccessionNumber",
                "StudyInstanceUID", "RequestedProcedureID", "RequestedProcedureDescription")
@@ -25,7 +25,8 @@ def send(port: int, raw: bytes) -> str:
         return ack_of(parse_ack(client.send_message(raw)))[0]
 
 
-def findscu(node, out: Path, aet: str, date: str = "", modality: str = "PT") -> list[pydicom.Dataset]:
+def findscu(node, out: Path, aet: str, date: str = "", modality: str = "PT",
+            options: tuple[str, ...] = ()) -> list[pydicom.Dataset]:
     """A console's worklist query; the responses as dcmtk wrote them (-X), in order."""
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.dcm"):
@@ -33,16 +34,18 @@ def findscu(node, out: Path, aet: str, date: str = "", modality: str = "PT") -> 
     keys = [arg for key in RETURN_KEYS for arg in ("-k", key)]
     keys += [arg for key in STEP_KEYS for arg in ("-k", f"{SPS}.{key}")]
     keys += ["-k", f"{SPS}.ScheduledProcedureStepStartDate={date}", "-k", f"{SPS}.Modality={modality}"]
-    done = dcmtk("findscu", "-W", "-aet", aet, "-aec", node.ae_title, "-X", "-od", str(out), *keys,
+    done = dcmtk("findscu", "-W", "-aet", aet, "-aec", node.ae_title, "-X", "-od", str(out), *options, *keys,
                  "127.0.0.1", str(node.dicom_port), timeout=60)
     assert done.returncode == 0, done.stderr + done.stdout
+    findscu.last_output = done.stdout + done.stderr
     return [pydicom.dcmread(p) for p in sorted(out.glob("rsp*.dcm"))]
 
 
 @pytest.fixture
 def node_with_orders(tmp_path: Path):
     listen = free_port()
-    peers = [{"name": name, "ae_title": name, "host": "127.0.0.1", "port": free_port()} for name in ("PETCT1", "LATIN5")]
+    peers = [{"name": name, "ae_title": name, "host": "127.0.0.1", "port": free_port()}
+             for name in ("PETCT1", "LATIN5")]
     with running_node(tmp_path / "node", {"peers": peers, "hbys": {
             "mllp_listen": {"enabled": True, "host": "127.0.0.1", "port": listen},
             "worklist_charsets": {"LATIN5": "ISO_IR 148"}}}) as node:
@@ -82,3 +85,15 @@ def test_date_range_and_a_cancelled_order_disappears(node_with_orders, tmp_path)
     assert send(listen, corpus.orm("F4", "PL2", "ACC2", order_control="CA", status="CA",
                                    patient_id=corpus.TCKN2)) == "AA"
     assert [r.AccessionNumber for r in findscu(node, tmp_path / "d", "PETCT1")] == ["ACC1", "ACC3"]
+
+
+
+def test_c_cancel_ends_the_query(node_with_orders, tmp_path) -> None:
+    node, listen = node_with_orders
+    with MLLPClient("127.0.0.1", listen) as client:           # a busy day: 150 more orders
+        for n in range(150):
+            raw = corpus.orm(f"B{n}", f"PLB{n}", f"ACCB{n}", patient_id="55555555555", start="20261201120000")
+            assert ack_of(parse_ack(client.send_message(raw)))[0] == "AA"
+    answered = findscu(node, tmp_path / "cancel", "PETCT1", options=("--cancel", "1", "-v"))
+    assert 1 <= len(answered) < 153, len(answered)
+    assert "Cancel" in findscu.last_output, findscu.last_output[-2000:]

@@ -33,7 +33,8 @@ def test_orm_in_latin5_and_utf8_become_orders_with_the_turkish_names_intact(hbys
     first = orders(hbys)[0]
     assert (first.placer_number, first.placer_authority, first.filler_number, first.accession_number) == (
         "PL1", "ENLIL", "FPL1", "ACC1")
-    assert (first.procedure_code, first.procedure_system, first.procedure_text) == ("24472-5", "LN", "PET/BT Tüm vücut FDG")
+    assert (first.procedure_code, first.procedure_system, first.procedure_text) == (
+        "24472-5", "LN", "PET/BT Tüm vücut FDG")
     assert (first.sut_code, first.sut_text) == ("804210", "PET-BT tüm vücut")
     assert first.ordering_physician == "ÖZTÜRK^İSMAİL" and first.referring_physician == "DEMİR^GÜLŞEN"
     assert (first.modality, first.station_ae, first.scheduled_start) == ("PT", "PETCT1", "20261201100000")

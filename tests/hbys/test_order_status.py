@@ -13,7 +13,7 @@ from neuropetrix.store.db import utcnow
 from neuropetrix.store.jobs_models import Job
 from neuropetrix.store.orders_models import Order
 from tests.hbys import corpus
-from tests.nodeproc import free_port
+from tests.support.nodeproc import free_port
 
 
 @pytest.mark.parametrize(("version", "charset", "kind"), [

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from hl7.client import MLLPClient
 
-from tests.api.browser import Chromium
 from tests.conftest import storescu
 from tests.engine.conftest import events_of, wait_for
 from tests.hbys import corpus
 from tests.hbys.conftest import ack_of, parse_ack
-from tests.nodeproc import ROOT, free_port, running_node
-from tests.synthetic import StudySpec, write_pet_series
+from tests.support.browser import Chromium
+from tests.support.nodeproc import ROOT, free_port, running_node
+from tests.support.synthetic import StudySpec, write_pet_series
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 ARTIFACTS = ROOT / "test-artifacts" / "orders"
@@ -30,7 +30,8 @@ async def test_a_technologist_links_a_held_study_on_the_orders_page(tmp_path: Pa
     with running_node(tmp_path / "node", {"hbys": {"mllp_listen": {"enabled": True, "host": "127.0.0.1",
                                                                    "port": listen}}}) as node:
         with MLLPClient("127.0.0.1", listen) as client:
-            assert ack_of(parse_ack(client.send_message(corpus.orm("P1", "PL1", "ACC1", start="20261201100000"))))[0] == "AA"
+            order = corpus.orm("P1", "PL1", "ACC1", start="20261201100000")
+            assert ack_of(parse_ack(client.send_message(order)))[0] == "AA"
         assert node.cli("users", "add", "tech", "--role", "technologist", input=PASSWORD + "\n").returncode == 0
         done = await asyncio.to_thread(storescu, node.dicom_port, tmp_path / "study", aec=node.ae_title)
         assert done.returncode == 0, done.stderr

@@ -12,6 +12,7 @@ from neuropetrix.engine.mpps import ProcedureSteps
 from neuropetrix.engine.orders import Intake, OrderTracker, link, order_facts
 from neuropetrix.store import eventlog as events
 from neuropetrix.store.db import utcnow
+from neuropetrix.store.eventlog import EventKind
 from neuropetrix.store.index import InstanceRecord, StudyIndex
 from neuropetrix.store.models import Event, Study
 from neuropetrix.store.orders_models import Order, StudyOrder
@@ -54,7 +55,7 @@ def order(sessions, placer: str) -> Order:
 
 def complete(sessions, study_uid: str) -> None:
     with sessions.begin() as s:
-        events.record(s, events.EventKind.STUDY_COMPLETE, study_uid, {"reason": "test"})
+        events.record(s, EventKind.STUDY_COMPLETE, study_uid, {"reason": "test"})
 
 
 def test_match_by_accession_then_study_uid_then_patient_day_modality(tracker, sessions) -> None:

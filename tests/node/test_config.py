@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from neuropetrix.config.loader import ConfigError, load_settings, parse_settings
-from tests.nodeproc import run_cli
+from tests.support.nodeproc import run_cli
 
 
 def test_embedded_default_is_the_repository_example():

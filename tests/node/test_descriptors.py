@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import dcmtk
 from tests.node.test_scp_peers import wait_for
-from tests.nodeproc import running_node
+from tests.support.nodeproc import running_node
 
 pytestmark = pytest.mark.faults
 

@@ -16,7 +16,7 @@ from neuropetrix.node.scp.wire import (
     encode_response,
     file_header,
 )
-from tests.rawdicom import encode_command
+from tests.support.rawdicom import encode_command
 
 
 @pytest.mark.parametrize("source_ae", ["STORESCU", "PETCT1", "ODD", ""])

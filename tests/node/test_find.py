@@ -21,7 +21,7 @@ from neuropetrix.store.files import FileStore
 from neuropetrix.store.index import StudyIndex
 from neuropetrix.store.ingest import Ingest
 from tests.conftest import dcmtk
-from tests.rawdicom import RawAssociation, encode_command
+from tests.support.rawdicom import RawAssociation, encode_command
 
 NAMES = ["ÖZTÜRK^ŞEYMA", "YILDIZ^İBRAHİM", "ÇELİK^AĞAH"]
 

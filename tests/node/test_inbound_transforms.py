@@ -6,8 +6,8 @@ import json
 import pydicom
 
 from tests.conftest import storescu
-from tests.dicomfiles import dataset_bytes
-from tests.nodeproc import SCANNER_AE, free_port, run_cli, running_node
+from tests.support.dicomfiles import dataset_bytes
+from tests.support.nodeproc import SCANNER_AE, free_port, run_cli, running_node
 
 
 def test_inbound_coercion_for_one_peer_only(tmp_path, small_study):

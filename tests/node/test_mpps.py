@@ -13,7 +13,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import ModalityPerformedProcedureStep as MPPS
 
 from tests.conftest import storescu
-from tests.nodeproc import running_node
+from tests.support.nodeproc import running_node
 
 
 def in_progress(study_uid: str) -> Dataset:

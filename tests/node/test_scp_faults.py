@@ -24,8 +24,8 @@ from neuropetrix.store.files import FileStore
 from neuropetrix.store.index import StudyIndex
 from neuropetrix.store.ingest import Ingest
 from tests.conftest import storescu
-from tests.dicomfiles import dataset_bytes
-from tests.rawdicom import RawAssociation
+from tests.support.dicomfiles import dataset_bytes
+from tests.support.rawdicom import RawAssociation
 
 
 class FullDisk(FileStore):

@@ -14,9 +14,9 @@ from sqlalchemy import func, select
 from neuropetrix.store.db import open_database
 from neuropetrix.store.models import Event, Instance, Study
 from tests.conftest import dcmtk, storescu
-from tests.dicomfiles import dataset_bytes
-from tests.nodeproc import running_node
-from tests.synthetic import StudySpec, write_petct_study
+from tests.support.dicomfiles import dataset_bytes
+from tests.support.nodeproc import running_node
+from tests.support.synthetic import StudySpec, write_petct_study
 
 
 def stored_path(node, path: Path) -> Path:
@@ -82,7 +82,8 @@ def test_study_stored_byte_for_byte_indexed_and_completed(tmp_path, small_study)
     assert row["patient_id"] == spec.patient_id and row["patient_name"] == spec.patient_name
     assert row["modalities"] == ["CT", "PT"] and row["series"] == 2 and row["instances"] == len(files)
     assert "association from STORESCU (127.0.0.1:" in log and f"released: {len(files)} stored" in log
-    assert spec.patient_name not in log and "YILMAZ" not in log, "patient name logged at INFO"
+    assert spec.patient_name not in log and "YILMAZ" not in log, "patient name logged at INFO/WARNING"
+    assert spec.patient_id not in log, "patient ID logged at INFO/WARNING"
     assert f"study {spec.study_uid} complete (quiet time): 2 series (CT, PT), {len(files)} instances" in log
 
 

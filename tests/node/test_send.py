@@ -5,8 +5,8 @@ import json
 
 import yaml
 
-from tests.nodeproc import run_cli
-from tests.peers import orthanc
+from tests.support.nodeproc import run_cli
+from tests.support.peers import orthanc
 
 
 def test_send_a_folder_to_orthanc_and_refuse_an_unknown_destination(tmp_path, small_study):

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import storescu
 from tests.engine.conftest import jobs_of, wait_for
-from tests.nodeproc import ROOT, SCANNER_AE, free_port, node_config, running_node
+from tests.support.nodeproc import ROOT, SCANNER_AE, free_port, node_config, running_node
 
 RULES = ROOT / "deploy" / "prometheus" / "neuropetrix-rules.yml"
 LABELS = {"job": "neuropetrix", "instance": "node"}
@@ -33,6 +33,7 @@ def scrape(api_port: int) -> str:
         return r.read().decode()
 
 
+@pytest.mark.peers
 def test_the_rules_file_is_valid():
     done = promtool("check", "rules", str(RULES))
     assert done.returncode == 0 and "SUCCESS: 9 rules found" in done.stdout, done.stdout + done.stderr
@@ -57,6 +58,7 @@ def _alerts(rule_file: Path, series: list[dict], alertnames: list[str]) -> dict:
                                            for a in alertnames]}]}
 
 
+@pytest.mark.faults
 def test_rules_fire_on_what_a_real_node_exports(tmp_path: Path, small_study):
     rules = yaml.safe_load(RULES.read_text())
     names = set(re.findall(r"neuropetrix_[a-z_]+", " ".join(r["expr"] for g in rules["groups"] for r in g["rules"])))

@@ -9,13 +9,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 from sqlalchemy import create_engine
 
 from neuropetrix.store import migrate
-from tests.engine.hbys import LoopThread, mllp_listener
-from tests.nodeproc import free_port, run_cli, wait_for_port
+from tests.support.hbys_peer import LoopThread, mllp_listener
+from tests.support.nodeproc import free_port, run_cli, wait_for_port
 
 ROUTE = {"name": "results", "match": {"modality": "PT"},
          "actions": ["analyze", {"forward": "pacs", "objects": ["seg"]}, {"forward": "archive"},
@@ -71,6 +72,7 @@ def write_config(tmp_path: Path, peers: list[dict], mllp_port: int, fhir_url: st
     return path
 
 
+@pytest.mark.faults
 def test_doctor_names_the_dead_peer_and_passes_the_live_ones(tmp_path: Path):
     dead_port = free_port()                     # nothing listens here
     with storescp(tmp_path / "pacs", "PACS") as pacs_port, mllp_listener() as hbys, fhir_server() as fhir_url:

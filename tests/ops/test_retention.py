@@ -25,8 +25,8 @@ from neuropetrix.store.models import Event, Instance, Study
 from neuropetrix.store.reviews import Review
 from tests.conftest import storescu
 from tests.engine.conftest import wait_for
-from tests.nodeproc import run_cli, running_node
-from tests.synthetic import StudySpec, write_petct_study
+from tests.support.nodeproc import run_cli, running_node
+from tests.support.synthetic import StudySpec, write_petct_study
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 

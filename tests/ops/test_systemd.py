@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.nodeproc import ROOT
+from tests.support.nodeproc import ROOT
 
 UNITS = sorted((ROOT / "systemd").glob("neuropetrix*.service")) + sorted((ROOT / "systemd").glob("*.timer"))
 INSTALLED = "/opt/neuropetrix/.venv/bin/neuropetrix"

@@ -21,11 +21,11 @@ from neuropetrix.node.scu import mllp
 from neuropetrix.node.scu.errors import DeliveryError
 from neuropetrix.node.tls import client_context, server_context
 from tests.conftest import dcmtk, storescu
-from tests.engine.hbys import LoopThread, mllp_listener
+from tests.support.hbys_peer import LoopThread, mllp_listener
 from tests.node.test_scp_peers import stored_path, wait_for
-from tests.nodeproc import free_port, running_node
+from tests.support.nodeproc import free_port, running_node
 from tests.ops.ca import make_ca
-from tests.synthetic import StudySpec, write_petct_study
+from tests.support.synthetic import StudySpec, write_petct_study
 
 MESSAGE = b"MSH|^~\\&|HBYS|H|NEUROPETRIX|N|20260101120000||ADT^A08|CTRL-TLS-1|P|2.5\rPID|1||12345||DOE^JOHN\r"
 

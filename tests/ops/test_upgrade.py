@@ -21,13 +21,14 @@ from neuropetrix.store.db import make_engine, make_sessionmaker
 from neuropetrix.store.models import Event
 from neuropetrix.store.queries import list_studies
 from tests.engine.conftest import postgres_server  # noqa: F401  (a fixture)
-from tests.nodeproc import run_cli
+from tests.support.nodeproc import run_cli
 
 HEADS = set(migrate.head_revisions())
 EARLIER = sorted(r.revision for r in ScriptDirectory.from_config(migrate._config()).walk_revisions()
                  if r.revision not in HEADS)
 AT = datetime(2026, 11, 24, 10, 0, 0)
-STUDY_UID, SERIES_UID, SOP_UID = "1.2.826.0.1.3680043.10.1.1", "1.2.826.0.1.3680043.10.1.2", "1.2.826.0.1.3680043.10.1.3"
+ROOT_UID = "1.2.826.0.1.3680043.10.1"
+STUDY_UID, SERIES_UID, SOP_UID = f"{ROOT_UID}.1", f"{ROOT_UID}.2", f"{ROOT_UID}.3"
 PASSWORD = "an upgraded password"
 
 # the column that refers to the row of another table, filled with that row's key (ids come from the

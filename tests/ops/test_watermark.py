@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import storescu
-from tests.nodeproc import node_config, running_node
+from tests.support.nodeproc import node_config, running_node
 
 
 @pytest.fixture
@@ -36,6 +36,7 @@ def below_watermark(api_port: int) -> float:
     return float(line.split()[1])
 
 
+@pytest.mark.faults
 def test_low_disk_refuses_associations_and_recovers_by_itself(tmp_path: Path, small_disk: Path, small_study):
     _, files = small_study
     study = files[0].parent.parent

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from tests.engine.conftest import FAST_ENGINE, jobs_of, petct_study, storescu, wait_for  # noqa: F401 (a fixture)
-from tests.nodeproc import ROOT, node_config, running_node
+from tests.support.nodeproc import ROOT, node_config, running_node
 
 ROUTE = {"name": "analysis", "match": {"modality": "PT"}, "actions": ["analyze"]}
 

@@ -1,6 +1,6 @@
 """A small PET series and an AnalysisResult computed from it by hand, so report tests need no analysis code.
 
-The PET is written by tests/synthetic.py (64×64×40, and 155×155×40 for matrices whose frames do not fill
+The PET is written by tests/support/synthetic.py (64×64×40, and 155×155×40 for matrices whose frames do not fill
 whole bytes) with three hot spheres on a warm body; the lesion numbers are computed here with numpy from
 the SUV volume and a hand-made label map, so every report can be checked against values known
 independently of the writers.
@@ -26,7 +26,7 @@ from neuropetrix.analysis.results import (
     Segmentation,
     SuvInputs,
 )
-from tests.synthetic import StudySpec, write_pet_series
+from tests.support.synthetic import StudySpec, write_pet_series
 
 MATRIX, SLICES = 64, 40
 SUV_BACKGROUND = 1.0

@@ -14,8 +14,8 @@ import pydicom
 import pytest
 
 from neuropetrix.reports.writer import FILES
-from tests.phantom import standard_phantom, write_phantom
 from tests.reports.conftest import dciodvfy
+from tests.support.phantom import standard_phantom, write_phantom
 
 
 @pytest.mark.slow

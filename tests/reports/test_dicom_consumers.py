@@ -24,8 +24,8 @@ from neuropetrix.reports.measures import lesion_measures
 from neuropetrix.reports.seg import build_seg, lesion_tracking_uid, segment_color
 from neuropetrix.reports.source import study_info
 from neuropetrix.reports.sr import build_sr
-from tests.peers import DICOMWEB_PLUGIN, orthanc, upload
 from tests.reports.consumers import consumer
+from tests.support.peers import DICOMWEB_PLUGIN, orthanc, upload
 
 SUVBW = "126401"
 DERIVATIONS = {"suv_max": "56851009", "suv_mean": "373098007", "suv_peak": "126031"}
@@ -105,8 +105,8 @@ def test_highdicom_and_dcmqi_read_our_seg(study, tmp_path):
         mask = seg.get_pixels_by_source_instance(result.pet_sop_instance_uids, segment_numbers=[number],
                                                  assert_missing_frames_are_empty=True)[..., 0]
         np.testing.assert_array_equal(mask > 0, result.label_map == number)
-    proc = subprocess.run([_dcmqi("segimage2itkimage"), "--inputDICOM", str(path), "--outputDirectory", str(tmp_path), "--outputType",
-                           "nrrd"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([_dcmqi("segimage2itkimage"), "--inputDICOM", str(path), "--outputDirectory", str(tmp_path),
+                           "--outputType", "nrrd"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     meta = json.loads((tmp_path / "meta.json").read_text())
     assert meta["ContentCreatorName"] == "NeuroPETRIX^"
@@ -154,7 +154,8 @@ def test_sr_read_by_dcmjs_and_dcmqi_has_the_image_library_and_distinct_derivatio
             if m.key in DERIVATIONS:
                 assert suv[DERIVATIONS[m.key]]["value"] == float(m.reported)
                 assert suv[DERIVATIONS[m.key]]["unit"] == "g/ml{SUVbw}"
-    proc = subprocess.run([_dcmqi("tid1500reader"), "--inputDICOM", str(path), "--outputMetadata", str(tmp_path / "sr.json")],
+    proc = subprocess.run([_dcmqi("tid1500reader"), "--inputDICOM", str(path),
+                           "--outputMetadata", str(tmp_path / "sr.json")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     read = json.loads((tmp_path / "sr.json").read_text())

@@ -18,7 +18,7 @@ from neuropetrix.reports.encapsulated import build_encapsulated_pdf
 from neuropetrix.reports.seg import build_seg
 from neuropetrix.reports.source import study_info
 from neuropetrix.reports.sr import build_sr
-from tests.nodeproc import ROOT, free_port, run_cli, wait_for_port
+from tests.support.nodeproc import ROOT, free_port, run_cli, wait_for_port
 
 PROFILE = ROOT / "config" / "storescu-neuropetrix.cfg"
 ENV = {**os.environ, "TCP_NODELAY": "1"}       # dcmtk stalls on delayed ACKs without it (FACTS.md)

@@ -18,8 +18,8 @@ from PIL import Image
 from neuropetrix.config.settings import HbysSettings, MllpOut
 from neuropetrix.reports.errors import ReportError
 from neuropetrix.reports.writer import FILES, delivery_refusals, write_reports
-from tests.peers import orthanc, upload
 from tests.reports.conftest import dciodvfy
+from tests.support.peers import orthanc, upload
 
 
 def _pages(pdf: bytes) -> int:

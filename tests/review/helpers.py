@@ -10,8 +10,8 @@ from typing import Any
 import hl7
 import pydicom
 
-from tests.nodeproc import NodeProcess
-from tests.peers import Orthanc
+from tests.support.nodeproc import NodeProcess
+from tests.support.peers import Orthanc
 
 PASSWORD = "correct horse battery"
 

@@ -11,21 +11,10 @@ from sqlalchemy import select
 from neuropetrix.store import migrate
 from neuropetrix.store.db import open_database, utcnow
 from neuropetrix.store.reviews import ReviewAction
-from tests import pg
+from tests.store.test_store import database_url  # noqa: F401  (fixture: SQLite and PostgreSQL)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'audit.db'}"
-        return
-    if not pg.available():
-        pytest.skip("PostgreSQL server binaries are not installed (Debian package postgresql)")
-    with pg.postgres_cluster() as url:
-        yield url
-
-
-def test_audit_rows_are_added_never_changed(database_url):
+def test_audit_rows_are_added_never_changed(database_url):  # noqa: F811
     engine, sessions = open_database(database_url)
     with sessions.begin() as s:
         s.add(ReviewAction(study_uid="1.2.3", at=utcnow(), username="ayse", role="physician", action="signed",

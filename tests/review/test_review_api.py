@@ -97,8 +97,8 @@ async def test_a_signer_without_a_name_is_told_what_to_set(make_env, analysed, a
 
 async def test_review_events_stream_to_those_who_read_results(review_client):
     review, client = review_client
-    physician = await client.ws_connect("/api/ws", params={"after": "0"}, headers=await _as(client, "physician"))
-    viewer = await client.ws_connect("/api/ws", params={"after": "0"}, headers=await _as(client, "viewer"))
+    who, viewer_token = await _as(client, "physician"), await _as(client, "viewer")   # logins first: a socket
+    # not read for a heartbeat is closed by the server, so each is read from the moment it opens
 
     async def review_events(ws, until: int | None) -> list[tuple[str, int]]:
         """Read (and so answer the server's pings) until `until` review events, or a quiet heartbeat."""
@@ -111,8 +111,10 @@ async def test_review_events_stream_to_those_who_read_results(review_client):
                 return seen
         return seen
 
-    readers = [asyncio.create_task(review_events(physician, 3)), asyncio.create_task(review_events(viewer, None))]
-    who = await _as(client, "physician")
+    physician = await client.ws_connect("/api/ws", params={"after": "0"}, headers=who)
+    readers = [asyncio.create_task(review_events(physician, 3))]
+    viewer = await client.ws_connect("/api/ws", params={"after": "0"}, headers=viewer_token)
+    readers.append(asyncio.create_task(review_events(viewer, None)))
     await client.post(f"/api/studies/{review.study_uid}/review", headers=who,
                       json={"decisions": [{"label": 2, "decision": "rejected"}]})
     await client.post(f"/api/studies/{review.study_uid}/sign", headers=who)

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.api.browser import Chromium
 from tests.api.test_dashboard import _sign_in, _study_uid
 from tests.engine.conftest import FAST_ENGINE, hbys_config, pacs_peer, petct_study, storescu  # noqa: F401
-from tests.engine.hbys import mllp_listener
-from tests.nodeproc import ROOT, SCANNER_AE, free_port, running_node
-from tests.peers import orthanc
 from tests.review.helpers import PASSWORD, add_user, oru_statuses
+from tests.support.browser import Chromium
+from tests.support.hbys_peer import mllp_listener
+from tests.support.nodeproc import ROOT, SCANNER_AE, free_port, running_node
+from tests.support.peers import orthanc
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 ARTIFACTS = ROOT / "test-artifacts" / "review"
@@ -50,7 +50,8 @@ async def test_physician_rejects_a_lesion_and_signs_in_the_dashboard(tmp_path: P
             await page.evaluate("document.querySelector('#review-lesions tr[data-label=\"2\"] td.link').click()")
             await page.wait_for("document.querySelector('#mip-caption').textContent === 'MIP: lesion 2 outlined'",
                                 "lesion 2's position on the MIP")
-            await page.wait_for("document.querySelector('#mip').complete && document.querySelector('#mip').naturalWidth",
+            await page.wait_for("document.querySelector('#mip').complete"
+                                " && document.querySelector('#mip').naturalWidth",
                                 "its picture")
             await page.screenshot(ARTIFACTS / "2b-lesion-on-mip.png")
             totals = "document.querySelector('#review-totals').textContent"

@@ -17,9 +17,6 @@ from tests.engine.conftest import (  # noqa: F401  (petct_study is a fixture)
     storescu,
     wait_for,
 )
-from tests.engine.hbys import fhir_endpoint, mllp_listener
-from tests.nodeproc import running_node
-from tests.peers import orthanc
 from tests.reports.conftest import dciodvfy
 from tests.reports.test_fhir import _schema_errors
 from tests.review.helpers import (
@@ -30,6 +27,9 @@ from tests.review.helpers import (
     pacs_objects,
     report_of,
 )
+from tests.support.hbys_peer import fhir_endpoint, mllp_listener
+from tests.support.nodeproc import running_node
+from tests.support.peers import orthanc
 
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
@@ -113,7 +113,8 @@ def test_preliminary_then_signed_final_then_amended(tmp_path: Path, petct_study:
         final = report_of(fhir_end.bundles[1])
         assert final["status"] == "final" and observation_statuses(fhir_end.bundles[1]) == {"final", "entered-in-error"}
         withdrawn = {e["fullUrl"] for e in fhir_end.bundles[1]["entry"]
-                     if e["resource"]["resourceType"] == "Observation" and e["resource"]["status"] == "entered-in-error"}
+                     if e["resource"]["resourceType"] == "Observation"
+                     and e["resource"]["status"] == "entered-in-error"}
         assert len(withdrawn) == 5 and not withdrawn & {r["reference"] for r in final["result"]}
         assert all("lesion-2/" in e["resource"]["identifier"][0]["value"] for e in fhir_end.bundles[1]["entry"]
                    if e["fullUrl"] in withdrawn)                    # the rejected lesion's, posted before

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from tests.api.conftest import PASSWORD
-from tests.nodeproc import run_cli
 from tests.review.conftest import bearer, login
+from tests.support.nodeproc import run_cli
 
 pytestmark = pytest.mark.asyncio
 
@@ -20,7 +20,8 @@ async def test_the_cli_sets_and_lists_them(tmp_path):
                   "--organisation", "Ege Üniversitesi Nükleer Tıp", "--config", str(config), input=PASSWORD + "\n")
     assert add.returncode == 0, add.stderr
     listed = json.loads(run_cli("users", "list", "--json", "--config", str(config)).stdout)
-    assert [(u["display_name"], u["organisation"]) for u in listed] == [("Dr. Şule Kaya", "Ege Üniversitesi Nükleer Tıp")]
+    assert [(u["display_name"], u["organisation"]) for u in listed] == [
+        ("Dr. Şule Kaya", "Ege Üniversitesi Nükleer Tıp")]
     bad = run_cli("users", "add", "x", "--role", "physician", "--display-name", "Kaya^Şule", "--config", str(config),
                   input=PASSWORD + "\n")
     assert bad.returncode == 2 and "display_name" in bad.stderr

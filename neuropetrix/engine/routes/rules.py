@@ -24,6 +24,7 @@ from typing import Any
 
 from neuropetrix.config.loader import ConfigError
 from neuropetrix.config.settings import Route, Settings
+from neuropetrix.engine.notifications import notify_params
 from neuropetrix.engine.routes.facts import SeriesFacts, attribute_names, is_attribute
 from neuropetrix.engine.transforms import TransformError, check_steps
 
@@ -195,6 +196,8 @@ def _action(raw: str | dict[str, Any], settings: Settings) -> Action:
             raise ValueError(f"{kind}: the only {kind.upper()} destination is hbys (the hbys: section), "
                              f"not {target!r}")
         return Action(kind, f"{kind}:hbys")
+    if isinstance(target, dict):          # {notify: {roles: [...], users: [...], priority: …, channels: [...]}}
+        return Action("notify", "notify", (), notify_params(target))
     recipients = [target] if isinstance(target, str) else target
     if not isinstance(recipients, list) or not recipients or not all(isinstance(r, str) for r in recipients):
         raise ValueError("notify: name one or more recipient roles, e.g. {notify: [physician]}")

@@ -156,7 +156,7 @@ class Deidentifier:
 
     def _action(self, elem: DataElement) -> str:
         """What to do with `elem`: the table's action, else one by its VR (K: keep as it is)."""
-        if elem.tag in self.keep_tags:
+        if elem.tag in self.keep_tags or elem.tag.is_private:      # private ones left are safe or kept
             return "K"
         found = self.profile.action(elem.tag)
         if found is not None:

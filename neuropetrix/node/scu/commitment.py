@@ -2,7 +2,7 @@
 its answer.
 
 The request (N-ACTION) goes on the association that carried the C-STOREs; the answer (N-EVENT-REPORT)
-comes later, usually on an association the PACS opens to us (node/scp/commitment.py), sometimes on the
+comes later, usually on an association the PACS opens to us (node/scp/commitment_listener.py), sometimes on the
 same one. The transaction UID names the job and its attempt, so an answer finds its job after a
 restart and an answer to an older attempt is recognised as such.
 """

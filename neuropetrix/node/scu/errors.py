@@ -10,3 +10,10 @@ class DeliveryError(Exception):
         super().__init__(message)
         self.permanent = permanent
         self.retry_after = retry_after
+
+
+class AddressRefused(DeliveryError):
+    """The recipient's address (e-mail, phone number) is refused for good: mark it, do not retry."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, permanent=True)

@@ -3,16 +3,19 @@
 2xx with every entry 2xx is success. 429 and 503 are retried after the server's Retry-After (seconds
 or an HTTP date); 408 and other 5xx are retried with our own back-off. Other 4xx mean this request will
 be refused again (bad bundle, no permission): permanent, parked for an operator with the
-OperationOutcome's text. The bearer token, when configured, goes in Authorization.
+OperationOutcome's text. The bearer token, when configured, goes in Authorization. The timeout bounds
+the whole exchange (aiohttp's total timeout: connect, request, status, headers and body), so a server
+that trickles its answer is given up on.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-import urllib.error
-import urllib.request
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+
+import aiohttp
 
 from neuropetrix.node.scu.errors import DeliveryError
 
@@ -45,24 +48,32 @@ def _outcome_text(body: bytes) -> str:
     return json.dumps(doc)[:300]
 
 
+async def _post(url: str, bundle: bytes, headers: dict[str, str], timeout: float) -> tuple[int, str, str, bytes]:
+    """(status, reason, Retry-After, body), all of it within `timeout` seconds."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http, \
+            http.post(url, data=bundle, headers=headers) as response:
+        return response.status, response.reason or "", response.headers.get("Retry-After", ""), await response.read()
+
+
 def post_bundle(base_url: str, bundle: bytes, token: str | None, timeout: float) -> dict:
-    """POST a transaction bundle; returns the transaction-response Bundle, or DeliveryError."""
-    request = urllib.request.Request(base_url.rstrip("/"), data=bundle, method="POST", headers={
-        "Content-Type": f"{FHIR_JSON}; charset=utf-8", "Accept": FHIR_JSON,
-        **({"Authorization": f"Bearer {token}"} if token else {})})
+    """POST a transaction bundle; returns the transaction-response Bundle, or DeliveryError. Called
+    from a worker thread (it runs its own event loop)."""
+    headers = {"Content-Type": f"{FHIR_JSON}; charset=utf-8", "Accept": FHIR_JSON,
+               **({"Authorization": f"Bearer {token}"} if token else {})}
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            body = response.read()
-    except urllib.error.HTTPError as exc:
-        detail = _outcome_text(exc.read())
-        message = f"FHIR {base_url}: HTTP {exc.code} {exc.reason}: {detail}".rstrip(": ")
-        if exc.code in RETRYABLE:
-            wait = retry_after_seconds(exc.headers.get("Retry-After")) if exc.code in (429, 503) else None
+        status, reason, retry_after, body = asyncio.run(_post(base_url.rstrip("/"), bundle, headers, timeout))
+    except TimeoutError:
+        raise DeliveryError(f"FHIR {base_url}: no complete answer within {timeout:g} s") from None
+    except aiohttp.ClientConnectorError as exc:
+        raise DeliveryError(f"FHIR {base_url}: {exc.os_error.strerror or exc.os_error}") from None
+    except (aiohttp.ClientError, OSError) as exc:
+        raise DeliveryError(f"FHIR {base_url}: {type(exc).__name__}: {exc}") from None
+    if status >= 300:
+        message = f"FHIR {base_url}: HTTP {status} {reason}: {_outcome_text(body)}".rstrip(": ")
+        if status in RETRYABLE:
+            wait = retry_after_seconds(retry_after) if status in (429, 503) else None
             raise DeliveryError(message, retry_after=wait) from None
         raise DeliveryError(message, permanent=True) from None
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise DeliveryError(f"FHIR {base_url}: {reason}") from None
     try:
         answer = json.loads(body)
     except ValueError:

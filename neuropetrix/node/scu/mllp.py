@@ -3,13 +3,15 @@
 AA/CA is success. AE/CE (the receiver could not process it now) is retried. AR/CR (the receiver
 rejects this message: wrong type, version or content) is permanent: the same bytes would be refused
 again, so the message is parked for an operator. An ACK that is not for our message, unreadable, or
-missing within the timeout counts as not delivered and is retried.
+missing within the timeout counts as not delivered and is retried. The timeout bounds the whole
+exchange (connect, send, ACK): a receiver that trickles bytes without the end block is given up on.
 """
 from __future__ import annotations
 
 import logging
 import socket
 import ssl
+import time
 from dataclasses import dataclass
 
 import hl7
@@ -55,9 +57,14 @@ def parse_ack(raw: bytes) -> Ack:
     return Ack(code, acked, " | ".join(d for d in details if d))
 
 
-def _read_block(sock: socket.socket) -> bytes:
+def _read_block(sock: socket.socket, deadline: float) -> bytes:
+    """One MLLP block, which must end before `deadline` (time.monotonic) however the bytes come."""
     buf = bytearray()
     while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        sock.settimeout(left)
         chunk = sock.recv(65536)
         if not chunk:
             raise ConnectionError("the receiver closed the connection before acknowledging")
@@ -76,12 +83,14 @@ def send_message(host: str, port: int, message: bytes, timeout: float,
     acknowledgment; DeliveryError otherwise."""
     where = f"{host}:{port}"
     ours = control_id(message)
+    deadline = time.monotonic() + timeout
     try:
-        with socket.create_connection((host, port), timeout=timeout) as raw_sock, \
-                (ssl_context.wrap_socket(raw_sock, server_hostname=host) if ssl_context else raw_sock) as sock:
-            sock.settimeout(timeout)
-            sock.sendall(START + message + END)
-            raw = _read_block(sock)
+        with socket.create_connection((host, port), timeout=timeout) as raw_sock:
+            raw_sock.settimeout(max(0.001, deadline - time.monotonic()))   # the TLS handshake's share
+            with (ssl_context.wrap_socket(raw_sock, server_hostname=host) if ssl_context else raw_sock) as sock:
+                sock.settimeout(max(0.001, deadline - time.monotonic()))
+                sock.sendall(START + message + END)
+                raw = _read_block(sock, deadline)
     except TimeoutError:
         raise DeliveryError(f"MLLP {where}: no acknowledgment within {timeout:g} s") from None
     except OSError as exc:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.nodeproc import free_port
+from tests.support.nodeproc import free_port
 
 ORTHANC_AET = "ORTHANC"
 # Debian package orthanc-dicomweb: QIDO-RS, WADO-RS (frames too), STOW-RS under /dicom-web/

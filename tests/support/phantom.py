@@ -22,7 +22,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
-from tests.synthetic import StudySpec, write_ct_series, write_pet_series
+from tests.support.synthetic import StudySpec, write_ct_series, write_pet_series
 
 ENHANCED_PET_STORAGE = "1.2.840.10008.5.1.4.1.1.130"
 VARIANTS = ("siemens_bqml", "ge_private_time", "philips_cnts", "philips_cnts_activity", "admin", "none",
@@ -164,12 +164,12 @@ def write_phantom(phantom: Phantom, out_dir: Path, variant: str = "siemens_bqml"
 
     if variant in ("siemens_bqml", "time_only_midnight", "mbq_dose"):
         factor = bq * _start_decay(spec, spec.scan_start)
-        scale = lambda k: factor
+        scale = lambda k: factor  # noqa: E731
     elif variant == "ge_private_time":
         spec = replace(spec, manufacturer="GE MEDICAL SYSTEMS")
         phantom = replace(phantom, spec=spec)
         factor = bq * _start_decay(spec, spec.scan_start)
-        scale = lambda k: factor
+        scale = lambda k: factor  # noqa: E731
 
         def ge(ds: Dataset, k: int) -> None:
             # a reprocessed series: SeriesTime after the acquisition, which started 90 s after the
@@ -184,7 +184,7 @@ def write_phantom(phantom: Phantom, out_dir: Path, variant: str = "siemens_bqml"
         phantom = replace(phantom, spec=spec)
         activity_factor = 2.5                                 # Bq/ml per count
         suv_factor = activity_factor / (bq * _start_decay(spec, spec.scan_start))   # SUVbw per count
-        scale = lambda k: 1.0 / suv_factor
+        scale = lambda k: 1.0 / suv_factor  # noqa: E731
 
         def philips(ds: Dataset, k: int) -> None:
             block = ds.private_block(0x7053, "Philips PET Private Group", create=True)
@@ -197,16 +197,16 @@ def write_phantom(phantom: Phantom, out_dir: Path, variant: str = "siemens_bqml"
         phantom = replace(phantom, spec=spec)
         bsa_cm2 = 0.007184 * spec.weight_kg ** 0.425 * (spec.height_m * 100) ** 0.725 * 1e4   # DuBois
         factor = 1.0 if variant == "gml" else bsa_cm2 / (spec.weight_kg * 1000.0)
-        scale = lambda k: factor
+        scale = lambda k: factor  # noqa: E731
     elif variant == "admin":
         spec = replace(spec, decay_correction="ADMIN")
         phantom = replace(phantom, spec=spec)
-        scale = lambda k: bq
+        scale = lambda k: bq  # noqa: E731
     else:   # "none": not decay corrected; each bed decays from its own start over its frame
         spec = replace(spec, decay_correction="NONE")
         phantom = replace(phantom, spec=spec)
         duration = 120.0
-        scale = lambda k: bq * _frame_decay(
+        scale = lambda k: bq * _frame_decay(  # noqa: E731
             (phantom.acquisition_start(k) - spec.injection_time).total_seconds(), duration, spec.half_life_s)
 
         def no_decy(ds: Dataset, k: int) -> None:

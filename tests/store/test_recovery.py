@@ -10,7 +10,7 @@ import pydicom
 import yaml
 
 from tests.conftest import storescu
-from tests.nodeproc import node_config, run_cli, running_node
+from tests.support.nodeproc import node_config, run_cli, running_node
 
 
 def test_rows_lost_after_an_unclean_stop_are_reindexed_from_storage(tmp_path, small_study):

@@ -1,21 +1,13 @@
-"""What every handler reaches through `request.app[CTX]`: settings, the database, tokens, the feed."""
+"""The database as the API's handlers use it: blocking SQLAlchemy work run off the event loop."""
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from aiohttp import web
 from sqlalchemy.orm import Session, sessionmaker
-
-from neuropetrix.config.settings import Settings
-
-if TYPE_CHECKING:
-    from neuropetrix.api.auth import Auth
-    from neuropetrix.api.events import EventFeed
 
 T = TypeVar("T")
 
@@ -43,29 +35,4 @@ class Database:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-@dataclass
-class Readiness:
-    """What /readyz checks besides the database: supplied by the node that serves the API."""
-
-    storage_dir: Path
-    dicom_listening: Callable[[], bool] = lambda: False
-    dicom_associations: Callable[[], int] = lambda: 0
-
-
-@dataclass
-class ApiContext:
-    settings: Settings
-    db: Database
-    auth: Auth
-    feed: EventFeed
-    readiness: Readiness
-    websockets: set[web.WebSocketResponse] = field(default_factory=set)
-    # study-list pages by (limit, offset, filter): (event id, time, JSON body); see routes_studies
-    study_pages: dict[tuple, tuple[int, float, bytes]] = field(default_factory=dict)
-
-    @property
-    def results_dir(self) -> Path:
-        return self.settings.node.data_dir / "results"
-
-
-CTX = web.AppKey("ctx", ApiContext)
+DATABASE = web.AppKey("database", Database)

@@ -278,7 +278,7 @@ def write_petct_study(out_dir: Path, spec: StudySpec | None = None, with_ct: boo
     return spec, paths
 
 
-if __name__ == "__main__":   # python tests/synthetic.py OUT_DIR [CT_SLICES PET_SLICES]
+if __name__ == "__main__":   # python -m tests.support.synthetic OUT_DIR [CT_SLICES PET_SLICES]
     import sys
 
     target = Path(sys.argv[1])

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.nodeproc import free_port
+from tests.support.nodeproc import free_port
 
 
 def _bin(name: str) -> str | None:

@@ -15,7 +15,7 @@ import hl7
 from aiohttp import web
 from hl7.mllp import start_hl7_server
 
-from tests.nodeproc import free_port
+from tests.support.nodeproc import free_port
 
 
 class LoopThread:

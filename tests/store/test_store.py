@@ -13,7 +13,7 @@ from neuropetrix.store.db import open_database, utcnow
 from neuropetrix.store.files import FileStore, InvalidUID, check_uid, relative_path
 from neuropetrix.store.index import InstanceRecord, StudyIndex
 from neuropetrix.store.models import Event, Study
-from tests import pg
+from tests.support import pg
 
 
 @pytest.mark.parametrize("bad", ["", "1", "../1.2", "1.2.03", "1.2.3.", "1..2", "1.2/3", "a.b", "1.2." + "3" * 70])
@@ -83,7 +83,7 @@ def test_leftover_incoming_files_are_cleaned(tmp_path):
 
 def test_header_read_from_memory_matches_the_file_and_falls_back_when_cut(small_study, tmp_path):
     from neuropetrix.store.ingest import read_header
-    from tests.dicomfiles import dataset_bytes
+    from tests.support.dicomfiles import dataset_bytes
     for f in small_study[1][:1] + small_study[1][-1:]:
         ts = pydicom.dcmread(f, stop_before_pixels=True).file_meta.TransferSyntaxUID
         whole = read_header(f, b"", ts)

@@ -3,8 +3,8 @@
 Reading the table (rather than trusting an in-process signal) sees events written by any process — the
 SCP thread, a worker, another node on the same database — and makes resuming exact: a client that saw
 event N asks for everything after N. Reading stops at an id gap that an open PostgreSQL transaction may
-still fill (store/eventlog.py), so no event is passed over. Commits of events in this process wake the
-feed at once; those of other processes are seen at the next poll.
+still fill (store/eventlog.py, which the engine reads too), so no event is passed over. Commits of
+events in this process wake the feed at once; those of other processes are seen at the next poll.
 """
 from __future__ import annotations
 
@@ -16,11 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from aiohttp import web
 from sqlalchemy import Connection, Engine, Insert, event, func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import ConnectionPoolEntry, Pool
 
-from neuropetrix.api.context import Database
+from neuropetrix.api.database import Database
 from neuropetrix.api.permissions import event_permission
 from neuropetrix.store.eventlog import settled_up_to
 from neuropetrix.store.models import Event
@@ -93,6 +94,8 @@ class _CommitWatch:
 
 
 class EventFeed:
+    """The event log read by id and fanned out to subscribers (the WebSockets) and listeners."""
+
     def __init__(self, db: Database, poll_seconds: float) -> None:
         self.db = db
         self.poll = poll_seconds
@@ -150,3 +153,6 @@ class EventFeed:
                 fn(items)
             except Exception:
                 log.exception("event listener failed")
+
+
+FEED = web.AppKey("feed", EventFeed)

@@ -12,8 +12,8 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
 from neuropetrix.store.header import keys_of, scan_keys, truncation
-from tests.dicomfiles import dataset_bytes
-from tests.synthetic import StudySpec, write_petct_study
+from tests.support.dicomfiles import dataset_bytes
+from tests.support.synthetic import StudySpec, write_petct_study
 
 
 def encoded(ds: Dataset, syntax: str, path: Path) -> bytes:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from neuropetrix.analysis.errors import AnalysisError
-from neuropetrix.analysis.models import load_model, model_inputs
+from neuropetrix.analysis.networks import load_model, model_inputs
 from neuropetrix.analysis.pipeline import analyze_volumes, to_suv
 from neuropetrix.analysis.suv import suv_factors
 from neuropetrix.analysis.volumes import resample_to

@@ -1,0 +1,2 @@
+"""Helpers the tests and benchmarks share: real peers (dcmtk, Orthanc, PostgreSQL, Chromium, an HL7/FHIR
+end), node processes, and synthetic studies."""
