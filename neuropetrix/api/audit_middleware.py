@@ -10,13 +10,14 @@ login rate limits and refresh tokens use it too). From any other caller the head
 from __future__ import annotations
 
 import ipaddress
-import json
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from neuropetrix.api.auth import PRINCIPAL, AuthError, authenticate
 from neuropetrix.api.database import DATABASE
+from neuropetrix.api.node_config import SETTINGS
+from neuropetrix.api.params import parse_json, read_body
 from neuropetrix.store.audit import FAILURE, SUCCESS, Access, AuditTrail
 
 DOWNLOADS = frozenset({"seg.dcm", "sr.dcm", "report.pdf"})
@@ -86,9 +87,12 @@ async def _who(request: web.Request, action: str) -> str:
 
 
 async def _login_user(request: web.Request) -> str:
+    """The user name a login tried, read as the login handler reads it (in time, any JSON refused
+    the same way): a body the handler refused names no one."""
     try:
-        body = json.loads(await request.read() or b"{}")
-    except (ValueError, UnicodeDecodeError):
+        body = parse_json(await read_body(request, request.app[SETTINGS].api.body_timeout_seconds),
+                          request.charset)
+    except web.HTTPException:
         return "?"
     return str(body.get("username", "?"))[:64] if isinstance(body, dict) else "?"
 
