@@ -17,7 +17,7 @@ from aiohttp import web
 from neuropetrix.api.auth import PRINCIPAL, AuthError, authenticate
 from neuropetrix.api.database import DATABASE
 from neuropetrix.api.node_config import SETTINGS
-from neuropetrix.api.params import parse_json, read_body
+from neuropetrix.api.params import MAX_ID, parse_json, read_body
 from neuropetrix.store.audit import FAILURE, SUCCESS, Access, AuditTrail
 
 DOWNLOADS = frozenset({"seg.dcm", "sr.dcm", "report.pdf"})
@@ -138,6 +138,8 @@ def audit_middleware(trusted_proxies: list[str]) -> Callable:
 
 async def _record(request: web.Request, action: str, who: str, outcome: str, address: str,
                   detail: str = "") -> None:
-    access = Access(who or "?", "user", action, outcome, address,
-                    study_uid=request.match_info.get("study_uid", ""), detail=detail or request.path_qs)
+    patient = request.match_info.get("patient", "")     # /api/patients/{patient}: the row's id, digits
+    patient_pk = int(patient) if patient and len(patient) <= 19 and int(patient) <= MAX_ID else None
+    access = Access(who or "?", "user", action, outcome, address, study_uid=request.match_info.get("study_uid", ""),
+                    detail=detail or request.path_qs, patient_pk=patient_pk)
     await request.app[DATABASE].run(request.app[AUDIT].record, access)

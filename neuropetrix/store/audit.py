@@ -62,6 +62,7 @@ class Access:
     study_uid: str = ""
     patient_id: str = ""
     detail: str = ""
+    patient_pk: int | None = None     # the index's patient row, when the access names a patient, not a study
 
 
 def _cut(text: str, n: int) -> str:
@@ -82,7 +83,7 @@ class AuditTrail:
         down is logged, not raised: the caller's own work goes on and reports its own failure."""
         try:
             with self.sessions() as s, s.begin():
-                patient_id = access.patient_id or (self._patient_of(s, access.study_uid) if access.study_uid else "")
+                patient_id = access.patient_id or self._patient_of(s, access.study_uid, access.patient_pk)
                 row = AuditEvent(at=self.clock(), user=_cut(access.user, 64), user_kind=access.user_kind,
                                  action=access.action, patient_id=patient_id, study_uid=access.study_uid,
                                  address=_cut(access.address, 64), outcome=access.outcome,
@@ -100,9 +101,13 @@ class AuditTrail:
                 log.warning("audit: cannot export event %d: %s", row.id, exc)
 
     @staticmethod
-    def _patient_of(s: Session, study_uid: str) -> str:
-        return s.scalar(select(Patient.patient_id).join(Study, Study.patient_pk == Patient.id)
-                        .where(Study.study_uid == study_uid)) or ""
+    def _patient_of(s: Session, study_uid: str, patient_pk: int | None) -> str:
+        if study_uid:
+            return s.scalar(select(Patient.patient_id).join(Study, Study.patient_pk == Patient.id)
+                            .where(Study.study_uid == study_uid)) or ""
+        if patient_pk is not None:
+            return s.scalar(select(Patient.patient_id).where(Patient.id == patient_pk)) or ""
+        return ""
 
     def query(self, patient_id: str | None = None, user: str | None = None, since: datetime | None = None,
               action: str | None = None, limit: int = 500) -> list[dict]:

@@ -214,6 +214,28 @@ async def test_api_access_is_recorded_and_only_admins_read_it(env, aiohttp_clien
     assert (await api.get("/api/audit", params={"since": "yesterday"}, headers=admin)).status == 400
 
 
+@pytest.mark.asyncio
+async def test_patient_timeline_and_sync_reads_are_recorded_with_the_patient(env, aiohttp_client) -> None:  # noqa: F811
+    env.add_instance(UID, patient_id=PATIENT)
+    api = await aiohttp_client(env.app())
+    doctor = bearer(await login(api, "physician"))
+    listed = (await (await api.get("/api/patients", params={"q": PATIENT}, headers=doctor)).json())["items"]
+    assert [p["patient_id"] for p in listed] == [PATIENT]
+    assert (await api.get(f"/api/patients/{listed[0]['id']}", headers=doctor)).status == 200
+    assert (await api.get("/api/patients/99999", headers=doctor)).status == 404
+    assert (await api.get("/api/patients/" + "9" * 30, headers=doctor)).status == 404
+    assert (await api.get("/api/sync", headers=doctor)).status == 200
+    admin = bearer(await login(api, "admin"))
+    rows = (await (await api.get("/api/audit", params={"user": "physician", "action": "read"},
+                                 headers=admin)).json())["items"]
+    assert [(r["detail"], r["patient_id"], r["outcome"]) for r in reversed(rows)] == [
+        (f"GET /api/patients?q={PATIENT} → 200", "", SUCCESS),
+        (f"GET /api/patients/{listed[0]['id']} → 200", PATIENT, SUCCESS),   # the timeline names its patient
+        ("GET /api/patients/99999 → 404", "", FAILURE),
+        ("GET /api/patients/" + "9" * 30 + " → 404", "", FAILURE),
+        ("GET /api/sync → 200", "", SUCCESS)]
+
+
 def test_untrusted_forwarded_for_is_ignored() -> None:
     proxies = _networks(["10.0.0.0/8"])
     assert client_address("192.0.2.1", "203.0.113.7", proxies) == "192.0.2.1"
