@@ -321,6 +321,7 @@ class EngineSettings(Section):
     #                                                null = generated once into <data_dir>/pseudonym.key
     # Storage commitment: PACS answers (N-EVENT-REPORT) arrive on this port; null = not requested.
     commitment_port: Port | None = None
+    commitment_tls: bool = False                   # that port takes TLS only (node.tls's certificate)
     commitment_timeout: float = Field(300.0, gt=0) # no answer by then: the objects are sent again
     analysis_timeout: float = Field(1800.0, gt=0)  # a hung analysis is stopped and tried again
 
@@ -381,7 +382,8 @@ class Settings(Section):
         wanting = [f"peers[{p.name}].tls" for p in self.peers if p.tls]
         wanting += [key for key, on in (("hbys.mllp.tls", self.hbys.mllp.tls),
                                         ("hbys.mllp_listen.tls", self.hbys.mllp_listen.tls),
-                                        ("api.https", self.api.https)) if on]
+                                        ("api.https", self.api.https),
+                                        ("engine.commitment_tls", self.engine.commitment_tls)) if on]
         if self.node.tls is None and wanting:
             raise ValueError(f"{', '.join(wanting)}: TLS needs node.tls (certificate and private_key)")
         if not self.node.plain_dicom and (self.node.tls is None or self.node.tls.port is None):

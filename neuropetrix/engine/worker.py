@@ -29,6 +29,7 @@ from neuropetrix.engine.routes.rules import compile_routes
 from neuropetrix.node.scp.commitment_listener import CommitmentListener
 from neuropetrix.node.scu.commitment import CommitmentReport, job_of
 from neuropetrix.node.scu.push import FcmSender
+from neuropetrix.node.tls import server_context
 from neuropetrix.store.files import FileStore
 
 log = logging.getLogger("neuropetrix.engine")
@@ -215,7 +216,9 @@ def build_worker(settings: Settings, sessions: sessionmaker[Session], files: Fil
     if kept.images_days is not None or kept.results_days is not None:
         worker.retention = RetentionSweep(settings, sessions, results)
     if engine.commitment_port is not None:
+        tls = settings.node.tls if engine.commitment_tls else None
         worker.commitments = CommitmentListener(settings.node.ae_title, settings.node.dicom_host,
                                                 engine.commitment_port,
-                                                frozenset(p.ae_title for p in settings.peers), worker.on_commitment)
+                                                frozenset(p.ae_title for p in settings.peers), worker.on_commitment,
+                                                ssl_context=server_context(tls) if tls is not None else None)
     return worker

@@ -1,8 +1,10 @@
-"""DICOM and MLLP over TLS with a self-made CA: dcmtk's echoscu/storescu/storescp and python-hl7 on
-the other side; a plaintext caller on a TLS port and a certificate from another CA are refused."""
+"""DICOM and MLLP over TLS with a self-made CA: dcmtk's echoscu/storescu/storescp, Orthanc (DICOM TLS
+and storage commitment) and python-hl7 on the other side; a plaintext caller on a TLS port and a
+certificate from another CA are refused."""
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 import subprocess
 import time
@@ -14,18 +16,25 @@ import hl7
 import pydicom
 import pytest
 from hl7.mllp import open_hl7_connection
+from pynetdicom import AE
+from pynetdicom.sop_class import StorageCommitmentPushModel
 
+from neuropetrix.config.loader import ConfigError, parse_settings
 from neuropetrix.config.settings import TlsSettings
 from neuropetrix.node.scp.mllp_listener import MllpListener
 from neuropetrix.node.scu import mllp
 from neuropetrix.node.scu.errors import DeliveryError
 from neuropetrix.node.tls import client_context, server_context
 from tests.conftest import dcmtk, storescu
-from tests.support.hbys_peer import LoopThread, mllp_listener
+from tests.engine.conftest import FAST_ENGINE, jobs_of
+from tests.engine.conftest import storescu as scanner_sends
+from tests.engine.conftest import wait_for as wait_for_node
 from tests.node.test_scp_peers import stored_path, wait_for
-from tests.support.nodeproc import free_port, running_node
 from tests.ops.ca import make_ca
-from tests.support.synthetic import StudySpec, write_petct_study
+from tests.support.hbys_peer import LoopThread, mllp_listener
+from tests.support.nodeproc import SCANNER_AE, free_port, running_node
+from tests.support.peers import ORTHANC_AET, orthanc
+from tests.support.synthetic import StudySpec, write_ct_series, write_petct_study
 
 MESSAGE = b"MSH|^~\\&|HBYS|H|NEUROPETRIX|N|20260101120000||ADT^A08|CTRL-TLS-1|P|2.5\rPID|1||12345||DOE^JOHN\r"
 
@@ -144,6 +153,43 @@ def test_send_to_a_tls_peer_with_an_untrusted_certificate_fails(tmp_path, ca) ->
         scp.wait(10)
 
 
+def test_forward_to_orthanc_over_tls_committed_over_tls(tmp_path, ca) -> None:
+    """A TLS-only Orthanc as the PACS: the node forwards over TLS and asks for storage commitment;
+    Orthanc answers on engine.commitment_port over TLS (UseDicomTls) and the job is done. A
+    plaintext caller on that port fails the handshake; one with the CA's certificate gets in."""
+    study = tmp_path / "ct"
+    write_ct_series(StudySpec(ct_slices=3, ct_matrix=64), study)
+    commitment_port = free_port()
+    orthanc_tls = {"DicomTlsEnabled": True, "DicomTlsCertificate": str(ca.server.certificate),
+                   "DicomTlsPrivateKey": str(ca.server.private_key), "DicomTlsTrustedCertificates": str(ca.ca),
+                   "DicomTlsRemoteCertificateRequired": True}
+    with orthanc(tmp_path / "orthanc", options=orthanc_tls) as pacs:
+        peer = {"name": "pacs", "ae_title": ORTHANC_AET, "host": "127.0.0.1", "port": pacs.dicom_port, "tls": True}
+        scanner = {"name": "scanner", "ae_title": SCANNER_AE, "host": "127.0.0.1", "port": free_port()}
+        config = {"node": {"tls": tls_settings(ca)}, "peers": [scanner, peer],
+                  "routes": [{"name": "archive", "match": {"modality": "CT"}, "actions": [{"forward": "pacs"}]}],
+                  "engine": {**FAST_ENGINE, "commitment_port": commitment_port, "commitment_tls": True,
+                             "commitment_timeout": 30}}
+        with running_node(tmp_path / "node", config) as node:
+            pacs.request("PUT", "/modalities/neuropetrix", json.dumps(
+                {"AET": node.ae_title, "Host": "127.0.0.1", "Port": commitment_port, "UseDicomTls": True}).encode())
+            scanner_sends(node, study)
+            forward = wait_for_node("the commitment", lambda: (js := jobs_of(node)) and js[0]["state"] == "done"
+                                    and js[0], node)
+            assert forward["result"]["committed"] is True and forward["result"]["sent"] == 3
+            assert len(pacs.get("/instances")) == 3
+
+            caller = AE(ae_title=ORTHANC_AET)
+            caller.add_requested_context(StorageCommitmentPushModel)
+            plain = caller.associate("127.0.0.1", commitment_port, ae_title=node.ae_title)
+            assert not plain.is_established
+            tls = _tls(ca)
+            secure = caller.associate("127.0.0.1", commitment_port, ae_title=node.ae_title,
+                                      tls_args=(client_context(tls), "127.0.0.1"))
+            assert secure.is_established
+            secure.release()
+
+
 def _tls(ca) -> TlsSettings:
     return TlsSettings(**tls_settings(ca))
 
@@ -196,3 +242,12 @@ def test_mllp_sender_refuses_an_untrusted_listener(tmp_path, ca) -> None:
         with pytest.raises(DeliveryError, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
             mllp.send_message("127.0.0.1", hbys.port, MESSAGE, 10, ssl_context=client_context(_tls(ca)))
         assert hbys.received == []
+
+
+@pytest.mark.parametrize("config", [{"api": {"https": True}}, {"engine": {"commitment_tls": True}},
+                                    {"hbys": {"mllp": {"tls": True}}},
+                                    {"peers": [{"name": "pacs", "ae_title": "PACS", "host": "h", "port": 104,
+                                                "tls": True}]}])
+def test_tls_without_a_certificate_is_a_configuration_error(config) -> None:
+    with pytest.raises(ConfigError, match="TLS needs node.tls"):
+        parse_settings(json.dumps(config), "test", environ={})

@@ -67,9 +67,10 @@ def _wait_ready(proc: subprocess.Popen, url: str, log: Path, timeout: float) -> 
 
 
 @contextmanager
-def orthanc(tmp_dir: Path, timeout: float = 30.0, plugins: Sequence[str] = ()) -> Iterator[Orthanc]:
+def orthanc(tmp_dir: Path, timeout: float = 30.0, plugins: Sequence[str] = (),
+            options: dict[str, Any] | None = None) -> Iterator[Orthanc]:
     """Start Orthanc on free loopback ports with its data in `tmp_dir`; stop it on exit. `plugins` are
-    shared-library paths (e.g. DICOMWEB_PLUGIN)."""
+    shared-library paths (e.g. DICOMWEB_PLUGIN); `options` are more configuration keys (DicomTls...)."""
     exe = shutil.which("Orthanc") or ("/usr/sbin/Orthanc" if Path("/usr/sbin/Orthanc").exists() else None)
     if exe is None:
         raise RuntimeError("Orthanc is not installed: run `make peers` (Debian package orthanc)")
@@ -89,6 +90,7 @@ def orthanc(tmp_dir: Path, timeout: float = 30.0, plugins: Sequence[str] = ()) -
         "DicomServerEnabled": True,
         "Plugins": list(plugins),
         "StableAge": 1,
+        **(options or {}),
     }
     config_path = tmp_dir / "orthanc.json"
     config_path.write_text(json.dumps(config, indent=2))
