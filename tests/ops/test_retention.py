@@ -214,3 +214,34 @@ def test_a_running_node_prunes_by_itself(tmp_path) -> None:
         assert [(j["kind"], j["state"]) for j in jobs] == [("prune", "done")]
         log = node.log_text()
     assert f"retention: images of study {spec.study_uid} deleted ({len(files)} instance(s))" in log
+
+
+def test_a_backup_forgets_what_retention_deleted(tmp_path) -> None:
+    """A nightly backup into the same folder: what was pruned since is deleted from it too, so a
+    restore into an empty node does not bring it back (nor route it again); a kept study stays."""
+    site = Site(tmp_path)
+    site.study("1.2.3.20", days_old=40, patient="P20")
+    site.study("1.2.3.21", days_old=5, patient="P21")
+    site.study("1.2.3.22", days_old=90, patient="P22", results=True)
+    backup = tmp_path / "backup"
+    first = run_cli("backup", str(backup), "--config", str(site.config_path))
+    assert first.returncode == 0, first.stderr
+    assert len(list((backup / "storage").rglob("*.dcm"))) == 6 and (backup / "results" / "1.2.3.22").is_dir()
+
+    retention.make_jobs(site.sessions, site.settings.storage.retention, site.results, utcnow(), 5)
+    assert sorted(r["what"] for r in site.run_prunes()) == ["images", "images", "results"]
+    second = run_cli("backup", str(backup), "--config", str(site.config_path))
+    assert second.returncode == 0, second.stderr
+    assert "5 pruned file(s) deleted from it" in second.stdout
+    assert json.loads((backup / "manifest.json").read_text())["pruned"] == {"storage": 4, "results": 1}
+    assert sorted(p.parent.parent.name for p in (backup / "storage").rglob("*.dcm")) == ["1.2.3.21"] * 2
+    assert not (backup / "storage" / "1.2.3.20").exists() and not (backup / "results" / "1.2.3.22").exists()
+
+    restored = tmp_path / "restored.yaml"
+    restored.write_text(yaml.safe_dump({"node": {"data_dir": str(tmp_path / "restored")}}))
+    result = run_cli("restore", str(backup), "--config", str(restored))
+    assert result.returncode == 0, result.stderr
+    assert "(0 re-indexed from storage)" in result.stdout
+    _, sessions = open_database(f"sqlite:///{tmp_path / 'restored' / 'neuropetrix.db'}")
+    with sessions() as s:
+        assert sorted(p.split("/")[0] for p in s.scalars(select(Instance.path))) == ["1.2.3.21"] * 2
