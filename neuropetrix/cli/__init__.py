@@ -16,9 +16,11 @@ from neuropetrix.config.loader import ConfigError, load_settings
 from neuropetrix.config.settings import Settings
 from neuropetrix.store.migrate import SchemaNotCurrent
 
-# Modules under neuropetrix.cli that each add their commands.
-COMMAND_MODULES = ("serve", "studies", "send", "db", "analyze", "jobs", "routes", "users",
-                   "doctor", "demo", "backup", "worker", "storage")
+# Each top-level command and the module under neuropetrix.cli that adds it. A command imports only its
+# own module: `users add` need not load the analysis, the engine and scipy (seconds on a busy 2-core box).
+COMMANDS = {"serve": "serve", "studies": "studies", "send": "send", "db": "db", "analyze": "analyze",
+            "jobs": "jobs", "routes": "routes", "users": "users", "doctor": "doctor", "demo": "demo",
+            "backup": "backup", "restore": "backup", "worker": "worker", "storage": "storage"}
 
 
 class CommandError(Exception):
@@ -34,17 +36,20 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return load_settings(args.config)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of `command` alone when it is a known one, else of every command (help, a typo)."""
     parser = argparse.ArgumentParser(prog="neuropetrix",
                                      description="DICOM node and HL7/FHIR integration engine for PET/CT")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    modules = [COMMANDS[command]] if command in COMMANDS else list(dict.fromkeys(COMMANDS.values()))
+    for name in modules:
         importlib.import_module(f"neuropetrix.cli.{name}").register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
     apply_private_umask()         # every command may create the database, keys or results
