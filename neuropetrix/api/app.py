@@ -75,8 +75,8 @@ def create_app(settings: Settings, db: Database, readiness: Readiness, signer: T
     feed.listen(EventMetrics())
     feed.listen(auth.on_events)
 
-    # errors_and_timing outermost: the audit middleware sees the handler's status, HTTP errors included
-    app = web.Application(middlewares=[errors_and_timing, audit_middleware(settings.audit.trusted_proxies)],
+    # the audit middleware outermost: errors_and_timing has made every error a response with its status
+    app = web.Application(middlewares=[audit_middleware(settings.audit.trusted_proxies), errors_and_timing],
                           client_max_size=1024 * 1024)
     app[SETTINGS] = settings
     app[DATABASE] = db

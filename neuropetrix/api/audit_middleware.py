@@ -13,6 +13,7 @@ import ipaddress
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
 
 from neuropetrix.api.auth import PRINCIPAL, AuthError, authenticate
 from neuropetrix.api.database import DATABASE
@@ -82,7 +83,7 @@ async def _who(request: web.Request, action: str) -> str:
         return await _login_user(request)
     try:
         return (await authenticate(request)).username
-    except AuthError:
+    except (AuthError, SQLAlchemyError):     # a database that is down: the row says "?", the answer stands
         return ""
 
 
@@ -120,18 +121,14 @@ def audit_middleware(trusted_proxies: list[str]) -> Callable:
                 pass
             await _record(request, action, who, SUCCESS if who else FAILURE, address)
             return await handler(request)
-        status = 500
+        response: web.StreamResponse | None = None
         try:
-            response = await handler(request)
-            status = response.status
+            response = await handler(request)    # errors_and_timing, inside, answers every error
             return response
-        except web.HTTPException as exc:
-            status = exc.status
-            raise
         finally:
-            who = await _who(request, action)
-            await _record(request, action, who, SUCCESS if status < 400 else FAILURE, address,
-                          f"{request.method} {request.path_qs} → {status}")
+            status = response.status if response is not None else 500
+            await _record(request, action, await _who(request, action), SUCCESS if status < 400 else FAILURE,
+                          address, f"{request.method} {request.path_qs} → {status}")
 
     return audited
 
