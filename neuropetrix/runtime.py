@@ -23,6 +23,8 @@ from neuropetrix.node.scp.find import FindProvider
 from neuropetrix.node.scp.mllp_listener import MllpListener
 from neuropetrix.node.scp.policy import AcceptancePolicy, ServerLimits
 from neuropetrix.node.scp.server import DicomServer, raise_open_file_limit
+from neuropetrix.node.tls import server_context
+from neuropetrix.store.audit import DicomAudit, audit_trail
 from neuropetrix.store.db import make_engine, make_sessionmaker, open_database
 from neuropetrix.store.files import FileStore
 from neuropetrix.store.index import StudyIndex
@@ -72,19 +74,27 @@ class Node:
         if listen.enabled:          # the worklist is made of the HBYS's orders
             find_providers[ModalityWorklistInformationFind] = Worklist(self.sessions, settings.hbys.worklist_charset,
                                                               settings.hbys.worklist_charsets)
-        self.scp = DicomServer(node.dicom_host, node.dicom_port, policy, self.ingest, ServerLimits.of(node),
-                               steps=ProcedureSteps(self.sessions), find_providers=find_providers,
-                               retrieve_providers=retrieve_providers(self.sessions, node.storage_dir,
-                                                                     node.data_dir / "results"),
-                               move_destinations={p.ae_title: p for p in reversed(settings.peers)})
+        tls = node.tls
+        self.scp_audit = DicomAudit(audit_trail(settings, self.sessions))
+        # the plain DICOM port and the TLS one (node.tls.port) serve alike: one policy, one store
+        ports = ([(node.dicom_port, None)] if node.plain_dicom else []) + \
+            ([(tls.port, server_context(tls))] if tls is not None and tls.port is not None else [])
+        self.scps = [DicomServer(node.dicom_host, port, policy, self.ingest, ServerLimits.of(node),
+                                 steps=ProcedureSteps(self.sessions), find_providers=find_providers,
+                                 retrieve_providers=retrieve_providers(self.sessions, node.storage_dir,
+                                                                       node.data_dir / "results"),
+                                 move_destinations={p.ae_title: p for p in reversed(settings.peers)},
+                                 ssl_context=context, audit=self.scp_audit) for port, context in ports]
         self.completion = CompletionWatcher(self.sessions, node.study_quiet_seconds)
         self.mllp = None
         if listen.enabled:
             self.mllp = MllpListener(listen.host, listen.port, Intake(self.sessions, settings.hbys).receive,
-                                     listen.allowed_callers, listen.max_frame_bytes, listen.idle_timeout)
+                                     listen.allowed_callers, listen.max_frame_bytes, listen.idle_timeout,
+                                     ssl_context=server_context(tls) if listen.tls and tls else None)
         self.api = ApiServer(settings, self.sessions, Readiness(
-            node.storage_dir, dicom_listening=lambda: self.scp.listening,
-            dicom_associations=lambda: self.scp.active_associations))
+            node.storage_dir, dicom_listening=lambda: all(scp.listening for scp in self.scps),
+            dicom_associations=lambda: sum(scp.active_associations for scp in self.scps)),
+            ssl_context=server_context(tls) if settings.api.https and tls else None)
 
     def start(self) -> None:
         raise_open_file_limit()
@@ -97,7 +107,8 @@ class Node:
             self.mllp.start()
         self.marker.begin()     # from here on instances may arrive: a stop without `end` is unclean
         try:
-            self.scp.start()
+            for scp in self.scps:
+                scp.start()
         except BaseException:
             self.marker.end()   # nothing was received: the next start need not look for lost rows
             raise
@@ -106,7 +117,8 @@ class Node:
         self.api.stop()
         if self.mllp is not None:
             self.mllp.stop()
-        self.scp.stop()
+        for scp in self.scps:
+            scp.stop()
         if self.orders is not None:
             self.orders.stop()
         self.completion.stop()

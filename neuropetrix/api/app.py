@@ -18,6 +18,7 @@ from aiohttp import WSCloseCode, web
 
 from neuropetrix.api import (
     routes_admin,
+    routes_audit,
     routes_auth,
     routes_devices,
     routes_notifications,
@@ -26,6 +27,7 @@ from neuropetrix.api import (
     routes_review,
     routes_studies,
 )
+from neuropetrix.api.audit_middleware import AUDIT, audit_middleware
 from neuropetrix.api.auth import AUTH, Auth
 from neuropetrix.api.database import DATABASE, Database
 from neuropetrix.api.errors import errors_and_timing
@@ -38,10 +40,11 @@ from neuropetrix.api.routes_studies import STUDY_PAGES, StudyPages
 from neuropetrix.api.tokens import TokenSigner
 from neuropetrix.api.ws import SOCKETS, websocket
 from neuropetrix.config.settings import Settings
+from neuropetrix.store.audit import audit_trail
 
 STATIC = Path(__file__).with_name("static")
 ROUTE_MODULES = (routes_auth, routes_studies, routes_review, routes_admin, routes_devices, routes_orders,
-                 routes_notifications, routes_patients)
+                 routes_notifications, routes_patients, routes_audit)
 
 
 async def _index(_request: web.Request) -> web.FileResponse:
@@ -72,11 +75,14 @@ def create_app(settings: Settings, db: Database, readiness: Readiness, signer: T
     feed.listen(EventMetrics())
     feed.listen(auth.on_events)
 
-    app = web.Application(middlewares=[errors_and_timing], client_max_size=1024 * 1024)
+    # the audit middleware outermost: errors_and_timing has made every error a response with its status
+    app = web.Application(middlewares=[audit_middleware(settings.audit.trusted_proxies), errors_and_timing],
+                          client_max_size=1024 * 1024)
     app[SETTINGS] = settings
     app[DATABASE] = db
     app[AUTH] = auth
     app[FEED] = feed
+    app[AUDIT] = audit_trail(settings, db.sessions)
     app[READINESS] = readiness
     app[SOCKETS] = set()
     app[STUDY_PAGES] = StudyPages()

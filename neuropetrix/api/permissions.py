@@ -17,10 +17,11 @@ RESULTS_SIGN = "results.sign"          # sign: the result becomes final (or amen
 ORDERS_READ = "orders.read"            # orders from the HBYS, the worklist, the reconcile list; order events
 ORDERS_RECONCILE = "orders.reconcile"  # link a study to an order, or confirm it as unordered
 HL7_READ = "hl7.read"                  # HL7 messages received and their ACKs
+AUDIT_READ = "audit.read"              # the access audit trail (GET /api/audit)
 
 ALL = frozenset({STUDIES_READ, RESULTS_READ, RESULTS_DOWNLOAD, DELIVERIES_READ, JOBS_READ, JOBS_RETRY,
                  CONFIG_READ, USERS_MANAGE, DEVICES_OWN, PUSH_RESULTS, PUSH_FAILURES, RESULTS_REVIEW, RESULTS_SIGN,
-                 ORDERS_READ, ORDERS_RECONCILE, HL7_READ})
+                 ORDERS_READ, ORDERS_RECONCILE, HL7_READ, AUDIT_READ})
 
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "admin": ALL - {PUSH_RESULTS},

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -43,14 +44,15 @@ class CappedSite(web.BaseSite):
     """A TCP site that serves at most `max_connections` connections at a time (counted as aiohttp
     registers them: a burst of connects may pass the cap by those still being set up)."""
 
-    def __init__(self, runner: web.BaseRunner, host: str, port: int, max_connections: int) -> None:
-        super().__init__(runner)
+    def __init__(self, runner: web.BaseRunner, host: str, port: int, max_connections: int,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        super().__init__(runner, ssl_context=ssl_context)
         self._host, self._port, self._max = host, port, max_connections
         self._refused_logged = 0.0
 
     @property
     def name(self) -> str:
-        return f"http://{self._host}:{self._port}"
+        return f"{'https' if self._ssl_context else 'http'}://{self._host}:{self._port}"
 
     def _protocol(self) -> asyncio.BaseProtocol:
         server = self._runner.server
@@ -66,7 +68,7 @@ class CappedSite(web.BaseSite):
     async def start(self) -> None:
         await super().start()
         self._server = await asyncio.get_running_loop().create_server(
-            self._protocol, self._host, self._port, reuse_address=True)
+            self._protocol, self._host, self._port, ssl=self._ssl_context, reuse_address=True)
 
 
 def build_app(settings: Settings, sessions: sessionmaker[Session], readiness: Readiness,
@@ -79,8 +81,10 @@ def build_app(settings: Settings, sessions: sessionmaker[Session], readiness: Re
 
 
 class ApiServer:
-    def __init__(self, settings: Settings, sessions: sessionmaker[Session], readiness: Readiness) -> None:
+    def __init__(self, settings: Settings, sessions: sessionmaker[Session], readiness: Readiness,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.host, self.port = settings.node.api_host, settings.node.api_port
+        self.ssl_context = ssl_context     # HTTPS (api.https)
         self.limits = settings.api
         self.app = build_app(settings, sessions, readiness)
         self._loop = asyncio.new_event_loop()
@@ -97,7 +101,7 @@ class ApiServer:
             started.result()
         except OSError as exc:
             raise OSError(exc.errno, f"API port {self.port}: {exc.strerror}") from None
-        log.info("API and dashboard on http://%s:%d/", self.host, self.port)
+        log.info("API and dashboard on %s://%s:%d/", "https" if self.ssl_context else "http", self.host, self.port)
 
     async def _serve(self, started: Future[None]) -> None:
         self._stopping = asyncio.Event()
@@ -105,7 +109,8 @@ class ApiServer:
                                keepalive_timeout=self.limits.idle_timeout_seconds)
         try:
             await runner.setup()
-            await CappedSite(runner, self.host, self.port, self.limits.max_connections).start()
+            await CappedSite(runner, self.host, self.port, self.limits.max_connections,
+                             self.ssl_context).start()
         except BaseException as exc:
             await runner.cleanup()
             started.set_exception(exc)

@@ -21,7 +21,7 @@ from neuropetrix.store.migrate import SchemaNotCurrent
 COMMANDS = {"serve": "serve", "studies": "studies", "send": "send", "db": "db", "analyze": "analyze",
             "jobs": "jobs", "routes": "routes", "users": "users", "doctor": "doctor", "demo": "demo",
             "backup": "backup", "restore": "backup", "worker": "worker",
-            "cohort": "cohort"}
+            "cohort": "cohort", "storage": "storage"}
 
 
 class CommandError(Exception):

@@ -4,7 +4,9 @@ instances and results, with a manifest; and the way back.
 The database is copied first and consistently while the node runs (SQLite's online backup API,
 `pg_dump` for PostgreSQL); files are copied after it, so every file the copied database names is in
 the backup, and files that arrived meanwhile are too. Stored instances are immutable (a name is never
-written twice), so a nightly backup into the same DEST copies only the new ones. The manifest is
+written twice), so a nightly backup into the same DEST copies only the new ones. What retention
+deleted (a `study.pruned` event) is deleted from DEST too, file by file where the node no longer has
+it: the rule binds the copies, and a restore must not bring those studies back. The manifest is
 written last: a backup without one is unfinished and `restore` refuses it.
 
 `restore` brings a node back on a data folder and database that hold no node yet. Instances in the
@@ -32,13 +34,15 @@ from sqlalchemy.engine import make_url
 from neuropetrix.cli import CommandError, add_config_option, settings_from
 from neuropetrix.config.secrets import KEY_FILES
 from neuropetrix.config.settings import Settings
+from neuropetrix.dicom_uids import InvalidUID, check_uid
 from neuropetrix.store import migrate
 from neuropetrix.store.accounts import User
 from neuropetrix.store.db import make_engine, make_sessionmaker
+from neuropetrix.store.eventlog import EventKind
 from neuropetrix.store.files import FileStore
 from neuropetrix.store.index import StudyIndex
 from neuropetrix.store.jobs_models import Job
-from neuropetrix.store.models import Instance, Study
+from neuropetrix.store.models import Event, Instance, Study
 from neuropetrix.store.recovery import reindex_since
 
 FORMAT = 1
@@ -108,14 +112,55 @@ def _copy_tree(src: Path, dest: Path) -> tuple[int, int]:
         if not path.is_file() or rel.parts[0] == ".incoming":
             continue
         target = dest / rel
-        st = path.stat()
-        if target.is_file() and (t := target.stat()).st_size == st.st_size and int(t.st_mtime) == int(st.st_mtime):
+        try:
+            st = path.stat()
+            if target.is_file() and (t := target.stat()).st_size == st.st_size and int(t.st_mtime) == int(st.st_mtime):
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+        except FileNotFoundError:       # deleted since it was listed (a prune job): not in the backup
             continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path, target)
         files += 1
         size += st.st_size
     return files, size
+
+
+def _pruned(url: str) -> dict[str, set[str]]:
+    """The studies retention deleted something of, by folder: {"storage": {uid, ...}, "results": {...}}."""
+    out: dict[str, set[str]] = {folder: set() for folder in FOLDERS}
+    engine = make_engine(url)
+    try:
+        with make_sessionmaker(engine)() as s:
+            for uid, payload in s.execute(select(Event.study_uid, Event.payload)
+                                          .where(Event.kind == EventKind.STUDY_PRUNED)):
+                try:
+                    out["results" if (payload or {}).get("what") == "results" else "storage"].add(
+                        check_uid(uid, "StudyInstanceUID"))
+                except InvalidUID:
+                    continue
+    finally:
+        engine.dispose()
+    return out
+
+
+def _drop_pruned(src: Path, dest: Path, study_uids: set[str]) -> int:
+    """Delete from the backup folder `dest` the files of these studies that `src` no longer has (a
+    study received again after its prune keeps its new files); how many were deleted. Only pruned
+    studies: a file missing from the node for any other reason keeps its backup copy."""
+    removed = 0
+    for uid in study_uids:
+        folder = dest / uid
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.rglob("*"), reverse=True):        # files before their folders
+            if path.is_file() and not (src / path.relative_to(dest)).exists():
+                path.unlink()
+                removed += 1
+            elif path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+        if not any(folder.iterdir()):
+            folder.rmdir()
+    return removed
 
 
 def _private_copy(src: Path, dest: Path) -> None:
@@ -183,6 +228,8 @@ def run_backup(args: argparse.Namespace) -> int:
     if args.config:
         _private_copy(Path(args.config), dest / "config" / "node.yaml")   # it may hold tokens
     copied = {folder: _copy_tree(node.data_dir / folder, dest / folder) for folder in FOLDERS}
+    pruned = _pruned(url)
+    dropped = {folder: _drop_pruned(node.data_dir / folder, dest / folder, pruned[folder]) for folder in FOLDERS}
     engine = make_engine(url)
     try:
         revision = migrate.current_revision(engine)
@@ -195,13 +242,15 @@ def run_backup(args: argparse.Namespace) -> int:
                      "sha256": _sha256(dest / database), "revision": revision},
         "counts": counts.__dict__, "keys": keys, "config": "config/node.yaml" if args.config else None,
         "copied": {folder: {"files": n, "bytes": b} for folder, (n, b) in copied.items()},
+        "pruned": dropped,        # files deleted from the backup because retention deleted them
     }
     partial = dest / (MANIFEST + ".partial")
     partial.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     os.replace(partial, dest / MANIFEST)
     new = copied["storage"]
     print(f"backup in {dest}: database at revision {revision} ({counts.studies} studies, {counts.jobs} jobs, "
-          f"{counts.users} accounts), {len(keys)} key file(s), {new[0]} new stored file(s) ({new[1]} bytes)")
+          f"{counts.users} accounts), {len(keys)} key file(s), {new[0]} new stored file(s) ({new[1]} bytes)"
+          + (f", {sum(dropped.values())} pruned file(s) deleted from it" if any(dropped.values()) else ""))
     return 0
 
 

@@ -24,10 +24,11 @@ from pynetdicom.sop_class import Verification
 
 from neuropetrix.cli import add_config_option, settings_from
 from neuropetrix.config.secrets import KEY_FILES
-from neuropetrix.config.settings import Peer, Settings
+from neuropetrix.config.settings import Peer, Settings, TlsSettings
 from neuropetrix.engine.routes.rules import compile_routes
 from neuropetrix.node.entity import node_ae
 from neuropetrix.node.scp.status import SUCCESS
+from neuropetrix.node.tls import client_context
 from neuropetrix.store import migrate
 from neuropetrix.store.db import make_engine
 
@@ -60,8 +61,8 @@ def run(args: argparse.Namespace) -> int:
               check_database(settings)]
     used = _destinations(settings, checks)
     with ThreadPoolExecutor(max_workers=8) as pool:     # unreachable hosts each take the whole timeout
-        network = [pool.submit(check_peer, settings.node.ae_title, p, f"dicom:{p.name}" in used, args.timeout)
-                   for p in settings.peers]
+        network = [pool.submit(check_peer, settings.node.ae_title, p, f"dicom:{p.name}" in used, args.timeout,
+                               settings.node.tls) for p in settings.peers]
         network.append(pool.submit(check_mllp, settings, "hl7:hbys" in used, args.timeout))
         network.append(pool.submit(check_fhir, settings, "fhir:hbys" in used, args.timeout))
         checks += [f.result() for f in network]
@@ -143,7 +144,7 @@ def _connect_error(host: str, port: int, timeout: float) -> str | None:
         return exc.strerror or type(exc).__name__
 
 
-def check_peer(our_ae: str, peer: Peer, destination: bool, timeout: float) -> Check:
+def check_peer(our_ae: str, peer: Peer, destination: bool, timeout: float, tls: TlsSettings | None = None) -> Check:
     name = f"peer {peer.name} ({peer.ae_title}@{peer.host}:{peer.port})"
     # a scanner that only sends to us may be switched off; a destination that does not answer is a failure
     bad = FAIL if destination else WARN
@@ -155,7 +156,8 @@ def check_peer(our_ae: str, peer: Peer, destination: bool, timeout: float) -> Ch
     ae = node_ae(our_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     ae.add_requested_context(Verification)
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title,
+                         tls_args=(client_context(tls), peer.host) if peer.tls else None)
     if not assoc.is_established:
         why = "rejected the association" if assoc.is_rejected else "aborted or did not negotiate"
         return Check(bad, name, f"{why} ({role})",

@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyError as exc:
         raise CommandError(exc.args[0]) from None
     try:
-        report = send_files(peer, dicom_files(args.paths), settings.node.ae_title)
+        report = send_files(peer, dicom_files(args.paths), settings.node.ae_title, tls=settings.node.tls)
     except SendError as exc:
         raise CommandError(str(exc)) from None
     for f, why in report.failed:

@@ -30,6 +30,33 @@ class Section(BaseModel):
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
+class TlsSettings(Section):
+    """`node.tls`: the node's certificate, key and trust list (node/tls.py), for the TLS DICOM port
+    and for every TLS connection the node makes or takes (peers[].tls, MLLP, the API)."""
+
+    port: Port | None = None                       # the TLS DICOM SCP's port; null = no TLS SCP
+    certificate: Path                              # PEM, the chain after the node's own certificate
+    private_key: Path                              # PEM, readable by the node's user only
+    # PEM CA bundle: callers' certificates are checked against it, and so are peers' (null = the
+    # system's trust store for peers, and callers are not asked for a certificate)
+    ca_certificates: Path | None = None
+    require_client_certificate: bool = False       # with ca_certificates: refuse callers without one
+    verify_peer_names: bool = True                 # a peer's certificate must name its host (or IP)
+
+    @field_validator("certificate", "private_key", "ca_certificates")
+    @classmethod
+    def _readable(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{value}: no such file")
+        return value
+
+    @model_validator(mode="after")
+    def _client_certs(self) -> "TlsSettings":
+        if self.require_client_certificate and self.ca_certificates is None:
+            raise ValueError("require_client_certificate: give ca_certificates to check them against")
+        return self
+
+
 class NodeSettings(Section):
     ae_title: str = "NEUROPETRIX"
     dicom_host: str = "0.0.0.0"
@@ -54,6 +81,8 @@ class NodeSettings(Section):
     # below this much free space in storage/, new associations are refused (transient); 0 = never
     min_free_mb: int = Field(1024, ge=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    tls: TlsSettings | None = None
+    plain_dicom: bool = True                       # false: only the TLS port listens (node.tls.port)
 
     _ae = field_validator("ae_title")(classmethod(lambda cls, v: check_ae_title(v)))
 
@@ -85,6 +114,7 @@ class Peer(Section):
     # applied to everything received from this peer before it is stored (then re-encoded; without
     # inbound transforms an instance is stored exactly as it arrived)
     transforms_in: list[TransformStep] = []
+    tls: bool = False                              # call it over TLS (node.tls's certificate and trust list)
 
     _ae = field_validator("ae_title")(classmethod(lambda cls, v: check_ae_title(v)))
 
@@ -100,6 +130,7 @@ class MllpOut(HostPort):
     version: Literal["2.3.1", "2.5", "2.5.1"] = "2.5"
     charset: Literal["UNICODE UTF-8", "8859/9", "8859/1"] = "UNICODE UTF-8"   # v2.3.1 writes UTF-8 as UNICODE
     timeout: float = Field(30.0, gt=0)
+    tls: bool = False                              # MLLP over TLS (node.tls's trust list and certificate)
     # MSH-3..6 (HD: namespace^universal id^type, e.g. "NEUROPETRIX^1.2.3^ISO"); null = left empty
     sending_application: str = Field("NEUROPETRIX", min_length=1)
     sending_facility: str | None = None
@@ -123,6 +154,7 @@ class MllpIn(HostPort):
     sender_charsets: dict[str, HL7_CHARSETS_IN] = {}
     max_frame_bytes: int = Field(1 << 20, ge=1024)        # a bigger frame is refused, the connection closed
     idle_timeout: float = Field(300.0, gt=0)              # a silent connection is closed after this
+    tls: bool = False                                     # TLS only on this port (node.tls's certificate)
 
     @field_validator("allowed_callers")
     @classmethod
@@ -226,6 +258,7 @@ class ApiSettings(Section):
     # feed at once); 0.05 s cost an idle node 3% of a core
     event_poll_seconds: float = Field(0.25, gt=0, le=5)
     heartbeat_seconds: float = Field(15.0, gt=0)         # WebSocket heartbeat message interval
+    https: bool = False                                  # serve the API over TLS (node.tls's certificate)
     # A connection gets this long to send a whole request's headers, and is closed after this long
     # idle between requests (slowloris, idle sockets holding file descriptors).
     idle_timeout_seconds: float = Field(15.0, gt=0, le=3600)
@@ -288,6 +321,7 @@ class EngineSettings(Section):
     #                                                null = generated once into <data_dir>/pseudonym.key
     # Storage commitment: PACS answers (N-EVENT-REPORT) arrive on this port; null = not requested.
     commitment_port: Port | None = None
+    commitment_tls: bool = False                   # that port takes TLS only (node.tls's certificate)
     commitment_timeout: float = Field(300.0, gt=0) # no answer by then: the objects are sent again
     analysis_timeout: float = Field(1800.0, gt=0)  # a hung analysis is stopped and tried again
 
@@ -301,6 +335,36 @@ class PriorsSettings(Section):
     timeout: float = Field(300.0, gt=0)            # for the C-MOVE of one study
 
 
+class RetentionSettings(Section):
+    """What is deleted, and when (engine/retention.py); null = kept for ever. Never deleted, whatever
+    its age: a study still receiving, with a job open or parked, an unsigned review, or a prior of
+    its patient's study received within `prior_days`."""
+
+    images_days: float | None = Field(None, gt=0)   # the study's instances, after its last arrival
+    results_days: float | None = Field(None, gt=0)  # the analysis results folder (SEG, SR, PDF, ...)
+    prior_days: float = Field(365.0, ge=0)          # 0 = no prior protection
+    sweep_seconds: float = Field(3600.0, gt=0)      # how often the engine looks for what to prune
+
+
+class StorageSettings(Section):
+    retention: RetentionSettings = RetentionSettings()
+
+
+class SyslogSettings(HostPort):
+    """An ATNA audit record repository (syslog collector) for the audit trail."""
+
+    port: Port = 514
+    protocol: Literal["udp", "tcp"] = "udp"
+
+
+class AuditSettings(Section):
+    syslog: SyslogSettings | None = None           # null: the trail is kept in the database only
+    # reverse proxies (addresses or networks) whose X-Forwarded-For names the real client
+    trusted_proxies: list[str] = []
+
+    _networks = field_validator("trusted_proxies")(classmethod(lambda cls, v: MllpIn._networks(v)))
+
+
 class Settings(Section):
     node: NodeSettings = NodeSettings()
     peers: list[Peer] = []
@@ -311,6 +375,8 @@ class Settings(Section):
     analysis: AnalysisSettings = AnalysisSettings()
     engine: EngineSettings = EngineSettings()
     priors: PriorsSettings = PriorsSettings()
+    audit: AuditSettings = AuditSettings()
+    storage: StorageSettings = StorageSettings()
     routes: list[Route] = []
 
     @model_validator(mode="after")
@@ -322,6 +388,19 @@ class Settings(Section):
         if self.priors.peer is not None and self.priors.peer not in names:
             raise ValueError(f"priors.peer: no peer named {self.priors.peer!r} "
                              f"(configured: {', '.join(names) or 'none'})")
+        return self
+
+    @model_validator(mode="after")
+    def _tls_configured(self) -> "Settings":
+        wanting = [f"peers[{p.name}].tls" for p in self.peers if p.tls]
+        wanting += [key for key, on in (("hbys.mllp.tls", self.hbys.mllp.tls),
+                                        ("hbys.mllp_listen.tls", self.hbys.mllp_listen.tls),
+                                        ("api.https", self.api.https),
+                                        ("engine.commitment_tls", self.engine.commitment_tls)) if on]
+        if self.node.tls is None and wanting:
+            raise ValueError(f"{', '.join(wanting)}: TLS needs node.tls (certificate and private_key)")
+        if not self.node.plain_dicom and (self.node.tls is None or self.node.tls.port is None):
+            raise ValueError("node.plain_dicom: false leaves no DICOM port; give node.tls.port")
         return self
 
     def peer(self, name: str) -> Peer:

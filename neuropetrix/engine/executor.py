@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from neuropetrix.config.settings import Settings
 from neuropetrix.dicom_uids import check_uid
-from neuropetrix.engine import notifications, priors, push_jobs
+from neuropetrix.engine import notifications, priors, push_jobs, retention
 from neuropetrix.engine.analysis_runner import AnalysisFailed, AnalysisProcess
 from neuropetrix.engine.jobs import Claimed, JobFailure
 from neuropetrix.engine.orders import order_facts
@@ -33,7 +33,9 @@ from neuropetrix.node.scu.commitment import transaction_uid
 from neuropetrix.node.scu.dicom import SendError, send_files
 from neuropetrix.node.scu.errors import DeliveryError
 from neuropetrix.node.scu.push import FcmSender
+from neuropetrix.node.tls import client_context
 from neuropetrix.reports.hl7 import CODECS
+from neuropetrix.store.audit import FAILURE, SUCCESS, Access, audit_trail
 from neuropetrix.store.db import utcnow
 from neuropetrix.store.eventlog import EventKind, record
 from neuropetrix.store.files import FileStore
@@ -47,12 +49,15 @@ def done_event(kind: str) -> EventKind | None:
     """Pushes record no event: their outcome is the job's, and a push about a push would follow."""
     if kind in (push_jobs.KIND, *notifications.JOB_KINDS):
         return None
-    return {"analyze": EventKind.ANALYSIS_DONE, "notify": None, priors.KIND: None}.get(kind, EventKind.DELIVERY_DONE)
+    return {"analyze": EventKind.ANALYSIS_DONE, "notify": None, priors.KIND: None,
+            retention.KIND: None}.get(kind, EventKind.DELIVERY_DONE)   # a prune records study.pruned itself
 
 
 def failed_event(kind: str) -> EventKind | None:
     if kind in (push_jobs.KIND, *notifications.JOB_KINDS):
         return None
+    if kind == retention.KIND:
+        return EventKind.PRUNE_FAILED
     return EventKind.ANALYSIS_FAILED if kind == "analyze" else EventKind.DELIVERY_FAILED
 
 
@@ -71,6 +76,7 @@ class JobRunner:
         self.push = push
         self.channels = notifications.Channels(settings.notify, sessions, results)
         self.priors = priors.PriorFetcher(settings, sessions)
+        self.audit = audit_trail(settings, sessions)
 
     def run(self, job: Claimed, stop: threading.Event, analyzer: AnalysisProcess | None = None,
             waiting: Callable[[dict], bool] | None = None) -> dict:
@@ -101,6 +107,8 @@ class JobRunner:
                 return self._order_status(job)
             if job.kind == priors.KIND:
                 return self.priors.run(job)
+            if job.kind == retention.KIND:
+                return self._prune(job)
         except DeliveryError as exc:
             raise _failure(exc) from None
         raise JobFailure(f"unknown job kind {job.kind!r}", permanent=True)
@@ -174,11 +182,15 @@ class JobRunner:
             return transaction if waiting is not None and waiting(result) else None
 
         asks = self.settings.engine.commitment_port is not None and waiting is not None
+        where = f"{peer.host}:{peer.port}"
         try:
             report = send_files(peer, files, self.settings.node.ae_title, transform=transform,
-                                commitment=begin_commitment if asks else None)
+                                commitment=begin_commitment if asks else None, tls=self.settings.node.tls)
         except SendError as exc:
+            self.audit.record(Access(peer.ae_title, "ae", "forward", FAILURE, where, job.study_uid, detail=str(exc)))
             raise JobFailure(str(exc)) from None
+        self.audit.record(Access(peer.ae_title, "ae", "forward", SUCCESS if report.ok else FAILURE, where,
+                                 job.study_uid, detail=f"{report.sent} of {len(files)} object(s) to {peer.name}"))
         if not report.ok:
             first = report.failed[0]
             raise JobFailure(f"{len(report.failed)} of {len(files)} object(s) not stored by {peer.name}, "
@@ -186,17 +198,28 @@ class JobRunner:
         return {"sent": report.sent, "objects": job.objects, **({"skipped": skipped} if skipped else {}),
                 **({AWAITING_COMMITMENT: report.commitment} if report.commitment else {})}
 
-    def _hl7(self, job: Claimed) -> dict:
+    def _prune(self, job: Claimed) -> dict:
+        """Retention: delete the study's images or results if nothing holds them any more."""
+        result = retention.prune(self.sessions, self.files, self.results, self.settings.storage.retention,
+                                 job.study_uid, job.objects[0], utcnow())
+        if result["pruned"]:
+            self.audit.record(Access(self.settings.node.ae_title, "node", "prune", SUCCESS, study_uid=job.study_uid,
+                                     detail=f"{job.objects[0]} deleted by retention (job {job.id})"))
+        return result
+
+    def _send_hl7(self, message: bytes) -> dict:
+        """One HL7 v2 message to hbys.mllp (over TLS when hbys.mllp.tls), acknowledged."""
         out = self.settings.hbys.mllp
-        ack = mllp.send_message(out.host, out.port, self._result_file(job, HL7_FILE).read_bytes(), out.timeout)
+        context = client_context(self.settings.node.tls) if out.tls else None
+        ack = mllp.send_message(out.host, out.port, message, out.timeout, ssl_context=context)
         return {"ack": ack.code, "control_id": ack.control_id}
+
+    def _hl7(self, job: Claimed) -> dict:
+        return self._send_hl7(self._result_file(job, HL7_FILE).read_bytes())
 
     def _order_status(self, job: Claimed) -> dict:
         """The order status message built when the order changed (engine/order_status.py), as it was."""
-        out = self.settings.hbys.mllp
-        message = job.params["message"].encode(CODECS[job.params["charset"]])
-        ack = mllp.send_message(out.host, out.port, message, out.timeout)
-        return {"ack": ack.code, "control_id": ack.control_id}
+        return self._send_hl7(job.params["message"].encode(CODECS[job.params["charset"]]))
 
     def _fhir(self, job: Claimed) -> dict:
         cfg = self.settings.hbys.fhir

@@ -17,22 +17,24 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from neuropetrix.config.loader import ConfigError
 from neuropetrix.config.settings import EngineSettings, Settings
-from neuropetrix.engine import notifications, priors, push_jobs
+from neuropetrix.engine import notifications, priors, push_jobs, retention
 from neuropetrix.engine.analysis_runner import AnalysisProcess
 from neuropetrix.engine.dispatch import Dispatcher, Gate
 from neuropetrix.engine.executor import AWAITING_COMMITMENT, JobRunner, done_event, failed_event
 from neuropetrix.engine.jobs import Claimed, JobFailure, JobQueue
 from neuropetrix.engine.result_store import ResultStore
+from neuropetrix.engine.retention import RetentionSweep
 from neuropetrix.engine.review import ReviewWatcher, VersionStore
 from neuropetrix.engine.routes.rules import compile_routes
 from neuropetrix.node.scp.commitment_listener import CommitmentListener
 from neuropetrix.node.scu.commitment import CommitmentReport, job_of
 from neuropetrix.node.scu.push import FcmSender
+from neuropetrix.node.tls import server_context
 from neuropetrix.store.files import FileStore
 
 log = logging.getLogger("neuropetrix.engine")
 DELIVERY_KINDS = ("forward", "hl7", "fhir", "notify", "order_status", priors.KIND, push_jobs.KIND,
-                  *notifications.JOB_KINDS)
+                  *notifications.JOB_KINDS, retention.KIND)
 IDLE_POLLS = 4      # an idle lane reads the queue every IDLE_POLLS × engine.poll_seconds
 ANALYSIS_KINDS = ("analyze",)
 
@@ -59,6 +61,7 @@ class Worker:
         self.push: push_jobs.PushPlanner | None = None
         self.notifications: notifications.NotificationPlanner | None = None   # route notify → channels
         self.reviews: ReviewWatcher | None = None      # analyses → review state (engine/review.py)
+        self.retention: RetentionSweep | None = None   # storage.retention's prune jobs
 
     def on_commitment(self, report: CommitmentReport) -> bool:
         """A PACS's storage commitment answer: settle the job it names."""
@@ -109,6 +112,11 @@ class Worker:
                     self._work.set()
             except Exception:
                 log.exception("making or escalating notifications failed; will try again")
+            try:
+                if self.retention is not None and self.retention.run_once():
+                    self._work.set()
+            except Exception:
+                log.exception("the retention sweep failed; will try again")
 
     def _lease_loop(self) -> None:
         while not self._stop.wait(self.settings.lease_seconds / 3):
@@ -205,8 +213,13 @@ def build_worker(settings: Settings, sessions: sessionmaker[Session], files: Fil
         worker.push = push_jobs.PushPlanner(sessions, settings.push.max_attempts)
     worker.notifications = notifications.NotificationPlanner(sessions, settings, push_on=sender is not None)
     worker.reviews = ReviewWatcher(sessions, results, VersionStore(settings.node.data_dir / "versions"))
+    kept = settings.storage.retention
+    if kept.images_days is not None or kept.results_days is not None:
+        worker.retention = RetentionSweep(settings, sessions, results)
     if engine.commitment_port is not None:
+        tls = settings.node.tls if engine.commitment_tls else None
         worker.commitments = CommitmentListener(settings.node.ae_title, settings.node.dicom_host,
                                                 engine.commitment_port,
-                                                frozenset(p.ae_title for p in settings.peers), worker.on_commitment)
+                                                frozenset(p.ae_title for p in settings.peers), worker.on_commitment,
+                                                ssl_context=server_context(tls) if tls is not None else None)
     return worker

@@ -55,6 +55,8 @@ class EventKind(StrEnum):
     REVIEW_SIGNED = "review.signed"
     REVIEW_REANALYSIS = "review.reanalysis"
     REVIEW_VERSION = "review.version"
+    STUDY_PRUNED = "study.pruned"            # retention deleted a study's images or results (engine/retention.py)
+    PRUNE_FAILED = "study.prune_failed"
     ORDER_CHANGED = "order.changed"          # an HBYS order's state moved (engine/orders.py); payload: order, status
     # an account's tokens were revoked (api/users.py): API processes close its WebSockets; payload: user_id
     ACCOUNT_REVOKED = "account.revoked"

@@ -50,8 +50,9 @@ class MllpListener:
 
 
 @contextmanager
-def mllp_listener(answers: list[str] | None = None, hold: threading.Event | None = None) -> Iterator[MllpListener]:
-    """python-hl7's MLLP server answering `answers` (default AA) with create_ack."""
+def mllp_listener(answers: list[str] | None = None, hold: threading.Event | None = None,
+                  ssl: Any = None) -> Iterator[MllpListener]:
+    """python-hl7's MLLP server answering `answers` (default AA) with create_ack (over TLS with `ssl`)."""
     listener = MllpListener(free_port(), answers or ["AA"], hold=hold)
     loop = LoopThread()
 
@@ -72,7 +73,7 @@ def mllp_listener(answers: list[str] | None = None, hold: threading.Event | None
             writer.close()
 
     async def start():
-        return await start_hl7_server(handle, "127.0.0.1", listener.port, encoding="utf-8")
+        return await start_hl7_server(handle, "127.0.0.1", listener.port, encoding="utf-8", ssl=ssl)
 
     server = loop.run(start())
     try:

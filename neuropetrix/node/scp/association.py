@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -113,6 +114,14 @@ class StepHandler(Protocol):
     def create(self, sop_instance_uid: str, ds: Dataset, calling_ae: str) -> StepAnswerLike: ...
 
     def update(self, sop_instance_uid: str, ds: Dataset, calling_ae: str) -> StepAnswerLike: ...
+
+
+class AssociationAudit(Protocol):
+    """Where associations and queries are recorded for the access audit trail (store/audit.py)."""
+
+    def association(self, calling_ae: str, called_ae: str, address: str, accepted: bool, why: str) -> None: ...
+
+    def query(self, calling_ae: str, address: str, sop_class_uid: str, identifier: Dataset, status: int) -> None: ...
 
 
 class StepAnswerLike(Protocol):
@@ -256,9 +265,13 @@ class Association:
         """Whether the peer has sent something not read yet (a C-CANCEL during a C-FIND)."""
         if self._pdu_left:
             return True
+        if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
+            return True
         self.sock.settimeout(0.0)
         try:
             return bool(self.rfile.peek(1))
+        except (ssl.SSLWantReadError, BlockingIOError):    # TLS: nothing decrypted yet
+            return False
         finally:
             self.sock.settimeout(self.limits.network_timeout)
 
@@ -293,6 +306,7 @@ class Association:
             refusal = (*LOCAL_LIMIT_EXCEEDED, "too many associations")
         if refusal is not None:
             result, source, reason, why = refusal
+            self._audit_association(called, False, why)     # recorded before the caller hears
             self._send(associate_rj(result, source, reason))
             metrics.ASSOCIATIONS.labels("rejected").inc()
             log.warning("refused association from %s (%s) to %s: %s", self.calling_ae, self.host, called, why)
@@ -309,11 +323,30 @@ class Association:
                 self.contexts[cx.context_id] = (str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
                 if cx.as_scu:       # the requestor took the SCP role: a C-GET's sub-operations go here
                     self.store_out.setdefault(self.contexts[cx.context_id], cx.context_id)
+        self._audit_association(called, True, "")
         self._send(associate_ac(rq, results, ac_roles, self.limits.max_pdu_size))
         metrics.ASSOCIATIONS.labels("accepted").inc()
         log.info("association from %s (%s) to %s accepted: %d of %d presentation contexts",
                  self.calling_ae, self.host, called, len(self.contexts), len(results))
         return True
+
+    def _audit_association(self, called: str, accepted: bool, why: str) -> None:
+        if self.server.audit is not None:
+            self.server.audit.association(self.calling_ae, called, self.host, accepted, why)
+
+    def handshake(self) -> None:
+        """On the TLS port: the TLS handshake, under the association timeout (a plaintext caller or
+        one whose certificate fails fails here, before any DICOM byte is read)."""
+        if isinstance(self.sock, ssl.SSLSocket):
+            self.sock.settimeout(self.limits.acse_timeout)
+            try:
+                self.sock.do_handshake()
+            except (ssl.SSLError, ConnectionError, TimeoutError) as exc:
+                log.warning("TLS handshake with %s failed: %s", self.host, exc)
+                if self.server.audit is not None:
+                    self.server.audit.association("?", self.server.policy.ae_title, self.host, False,
+                                                  f"TLS handshake failed: {exc}")
+                raise PeerClosed(f"TLS handshake failed: {exc}") from None
 
     # -- requests -------------------------------------------------------------------------------
     def serve(self) -> None:
@@ -425,6 +458,8 @@ class Association:
             lambda match: self._send(pdata(context_id, pending, match, self.peer_max_pdu)),
             lambda: self._cancelled(message_id))
         self._respond(context_id, C_FIND_RSP, abstract, message_id, status, "", comment)
+        if self.server.audit is not None:
+            self.server.audit.query(self.calling_ae, self.host, abstract, identifier, status)
 
     def _retrieve(self, context_id: int, cmd: Command) -> None:
         """C-MOVE or C-GET: the provider's files as sub-operations, a Pending response after each."""
@@ -472,6 +507,8 @@ class Association:
             self._get(files, after)
         self._cancel_seen = False        # a C-CANCEL that came with the last sub-operation ends nothing more
         status, counts, failed = ops.final()
+        if self.server.audit is not None:
+            self.server.audit.query(self.calling_ae, self.host, abstract, identifier, status)
         self._send(pdata(context_id, encode_response(response, abstract, cmd.message_id, status,
                                                      comment=comment if status != SUCCESS else "",
                                                      with_dataset=failed is not None, suboperations=counts),
@@ -576,6 +613,7 @@ class Association:
     # -- life and death -------------------------------------------------------------------------
     def run(self) -> None:
         try:
+            self.handshake()
             if self.negotiate():
                 self.serve()
         except PeerClosed as exc:

@@ -2,12 +2,13 @@
 N-EVENT-REPORT for a commitment we requested (Orthanc, dcm4chee and most PACS answer this way).
 
 A small pynetdicom acceptor of its own on `engine.commitment_port`: it accepts only the Storage
-Commitment Push Model from configured peers and hands every report to a callback; the callback's
-outcome decides the status we answer.
+Commitment Push Model from configured peers (over TLS with `engine.commitment_tls`) and hands every
+report to a callback; the callback's outcome decides the status we answer.
 """
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Callable
 
 from pynetdicom import evt
@@ -22,8 +23,9 @@ log = logging.getLogger("neuropetrix.scp.commitment")
 
 class CommitmentListener:
     def __init__(self, ae_title: str, host: str, port: int, known_callers: frozenset[str],
-                 on_report: Callable[[CommitmentReport], bool]) -> None:
+                 on_report: Callable[[CommitmentReport], bool], ssl_context: ssl.SSLContext | None = None) -> None:
         self.address = (host, port)
+        self.ssl_context = ssl_context     # TLS only (engine.commitment_tls): a plaintext caller fails the handshake
         self.on_report = on_report
         self.ae = node_ae(ae_title)
         self.ae.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
@@ -43,7 +45,7 @@ class CommitmentListener:
         return (SUCCESS if self.on_report(report) else PROCESSING_FAILURE), None
 
     def start(self) -> None:
-        self._server = self.ae.start_server(self.address, block=False,
+        self._server = self.ae.start_server(self.address, block=False, ssl_context=self.ssl_context,
                                             evt_handlers=[(evt.EVT_N_EVENT_REPORT, self._handle)])
 
     def stop(self) -> None:

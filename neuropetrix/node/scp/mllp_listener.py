@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import ssl
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -88,8 +89,10 @@ class FrameReader:
 
 class MllpListener:
     def __init__(self, host: str, port: int, handler: Handler, allowed_callers: Sequence[str] = (),
-                 max_frame_bytes: int = 1 << 20, idle_timeout: float = 300.0, workers: int = 4) -> None:
+                 max_frame_bytes: int = 1 << 20, idle_timeout: float = 300.0, workers: int = 4,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.host, self.port = host, port
+        self.ssl_context = ssl_context     # TLS only: a plaintext caller fails the handshake
         self.handler = handler
         self.policy = CallerPolicy(allowed_callers)
         self.max_frame_bytes = max_frame_bytes
@@ -114,14 +117,15 @@ class MllpListener:
         self._ready.wait(30)
         if self._error is not None:
             raise self._error
-        log.info("HL7 MLLP listener on %s:%d", self.host, self.port)
+        log.info("HL7 MLLP listener on %s:%d%s", self.host, self.port, " (TLS)" if self.ssl_context else "")
 
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
         self._loop = loop
         try:
             self._server = loop.run_until_complete(asyncio.start_server(
-                self._connection, self.host, self.port, limit=READ_CHUNK))
+                self._connection, self.host, self.port, limit=READ_CHUNK, ssl=self.ssl_context,
+                ssl_handshake_timeout=30.0 if self.ssl_context else None))
         except OSError as exc:
             self._error = exc
             self._ready.set()

@@ -12,12 +12,13 @@ import errno
 import logging
 import resource
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Mapping
 
 from neuropetrix.config.settings import Peer
-from neuropetrix.node.scp.association import Association, StepHandler
+from neuropetrix.node.scp.association import Association, AssociationAudit, StepHandler
 from neuropetrix.node.scp.find import FindProvider
 from neuropetrix.node.scp.policy import AcceptancePolicy, ServerLimits, accepted_contexts
 from neuropetrix.node.scp.retrieve import RetrieveProvider
@@ -54,8 +55,11 @@ class DicomServer:
                  limits: ServerLimits | None = None, steps: StepHandler | None = None,
                  find_providers: Mapping[str, FindProvider] | None = None,
                  retrieve_providers: Mapping[str, RetrieveProvider] | None = None,
-                 move_destinations: Mapping[str, Peer] | None = None) -> None:
+                 move_destinations: Mapping[str, Peer] | None = None,
+                 ssl_context: ssl.SSLContext | None = None, audit: AssociationAudit | None = None) -> None:
         self.host, self.port = host, port
+        self.ssl_context = ssl_context   # TLS on this port: the handshake is each association's first step
+        self.audit = audit
         self.policy = policy
         self.ingest = ingest
         self.limits = limits or ServerLimits()
@@ -79,8 +83,8 @@ class DicomServer:
         self.port = sock.getsockname()[1]
         self._thread = threading.Thread(target=self._accept_loop, name="dicom-accept", daemon=True)
         self._thread.start()
-        log.info("DICOM SCP %s listening on %s:%d (%d presentation contexts)", self.policy.ae_title,
-                 self.host, self.port, len(self.contexts))
+        log.info("DICOM SCP %s listening on %s:%d%s (%d presentation contexts)", self.policy.ae_title,
+                 self.host, self.port, " (TLS)" if self.ssl_context else "", len(self.contexts))
         return self.port
 
     def _accept_loop(self) -> None:
@@ -107,6 +111,8 @@ class DicomServer:
                 conn.close()
                 continue
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.ssl_context is not None:   # handshake in the association's thread, under its timeout
+                conn = self.ssl_context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
             assoc = Association(self, conn, address[:2])
             threading.Thread(target=self._run, args=(assoc,), name=f"assoc-{address[0]}:{address[1]}",
                              daemon=True).start()

@@ -12,10 +12,11 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.sop_class import StorageCommitmentPushModel
 
-from neuropetrix.config.settings import Peer
+from neuropetrix.config.settings import Peer, TlsSettings
 from neuropetrix.node.entity import node_ae
 from neuropetrix.node.scp.status import done
 from neuropetrix.node.scu import commitment as storage_commitment
+from neuropetrix.node.tls import client_context
 
 log = logging.getLogger("neuropetrix.scu")
 MAX_CONTEXTS = 128
@@ -60,7 +61,8 @@ def send_files(peer: Peer, files: list[Path], calling_ae: str, timeout: float = 
                transform: Callable[[Dataset], None] | None = None,
                commitment: Callable[[list[tuple[str, str]]], str | None] | None = None,
                originator: tuple[str, int] | None = None,
-               progress: Callable[[str, int | None], bool] | None = None) -> SendReport:
+               progress: Callable[[str, int | None], bool] | None = None,
+               tls: TlsSettings | None = None) -> SendReport:
     """C-STORE each file to `peer`: as stored (no re-encoding), or read and changed by `transform` on
     the way out (coercion, de-identification). Unreadable files are reported and skipped.
 
@@ -72,6 +74,9 @@ def send_files(peer: Peer, files: list[Path], calling_ae: str, timeout: float = 
     is called with what was stored and returns the transaction UID to request commitment under (None:
     do not ask); `report.commitment` then holds it. The caller records that it waits for the answer
     before the request goes out, because a PACS may answer at once.
+
+    A peer with `tls: true` is called over TLS with `tls` (node.tls): its certificate checked
+    against the trust list, ours offered.
     """
     report = SendReport()
     readable = []
@@ -96,9 +101,11 @@ def send_files(peer: Peer, files: list[Path], calling_ae: str, timeout: float = 
         ae.add_requested_context(sop, syntaxes)
     if commitment is not None:
         ae.add_requested_context(StorageCommitmentPushModel)
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
+    tls_args = (client_context(tls), peer.host) if peer.tls else None
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, tls_args=tls_args)
     if not assoc.is_established:
-        raise SendError(f"{peer.name} ({peer.ae_title}@{peer.host}:{peer.port}) refused or unreachable")
+        raise SendError(f"{peer.name} ({peer.ae_title}@{peer.host}:{peer.port}{' TLS' if peer.tls else ''}) "
+                        "refused or unreachable")
     try:
         for f, sop_class, _, sop_instance in readable:
             origin = {} if originator is None else {"originator_aet": originator[0], "originator_id": originator[1]}

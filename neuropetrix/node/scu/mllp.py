@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 
@@ -76,16 +77,20 @@ def _read_block(sock: socket.socket, deadline: float) -> bytes:
             raise ValueError("no MLLP end block within 1 MiB")
 
 
-def send_message(host: str, port: int, message: bytes, timeout: float) -> Ack:
-    """Send `message` over a new connection and return its AA/CA acknowledgment; DeliveryError otherwise."""
+def send_message(host: str, port: int, message: bytes, timeout: float,
+                 ssl_context: ssl.SSLContext | None = None) -> Ack:
+    """Send `message` over a new connection (TLS with `ssl_context`) and return its AA/CA
+    acknowledgment; DeliveryError otherwise."""
     where = f"{host}:{port}"
     ours = control_id(message)
     deadline = time.monotonic() + timeout
     try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.settimeout(max(0.001, deadline - time.monotonic()))
-            sock.sendall(START + message + END)
-            raw = _read_block(sock, deadline)
+        with socket.create_connection((host, port), timeout=timeout) as raw_sock:
+            raw_sock.settimeout(max(0.001, deadline - time.monotonic()))   # the TLS handshake's share
+            with (ssl_context.wrap_socket(raw_sock, server_hostname=host) if ssl_context else raw_sock) as sock:
+                sock.settimeout(max(0.001, deadline - time.monotonic()))
+                sock.sendall(START + message + END)
+                raw = _read_block(sock, deadline)
     except TimeoutError:
         raise DeliveryError(f"MLLP {where}: no acknowledgment within {timeout:g} s") from None
     except OSError as exc:
