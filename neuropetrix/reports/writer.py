@@ -13,7 +13,6 @@ order, are not made (`delivery_refusals` says why); everything else is.
 """
 from __future__ import annotations
 
-import io
 import os
 import uuid
 from datetime import datetime
@@ -23,6 +22,7 @@ from pydicom.dataset import Dataset
 
 from neuropetrix.analysis.results import AnalysisResult
 from neuropetrix.config.settings import HbysSettings
+from neuropetrix.reports.dicombytes import dicom_bytes
 from neuropetrix.reports.encapsulated import build_encapsulated_pdf
 from neuropetrix.reports.fhir import build_bundle, bundle_json
 from neuropetrix.reports.hl7 import oru_bytes
@@ -36,12 +36,6 @@ from neuropetrix.reports.version import AUTOMATIC, ResultVersion
 
 FILES = {"seg": "seg.dcm", "sr": "sr.dcm", "oru": "oru.hl7", "fhir_bundle": "fhir_bundle.json",
          "mip": "mip.png", "report_pdf": "report.pdf", "report_dcm": "report.dcm"}
-
-
-def _dicom_bytes(ds: Dataset) -> bytes:
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
 
 
 def _sop_classes(datasets: list[Dataset]) -> dict[str, str]:
@@ -103,14 +97,14 @@ def write_reports(result: AnalysisResult, pet_datasets: list[Dataset], out_dir: 
                     version=version)
     encapsulated = build_encapsulated_pdf(result, pet_datasets[0], pdf, [sr] + ([seg] if seg is not None else []),
                                           now, version)
-    contents = {"sr": _dicom_bytes(sr), "mip": mip, "report_pdf": pdf, "report_dcm": _dicom_bytes(encapsulated)}
+    contents = {"sr": dicom_bytes(sr), "mip": mip, "report_pdf": pdf, "report_dcm": dicom_bytes(encapsulated)}
     if "oru" not in refused:
         contents["oru"] = oru_bytes(result, info, settings.mllp, now, version)
     if "fhir_bundle" not in refused:
         contents["fhir_bundle"] = bundle_json(build_bundle(result, info, settings, _sop_classes(pet_datasets), pdf,
                                                            now, version)).encode("utf-8")
     if seg is not None:
-        contents["seg"] = _dicom_bytes(seg)
+        contents["seg"] = dicom_bytes(seg)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = _write_all(out_dir, contents)
     for kind in [*refused, *([] if seg is not None else ["seg"])]:
