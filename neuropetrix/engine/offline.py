@@ -22,6 +22,7 @@ from neuropetrix.analysis.results import AnalysisResult
 from neuropetrix.analysis.volumes import Volume, choose_ct, choose_pet, inplane_block, load_volume, read_folder
 from neuropetrix.config.settings import AnalysisSettings, HbysSettings
 from neuropetrix.engine.review_result import VersionOrder, reviewed
+from neuropetrix.reports.images import Pictures
 from neuropetrix.reports.source import OrderFacts
 from neuropetrix.reports.version import AUTOMATIC, ResultVersion
 from neuropetrix.reports.writer import delivery_refusals, write_reports
@@ -46,6 +47,7 @@ class OfflineAnalysis:
     hbys: HbysSettings = field(default_factory=HbysSettings)   # HL7 version/charset, patient id system
     refused: dict[str, str] = field(default_factory=dict)       # report kind → why it was not made
     hbys_order: OrderFacts | None = None                       # the HBYS's order, when reconciled
+    pictures: Pictures | None = None                           # the report's pictures, for the review ones
 
     @property
     def pet_datasets(self) -> list[Dataset]:
@@ -100,9 +102,11 @@ def write_outputs(analysis: OfflineAnalysis, version: ResultVersion = AUTOMATIC)
     for kind, reason in analysis.refused.items():
         log.warning("study %s: no %s: %s", analysis.result.study_instance_uid, kind, reason)
     analysis.files["analysis.json"] = write_analysis_json(analysis)
+    if analysis.result.suv_volume is not None:
+        analysis.pictures = Pictures(analysis.result)
     analysis.files.update({p.name: p for p in write_reports(analysis.result, analysis.pet_datasets,
                                                             analysis.out_dir, analysis.hbys, version,
-                                                            analysis.hbys_order).values()})
+                                                            analysis.hbys_order, analysis.pictures).values()})
     analysis.result.timings_s["write"] = time.perf_counter() - t0
 
 

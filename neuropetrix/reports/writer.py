@@ -26,7 +26,7 @@ from neuropetrix.reports.dicombytes import dicom_bytes
 from neuropetrix.reports.encapsulated import build_encapsulated_pdf
 from neuropetrix.reports.fhir import build_bundle, bundle_json
 from neuropetrix.reports.hl7 import oru_bytes
-from neuropetrix.reports.images import axial_png, mip_png, suv_volume
+from neuropetrix.reports.images import Pictures
 from neuropetrix.reports.measures import measures
 from neuropetrix.reports.pdf import MAX_KEY_IMAGES, build_pdf
 from neuropetrix.reports.seg import build_seg
@@ -75,12 +75,13 @@ def delivery_refusals(pet_datasets: list[Dataset], order: OrderFacts | None = No
 
 def write_reports(result: AnalysisResult, pet_datasets: list[Dataset], out_dir: Path,
                   settings: HbysSettings, version: ResultVersion = AUTOMATIC,
-                  order: OrderFacts | None = None) -> dict[str, Path]:
+                  order: OrderFacts | None = None, pictures: Pictures | None = None) -> dict[str, Path]:
     """Write every report of `result` into `out_dir`; returns {kind: path} for what was written.
 
     `pet_datasets[k]` is the source dataset of `result.label_map[k]` (the same multi-frame dataset for
     every k of an Enhanced PET); `version` is the status and signer every object carries; `order` the HBYS's
-    order when the study was reconciled with one. Raises
+    order when the study was reconciled with one; `pictures` the analysis's pictures when the caller
+    draws more of them afterwards (keyimages.py), so the MIP and key images are computed once. Raises
     ReportError, having written nothing, when an object cannot be made.
     """
     measures(result)
@@ -89,10 +90,10 @@ def write_reports(result: AnalysisResult, pet_datasets: list[Dataset], out_dir: 
     now = datetime.now(info.study_datetime.tzinfo)        # one creation time for every object
     seg = build_seg(result, pet_datasets, now, version) if result.lesions else None
     sr = build_sr(result, pet_datasets, info, seg, now, version)
-    volume = suv_volume(result)
+    pictures = pictures or Pictures(result)
     hottest = sorted(result.lesions, key=lambda les: les.suv_max, reverse=True)[:MAX_KEY_IMAGES]
-    mip = mip_png(result, volume)
-    pdf = build_pdf(result, info, mip, {les.label: axial_png(result, volume, les) for les in hottest},
+    mip = pictures.mip_png()
+    pdf = build_pdf(result, info, mip, {les.label: pictures.axial_png(les) for les in hottest},
                     sr_uid=str(sr.SOPInstanceUID), seg_uid=None if seg is None else str(seg.SOPInstanceUID),
                     version=version)
     encapsulated = build_encapsulated_pdf(result, pet_datasets[0], pdf, [sr] + ([seg] if seg is not None else []),
