@@ -8,13 +8,14 @@ SR content tree was walked about eight times. And it encodes every item anew, th
 Library's entries share most of their items (reports/imagelibrary.py): each slice's entry differs
 from the next only in its UID and position.
 
-`dicom_bytes` corrects the VRs once from the top (where each element still sees the ancestors it is
-resolved against), then encodes every sequence item once per distinct item object, pydicom's own
+`dicom_bytes` encodes every sequence item once per distinct item object, pydicom's own
 `write_data_element` writing every element that is not a sequence, and the sequence and item framing
 written as `write_sequence_item` writes it (defined item lengths, undefined ones where the dataset
 says so). The top-level sequences go into a shallow copy of the dataset as already-encoded elements,
 and pydicom's `dcmwrite` writes the preamble, the file meta and the rest. tests/reports compares the
-bytes with `save_as`'s for the SR, the SEG and the encapsulated PDF.
+bytes with `save_as`'s for the SR, the SEG and the encapsulated PDF. An element whose VR is still
+ambiguous stops the encoding: the VRs are then corrected once from the top (where each element sees
+the ancestors it is resolved against) and the object is encoded again.
 """
 from __future__ import annotations
 
@@ -28,9 +29,14 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import correct_ambiguous_vr, write_data_element
 from pydicom.tag import ItemDelimiterTag, ItemTag, SequenceDelimiterTag
 from pydicom.uid import UID
+from pydicom.valuerep import AMBIGUOUS_VR
 
 _UNDEFINED = 0xFFFFFFFF
 Encodings = str | list[str]
+
+
+class _Ambiguous(Exception):
+    """An element's VR depends on other elements (US or SS, OB or OW): correct the VRs first."""
 
 
 def _tag(tag: int, length: int) -> bytes:
@@ -78,6 +84,8 @@ class _Encoder:
             elem = ds[tag]                  # a raw element decoded in the dataset's character set
             if elem.VR == "SQ":
                 fp.write(self.sequence_element(elem, encodings))
+            elif elem.VR in AMBIGUOUS_VR:
+                raise _Ambiguous(elem.tag)
             else:
                 write_data_element(fp, elem, encodings)
         return fp.getvalue()
@@ -98,7 +106,17 @@ def dicom_bytes(ds: Dataset) -> bytes:
         ds.save_as(buffer, enforce_file_format=True)
         return buffer.getvalue()
     implicit = bool(syntax.is_implicit_VR)
-    correct_ambiguous_vr(ds, True)
+    try:
+        shell = _encoded(ds, implicit)
+    except _Ambiguous:
+        correct_ambiguous_vr(ds, True)
+        shell = _encoded(ds, implicit)
+    shell.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _encoded(ds: Dataset, implicit: bool) -> Dataset:
+    """A shallow copy of `ds` with its sequences already encoded, for `dcmwrite` to write as they are."""
     encoder = _Encoder(implicit)
     encodings = ds.get("SpecificCharacterSet", default_encoding)
     shell = Dataset()
@@ -108,11 +126,12 @@ def dicom_bytes(ds: Dataset) -> bytes:
             value = encoder.sequence(elem, encodings)
             elem = RawDataElement(elem.tag, "SQ", _UNDEFINED if elem.is_undefined_length else len(value),
                                   value, 0, implicit, True)
+        elif elem.VR in AMBIGUOUS_VR:
+            raise _Ambiguous(elem.tag)
         shell[tag] = elem
     shell.file_meta = ds.file_meta
     shell.preamble = getattr(ds, "preamble", None)
-    # already corrected and encoded: the writer must take the elements as they are
+    # already encoded: the writer must take the elements as they are
     charset = ds.get("SpecificCharacterSet")
     shell.set_original_encoding(implicit, True, convert_encodings(charset) if charset else default_encoding)
-    shell.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
+    return shell
