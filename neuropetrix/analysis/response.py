@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage
-from scipy.optimize import linear_sum_assignment
 
 from neuropetrix.analysis.errors import AnalysisError
 from neuropetrix.analysis.results import AnalysisResult, Lesion, SuvInputs
@@ -187,6 +186,8 @@ def match_lesions(current: list[Lesion], prior: list[Lesion], alignment: Alignme
                   max_distance_mm: float = MATCH_DISTANCE_MM) -> list[tuple[int, int, float]]:
     """Pairs (prior index, current index, distance mm): the assignment of least total distance between
     aligned centroids, each pair closer than `max_distance_mm`."""
+    from scipy.optimize import linear_sum_assignment  # here: scipy.optimize costs every analysis ~1 s to import
+
     if not current or not prior:
         return []
     before = np.array([les.centroid_mm for les in prior]) + np.array(alignment.translation_mm)

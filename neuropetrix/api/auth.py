@@ -16,10 +16,11 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from neuropetrix.api import users
-from neuropetrix.api.database import DATABASE
+from neuropetrix.api.database import DATABASE, Database
 from neuropetrix.api.errors import json_error
 from neuropetrix.api.event_feed import FeedItem
 from neuropetrix.api.permissions import ROLE_PERMISSIONS
+from neuropetrix.api.singleflight import SingleFlight
 from neuropetrix.api.tokens import InvalidToken, TokenSigner, new_refresh_token, token_hash
 from neuropetrix.config.settings import ApiSettings
 from neuropetrix.store.accounts import RefreshToken, User
@@ -104,7 +105,9 @@ class Auth:
     without asking the database again (the check costs a thread hop and a query on every request);
     revocations made through this node's API are forgotten at once, those made by another process (the
     `users` command, another node) when the feed brings their account.revoked event, and at the latest
-    after CHECK_SECONDS. `clock` (Unix seconds) is the time tokens are issued and checked at; tests move it."""
+    after CHECK_SECONDS. Concurrent requests with the same unchecked token share one check (the
+    dashboards' requests all miss together when the second runs out). `clock` (Unix seconds) is the time
+    tokens are issued and checked at; tests move it."""
 
     CHECK_SECONDS = 1.0
 
@@ -112,6 +115,8 @@ class Auth:
         self.signer = signer
         self.clock = clock
         self._checked: dict[str, tuple[float, Principal]] = {}    # token → (when checked, principal)
+        self._checks: SingleFlight[Principal] = SingleFlight()
+        self._revocations = 0          # a check that started before a revocation is not remembered
         self.refresh_ttl = timedelta(days=settings.refresh_token_days)
         self.limiter = LoginLimiter(settings.login_failures_per_account, settings.login_failures_per_address,
                                     settings.login_window_seconds, clock)
@@ -190,6 +195,15 @@ class Auth:
             return None
         return hit[1]
 
+    async def check(self, token: str, db: Database) -> Principal:
+        """The token's principal from the database (AuthError when it is not valid), remembered for
+        CHECK_SECONDS unless an account was revoked meanwhile."""
+        revocations = self._revocations
+        principal = await self._checks((token, revocations), lambda: db(self.principal, token))
+        if revocations == self._revocations:
+            self.remember(token, principal)
+        return principal
+
     def remember(self, token: str, principal: Principal) -> None:
         if len(self._checked) > 10_000:
             self._checked.clear()
@@ -201,6 +215,7 @@ class Auth:
 
     def forget_user(self, user_id: int) -> None:
         """This user's tokens were revoked here: check them against the database again."""
+        self._revocations += 1
         self._checked = {t: hit for t, hit in self._checked.items() if hit[1].user_id != user_id}
 
     def on_events(self, items: list[FeedItem]) -> None:
@@ -230,11 +245,7 @@ async def authenticate(request: web.Request, allow_query: bool = False) -> Princ
     if not token:
         raise AuthError(401, "missing bearer token")
     auth = request.app[AUTH]
-    principal = auth.recently_checked(token)
-    if principal is None:
-        principal = await request.app[DATABASE](auth.principal, token)
-        auth.remember(token, principal)
-    return principal
+    return auth.recently_checked(token) or await auth.check(token, request.app[DATABASE])
 
 
 AUTH = web.AppKey("auth", Auth)

@@ -20,6 +20,7 @@ from neuropetrix.api.event_feed import FEED
 from neuropetrix.api.node_config import SETTINGS, results_dir
 from neuropetrix.api.params import Page, PageQuery, bad_request, paged
 from neuropetrix.api.permissions import DELIVERIES_READ, RESULTS_DOWNLOAD, RESULTS_READ, STUDIES_READ, event_permission
+from neuropetrix.api.singleflight import SingleFlight
 from neuropetrix.dicom_uids import is_uid
 from neuropetrix.engine.jobs import job_json
 from neuropetrix.store.jobs_models import Job
@@ -56,10 +57,12 @@ class StudyQuery(PageQuery):
 
 
 class StudyPages:
-    """Study-list pages by (limit, offset, filter): (event id, time, JSON body); see `studies`."""
+    """Study-list pages by (limit, offset, filter): (event id, time, JSON body), and the reads under
+    way (one per question and event position); see `studies`."""
 
     def __init__(self) -> None:
         self.pages: dict[tuple, tuple[int, float, bytes]] = {}
+        self.reads: SingleFlight[bytes] = SingleFlight()
 
 
 STUDY_PAGES = web.AppKey("study_pages", StudyPages)
@@ -83,9 +86,11 @@ async def studies(request: web.Request, query: StudyQuery) -> web.Response:
     """The study list, newest first.
 
     Pages are shared by every client asking the same question until the event log moves or a second
-    passes (instance counts may lag by that much), since every dashboard asks it."""
+    passes (instance counts may lag by that much), since every dashboard asks it; the clients that
+    ask while the page is being read wait for that read (one read, not one each)."""
     where = query.filter()
-    cache, feed = request.app[STUDY_PAGES].pages, request.app[FEED]
+    pages, feed = request.app[STUDY_PAGES], request.app[FEED]
+    cache = pages.pages
     key = (query.limit, query.offset, where)
     cached = cache.get(key)
     if cached is not None and cached[0] == feed.last_id and time.monotonic() - cached[1] < PAGE_TTL:
@@ -96,12 +101,15 @@ async def studies(request: web.Request, query: StudyQuery) -> web.Response:
         return json.dumps(paged([r.to_json() for r in rows], count_studies(s, where), query),
                           ensure_ascii=False).encode()
 
-    position, started = feed.last_id, time.monotonic()
-    body = await request.app[DATABASE](read)
-    if len(cache) > 256:
-        cache.clear()
-    cache[key] = (position, started, body)
-    return json_with_etag(request, body)
+    async def load() -> bytes:
+        position, started = feed.last_id, time.monotonic()
+        body = await request.app[DATABASE](read)
+        if len(cache) > 256:
+            cache.clear()
+        cache[key] = (position, started, body)
+        return body
+
+    return json_with_etag(request, await pages.reads((key, feed.last_id), load))
 
 
 def _study_detail(s: Session, uid: str, permissions: frozenset[str]) -> dict | None:

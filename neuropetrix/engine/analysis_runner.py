@@ -54,7 +54,7 @@ def analyze_into(study_dir: Path, out_dir: Path, settings: Settings, params: dic
         {**settings.analysis.model_dump(), **order.analysis})
     analysis = analyze_folder(study_dir, out_dir, analysis_settings, hbys=settings.hbys, order=order,
                               hbys_order=hbys_order, prior_dir=prior_dir, prior_optional=True)
-    write_key_images(analysis.result, out_dir)
+    write_key_images(analysis.result, out_dir, analysis.pictures)
     result = analysis.result
     return {"lesions": len(result.lesions), "suv_max": result.suv_max, "tmtv_ml": result.tmtv_ml,
             "tlg_total": result.tlg_total, "timings_s": {k: round(v, 3) for k, v in result.timings_s.items()},

@@ -23,6 +23,7 @@ from neuropetrix.analysis.volumes import Volume, choose_ct, choose_pet, inplane_
 from neuropetrix.config.settings import AnalysisSettings, HbysSettings
 from neuropetrix.engine.review_result import VersionOrder, reviewed
 from neuropetrix.reports.comparison import PriorStudy
+from neuropetrix.reports.images import Pictures
 from neuropetrix.reports.source import OrderFacts
 from neuropetrix.reports.version import AUTOMATIC, ResultVersion
 from neuropetrix.reports.writer import delivery_refusals, write_reports
@@ -48,6 +49,7 @@ class OfflineAnalysis:
     refused: dict[str, str] = field(default_factory=dict)       # report kind → why it was not made
     hbys_order: OrderFacts | None = None                       # the HBYS's order, when reconciled
     prior: PriorStudy | None = None                            # the study `result.response` compares with
+    pictures: Pictures | None = None                           # the report's pictures, for the review ones
 
     @property
     def pet_datasets(self) -> list[Dataset]:
@@ -102,9 +104,12 @@ def write_outputs(analysis: OfflineAnalysis, version: ResultVersion = AUTOMATIC)
     for kind, reason in analysis.refused.items():
         log.warning("study %s: no %s: %s", analysis.result.study_instance_uid, kind, reason)
     analysis.files["analysis.json"] = write_analysis_json(analysis)
+    if analysis.result.suv_volume is not None:
+        analysis.pictures = Pictures(analysis.result)
     analysis.files.update({p.name: p for p in write_reports(analysis.result, analysis.pet_datasets,
                                                             analysis.out_dir, analysis.hbys, version,
-                                                            analysis.hbys_order, analysis.prior).values()})
+                                                            analysis.hbys_order, analysis.prior,
+                                                            analysis.pictures).values()})
     analysis.result.timings_s["write"] = time.perf_counter() - t0
 
 

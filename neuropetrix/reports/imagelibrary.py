@@ -17,10 +17,11 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 
 import highdicom as hd
-from pydicom.datadict import tag_for_keyword
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
+from pydicom.tag import Tag
 from pydicom.valuerep import DS
 
 _CONTENT_SEQUENCE = 0x0040A730
@@ -43,15 +44,14 @@ def _geometry(ds: Dataset) -> Hashable:
 
 def _with(item: Dataset, **values: object) -> Dataset:
     """A new dataset holding `item`'s elements (the same element objects: nothing changes them) but
-    those named in `values`, which get new elements (setting an existing one would change it in place)."""
-    out = Dataset()
-    replaced = {tag_for_keyword(keyword) for keyword in values}
-    for elem in item:
-        if elem.tag not in replaced:
-            out[elem.tag] = elem
-    for keyword, value in values.items():
-        setattr(out, keyword, value)
-    return out
+    those named in `values`, which get new elements (setting an existing one would change it in place).
+    Built from a dict of elements, as pydicom's reader builds a dataset: setting them one by one was
+    most of the library's time."""
+    replaced = {Tag(tag_for_keyword(keyword)): value for keyword, value in values.items()}
+    elements = {tag: item.get_item(tag) for tag in item.keys() if tag not in replaced}
+    for tag, value in replaced.items():
+        elements[tag] = DataElement(tag, dictionary_VR(tag), value)
+    return Dataset(elements)
 
 
 def _entry(template: Dataset, ds: Dataset) -> Dataset:

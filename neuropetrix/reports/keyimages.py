@@ -8,12 +8,11 @@ same orientation as the report.
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 
 from neuropetrix.analysis.results import AnalysisResult
-from neuropetrix.reports.images import axial_png, mip_png, suv_volume
+from neuropetrix.reports.images import Pictures
 
 # pictures for the hottest lesions only: each costs a figure (about 0.1–0.3 s), and a study with more
 # candidates than this is reviewed by its method first (re-run with another threshold)
@@ -28,19 +27,20 @@ def mip_image_name(label: int) -> str:
     return f"mip-{label}.png"
 
 
-def write_key_images(result: AnalysisResult, out_dir: Path) -> list[Path]:
+def write_key_images(result: AnalysisResult, out_dir: Path, pictures: Pictures | None = None) -> list[Path]:
     """Write the key image and MIP position of every lesion of `result` into `out_dir` (none without
-    its SUV volume); their time goes into `result.timings_s["review_images"]`."""
+    its SUV volume), from the report's `pictures` when given (the projection and the key images the
+    PDF already has are not drawn again); their time goes into `result.timings_s["review_images"]`."""
     if result.suv_volume is None:
         return []
     t0 = time.perf_counter()
-    volume = suv_volume(result)
+    pictures = pictures or Pictures(result)
     written = []
     for lesion in sorted(result.lesions, key=lambda les: les.suv_max, reverse=True)[:MAX_LESIONS]:
         path = out_dir / key_image_name(lesion.label)
-        path.write_bytes(axial_png(result, volume, lesion))
+        path.write_bytes(pictures.axial_png(lesion))
         mip = out_dir / mip_image_name(lesion.label)
-        mip.write_bytes(mip_png(dataclasses.replace(result, lesions=[lesion]), volume))
+        mip.write_bytes(pictures.mip_png([lesion]))
         written += [path, mip]
     result.timings_s["review_images"] = time.perf_counter() - t0
     return written

@@ -86,7 +86,7 @@ def check_geometry(result: AnalysisResult, pet_datasets: list[Dataset]) -> None:
     require(labels.ndim == 3 and labels.shape == shape,
             f"label_map is shaped {labels.shape}, the PET series is {shape} (slices, rows, columns)")
     require(np.issubdtype(labels.dtype, np.integer), f"label_map must hold integers, not {labels.dtype}")
-    present = {int(v) for v in np.unique(labels) if v != 0}
+    present = {int(v) for v in np.unique(labels[labels != 0])}       # sorts the lesion voxels only
     declared = {les.label for les in result.lesions}
     require(present == declared,
             f"label_map holds labels {sorted(present)} but the lesions are {sorted(declared)}")

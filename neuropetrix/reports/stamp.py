@@ -35,11 +35,22 @@ def stamp_created(ds: Dataset, zone: tzinfo, now: datetime | None = None) -> Non
 
 
 def _texts(ds: Dataset) -> list[str]:
-    out = []
-    for elem in ds.iterall():
-        if elem.VR in _TEXT_VRS and elem.value is not None:
-            values = elem.value if elem.VM > 1 else [elem.value]
-            out += [str(v) for v in values]
+    """Every text value of `ds` and its sequences, each item looked at once: the SR's image library
+    shares one item object among hundreds of entries (reports/imagelibrary.py)."""
+    out: list[str] = []
+    seen: set[int] = set()
+    stack = [ds]
+    while stack:
+        item = stack.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        for elem in item:
+            if elem.VR == "SQ":
+                stack.extend(elem.value)
+            elif elem.VR in _TEXT_VRS and elem.value is not None:
+                values = elem.value if elem.VM > 1 else [elem.value]
+                out += [str(v) for v in values]
     return out
 
 

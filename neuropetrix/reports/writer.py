@@ -13,7 +13,6 @@ order, are not made (`delivery_refusals` says why); everything else is.
 """
 from __future__ import annotations
 
-import io
 import os
 import uuid
 from datetime import datetime
@@ -25,10 +24,11 @@ from neuropetrix.analysis.results import AnalysisResult
 from neuropetrix.config.settings import HbysSettings
 from neuropetrix.dicom_uids import sign_file_meta
 from neuropetrix.reports.comparison import PriorStudy
+from neuropetrix.reports.dicombytes import dicom_bytes
 from neuropetrix.reports.encapsulated import build_encapsulated_pdf
 from neuropetrix.reports.fhir import build_bundle, bundle_json
 from neuropetrix.reports.hl7 import oru_bytes
-from neuropetrix.reports.images import axial_png, mip_png, suv_volume
+from neuropetrix.reports.images import Pictures
 from neuropetrix.reports.measures import measures
 from neuropetrix.reports.pdf import MAX_KEY_IMAGES, build_pdf
 from neuropetrix.reports.seg import build_seg
@@ -43,9 +43,7 @@ FILES = {"seg": "seg.dcm", "sr": "sr.dcm", "oru": "oru.hl7", "fhir_bundle": "fhi
 def _dicom_bytes(ds: Dataset) -> bytes:
     """The Part 10 file, naming the node as the implementation that wrote it (not highdicom or pydicom)."""
     sign_file_meta(ds.file_meta)
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
+    return dicom_bytes(ds)
 
 
 def _sop_classes(datasets: list[Dataset]) -> dict[str, str]:
@@ -85,13 +83,15 @@ def delivery_refusals(pet_datasets: list[Dataset], order: OrderFacts | None = No
 
 def write_reports(result: AnalysisResult, pet_datasets: list[Dataset], out_dir: Path,
                   settings: HbysSettings, version: ResultVersion = AUTOMATIC,
-                  order: OrderFacts | None = None, prior: PriorStudy | None = None) -> dict[str, Path]:
+                  order: OrderFacts | None = None, prior: PriorStudy | None = None,
+                  pictures: Pictures | None = None) -> dict[str, Path]:
     """Write every report of `result` into `out_dir`; returns {kind: path} for what was written.
 
     `pet_datasets[k]` is the source dataset of `result.label_map[k]` (the same multi-frame dataset for
     every k of an Enhanced PET); `version` is the status and signer every object carries; `order` the HBYS's
     order when the study was reconciled with one; `prior` the study `result.response` compares with (the SR
-    references it, the PDF shows it beside the current one). Raises
+    references it, the PDF shows it beside the current one); `pictures` the analysis's pictures when the
+    caller draws more of them afterwards (keyimages.py), so the MIP and key images are computed once. Raises
     ReportError, having written nothing, when an object cannot be made.
     """
     measures(result)
@@ -100,11 +100,11 @@ def write_reports(result: AnalysisResult, pet_datasets: list[Dataset], out_dir: 
     now = datetime.now(info.study_datetime.tzinfo)        # one creation time for every object
     seg = build_seg(result, pet_datasets, now, version) if result.lesions else None
     sr = build_sr(result, pet_datasets, info, seg, now, version, prior)
-    volume = suv_volume(result)
+    pictures = pictures or Pictures(result)
     hottest = sorted(result.lesions, key=lambda les: les.suv_max, reverse=True)[:MAX_KEY_IMAGES]
-    mip = mip_png(result, volume)
-    prior_mip = None if prior is None else mip_png(prior.result, suv_volume(prior.result))
-    pdf = build_pdf(result, info, mip, {les.label: axial_png(result, volume, les) for les in hottest},
+    mip = pictures.mip_png()
+    prior_mip = None if prior is None else Pictures(prior.result).mip_png()
+    pdf = build_pdf(result, info, mip, {les.label: pictures.axial_png(les) for les in hottest},
                     sr_uid=str(sr.SOPInstanceUID), seg_uid=None if seg is None else str(seg.SOPInstanceUID),
                     version=version, prior=prior, prior_mip=prior_mip)
     encapsulated = build_encapsulated_pdf(result, pet_datasets[0], pdf, [sr] + ([seg] if seg is not None else []),

@@ -11,11 +11,11 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 
 from neuropetrix.reports import sr as sr_module
+from neuropetrix.reports.dicombytes import dicom_bytes
 from neuropetrix.reports.imagelibrary import image_library
 from neuropetrix.reports.seg import build_seg
 from neuropetrix.reports.source import study_info
 from neuropetrix.reports.sr import build_sr
-from neuropetrix.reports.writer import _dicom_bytes
 
 
 def _encoded(item: Dataset) -> bytes:
@@ -41,8 +41,8 @@ def test_sr_bytes_equal_those_with_highdicoms_image_library(result, pet_study, m
     for mine, its in zip(ours.ContributingEquipmentSequence, theirs.ContributingEquipmentSequence, strict=True):
         if "ContributionDateTime" in mine:             # highdicom stamps itself with its own clock
             its.ContributionDateTime = mine.ContributionDateTime
-    assert b"Image Library" in _dicom_bytes(ours)
-    assert _dicom_bytes(ours) == _dicom_bytes(theirs)
+    assert b"Image Library" in dicom_bytes(ours)
+    assert dicom_bytes(ours) == dicom_bytes(theirs)
 
 
 def test_library_equals_highdicoms_for_mixed_geometry(pet_study):
