@@ -15,7 +15,7 @@ try:
     main(sys.argv[1:])
 except SystemExit:
     pass
-print(sorted(m for m in ("scipy", "torch", "neuropetrix.analysis", "neuropetrix.reports") if m in sys.modules))
+print(sorted(m for m in ("scipy", "torch", "neuropetrix.analysis.pipeline", "neuropetrix.analysis.response", "neuropetrix.reports") if m in sys.modules))
 """
 
 

@@ -34,10 +34,9 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from neuropetrix.analysis.errors import AnalysisError
-from neuropetrix.analysis.results import AnalysisResult, Lesion, SuvInputs
+from neuropetrix.analysis.results import CATEGORIES, AnalysisResult, Lesion, SuvInputs
 from neuropetrix.analysis.suv import normaliser
 from neuropetrix.analysis.suvpeak import suv_peaks
 from neuropetrix.analysis.volumes import Volume
@@ -52,8 +51,6 @@ MATCH_DISTANCE_MM = 20.0        # a lesion is the same one when its aligned cent
 SITE_MARGIN_MM = 5.0            # a prior lesion's site: its radius plus this (the alignment's error)
 DEFAULT_SUL = "lbm_janmahasatian"
 _LBM_TYPES = ("lbm_james", "lbm_janmahasatian")
-CATEGORIES = {"CMR": "complete metabolic response", "PMR": "partial metabolic response",
-              "SMD": "stable metabolic disease", "PMD": "progressive metabolic disease"}
 
 
 @dataclass(frozen=True)
@@ -215,6 +212,7 @@ def site_peaks(suv: np.ndarray, geometry: Volume, centers_mm: np.ndarray, radii_
         box = tuple(slice(a, b) for a, b in zip(low, high))
         sites[box][inside] = i + 1
     if excluded is not None and excluded.any():
+        from scipy import ndimage  # here: the engine and the report writers read CATEGORIES without scipy
         sites[ndimage.binary_dilation(excluded, iterations=2)] = 0
     return suv_peaks(suv, sites, len(centers_mm), geometry.spacing)
 

@@ -14,6 +14,10 @@ if TYPE_CHECKING:
     from neuropetrix.analysis.response import Response
 
 
+# PERCIST 1.0 response categories (analysis/response.py assesses them; the engine and reports read them)
+CATEGORIES = {"CMR": "complete metabolic response", "PMR": "partial metabolic response",
+              "SMD": "stable metabolic disease", "PMD": "progressive metabolic disease"}
+
 @dataclass(frozen=True)
 class SuvInputs:
     """Every input that turned stored pixel values into SUV, so a physicist can check the arithmetic."""

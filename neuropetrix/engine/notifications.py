@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from neuropetrix.analysis.response import CATEGORIES
+from neuropetrix.analysis.results import CATEGORIES
 from neuropetrix.api.permissions import RESULTS_READ, allows
 from neuropetrix.config.loader import ConfigError
 from neuropetrix.config.settings import NotifySettings, Settings

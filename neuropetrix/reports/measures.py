@@ -19,8 +19,7 @@ from decimal import Decimal
 
 from pydicom.sr.coding import Code
 
-from neuropetrix.analysis.response import CATEGORIES
-from neuropetrix.analysis.results import AnalysisResult, Lesion
+from neuropetrix.analysis.results import CATEGORIES, AnalysisResult, Lesion
 from neuropetrix.reports.errors import require
 
 UCUM = "UCUM"
