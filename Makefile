@@ -45,9 +45,12 @@ $(NODE_STAMP): tests/package.json tests/package-lock.json | peers
 demo: $(STAMP)
 	$(VENV)/bin/neuropetrix demo --config $(CONFIG)
 
-# The whole suite, lint first. `make test-unit` is the fast loop: no external programs, faults or slow tests.
+# The whole suite, lint first, its files spread over TEST_WORKERS processes (most tests wait on a peer or
+# a node process, so two workers keep two cores busy; each file stays on one worker with its fixtures).
+# `make test-unit` is the fast loop: no external programs, faults or slow tests.
+TEST_WORKERS ?= 2
 test: $(STAMP) peers $(NODE_STAMP) lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-unit: $(STAMP)
 	$(PY) -m pytest -m "not peers and not slow and not faults"

@@ -15,7 +15,8 @@ try:
     main(sys.argv[1:])
 except SystemExit:
     pass
-print(sorted(m for m in ("scipy", "torch", "neuropetrix.analysis.pipeline", "neuropetrix.analysis.response", "neuropetrix.reports") if m in sys.modules))
+heavy = ("scipy", "torch", "neuropetrix.analysis.pipeline", "neuropetrix.analysis.response", "neuropetrix.reports")
+print(sorted(m for m in heavy if m in sys.modules))
 """
 
 
