@@ -133,8 +133,11 @@ class EventFeed:
                     self.last_id = items[-1].id
                     self._publish(items)
                 if len(items) < PAGE:
+                    # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation that comes
+                    # as the wake-up does, and the feed then never stops (the app's cleanup waits for ever)
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wake.wait(), self.poll)
+                        async with asyncio.timeout(self.poll):
+                            await wake.wait()
         finally:
             watch.remove()
 

@@ -150,7 +150,8 @@ class MllpListener:
         try:
             while True:
                 reported = frames.skipped
-                frame = await asyncio.wait_for(frames.next_frame(), self.idle_timeout)
+                async with asyncio.timeout(self.idle_timeout):      # not wait_for: see api/event_feed.py
+                    frame = await frames.next_frame()
                 if frames.skipped > reported:
                     log.warning("MLLP %s: %d byte(s) outside an MLLP frame skipped", where, frames.skipped - reported)
                 if frame is None:
