@@ -44,7 +44,7 @@ from neuropetrix.node.scu.email import Mail, SmtpServer, send_mail
 from neuropetrix.node.scu.errors import AddressRefused
 from neuropetrix.node.scu.sms import SmsGateway, send_sms
 from neuropetrix.store.accounts import ROLES, Device, User
-from neuropetrix.store.eventlog import EventKind, lock_cursor, record, take_pending
+from neuropetrix.store.eventlog import EventKind, record, take_pending
 from neuropetrix.store.models import Event, Patient, Study
 from neuropetrix.store.notify_models import (
     ACKNOWLEDGED,
@@ -180,9 +180,9 @@ class NotificationPlanner:
     def run_once(self) -> int:
         """Notify for new events and escalate what is due; returns how many notifications were made."""
         with self.sessions.begin() as s:
-            lock_cursor(s, CONSUMER, from_now=True)       # first start: no notifications about the past
             made = 0
-            for e in take_pending(s, CONSUMER, (EventKind.NOTIFICATION,), 100, now=self.clock.now()):
+            for e in take_pending(s, CONSUMER, (EventKind.NOTIFICATION,), 100, now=self.clock.now(),
+                                  from_now=True):                 # first start: none about the past
                 made += self._plan(s, e)
             return made + self._escalate(s)
 

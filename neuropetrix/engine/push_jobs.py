@@ -22,7 +22,7 @@ from neuropetrix.engine.jobs import Claimed, JobFailure, new_job
 from neuropetrix.metrics import PUSH_MESSAGES
 from neuropetrix.node.scu.push import REJECTED, RETRY, SENT, FcmSender, PushMessageSpec
 from neuropetrix.store.accounts import ROLES, Device, User
-from neuropetrix.store.eventlog import EventKind, advance, lock_cursor, take_pending
+from neuropetrix.store.eventlog import EventKind, advance, take_pending
 from neuropetrix.store.jobs_models import Job
 from neuropetrix.store.models import Event
 
@@ -67,8 +67,7 @@ def device_job(e: Event, route: str, device_id: int, token: str, user_id: int, m
 
 def enqueue(s: Session, max_attempts: int) -> int:
     """Turn new events into push jobs; returns how many jobs were made."""
-    lock_cursor(s, CONSUMER, from_now=True)          # first start: no notifications about the past
-    events = take_pending(s, CONSUMER, KINDS, 200)
+    events = take_pending(s, CONSUMER, KINDS, 200, from_now=True)   # first start: none about the past
     made = 0
     for e in events:
         what = plan(e)

@@ -93,10 +93,10 @@ def lock_cursor(s: Session, consumer: str, from_now: bool = False) -> EngineCurs
 
 
 def take_pending(s: Session, consumer: str, kinds: Iterable[EventKind], limit: int = 100,
-                 now: datetime | None = None) -> list[Event]:
-    """Events of `kinds` after `consumer`'s cursor, the cursor locked (`lock_cursor`) until commit;
-    the caller acts on them and calls `advance` in the same transaction."""
-    cursor = lock_cursor(s, consumer)
+                 now: datetime | None = None, from_now: bool = False) -> list[Event]:
+    """Events of `kinds` after `consumer`'s cursor, the cursor locked (`lock_cursor`, `from_now` on a
+    first start) until commit; the caller acts on them and calls `advance` in the same transaction."""
+    cursor = lock_cursor(s, consumer, from_now)
     safe = settled_up_to(s, cursor.event_id, scan=limit * 20, now=now)
     pending = list(s.scalars(select(Event).where(Event.id > cursor.event_id, Event.id <= safe,
                                                  Event.kind.in_([str(k) for k in kinds]))
