@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import ssl
 import subprocess
 import time
@@ -29,11 +30,13 @@ from tests.conftest import dcmtk, storescu
 from tests.engine.conftest import FAST_ENGINE, jobs_of
 from tests.engine.conftest import storescu as scanner_sends
 from tests.engine.conftest import wait_for as wait_for_node
+from tests.node.test_retrieve import _final as final_status
 from tests.node.test_scp_peers import stored_path, wait_for
 from tests.ops.ca import make_ca
 from tests.support.hbys_peer import LoopThread, mllp_listener
 from tests.support.nodeproc import SCANNER_AE, free_port, running_node
-from tests.support.peers import ORTHANC_AET, orthanc
+from tests.support.dicomfiles import dataset_bytes
+from tests.support.peers import ORTHANC_AET, orthanc, storescp
 from tests.support.synthetic import StudySpec, write_ct_series, write_petct_study
 
 MESSAGE = b"MSH|^~\\&|HBYS|H|NEUROPETRIX|N|20260101120000||ADT^A08|CTRL-TLS-1|P|2.5\rPID|1||12345||DOE^JOHN\r"
@@ -151,6 +154,45 @@ def test_send_to_a_tls_peer_with_an_untrusted_certificate_fails(tmp_path, ca) ->
     finally:
         scp.terminate()
         scp.wait(10)
+
+
+def test_move_to_a_tls_peer_goes_over_tls_and_a_failed_handshake_is_a702(tmp_path, ca) -> None:
+    """C-MOVE to a `peers[].tls: true` destination: the sub-operations reach a TLS-only dcmtk storescp
+    that requires a certificate from our CA, so what arrived came over TLS with the node's own
+    certificate. A TLS destination whose certificate is from another CA fails the handshake: every
+    sub-operation failed, 0xA702, and the log says why."""
+    _, files = write_petct_study(tmp_path / "study", StudySpec(ct_slices=2, pet_slices=2, ct_matrix=64,
+                                                              pet_matrix=32))
+    spec = pydicom.dcmread(files[0], stop_before_pixels=True)
+    trusted = ("+tls", str(ca.server.private_key), str(ca.server.certificate), "+cf", str(ca.ca))
+    untrusted = ("+tls", str(ca.stranger.private_key), str(ca.stranger.certificate), "-ic")
+    with storescp(tmp_path / "viewer", "VIEWER", trusted) as viewer, \
+            storescp(tmp_path / "stranger", "STRANGER", untrusted) as stranger:
+        assert echo_tls(viewer).returncode != 0            # the destination speaks TLS only
+        peers = [{"name": "scanner", "ae_title": SCANNER_AE, "host": "127.0.0.1", "port": free_port()},
+                 {"name": "viewer", "ae_title": "VIEWER", "host": "127.0.0.1", "port": viewer, "tls": True},
+                 {"name": "stranger", "ae_title": "STRANGER", "host": "127.0.0.1", "port": stranger, "tls": True}]
+        with running_node(tmp_path / "node", {"node": {"tls": tls_settings(ca)}, "peers": peers}) as node:
+            assert storescu(node.dicom_port, *files).returncode == 0
+
+            def move(destination: str) -> tuple[str, dict[str, int]]:
+                done = dcmtk("movescu", "-S", "-d", "-aet", SCANNER_AE, "-aec", node.ae_title, "-aem", destination,
+                             "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={spec.StudyInstanceUID}",
+                             "127.0.0.1", str(node.dicom_port))
+                return final_status(done.stdout + done.stderr)
+            status, counts = move("VIEWER")
+            assert status == "0x0000" and counts["Completed"] == len(files) and counts["Failed"] == 0
+            arrived = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID: dataset_bytes(p)
+                       for p in (tmp_path / "viewer").iterdir()}
+            assert arrived == {pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID: dataset_bytes(f)
+                               for f in files}
+            status, counts = move("STRANGER")
+            assert status == "0xa702" and counts["Failed"] == len(files) and counts["Completed"] == 0
+            assert not list((tmp_path / "stranger").iterdir())
+            log = node.log_text()
+    assert re.search(rf"WARNING +neuropetrix.scp: C-MOVE from STORESCU \(127.0.0.1:\d+\): "
+                     rf"stranger \(STRANGER@127.0.0.1:{stranger} TLS\) refused or unreachable", log)
+    assert "CERTIFICATE_VERIFY_FAILED" in log           # the cause, from pynetdicom's transport
 
 
 def test_forward_to_orthanc_over_tls_committed_over_tls(tmp_path, ca) -> None:

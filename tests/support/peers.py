@@ -1,4 +1,5 @@
-"""Real peers started by the tests themselves on loopback: Orthanc (a PACS with a REST API).
+"""Real peers started by the tests themselves on loopback: Orthanc (a PACS with a REST API) and dcmtk's
+storescp (a PACS that writes what it receives to a folder).
 
     with orthanc(tmp_path) as pacs:
         upload(pacs, path)                      # REST POST /instances
@@ -7,10 +8,14 @@
 
 Orthanc runs from a generated JSON configuration with its storage and index under `tmp_dir`, HTTP
 limited to this machine, no authentication and no called-AE check, and is terminated on exit.
+
+    with storescp(tmp_path / "pacs", "PACS") as port:    # options=("+tls", key, cert, "+cf", ca) for TLS
+        ...                                             # what arrived lies in tmp_path / "pacs"
 """
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -22,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.support.nodeproc import free_port
+from tests.support.nodeproc import free_port, wait_for_port
 
 ORTHANC_AET = "ORTHANC"
 # Debian package orthanc-dicomweb: QIDO-RS, WADO-RS (frames too), STOW-RS under /dicom-web/
@@ -116,3 +121,26 @@ def orthanc(tmp_dir: Path, timeout: float = 30.0, plugins: Sequence[str] = (),
 def upload(server: Orthanc, path: Path) -> dict[str, Any]:
     """Store one DICOM file through REST `POST /instances`; returns Orthanc's answer (ID, Status, …)."""
     return json.loads(server.request("POST", "/instances", Path(path).read_bytes(), "application/dicom"))
+
+
+@contextmanager
+def storescp(out: Path, aet: str = "PACS", options: Sequence[str] = (), log: Path | None = None) -> Iterator[int]:
+    """A dcmtk storescp called `aet` on a free loopback port, writing what it receives into `out`;
+    `options` go before the port (`+tls key cert +cf ca`: TLS only, the caller's certificate required);
+    given `log`, its debug log there (each association's negotiation). Yields the port once it listens."""
+    exe = shutil.which("storescp")
+    if exe is None:
+        raise RuntimeError("storescp (Debian package dcmtk) is not installed: run `make peers`")
+    out.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    debug = ["-d"] if log is not None else []
+    with open(log or os.devnull, "w") as sink:
+        # TCP_NODELAY: dcmtk stalls on delayed ACKs without it (FACTS.md)
+        proc = subprocess.Popen([exe, *debug, "-aet", aet, "-od", str(out), *options, str(port)],
+                                env=dict(os.environ, TCP_NODELAY="1"), stdout=sink, stderr=subprocess.STDOUT)
+        try:
+            wait_for_port(port, proc=proc)
+            yield port
+        finally:
+            proc.terminate()
+            proc.wait(15)
