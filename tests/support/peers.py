@@ -1,5 +1,6 @@
-"""Real peers started by the tests themselves on loopback: Orthanc (a PACS with a REST API) and dcmtk's
-storescp (a PACS that writes what it receives to a folder).
+"""Real peers started by the tests themselves on loopback: Orthanc (a PACS with a REST API), dcmtk's
+storescp (a PACS that writes what it receives to a folder) and dcmtk's dcmqrscp (a Query/Retrieve PACS
+whose study-level C-FIND answers carry no ModalitiesInStudy, as many PACS do).
 
     with orthanc(tmp_path) as pacs:
         upload(pacs, path)                      # REST POST /instances
@@ -11,6 +12,9 @@ limited to this machine, no authentication and no called-AE check, and is termin
 
     with storescp(tmp_path / "pacs", "PACS") as port:    # options=("+tls", key, cert, "+cf", ca) for TLS
         ...                                             # what arrived lies in tmp_path / "pacs"
+
+    with dcmqrscp(tmp_path / "qr", files, {"NEUROPETRIX": node_port}) as port:   # AE QRSCP
+        ...                                             # C-FIND, C-MOVE to NEUROPETRIX at 127.0.0.1:node_port
 """
 from __future__ import annotations
 
@@ -138,6 +142,39 @@ def storescp(out: Path, aet: str = "PACS", options: Sequence[str] = (), log: Pat
         # TCP_NODELAY: dcmtk stalls on delayed ACKs without it (FACTS.md)
         proc = subprocess.Popen([exe, *debug, "-aet", aet, "-od", str(out), *options, str(port)],
                                 env=dict(os.environ, TCP_NODELAY="1"), stdout=sink, stderr=subprocess.STDOUT)
+        try:
+            wait_for_port(port, proc=proc)
+            yield port
+        finally:
+            proc.terminate()
+            proc.wait(15)
+
+
+QRSCP_AET = "QRSCP"
+
+
+@contextmanager
+def dcmqrscp(tmp_dir: Path, files: Sequence[Path], destinations: Mapping[str, int]) -> Iterator[int]:
+    """A dcmtk dcmqrscp called QRSCP on a free loopback port holding `files` (indexed in place by
+    dcmqridx), answering C-FIND (Patient and Study Root; no ModalitiesInStudy) and C-MOVE to each AE
+    title of `destinations` at 127.0.0.1:port; any caller is served. Its debug log is tmp_dir/dcmqrscp.log."""
+    exe, index = shutil.which("dcmqrscp"), shutil.which("dcmqridx")
+    if exe is None or index is None:
+        raise RuntimeError("dcmqrscp (Debian package dcmtk) is not installed: run `make peers`")
+    storage = tmp_dir / "db"
+    storage.mkdir(parents=True, exist_ok=True)
+    indexed = subprocess.run([index, str(storage), *map(str, files)], capture_output=True, text=True)
+    if indexed.returncode:
+        raise RuntimeError(f"dcmqridx failed: {indexed.stderr}")
+    port = free_port()
+    hosts = "\n".join(f"dest{i} = ({aet}, 127.0.0.1, {p})" for i, (aet, p) in enumerate(destinations.items()))
+    config = tmp_dir / "dcmqrscp.cfg"
+    config.write_text(f"NetworkTCPPort = {port}\nMaxPDUSize = 16384\nMaxAssociations = 16\n"
+                      f"HostTable BEGIN\n{hosts}\nHostTable END\nVendorTable BEGIN\nVendorTable END\n"
+                      f"AETable BEGIN\n{QRSCP_AET} {storage} RW (200, 1024mb) ANY\nAETable END\n")
+    with open(tmp_dir / "dcmqrscp.log", "w") as log:
+        proc = subprocess.Popen([exe, "-d", "-c", str(config)], env=dict(os.environ, TCP_NODELAY="1"),
+                                stdout=log, stderr=subprocess.STDOUT)
         try:
             wait_for_port(port, proc=proc)
             yield port

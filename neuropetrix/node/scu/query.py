@@ -47,8 +47,9 @@ def _associate(peer: Peer, calling_ae: str, sop_class: str, timeout: float):
     return assoc
 
 
-def find_studies(peer: Peer, calling_ae: str, identifier: Dataset, timeout: float = 30.0) -> list[Dataset]:
-    """Every match of a Study Root C-FIND at `peer`; DeliveryError when it cannot answer."""
+def find(peer: Peer, calling_ae: str, identifier: Dataset, timeout: float = 30.0) -> list[Dataset]:
+    """Every match of a Study Root C-FIND at `peer`, at the identifier's level; DeliveryError when it
+    cannot answer."""
     assoc = _associate(peer, calling_ae, StudyRootQueryRetrieveInformationModelFind, timeout)
     matches: list[Dataset] = []
     try:
