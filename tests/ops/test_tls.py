@@ -8,7 +8,6 @@ import json
 import re
 import ssl
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -31,11 +30,11 @@ from tests.engine.conftest import FAST_ENGINE, jobs_of
 from tests.engine.conftest import storescu as scanner_sends
 from tests.engine.conftest import wait_for as wait_for_node
 from tests.node.test_retrieve import _final as final_status
-from tests.node.test_scp_peers import stored_path, wait_for
+from tests.node.test_scp_peers import stored_path
 from tests.ops.ca import make_ca
+from tests.support.dicomfiles import dataset_bytes
 from tests.support.hbys_peer import LoopThread, mllp_listener
 from tests.support.nodeproc import SCANNER_AE, free_port, running_node
-from tests.support.dicomfiles import dataset_bytes
 from tests.support.peers import ORTHANC_AET, orthanc, storescp
 from tests.support.synthetic import StudySpec, write_ct_series, write_petct_study
 
@@ -113,47 +112,32 @@ def test_required_client_certificates(tmp_path, ca) -> None:
 
 def test_send_to_a_tls_peer(tmp_path, ca) -> None:
     """`peers[].tls: true`: the node's SCU calls dcmtk's storescp over TLS with its certificate."""
-    port, out = free_port(), tmp_path / "received"
-    out.mkdir()
-    scp = subprocess.Popen(["storescp", "+tls", str(ca.server.private_key), str(ca.server.certificate),
-                            "+cf", str(ca.ca), "-od", str(out), str(port)], stderr=subprocess.PIPE)
-    try:
-        _, files = write_petct_study(tmp_path / "study", StudySpec(ct_slices=1, pet_slices=1, ct_matrix=64,
-                                                                  pet_matrix=32))
+    _, files = write_petct_study(tmp_path / "study", StudySpec(ct_slices=1, pet_slices=1, ct_matrix=64,
+                                                              pet_matrix=32))
+    trusted = ("+tls", str(ca.server.private_key), str(ca.server.certificate), "+cf", str(ca.ca))
+    with storescp(tmp_path / "received", "STORESCP", trusted) as port:
         peer = {"name": "pacs", "ae_title": "STORESCP", "host": "127.0.0.1", "port": port, "tls": True}
         overrides = {"node": {"tls": tls_settings(ca)}, "peers": [peer]}
         with running_node(tmp_path, overrides) as node:
-            wait_for(lambda: scp.poll() is None, what="storescp")
-            time.sleep(0.3)  # storescp has no readiness signal; a refused first try is retried below
             result = node.cli("send", "pacs", *map(str, files))
-            if result.returncode != 0:
-                result = node.cli("send", "pacs", *map(str, files))
             assert result.returncode == 0, result.stderr + result.stdout
             doctor = node.cli("doctor")
             assert "answers C-ECHO" in next(line for line in doctor.stdout.splitlines() if "peer pacs" in line)
-        received = sorted(p.name for p in out.iterdir())
-        assert len(received) == len(files)
-    finally:
-        scp.terminate()
-        scp.wait(10)
+    received = sorted(p.name for p in (tmp_path / "received").iterdir())
+    assert len(received) == len(files)
 
 
 def test_send_to_a_tls_peer_with_an_untrusted_certificate_fails(tmp_path, ca) -> None:
-    port = free_port()
-    scp = subprocess.Popen(["storescp", "+tls", str(ca.stranger.private_key), str(ca.stranger.certificate),
-                            "-ic", str(port)], stderr=subprocess.PIPE)
-    try:
-        _, files = write_petct_study(tmp_path / "study", StudySpec(ct_slices=1, pet_slices=1, ct_matrix=64,
-                                                                  pet_matrix=32))
+    _, files = write_petct_study(tmp_path / "study", StudySpec(ct_slices=1, pet_slices=1, ct_matrix=64,
+                                                              pet_matrix=32))
+    untrusted = ("+tls", str(ca.stranger.private_key), str(ca.stranger.certificate), "-ic")
+    with storescp(tmp_path / "received", "STORESCP", untrusted) as port:
         peer = {"name": "pacs", "ae_title": "STORESCP", "host": "127.0.0.1", "port": port, "tls": True}
         with running_node(tmp_path, {"node": {"tls": tls_settings(ca)}, "peers": [peer]}) as node:
-            time.sleep(0.3)
             result = node.cli("send", "pacs", *map(str, files[:1]))
-        assert result.returncode != 0
-        assert "refused or unreachable" in result.stderr + result.stdout
-    finally:
-        scp.terminate()
-        scp.wait(10)
+    assert result.returncode != 0
+    assert "refused or unreachable" in result.stderr + result.stdout
+    assert not list((tmp_path / "received").iterdir())
 
 
 def test_move_to_a_tls_peer_goes_over_tls_and_a_failed_handshake_is_a702(tmp_path, ca) -> None:

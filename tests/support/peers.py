@@ -128,15 +128,16 @@ def upload(server: Orthanc, path: Path) -> dict[str, Any]:
 
 
 @contextmanager
-def storescp(out: Path, aet: str = "PACS", options: Sequence[str] = (), log: Path | None = None) -> Iterator[int]:
-    """A dcmtk storescp called `aet` on a free loopback port, writing what it receives into `out`;
+def storescp(out: Path, aet: str = "PACS", options: Sequence[str] = (), log: Path | None = None,
+             port: int | None = None) -> Iterator[int]:
+    """A dcmtk storescp called `aet` on `port` (a free loopback one if None), writing what it receives into `out`;
     `options` go before the port (`+tls key cert +cf ca`: TLS only, the caller's certificate required);
     given `log`, its debug log there (each association's negotiation). Yields the port once it listens."""
     exe = shutil.which("storescp")
     if exe is None:
         raise RuntimeError("storescp (Debian package dcmtk) is not installed: run `make peers`")
     out.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     debug = ["-d"] if log is not None else []
     with open(log or os.devnull, "w") as sink:
         # TCP_NODELAY: dcmtk stalls on delayed ACKs without it (FACTS.md)
