@@ -139,16 +139,8 @@ def storescp(out: Path, aet: str = "PACS", options: Sequence[str] = (), log: Pat
     out.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     debug = ["-d"] if log is not None else []
-    with open(log or os.devnull, "w") as sink:
-        # TCP_NODELAY: dcmtk stalls on delayed ACKs without it (FACTS.md)
-        proc = subprocess.Popen([exe, *debug, "-aet", aet, "-od", str(out), *options, str(port)],
-                                env=dict(os.environ, TCP_NODELAY="1"), stdout=sink, stderr=subprocess.STDOUT)
-        try:
-            wait_for_port(port, proc=proc)
-            yield port
-        finally:
-            proc.terminate()
-            proc.wait(15)
+    with _dcmtk_server([exe, *debug, "-aet", aet, "-od", str(out), *options, str(port)], port, log):
+        yield port
 
 
 QRSCP_AET = "QRSCP"
@@ -173,12 +165,19 @@ def dcmqrscp(tmp_dir: Path, files: Sequence[Path], destinations: Mapping[str, in
     config.write_text(f"NetworkTCPPort = {port}\nMaxPDUSize = 16384\nMaxAssociations = 16\n"
                       f"HostTable BEGIN\n{hosts}\nHostTable END\nVendorTable BEGIN\nVendorTable END\n"
                       f"AETable BEGIN\n{QRSCP_AET} {storage} RW (200, 1024mb) ANY\nAETable END\n")
-    with open(tmp_dir / "dcmqrscp.log", "w") as log:
-        proc = subprocess.Popen([exe, "-d", "-c", str(config)], env=dict(os.environ, TCP_NODELAY="1"),
-                                stdout=log, stderr=subprocess.STDOUT)
+    with _dcmtk_server([exe, "-d", "-c", str(config)], port, tmp_dir / "dcmqrscp.log"):
+        yield port
+
+
+@contextmanager
+def _dcmtk_server(command: list[str], port: int, log: Path | None) -> Iterator[None]:
+    """A dcmtk server running `command` (its output in `log`) from when it listens on `port` to the
+    end of the block. TCP_NODELAY: dcmtk stalls on delayed ACKs without it (FACTS.md)."""
+    with open(log or os.devnull, "w") as sink:
+        proc = subprocess.Popen(command, env=dict(os.environ, TCP_NODELAY="1"), stdout=sink, stderr=subprocess.STDOUT)
         try:
             wait_for_port(port, proc=proc)
-            yield port
+            yield
         finally:
             proc.terminate()
             proc.wait(15)
