@@ -25,7 +25,7 @@ from pydicom.multival import MultiValue
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from neuropetrix.config.settings import Peer, Settings
+from neuropetrix.config.settings import Peer, Settings, TlsSettings
 from neuropetrix.engine.jobs import PRIORS_KIND, Claimed, JobFailure
 from neuropetrix.node.scu.query import find, move
 from neuropetrix.store.eventlog import EventKind, record
@@ -83,13 +83,13 @@ def _modalities(match: Dataset) -> list[str]:
     return [str(m) for m in value] if isinstance(value, MultiValue) else [str(value)] if value else []
 
 
-def _study_modalities(peer: Peer, calling_ae: str, match: Dataset) -> list[str]:
+def _study_modalities(peer: Peer, calling_ae: str, match: Dataset, tls: TlsSettings | None) -> list[str]:
     """The modalities of a study the PACS answered: its ModalitiesInStudy, or its series' Modality
     (a SERIES-level C-FIND) when the PACS left ModalitiesInStudy out."""
     modalities = _modalities(match)
     if modalities:
         return modalities
-    series = find(peer, calling_ae, _series_query(str(match.StudyInstanceUID)))
+    series = find(peer, calling_ae, _series_query(str(match.StudyInstanceUID)), tls=tls)
     return sorted({str(m.get("Modality", "") or "") for m in series} - {""})
 
 
@@ -114,15 +114,15 @@ class PriorFetcher:
                 return {"found": 0, "retrieved": [], "reason": "the study has no Patient ID to look for"}
             identifier, now = _query(patient), _when(current.study_date, current.study_time)
             held = set(s.scalars(select(Study.study_uid).where(Study.patient_pk == patient.id)))
-        ae_title = self.settings.node.ae_title
-        matches = find(peer, ae_title, identifier)
+        ae_title, tls = self.settings.node.ae_title, self.settings.node.tls
+        matches = find(peer, ae_title, identifier, tls=tls)
         wanted = []
         for match in matches:
             uid = str(match.get("StudyInstanceUID", "") or "")
             if not uid or uid in held or str(match.get("PatientID", "")) != patient.patient_id:
                 continue
             when = _when(str(match.get("StudyDate", "") or ""), str(match.get("StudyTime", "") or ""))
-            if when[0] and when < now and PET in _study_modalities(peer, ae_title, match):
+            if when[0] and when < now and PET in _study_modalities(peer, ae_title, match, tls):
                 wanted.append((when, uid))
         wanted = [uid for _, uid in sorted(wanted, reverse=True)[:self.settings.priors.studies]]
         for uid in wanted:
@@ -132,7 +132,7 @@ class PriorFetcher:
                                                                "job": job.id})
             request = Dataset()
             request.QueryRetrieveLevel, request.StudyInstanceUID = "STUDY", uid
-            outcome = move(peer, ae_title, ae_title, request, self.settings.priors.timeout)
+            outcome = move(peer, ae_title, ae_title, request, self.settings.priors.timeout, tls)
             if not outcome.ok:
                 unknown = outcome.status == 0xA801
                 raise JobFailure(
