@@ -121,7 +121,7 @@ def test_send_to_a_tls_peer(tmp_path, ca) -> None:
         overrides = {"node": {"tls": tls_settings(ca)}, "peers": [peer]}
         with running_node(tmp_path, overrides) as node:
             result = node.cli("send", "pacs", *map(str, files))
-            if result.returncode != 0:      # seen once in 4 runs of the file: a fresh TLS storescp refused the first
+            if result.returncode != 0:      # a fresh TLS storescp refused its first association once in 4 runs
                 result = node.cli("send", "pacs", *map(str, files))
             assert result.returncode == 0, result.stderr + result.stdout
             doctor = node.cli("doctor")
