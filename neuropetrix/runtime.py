@@ -84,7 +84,7 @@ class Node:
                                  retrieve_providers=retrieve_providers(self.sessions, node.storage_dir,
                                                                        node.data_dir / "results"),
                                  move_destinations={p.ae_title: p for p in reversed(settings.peers)},
-                                 ssl_context=context, audit=self.scp_audit) for port, context in ports]
+                                 ssl_context=context, audit=self.scp_audit, move_tls=tls) for port, context in ports]
         self.completion = CompletionWatcher(self.sessions, node.study_quiet_seconds)
         self.mllp = None
         if listen.enabled:

@@ -28,7 +28,7 @@ from neuropetrix.config.settings import Peer, Settings, TlsSettings
 from neuropetrix.engine.routes.rules import compile_routes
 from neuropetrix.node.entity import node_ae
 from neuropetrix.node.scp.status import SUCCESS
-from neuropetrix.node.tls import client_context
+from neuropetrix.node.tls import peer_tls_args
 from neuropetrix.store import migrate
 from neuropetrix.store.db import make_engine
 
@@ -156,8 +156,7 @@ def check_peer(our_ae: str, peer: Peer, destination: bool, timeout: float, tls: 
     ae = node_ae(our_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     ae.add_requested_context(Verification)
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title,
-                         tls_args=(client_context(tls), peer.host) if peer.tls else None)
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, tls_args=peer_tls_args(peer, tls))
     if not assoc.is_established:
         why = "rejected the association" if assoc.is_rejected else "aborted or did not negotiate"
         return Check(bad, name, f"{why} ({role})",

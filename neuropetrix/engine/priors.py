@@ -5,11 +5,13 @@ Fetching is a durable job of its own (kind `priors`, destination `dicom:<peer>`,
 PACS's back-off with forwards to it), made with the analysis job of a route and ahead of it
 (`after_id`), so it has the queue's attempts, back-off and lease. It C-FINDs the patient's studies
 on the peer (Study Root, STUDY level, by Patient ID), keeps the earlier PET studies the node lacks
-(the latest `priors.studies` of them) and C-MOVEs each to this node's own AE title: the node's SCP
-stores them like any instance, and a C-MOVE's Success means they are all stored and indexed. Each
-study is recorded as `study.prior_requested` before it is asked for, so that its arrival is not
-routed like a new study (it would be forwarded and reported again). A fetch parked as failed does
-not hold the analysis back: it runs with the priors the node has (jobs.py).
+(the latest `priors.studies` of them; a study whose answer has no ModalitiesInStudy, which many PACS
+leave out, is asked for its series' Modality by a SERIES-level C-FIND) and C-MOVEs each to this
+node's own AE title: the node's SCP stores them like any instance, and a C-MOVE's Success means
+they are all stored and indexed. Each study is recorded as `study.prior_requested` before it is
+asked for, so that its arrival is not routed like a new study (it would be forwarded and reported
+again). A fetch parked as failed does not hold the analysis back: it runs with the priors the node
+has (jobs.py).
 
 The analysis then compares with the latest earlier PET study of the patient that the node holds
 (`held_prior`), analysed with the current study's settings (engine/offline.py).
@@ -23,9 +25,9 @@ from pydicom.multival import MultiValue
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from neuropetrix.config.settings import Settings
+from neuropetrix.config.settings import Peer, Settings, TlsSettings
 from neuropetrix.engine.jobs import PRIORS_KIND, Claimed, JobFailure
-from neuropetrix.node.scu.query import find_studies, move
+from neuropetrix.node.scu.query import find, move
 from neuropetrix.store.eventlog import EventKind, record
 from neuropetrix.store.models import Event, Patient, Series, Study
 
@@ -68,6 +70,29 @@ def _query(patient: Patient) -> Dataset:
     return ds
 
 
+def _series_query(study_uid: str) -> Dataset:
+    ds = Dataset()
+    ds.QueryRetrieveLevel, ds.StudyInstanceUID = "SERIES", study_uid
+    ds.SeriesInstanceUID = ds.Modality = ""
+    return ds
+
+
+def _modalities(match: Dataset) -> list[str]:
+    """A study-level answer's ModalitiesInStudy; [] when absent or empty."""
+    value = match.get("ModalitiesInStudy", "")
+    return [str(m) for m in value] if isinstance(value, MultiValue) else [str(value)] if value else []
+
+
+def _study_modalities(peer: Peer, calling_ae: str, match: Dataset, tls: TlsSettings | None) -> list[str]:
+    """The modalities of a study the PACS answered: its ModalitiesInStudy, or its series' Modality
+    (a SERIES-level C-FIND) when the PACS left ModalitiesInStudy out."""
+    modalities = _modalities(match)
+    if modalities:
+        return modalities
+    series = find(peer, calling_ae, _series_query(str(match.StudyInstanceUID)), tls=tls)
+    return sorted({str(m.get("Modality", "") or "") for m in series} - {""})
+
+
 class PriorFetcher:
     """Runs `priors` jobs: finds the patient's earlier PET studies on the PACS and moves them here."""
 
@@ -89,18 +114,15 @@ class PriorFetcher:
                 return {"found": 0, "retrieved": [], "reason": "the study has no Patient ID to look for"}
             identifier, now = _query(patient), _when(current.study_date, current.study_time)
             held = set(s.scalars(select(Study.study_uid).where(Study.patient_pk == patient.id)))
-        ae_title = self.settings.node.ae_title
-        matches = find_studies(peer, ae_title, identifier)
+        ae_title, tls = self.settings.node.ae_title, self.settings.node.tls
+        matches = find(peer, ae_title, identifier, tls=tls)
         wanted = []
         for match in matches:
             uid = str(match.get("StudyInstanceUID", "") or "")
-            value = match.get("ModalitiesInStudy", "")
-            modalities = [str(m) for m in value] if isinstance(value, MultiValue) else [str(value or "")]
-            if (not uid or uid in held or str(match.get("PatientID", "")) != patient.patient_id
-                    or PET not in modalities):
+            if not uid or uid in held or str(match.get("PatientID", "")) != patient.patient_id:
                 continue
             when = _when(str(match.get("StudyDate", "") or ""), str(match.get("StudyTime", "") or ""))
-            if when[0] and when < now:
+            if when[0] and when < now and PET in _study_modalities(peer, ae_title, match, tls):
                 wanted.append((when, uid))
         wanted = [uid for _, uid in sorted(wanted, reverse=True)[:self.settings.priors.studies]]
         for uid in wanted:
@@ -110,7 +132,7 @@ class PriorFetcher:
                                                                "job": job.id})
             request = Dataset()
             request.QueryRetrieveLevel, request.StudyInstanceUID = "STUDY", uid
-            outcome = move(peer, ae_title, ae_title, request, self.settings.priors.timeout)
+            outcome = move(peer, ae_title, ae_title, request, self.settings.priors.timeout, tls)
             if not outcome.ok:
                 unknown = outcome.status == 0xA801
                 raise JobFailure(

@@ -91,32 +91,20 @@ class Worker:
                  self.settings.workers, self.settings.analysis_workers)
 
     def _route_loop(self) -> None:
+        """Each planner in turn: events → jobs and state. One that fails is logged and tried again at
+        the next poll; the others go on. New work wakes the idle lanes."""
         while not self._stop.wait(self.settings.poll_seconds):
-            try:
-                if self.dispatcher.run_once():
-                    self._work.set()
-            except Exception:
-                log.exception("routing completed studies failed; will try again")
-            try:
-                if self.reviews is not None:
-                    self.reviews.run_once()
-            except Exception:
-                log.exception("recording analysed results for review failed; will try again")
-            try:
-                if self.push is not None and self.push.run_once():
-                    self._work.set()
-            except Exception:
-                log.exception("making push notifications failed; will try again")
-            try:
-                if self.notifications is not None and self.notifications.run_once():
-                    self._work.set()
-            except Exception:
-                log.exception("making or escalating notifications failed; will try again")
-            try:
-                if self.retention is not None and self.retention.run_once():
-                    self._work.set()
-            except Exception:
-                log.exception("the retention sweep failed; will try again")
+            planners = [(self.dispatcher, "routing completed studies"),
+                        (self.reviews, "recording analysed results for review"),
+                        (self.push, "making push notifications"),
+                        (self.notifications, "making or escalating notifications"),
+                        (self.retention, "the retention sweep")]
+            for planner, what in planners:
+                try:
+                    if planner is not None and planner.run_once():
+                        self._work.set()
+                except Exception:
+                    log.exception("%s failed; will try again", what)
 
     def _lease_loop(self) -> None:
         while not self._stop.wait(self.settings.lease_seconds / 3):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ssl
 
-from neuropetrix.config.settings import TlsSettings
+from neuropetrix.config.settings import Peer, TlsSettings
 
 
 def _harden(ctx: ssl.SSLContext) -> ssl.SSLContext:
@@ -35,3 +35,9 @@ def client_context(tls: TlsSettings | None) -> ssl.SSLContext:
         ctx.check_hostname = tls.verify_peer_names
     return ctx
 
+
+
+def peer_tls_args(peer: Peer, tls: TlsSettings | None) -> tuple[ssl.SSLContext, str] | None:
+    """pynetdicom's `tls_args` for calling `peer`: TLS with `tls` (node.tls) when the peer has
+    `tls: true` (its host name or address checked), None (plain TCP) otherwise."""
+    return (client_context(tls), peer.host) if peer.tls else None

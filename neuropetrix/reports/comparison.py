@@ -29,6 +29,13 @@ class PriorStudy:
         raw = str(self.pet_datasets[0].get("StudyDate", "") or "") if self.pet_datasets else ""
         return f"{raw[:4]}-{raw[4:6]}-{raw[6:8]}" if len(raw) == 8 else "unknown"
 
+    @property
+    def description(self) -> str:
+        """The prior as a physician finds it in the PACS: its date and, when it has one, its accession
+        number ('the prior study of 2026-06-02 (accession A123)'), not its Study Instance UID."""
+        accession = str(self.pet_datasets[0].get("AccessionNumber", "") or "").strip() if self.pet_datasets else ""
+        return f"the prior study of {self.study_date}" + (f" (accession {accession})" if accession else "")
+
 
 def check_prior(result: AnalysisResult, prior: PriorStudy | None) -> None:
     """Refuses a prior that is not the study the response was computed against (or one without a response)."""

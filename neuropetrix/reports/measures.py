@@ -207,13 +207,14 @@ def response_category(result: AnalysisResult) -> Code | None:
     return Code(response.category, LOCAL_SYSTEM, CATEGORIES[response.category])
 
 
-def response_text(result: AnalysisResult) -> str:
-    """One sentence on the response for the summary ('' without a prior study)."""
+def response_text(result: AnalysisResult, prior: str | None = None) -> str:
+    """One sentence on the response for the summary ('' without a prior study); `prior` names the
+    prior study for a reader (the PDF), else its Study Instance UID does."""
     response = result.response
     if response is None:
         return ""
     category = response_category(result)
-    head = f"{response.criteria} versus prior study {response.prior_study_uid}: "
+    head = f"{response.criteria} versus {prior or f'prior study {response.prior_study_uid}'}: "
     if response.category is None:
         return head + "not assessable (" + "; ".join(response.not_assessable) + ")."
     change = "" if response.percent_change is None else f", SULpeak {number(response.percent_change)} %"
@@ -228,8 +229,9 @@ def number(value: float, digits: int = REPORTED_DIGITS) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
-def summary(result: AnalysisResult) -> str:
-    """The one-paragraph text summary that HL7, FHIR and the PDF carry beside the numbers."""
+def summary(result: AnalysisResult, prior: str | None = None) -> str:
+    """The one-paragraph text summary that HL7, FHIR and the PDF carry beside the numbers; `prior`
+    as for `response_text`."""
     suv, unit = suv_concepts(result)
     suv_unit, tlg_unit = unit.value.split("{")[0], _tlg_unit(unit).value.split("{")[0]
     seg = result.segmentation
@@ -241,7 +243,7 @@ def summary(result: AnalysisResult) -> str:
     if result.liver is not None:
         parts.append(f"liver {suv.meaning} mean {number(result.liver.suv_mean)} "
                      f"(PERCIST threshold {number(result.liver.percist_threshold)})")
-    response = response_text(result)
+    response = response_text(result, prior)
     return ("; ".join(parts) + f". Method: {seg.algorithm_name} {seg.algorithm_version} ({method}, "
             f"min volume {seg.min_volume_ml:g} ml). {response + ' ' if response else ''}"
             "Automated measurement, to be read by a physician.")

@@ -262,7 +262,9 @@ def build_pdf(result: AnalysisResult, info: StudyInfo, mip: bytes, key_images: d
         _grid(patient, [26 * mm, 62 * mm, 22 * mm, 72 * mm], header=False),
         Spacer(1, 3 * mm),
         *layout,
-        Paragraph("Summary", heading), Paragraph(xml_escape(summary(result)), body),
+        # the prior by its date and accession, which a physician can look up, not its UID
+        Paragraph("Summary", heading), Paragraph(xml_escape(summary(result, "the prior study" if prior is None
+                                                                    else prior.description)), body),
         Paragraph("SUV inputs", heading), _grid(inputs, [30 * mm, 61 * mm, 30 * mm, 61 * mm], header=False),
         Paragraph("Method", heading), Paragraph(xml_escape(method), body),
         Spacer(1, 2 * mm),

@@ -22,7 +22,8 @@ from neuropetrix.phantoms.wholebody import LESIONS, write_study
 from tests.conftest import dcmtk
 from tests.engine.conftest import FAST_ENGINE, events_of, jobs_of, storescu, wait_for
 from tests.support.nodeproc import SCANNER_AE, free_port, node_config, start_node
-from tests.support.peers import orthanc, upload
+from tests.support.peers import QRSCP_AET, dcmqrscp, orthanc, upload
+from tests.support.synthetic import StudySpec, write_ct_series, write_petct_study
 
 VISIT = dict(pet_matrix=96, ct_matrix=96, z_range_mm=(-120.0, 480.0))
 ROUTE = {"name": "petct", "match": {"modality": "PT"}, "actions": ["analyze"]}
@@ -106,6 +107,38 @@ def test_prior_from_the_pacs_is_fetched_and_the_response_assessed_against_it(vis
 def _peers(pacs_port: int, pacs_aet: str) -> list[dict]:
     return [{"name": "scanner", "ae_title": SCANNER_AE, "host": "127.0.0.1", "port": free_port()},
             {"name": "pacs", "ae_title": pacs_aet, "host": "127.0.0.1", "port": pacs_port}]
+
+
+def test_a_pacs_without_modalities_in_study_is_asked_series_by_series(tmp_path: Path):
+    """dcmtk's dcmqrscp answers a study-level C-FIND without ModalitiesInStudy. The patient's earlier
+    PET/CT study there is found by a SERIES-level C-FIND and fetched; a later CT-only study, which
+    would be the latest prior were modality not checked, is not."""
+    small = dict(ct_slices=2, pet_slices=3, ct_matrix=32, pet_matrix=16)
+    baseline, baseline_files = write_petct_study(tmp_path / "baseline", StudySpec(
+        **small, injection_time=datetime(2026, 6, 2, 9, 0), scan_start=datetime(2026, 6, 2, 10, 0)))
+    ct_only = StudySpec(**small, scan_start=datetime(2026, 9, 1, 10, 0))
+    ct_files = write_ct_series(ct_only, tmp_path / "ct_only")
+    follow_up, _ = write_petct_study(tmp_path / "follow_up", StudySpec(**small))
+    config = node_config(tmp_path / "node" / "var")
+    node_port = config["node"]["dicom_port"]
+    with dcmqrscp(tmp_path / "qr", [*baseline_files, *ct_files], {"NEUROPETRIX": node_port}) as pacs_port:
+        config.update(peers=_peers(pacs_port, QRSCP_AET), priors={"peer": "pacs"}, engine=FAST_ENGINE,
+                      routes=[ROUTE])
+        node = start_node(config, tmp_path / "node")
+        try:
+            storescu(node, tmp_path / "follow_up")
+            fetch = wait_for("the priors job", lambda: [j for j in jobs_of(node) if j["kind"] == "priors"
+                                                        and j["state"] in ("done", "failed")], node)[0]
+            assert fetch["state"] == "done", fetch
+            assert fetch["study_uid"] == follow_up.study_uid and fetch["result"]["found"] == 2
+            assert fetch["result"]["retrieved"] == [baseline.study_uid]
+            storage = node.data_dir / "storage"
+            # element by element, pixels included (dcmqrscp sends in Implicit VR: not byte for byte)
+            held = {p.stem: pydicom.dcmread(p) for p in (storage / baseline.study_uid).rglob("*.dcm")}
+            assert held == {(ds := pydicom.dcmread(p)).SOPInstanceUID: ds for p in baseline_files}
+            assert not (storage / ct_only.study_uid).exists()
+        finally:
+            node.stop()
 
 
 def test_a_pacs_that_refuses_is_retried_with_back_off_then_the_study_is_analysed_alone(visits, tmp_path: Path):

@@ -9,8 +9,6 @@ counts and final statuses dcmtk reports are asserted.
 from __future__ import annotations
 
 import re
-import subprocess
-import time
 from pathlib import Path
 
 import pydicom
@@ -32,6 +30,7 @@ from neuropetrix.store.index import StudyIndex
 from neuropetrix.store.ingest import Ingest
 from tests.conftest import dcmtk, storescu
 from tests.support.nodeproc import free_port
+from tests.support.peers import storescp as dcmtk_storescp
 from tests.support.synthetic import StudySpec, write_petct_study
 
 SMALL = dict(ct_slices=3, pet_slices=4, ct_matrix=32, pet_matrix=16)
@@ -120,20 +119,8 @@ def _final(output: str) -> tuple[str, dict[str, int]]:
 @pytest.fixture
 def storescp(held, tmp_path: Path):
     """A dcmtk storescp as the C-MOVE destination, writing what it receives to a folder."""
-    port = held[3]
-    out = tmp_path / "arrived"
-    out.mkdir()
-    proc = subprocess.Popen(["storescp", "-aet", "STORESCP", "-od", str(out), str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while dcmtk("echoscu", "-aet", "VIEWER", "-aec", "STORESCP", "127.0.0.1", str(port)).returncode:
-            assert time.monotonic() < deadline and proc.poll() is None, "storescp did not start"
-            time.sleep(0.1)     # waiting for a process to listen, not for time to pass
-        yield out
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with dcmtk_storescp(tmp_path / "arrived", "STORESCP", port=held[3]):
+        yield tmp_path / "arrived"
 
 
 def test_move_study_to_a_known_peer_sends_every_instance_and_our_derived_object(held, storescp):

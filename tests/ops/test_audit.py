@@ -36,8 +36,8 @@ from tests.api.conftest import accounts_db, bearer, client, env, login, make_env
 from tests.conftest import dcmtk
 from tests.engine.conftest import postgres_server  # noqa: F401  (fixture)
 from tests.engine.test_jobs import db_url  # noqa: F401  (fixture: SQLite and PostgreSQL)
-from tests.ops.test_doctor import storescp
 from tests.support.nodeproc import free_port
+from tests.support.peers import storescp
 from tests.support.synthetic import StudySpec, write_petct_study
 
 UID = "1.2.826.0.1.3680043.10.17.1"

@@ -19,8 +19,8 @@ from neuropetrix.store.queries import list_studies
 from tests.conftest import storescu
 from tests.engine.conftest import FAST_ENGINE, jobs_of, postgres_server, wait_for  # noqa: F401 (a fixture)
 from tests.firstrun.test_first_account import login
-from tests.ops.test_doctor import storescp
 from tests.support.nodeproc import SCANNER_AE, free_port, node_config, run_cli, running_node
+from tests.support.peers import storescp
 from tests.support.synthetic import StudySpec, write_petct_study
 
 PASSWORD = "a backup password"

@@ -3,8 +3,6 @@ listens, the hospital's MLLP listener (python-hl7) and a FHIR server's /metadata
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,26 +14,12 @@ from sqlalchemy import create_engine
 
 from neuropetrix.store import migrate
 from tests.support.hbys_peer import LoopThread, mllp_listener
-from tests.support.nodeproc import free_port, run_cli, wait_for_port
+from tests.support.nodeproc import free_port, run_cli
+from tests.support.peers import storescp
 
 ROUTE = {"name": "results", "match": {"modality": "PT"},
          "actions": ["analyze", {"forward": "pacs", "objects": ["seg"]}, {"forward": "archive"},
                      {"hl7": "hbys"}, {"fhir": "hbys"}]}
-
-
-@contextmanager
-def storescp(tmp_path: Path, aet: str) -> Iterator[int]:
-    port = free_port()
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(["storescp", "-aet", aet, "-od", str(tmp_path), str(port)],
-                            env=dict(os.environ, TCP_NODELAY="1"), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(port, proc=proc)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @contextmanager

@@ -2,12 +2,14 @@
 assessable for several reasons, both MIPs and the key images."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import io
 import re
 
 import numpy as np
 from PIL import Image
+from pypdf import PdfReader
 
 from neuropetrix.analysis.response import Alignment, Check, Deauville, Response
 from neuropetrix.reports.comparison import PriorStudy
@@ -49,3 +51,29 @@ def test_the_fullest_comparison_fits_one_page(result, pet_study):
                     seg_uid="1.2.4", prior=prior, prior_mip=_tall_mip())
     assert len(re.findall(rb"/Type /Page\b(?!s)", pdf)) == 1
     assert np.isfinite(current.tmtv_ml)
+
+
+def _text(pdf: bytes) -> str:
+    """The PDF's text as a reader's PDF viewer extracts it (pypdf), one space for each run of blanks."""
+    return " ".join(" ".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages).split())
+
+
+def test_the_summary_names_the_prior_by_its_date_and_accession_not_its_uid(result, pet_study):
+    prior_uid = "1.2.826.0.1.3680043.10.40.1"
+    datasets = copy.deepcopy(pet_study.datasets)
+    for ds in datasets:
+        ds.StudyDate, ds.AccessionNumber = "20260602", "ACC2026-PRIOR"
+    prior = PriorStudy(dataclasses.replace(result, study_instance_uid=prior_uid), datasets)
+    current = dataclasses.replace(result, response=_response(result, prior_uid))
+    pdf = build_pdf(current, study_info(current, pet_study.datasets), _tall_mip(), {}, sr_uid="1.2.3",
+                    seg_uid="1.2.4", prior=prior, prior_mip=_tall_mip())
+    text = _text(pdf)
+    summary = text[text.index("Summary "):text.index("SUV inputs")]
+    assert "PERCIST 1.0 versus the prior study of 2026-06-02 (accession ACC2026-PRIOR): not assessable" in summary
+    assert prior_uid not in "".join(text.split())          # not even wrapped over two lines
+    # without an accession number, the date alone
+    for ds in datasets:
+        del ds.AccessionNumber
+    pdf = build_pdf(current, study_info(current, pet_study.datasets), _tall_mip(), {}, sr_uid="1.2.3",
+                    seg_uid="1.2.4", prior=prior, prior_mip=_tall_mip())
+    assert "versus the prior study of 2026-06-02: not assessable" in _text(pdf)

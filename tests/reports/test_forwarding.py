@@ -7,8 +7,6 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pydicom
@@ -20,7 +18,8 @@ from neuropetrix.reports.encapsulated import build_encapsulated_pdf
 from neuropetrix.reports.seg import build_seg
 from neuropetrix.reports.source import study_info
 from neuropetrix.reports.sr import build_sr
-from tests.support.nodeproc import ROOT, free_port, run_cli, wait_for_port
+from tests.support.nodeproc import ROOT, run_cli
+from tests.support.peers import storescp
 
 PROFILE = ROOT / "config" / "storescu-neuropetrix.cfg"
 ENV = {**os.environ, "TCP_NODELAY": "1"}       # dcmtk stalls on delayed ACKs without it (FACTS.md)
@@ -31,24 +30,6 @@ def _tool(name: str) -> str:
     if exe is None:
         pytest.fail(f"{name} (Debian package dcmtk) is not installed: run `make peers`")
     return exe
-
-
-@contextmanager
-def storescp(out: Path, log: Path | None = None) -> Iterator[int]:
-    """A dcmtk storescp on a free loopback port, writing what it receives into `out` (and, given `log`,
-    its debug log there: the associations' negotiation, the peer's implementation class UID included)."""
-    out.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    debug = ["-d"] if log is not None else []
-    with open(log or os.devnull, "w") as sink:
-        proc = subprocess.Popen([_tool("storescp"), *debug, "-od", str(out), "-aet", "PACS", str(port)], env=ENV,
-                                stdout=sink, stderr=subprocess.STDOUT)
-        try:
-            wait_for_port(port, proc=proc)
-            yield port
-        finally:
-            proc.terminate()
-            proc.wait(timeout=15)
 
 
 @pytest.fixture

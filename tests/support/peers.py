@@ -1,4 +1,6 @@
-"""Real peers started by the tests themselves on loopback: Orthanc (a PACS with a REST API).
+"""Real peers started by the tests themselves on loopback: Orthanc (a PACS with a REST API), dcmtk's
+storescp (a PACS that writes what it receives to a folder) and dcmtk's dcmqrscp (a Query/Retrieve PACS
+whose study-level C-FIND answers carry no ModalitiesInStudy, as many PACS do).
 
     with orthanc(tmp_path) as pacs:
         upload(pacs, path)                      # REST POST /instances
@@ -7,10 +9,17 @@
 
 Orthanc runs from a generated JSON configuration with its storage and index under `tmp_dir`, HTTP
 limited to this machine, no authentication and no called-AE check, and is terminated on exit.
+
+    with storescp(tmp_path / "pacs", "PACS") as port:    # options=("+tls", key, cert, "+cf", ca) for TLS
+        ...                                             # what arrived lies in tmp_path / "pacs"
+
+    with dcmqrscp(tmp_path / "qr", files, {"NEUROPETRIX": node_port}) as port:   # AE QRSCP
+        ...                                             # C-FIND, C-MOVE to NEUROPETRIX at 127.0.0.1:node_port
 """
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -22,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.support.nodeproc import free_port
+from tests.support.nodeproc import free_port, wait_for_port
 
 ORTHANC_AET = "ORTHANC"
 # Debian package orthanc-dicomweb: QIDO-RS, WADO-RS (frames too), STOW-RS under /dicom-web/
@@ -116,3 +125,59 @@ def orthanc(tmp_dir: Path, timeout: float = 30.0, plugins: Sequence[str] = (),
 def upload(server: Orthanc, path: Path) -> dict[str, Any]:
     """Store one DICOM file through REST `POST /instances`; returns Orthanc's answer (ID, Status, …)."""
     return json.loads(server.request("POST", "/instances", Path(path).read_bytes(), "application/dicom"))
+
+
+@contextmanager
+def storescp(out: Path, aet: str = "PACS", options: Sequence[str] = (), log: Path | None = None,
+             port: int | None = None) -> Iterator[int]:
+    """A dcmtk storescp called `aet` on `port` (a free loopback one if None), writing what it receives into `out`;
+    `options` go before the port (`+tls key cert +cf ca`: TLS only, the caller's certificate required);
+    given `log`, its debug log there (each association's negotiation). Yields the port once it listens."""
+    exe = shutil.which("storescp")
+    if exe is None:
+        raise RuntimeError("storescp (Debian package dcmtk) is not installed: run `make peers`")
+    out.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    debug = ["-d"] if log is not None else []
+    with _dcmtk_server([exe, *debug, "-aet", aet, "-od", str(out), *options, str(port)], port, log):
+        yield port
+
+
+QRSCP_AET = "QRSCP"
+
+
+@contextmanager
+def dcmqrscp(tmp_dir: Path, files: Sequence[Path], destinations: Mapping[str, int]) -> Iterator[int]:
+    """A dcmtk dcmqrscp called QRSCP on a free loopback port holding `files` (indexed in place by
+    dcmqridx), answering C-FIND (Patient and Study Root; no ModalitiesInStudy) and C-MOVE to each AE
+    title of `destinations` at 127.0.0.1:port; any caller is served. Its debug log is tmp_dir/dcmqrscp.log."""
+    exe, index = shutil.which("dcmqrscp"), shutil.which("dcmqridx")
+    if exe is None or index is None:
+        raise RuntimeError("dcmqrscp (Debian package dcmtk) is not installed: run `make peers`")
+    storage = tmp_dir / "db"
+    storage.mkdir(parents=True, exist_ok=True)
+    indexed = subprocess.run([index, str(storage), *map(str, files)], capture_output=True, text=True)
+    if indexed.returncode:
+        raise RuntimeError(f"dcmqridx failed: {indexed.stderr}")
+    port = free_port()
+    hosts = "\n".join(f"dest{i} = ({aet}, 127.0.0.1, {p})" for i, (aet, p) in enumerate(destinations.items()))
+    config = tmp_dir / "dcmqrscp.cfg"
+    config.write_text(f"NetworkTCPPort = {port}\nMaxPDUSize = 16384\nMaxAssociations = 16\n"
+                      f"HostTable BEGIN\n{hosts}\nHostTable END\nVendorTable BEGIN\nVendorTable END\n"
+                      f"AETable BEGIN\n{QRSCP_AET} {storage} RW (200, 1024mb) ANY\nAETable END\n")
+    with _dcmtk_server([exe, "-d", "-c", str(config)], port, tmp_dir / "dcmqrscp.log"):
+        yield port
+
+
+@contextmanager
+def _dcmtk_server(command: list[str], port: int, log: Path | None) -> Iterator[None]:
+    """A dcmtk server running `command` (its output in `log`) from when it listens on `port` to the
+    end of the block. TCP_NODELAY: dcmtk stalls on delayed ACKs without it (FACTS.md)."""
+    with open(log or os.devnull, "w") as sink:
+        proc = subprocess.Popen(command, env=dict(os.environ, TCP_NODELAY="1"), stdout=sink, stderr=subprocess.STDOUT)
+        try:
+            wait_for_port(port, proc=proc)
+            yield
+        finally:
+            proc.terminate()
+            proc.wait(15)

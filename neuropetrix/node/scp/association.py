@@ -498,7 +498,7 @@ class Association:
         if destination is not None and files:
             try:
                 send_files(destination, files, self.server.policy.ae_title, self.limits.network_timeout,
-                           originator=(self.calling_ae, cmd.message_id), progress=after)
+                           originator=(self.calling_ae, cmd.message_id), progress=after, tls=self.server.move_tls)
             except SendError as exc:
                 comment = str(exc)
                 log.warning("C-MOVE from %s (%s): %s", self.calling_ae, self.host, exc)

@@ -5,7 +5,8 @@ A provider is called with the request's identifier and the calling AE title and 
 (Part 10, as stored) the request selects; it is registered by SOP Class UID
 (`DicomServer(retrieve_providers=…)`, injected by the runtime: node/ imports no engine code), and only
 then does the SCP accept that SOP class. A C-MOVE's sub-operations go to its Move Destination, which
-must be a configured peer (else 0xA801) over a new association (node/scu/dicom.py); a C-GET's go back
+must be a configured peer (else 0xA801) over a new association (node/scu/dicom.py; TLS with node.tls
+to a peer with `tls: true`, `DicomServer(move_tls=…)`); a C-GET's go back
 on the requestor's own association, as C-STORE-RQs on the storage contexts it accepted the SCP role
 for. After each sub-operation a Pending response carries the counts; a C-CANCEL between two ends with
 Cancel; the final status is Success, 0xB000 when some sub-operations failed or warned, 0xA702 when all

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Mapping
 
-from neuropetrix.config.settings import Peer
+from neuropetrix.config.settings import Peer, TlsSettings
 from neuropetrix.node.scp.association import Association, AssociationAudit, StepHandler
 from neuropetrix.node.scp.find import FindProvider
 from neuropetrix.node.scp.policy import AcceptancePolicy, ServerLimits, accepted_contexts
@@ -56,7 +56,8 @@ class DicomServer:
                  find_providers: Mapping[str, FindProvider] | None = None,
                  retrieve_providers: Mapping[str, RetrieveProvider] | None = None,
                  move_destinations: Mapping[str, Peer] | None = None,
-                 ssl_context: ssl.SSLContext | None = None, audit: AssociationAudit | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None, audit: AssociationAudit | None = None,
+                 move_tls: TlsSettings | None = None) -> None:
         self.host, self.port = host, port
         self.ssl_context = ssl_context   # TLS on this port: the handshake is each association's first step
         self.audit = audit
@@ -67,6 +68,7 @@ class DicomServer:
         self.find_providers = dict(find_providers or {})   # SOP Class UID → provider
         self.retrieve_providers = dict(retrieve_providers or {})   # C-MOVE / C-GET SOP Class UID → provider
         self.move_destinations = dict(move_destinations or {})     # AE title → the peer C-MOVE sends to
+        self.move_tls = move_tls     # node.tls: how C-MOVE calls a destination with `tls: true`, as forwarding does
         self.contexts = accepted_contexts(mpps=steps is not None, find_sop_classes=self.find_providers,
                                           retrieve_sop_classes=self.retrieve_providers)
         self._sock: socket.socket | None = None

@@ -16,7 +16,7 @@ from neuropetrix.config.settings import Peer, TlsSettings
 from neuropetrix.node.entity import node_ae
 from neuropetrix.node.scp.status import done
 from neuropetrix.node.scu import commitment as storage_commitment
-from neuropetrix.node.tls import client_context
+from neuropetrix.node.tls import peer_tls_args
 
 log = logging.getLogger("neuropetrix.scu")
 MAX_CONTEXTS = 128
@@ -101,8 +101,7 @@ def send_files(peer: Peer, files: list[Path], calling_ae: str, timeout: float = 
         ae.add_requested_context(sop, syntaxes)
     if commitment is not None:
         ae.add_requested_context(StorageCommitmentPushModel)
-    tls_args = (client_context(tls), peer.host) if peer.tls else None
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, tls_args=tls_args)
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, tls_args=peer_tls_args(peer, tls))
     if not assoc.is_established:
         raise SendError(f"{peer.name} ({peer.ae_title}@{peer.host}:{peer.port}{' TLS' if peer.tls else ''}) "
                         "refused or unreachable")

@@ -1,4 +1,5 @@
-"""Query/Retrieve SCU: C-FIND the studies a peer holds, C-MOVE them to an AE title (pynetdicom).
+"""Query/Retrieve SCU: C-FIND the studies a peer holds, C-MOVE them to an AE title (pynetdicom), over
+TLS with node.tls to a peer with `tls: true`.
 
 The engine uses it to fetch a patient's earlier studies from the PACS (engine/priors.py); what to ask
 and what to do with the answers is the engine's.
@@ -15,8 +16,9 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelMove,
 )
 
-from neuropetrix.config.settings import Peer
+from neuropetrix.config.settings import Peer, TlsSettings
 from neuropetrix.node.scu.errors import DeliveryError
+from neuropetrix.node.tls import peer_tls_args
 
 log = logging.getLogger("neuropetrix.scu")
 PENDING = (0xFF00, 0xFF01)
@@ -37,19 +39,22 @@ class MoveOutcome:
         return self.status == 0x0000
 
 
-def _associate(peer: Peer, calling_ae: str, sop_class: str, timeout: float):
+def _associate(peer: Peer, calling_ae: str, sop_class: str, timeout: float, tls: TlsSettings | None):
     ae = AE(ae_title=calling_ae)
     ae.connection_timeout = ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     ae.add_requested_context(sop_class)
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, tls_args=peer_tls_args(peer, tls))
     if not assoc.is_established:
-        raise DeliveryError(f"{peer.name} ({peer.ae_title}@{peer.host}:{peer.port}) refused or unreachable")
+        raise DeliveryError(f"{peer.name} ({peer.ae_title}@{peer.host}:{peer.port}{' TLS' if peer.tls else ''}) "
+                            "refused or unreachable")
     return assoc
 
 
-def find_studies(peer: Peer, calling_ae: str, identifier: Dataset, timeout: float = 30.0) -> list[Dataset]:
-    """Every match of a Study Root C-FIND at `peer`; DeliveryError when it cannot answer."""
-    assoc = _associate(peer, calling_ae, StudyRootQueryRetrieveInformationModelFind, timeout)
+def find(peer: Peer, calling_ae: str, identifier: Dataset, timeout: float = 30.0,
+         tls: TlsSettings | None = None) -> list[Dataset]:
+    """Every match of a Study Root C-FIND at `peer`, at the identifier's level; DeliveryError when it
+    cannot answer."""
+    assoc = _associate(peer, calling_ae, StudyRootQueryRetrieveInformationModelFind, timeout, tls)
     matches: list[Dataset] = []
     try:
         for status, match in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind):
@@ -68,10 +73,11 @@ def find_studies(peer: Peer, calling_ae: str, identifier: Dataset, timeout: floa
     return matches
 
 
-def move(peer: Peer, calling_ae: str, destination_ae: str, identifier: Dataset, timeout: float = 300.0) -> MoveOutcome:
+def move(peer: Peer, calling_ae: str, destination_ae: str, identifier: Dataset, timeout: float = 300.0,
+         tls: TlsSettings | None = None) -> MoveOutcome:
     """C-MOVE what `identifier` selects from `peer` to `destination_ae`; the final response's outcome.
     DeliveryError when the peer cannot be reached or stops answering."""
-    assoc = _associate(peer, calling_ae, StudyRootQueryRetrieveInformationModelMove, timeout)
+    assoc = _associate(peer, calling_ae, StudyRootQueryRetrieveInformationModelMove, timeout, tls)
     final: MoveOutcome | None = None
     try:
         for status, _ in assoc.send_c_move(identifier, destination_ae, StudyRootQueryRetrieveInformationModelMove):
