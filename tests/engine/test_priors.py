@@ -10,6 +10,7 @@ table position with every lesion's uptake halved: a partial metabolic response.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +19,7 @@ import pydicom
 import pytest
 
 from neuropetrix.config.loader import ConfigError, parse_settings
+from neuropetrix.dicom_uids import IMPLEMENTATION_CLASS_UID
 from neuropetrix.phantoms.wholebody import LESIONS, write_study
 from tests.conftest import dcmtk
 from tests.engine.conftest import FAST_ENGINE, events_of, jobs_of, storescu, wait_for
@@ -137,6 +139,9 @@ def test_a_pacs_without_modalities_in_study_is_asked_series_by_series(tmp_path: 
             held = {p.stem: pydicom.dcmread(p) for p in (storage / baseline.study_uid).rglob("*.dcm")}
             assert held == {(ds := pydicom.dcmread(p)).SOPInstanceUID: ds for p in baseline_files}
             assert not (storage / ct_only.study_uid).exists()
+            # the query associations speak as the node, not as pynetdicom
+            log = (tmp_path / "qr" / "dcmqrscp.log").read_text()
+            assert re.search(rf"Their Implementation Class UID: +{re.escape(IMPLEMENTATION_CLASS_UID)}$", log, re.M)
         finally:
             node.stop()
 

@@ -10,13 +10,13 @@ import logging
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE
 from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelMove,
 )
 
 from neuropetrix.config.settings import Peer, TlsSettings
+from neuropetrix.node.entity import node_ae
 from neuropetrix.node.scu.errors import DeliveryError
 from neuropetrix.node.tls import peer_tls_args
 
@@ -40,7 +40,7 @@ class MoveOutcome:
 
 
 def _associate(peer: Peer, calling_ae: str, sop_class: str, timeout: float, tls: TlsSettings | None):
-    ae = AE(ae_title=calling_ae)
+    ae = node_ae(calling_ae)
     ae.connection_timeout = ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     ae.add_requested_context(sop_class)
     assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, tls_args=peer_tls_args(peer, tls))
