@@ -320,6 +320,16 @@ def _pixels(ds: Dataset, cache: dict[int, np.ndarray]) -> np.ndarray:
     return cache[key]
 
 
+def _block_mean(frame: np.ndarray, block: int, rows: int, cols: int) -> np.ndarray:
+    """The mean of each block × block tile (float32). Integer pixels are summed as integers, which is
+    exact and what float32 `mean` gives for 16-bit values, at a third of its time."""
+    tiles = frame[:rows * block, :cols * block]
+    if tiles.dtype.kind not in "iu" or tiles.dtype.itemsize > 2:
+        return tiles.reshape(rows, block, cols, block).mean(axis=(1, 3), dtype=np.float32)
+    sums = tiles.reshape(rows, block, cols * block).sum(axis=1, dtype=np.int32)
+    return sums.reshape(rows, cols, block).sum(axis=2).astype(np.float32) / np.float32(block * block)
+
+
 def load_volume(series: SeriesFiles, with_pixels: bool = True, block: int = 1, release: bool = False) -> Volume:
     """The series as a float32 volume in its stored units (rescale applied slice by slice).
 
@@ -343,8 +353,7 @@ def load_volume(series: SeriesFiles, with_pixels: bool = True, block: int = 1, r
             if frame.shape != (rows, cols):
                 raise AnalysisError(f"{_where(plane.dataset)}: pixel data is not {rows}×{cols}")
             if block > 1:
-                frame = frame[:out_rows * block, :out_cols * block].reshape(
-                    out_rows, block, out_cols, block).mean(axis=(1, 3), dtype=np.float32)
+                frame = _block_mean(frame, block, out_rows, out_cols)
             np.multiply(frame, plane.slope, out=data[k], casting="unsafe")
             if plane.intercept:
                 data[k] += plane.intercept
@@ -370,8 +379,23 @@ def resample_to(source: Volume, target: Volume, fill: float) -> np.ndarray:
     offset = (target.origin - source.origin) @ source_steps_inv
     if np.allclose(matrix, np.diag(np.diag(matrix)), atol=1e-9):
         matrix = np.diag(matrix)          # axis-aligned grids: scipy's much faster separable path
+        if abs(matrix[0] - 1.0) < 1e-9 and abs(offset[0] - round(offset[0])) < 1e-9:
+            return _resample_slices(source.data, matrix[1:], offset, target.data.shape, fill)
     return ndimage.affine_transform(source.data, matrix, offset=offset, output_shape=target.data.shape,
                                     order=1, mode="constant", cval=fill, output=np.float32)
+
+
+def _resample_slices(data: np.ndarray, inplane: np.ndarray, offset: np.ndarray, shape: tuple[int, ...],
+                     fill: float) -> np.ndarray:
+    """Axis-aligned grids on the same slices (a PET/CT's CT on its PET): each target slice is the
+    bilinear resampling of its source slice, the values the trilinear 3-D transform gives there (its
+    slice weights are 1 and 0) at two thirds of its time."""
+    out = np.full(shape, fill, dtype=np.float32)
+    first = int(round(offset[0]))
+    for k in range(max(0, -first), min(shape[0], data.shape[0] - first)):
+        ndimage.affine_transform(data[k + first], inplane, offset=offset[1:], output_shape=shape[1:], order=1,
+                                 mode="constant", cval=fill, output=out[k])
+    return out
 
 
 def inplane_block(ct: SeriesFiles, pet: Volume) -> int:
