@@ -130,9 +130,11 @@ def test_ct_on_the_same_slices_resamples_as_the_3d_transform(first_slice: float)
     np.testing.assert_array_equal(hu, expected)
 
 
-@pytest.mark.parametrize("dtype", ["<i2", "<u2"])
-def test_block_averaging_is_the_float32_mean(dtype: str):
+@pytest.mark.parametrize("dtype, block", [("<i2", 3), ("<u2", 3), ("<i2", 2), ("<u2", 4)])
+def test_block_averaging_is_the_float32_mean(dtype: str, block: int):
     rng = np.random.default_rng(3)
-    frame = rng.integers(np.iinfo(dtype).min, np.iinfo(dtype).max, (512, 512), endpoint=True).astype(dtype)
-    expected = frame[:510, :510].reshape(170, 3, 170, 3).mean(axis=(1, 3), dtype=np.float32)
-    np.testing.assert_array_equal(_block_mean(frame, 3, 170, 170), expected)
+    frame = rng.integers(np.iinfo(dtype).min, np.iinfo(dtype).max, (511, 509), endpoint=True).astype(dtype)
+    rows, cols = 511 // block, 509 // block
+    expected = frame[:rows * block, :cols * block].reshape(rows, block, cols, block).mean(axis=(1, 3),
+                                                                                          dtype=np.float32)
+    np.testing.assert_array_equal(_block_mean(frame, block, rows, cols), expected)
