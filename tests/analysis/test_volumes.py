@@ -138,3 +138,10 @@ def test_block_averaging_is_the_float32_mean(dtype: str, block: int):
     expected = frame[:rows * block, :cols * block].reshape(rows, block, cols, block).mean(axis=(1, 3),
                                                                                           dtype=np.float32)
     np.testing.assert_array_equal(_block_mean(frame, block, rows, cols), expected)
+
+
+def test_landmark_centroid_is_the_mean_of_the_voxel_indices():
+    from neuropetrix.analysis.pipeline import _centroid
+
+    mask = np.random.default_rng(5).random((61, 47, 53)) > 0.8
+    np.testing.assert_array_equal(_centroid(mask), np.stack(np.nonzero(mask), axis=1).mean(axis=0))
