@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import (
     EnhancedPETImageStorage,
@@ -290,6 +291,8 @@ def _check_and_sort(planes: list[_Plane], label: str) -> tuple[list[_Plane], np.
 
 
 _NATIVE_LE = (ImplicitVRLittleEndian, ExplicitVRLittleEndian)
+_PIXEL_DATA = 0x7FE00010
+_UNDEFINED_LENGTH = 0xFFFFFFFF     # encapsulated (compressed) pixel data: pydicom's decoders read it
 
 
 def _native(ds: Dataset) -> np.ndarray | None:
@@ -302,11 +305,26 @@ def _native(ds: Dataset) -> np.ndarray | None:
             or int(ds.get("NumberOfFrames", 1) or 1) != 1 or int(ds.get("BitsStored", 16)) != 16):
         return None
     rows, cols = int(ds.Rows), int(ds.Columns)
-    data = ds.PixelData
+    data = _pixel_bytes(ds)
     if not isinstance(data, bytes) or len(data) < rows * cols * 2:
         return None
     dtype = "<i2" if int(ds.get("PixelRepresentation", 0)) == 1 else "<u2"
     return np.frombuffer(data, dtype=dtype, count=rows * cols).reshape(rows, cols)
+
+
+def _pixel_bytes(ds: Dataset) -> bytes | None:
+    """The Pixel Data value. When `read_folder` left it on disk it is read straight from where the
+    file holds it (pydicom's own deferred read checks the file twice and parses the element again,
+    four times the time); None when the file no longer holds that many bytes there."""
+    elem = ds.get_item(_PIXEL_DATA, keep_deferred=True)
+    filename = getattr(ds, "filename", None)
+    if not (isinstance(elem, RawDataElement) and elem.value is None and isinstance(filename, str)
+            and elem.length != _UNDEFINED_LENGTH):
+        return ds.PixelData
+    with open(filename, "rb") as f:
+        f.seek(elem.value_tell)
+        data = f.read(elem.length)
+    return data if len(data) == elem.length else None
 
 
 def _pixels(ds: Dataset, cache: dict[int, np.ndarray]) -> np.ndarray:

@@ -145,3 +145,22 @@ def test_landmark_centroid_is_the_mean_of_the_voxel_indices():
 
     mask = np.random.default_rng(5).random((61, 47, 53)) > 0.8
     np.testing.assert_array_equal(_centroid(mask), np.stack(np.nonzero(mask), axis=1).mean(axis=0))
+
+
+def test_compressed_pixel_data_gives_the_uncompressed_volume(tmp_path: Path):
+    """Uncompressed pixels are read straight from the file; encapsulated ones (RLE here) go through
+    pydicom's decoders, to the same volume."""
+    import pydicom
+    from pydicom.uid import RLELossless
+
+    plain = _tiny(tmp_path / "plain")
+    rle = tmp_path / "rle"
+    rle.mkdir()
+    for path in (plain / "PT").iterdir():
+        ds = pydicom.dcmread(path)
+        ds.compress(RLELossless)
+        ds.save_as(rle / path.name)
+    expected = load_volume(choose_pet(read_folder(plain)))
+    got = load_volume(choose_pet(read_folder(rle)))
+    assert str(got.header.file_meta.TransferSyntaxUID) == RLELossless
+    np.testing.assert_array_equal(got.data, expected.data)
