@@ -158,11 +158,11 @@ def main() -> int:
     print(f"ratio ours/floor: {statistics.median(ratios):.2f} (imports included; rounds: "
           f"{', '.join(f'{v:.2f}' for v in ratios)}); without imports {statistics.median(bare):.2f}")
     warm = [w["second_s"] / f["read_s"] for w, f in zip(warms, floors)]
-    print(f"warm analysis process (the engine's: warmed up once, then studies): second study "
-          f"{statistics.median(w['second_s'] for w in warms):.2f} s (first {statistics.median(w['first_s'] for w in warms):.2f} s, "
-          f"warm-up {statistics.median(w['warm_up_s'] for w in warms):.2f} s); ratio to the floor's read "
-          f"{statistics.median(warm):.2f} (rounds: {', '.join(f'{v:.2f}' for v in warm)})")
-    print(f"  its stages: " + ", ".join(f"{k} {v:.2f}" for k, v in warms[len(warms) // 2]["stages"].items()))
+    second, first = (statistics.median(w[key] for w in warms) for key in ("second_s", "first_s"))
+    print(f"warm analysis process (the engine's: warmed up once, then studies): second study {second:.2f} s "
+          f"(first {first:.2f} s, warm-up {statistics.median(w['warm_up_s'] for w in warms):.2f} s); ratio to "
+          f"the floor's read {statistics.median(warm):.2f} (rounds: {', '.join(f'{v:.2f}' for v in warm)})")
+    print("  its stages: " + ", ".join(f"{k} {v:.2f}" for k, v in warms[len(warms) // 2]["stages"].items()))
     print(f"load average at end: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     ct = _child(CT_CHILD, str(args.data))
     print(f"CT for the MONAI path: decode {ct['ct_decode_s']:.2f} s, resample onto PET {ct['ct_resample_s']:.2f} s "

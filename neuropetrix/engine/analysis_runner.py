@@ -2,8 +2,9 @@
 
 One long-lived child per analysis lane imports the analysis code once, warms it up on a small
 phantom (`warm_up`: the libraries' first-use tables, paid once per process, not per study) and then
-takes studies one at a time over a pipe (a study sent during the warm-up waits for it). It asks the kernel to kill it when the node dies (PR_SET_PDEATHSIG), so a killed
-node leaves no analysis running unseen; the job's lease then expires and the analysis runs again.
+takes studies one at a time over a pipe (a study sent during the warm-up waits for it). It asks the
+kernel to kill it when the node dies (PR_SET_PDEATHSIG), so a killed node leaves no analysis running
+unseen; the job's lease then expires and the analysis runs again.
 """
 from __future__ import annotations
 
