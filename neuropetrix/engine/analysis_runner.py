@@ -96,7 +96,8 @@ def warm_up(settings: Settings) -> dict | None:
         log.warning("analysis warm-up failed (%s: %s); the first study pays the first-use costs",
                     type(exc).__name__, exc)
         return None
-    logging.disable(logging.NOTSET)
+    finally:
+        logging.disable(logging.NOTSET)
     log.info("analysis process warmed up in %.1f s", time.perf_counter() - started)
     return summary
 
