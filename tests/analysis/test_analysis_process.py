@@ -23,6 +23,19 @@ def test_warm_up_makes_every_report_once(caplog: pytest.LogCaptureFixture):
     assert len(messages) == 1 and messages[0].startswith("analysis process warmed up in ")
 
 
+def test_a_failed_warm_up_is_one_warning_and_analysis_logs_again(monkeypatch, caplog: pytest.LogCaptureFixture):
+    import neuropetrix.phantoms.wholebody as wholebody
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(wholebody, "write_study", full_disk)
+    with caplog.at_level(logging.INFO, logger="neuropetrix"):
+        assert warm_up(Settings()) is None
+        logging.getLogger("neuropetrix.analysis").warning("after the warm-up")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings[0].startswith("analysis warm-up failed (OSError") and warnings[1] == "after the warm-up"
+
+
 def test_the_warmed_process_analyses_studies_one_after_another(phantom_dir, tmp_path: Path):
     process = AnalysisProcess("WARNING")
     settings = Settings.model_validate({"analysis": {"threshold": 3.0, "min_volume_ml": 0.1}})
