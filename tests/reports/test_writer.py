@@ -18,6 +18,7 @@ from PIL import Image
 from neuropetrix.config.settings import HbysSettings, MllpOut
 from neuropetrix.dicom_uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, UUID_ROOT
 from neuropetrix.reports.errors import ReportError
+from neuropetrix.reports.source import study_info
 from neuropetrix.reports.writer import FILES, delivery_refusals, write_reports
 from tests.reports.conftest import dciodvfy
 from tests.support.peers import orthanc, upload
@@ -177,6 +178,8 @@ def test_a_name_read_from_files_in_another_character_set_survives(result, rename
         texts = [e.value for e in ds.iterall() if e.keyword in ("SegmentAlgorithmName", "TextValue")]
         assert kind == "report_dcm" or algorithm in texts, kind
     family, given = name.split("^")
+    info = study_info(result, datasets, require_accession=True)        # what the PDF's patient row prints
+    assert (info.patient_family_name, info.patient_given_name) == (family, given)
     oru = written["oru"].read_bytes().decode("utf-8")
     assert f"|{family}^{given}|" in oru
     bundle = json.loads(written["fhir_bundle"].read_text("utf-8"))
