@@ -15,6 +15,10 @@ imports pydicom and numpy and does nothing but `dcmread` and `pixel_array` on ev
 (what any analysis must at least do). Printed: ours, the floor and their ratio, each the median over
 the rounds (the ratio is the median of the per-round ratios, so a load spike hits both sides of one
 ratio). Target: `analyze` (imports included) within 2× the floor.
+
+Also per round, the engine's case: a process warmed up as the engine's analysis process is
+(`engine/analysis_runner.py:warm_up`, once) then analysing the study twice; the second study's time is
+compared with the floor's read time (a warm process pays no imports, as the floor's read does not).
 """
 from __future__ import annotations
 
@@ -45,6 +49,25 @@ stages = dict(analysis.result.timings_s)
 stages["import"] = imported
 print(json.dumps({"stages": stages, "analyze_s": total, "lesions": len(analysis.result.lesions),
                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+WARM_CHILD = r"""
+import json, sys, tempfile, time
+from pathlib import Path
+from neuropetrix.config.settings import AnalysisSettings, Settings
+from neuropetrix.engine.analysis_runner import warm_up
+from neuropetrix.engine.offline import analyze_folder
+t0 = time.perf_counter()
+warm_up(Settings())
+warmed = time.perf_counter() - t0
+settings = AnalysisSettings(method=sys.argv[3], threshold=0.41 if sys.argv[3] == "percent_max" else 4.0)
+times, stages = [], {}
+for _ in range(2):
+    with tempfile.TemporaryDirectory(dir=sys.argv[2]) as out:
+        t0 = time.perf_counter()
+        stages = dict(analyze_folder(Path(sys.argv[1]), Path(out), settings, "cpu").result.timings_s)
+        times.append(time.perf_counter() - t0)      # the analysis is dropped, as the engine drops it
+print(json.dumps({"warm_up_s": warmed, "first_s": times[0], "second_s": times[1], "stages": stages}))
 """
 
 FLOOR_CHILD = r"""
@@ -111,11 +134,12 @@ def main() -> int:
     size = sum(p.stat().st_size for p in args.data.rglob("*") if p.is_file()) / 1e6
     print(f"study: {files} files, {size:.0f} MB; method {args.method}; {args.runs} runs (fresh process each)")
     print(f"load average at start: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
-    runs, floors = [], []
+    runs, floors, warms = [], [], []
     with tempfile.TemporaryDirectory() as out:
         for _ in range(args.runs):
             floors.append(_child(FLOOR_CHILD, str(args.data)))
             runs.append(_child(CHILD, str(args.data), out, args.method))
+            warms.append(_child(WARM_CHILD, str(args.data), out, args.method))
     order = ["import", "read", "suv", "anatomy", "segmentation", "measures", "write"]
     print(f"{'stage':<14}{'median s':>10}{'min s':>9}")
     for stage in order:
@@ -132,6 +156,12 @@ def main() -> int:
     bare = [(r["analyze_s"]) / f["read_s"] for r, f in zip(runs, floors)]
     print(f"ratio ours/floor: {statistics.median(ratios):.2f} (imports included; rounds: "
           f"{', '.join(f'{v:.2f}' for v in ratios)}); without imports {statistics.median(bare):.2f}")
+    warm = [w["second_s"] / f["read_s"] for w, f in zip(warms, floors)]
+    second, first = (statistics.median(w[key] for w in warms) for key in ("second_s", "first_s"))
+    print(f"warm analysis process (the engine's: warmed up once, then studies): second study {second:.2f} s "
+          f"(first {first:.2f} s, warm-up {statistics.median(w['warm_up_s'] for w in warms):.2f} s); ratio to "
+          f"the floor's read {statistics.median(warm):.2f} (rounds: {', '.join(f'{v:.2f}' for v in warm)})")
+    print("  its stages: " + ", ".join(f"{k} {v:.2f}" for k, v in warms[len(warms) // 2]["stages"].items()))
     print(f"load average at end: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     ct = _child(CT_CHILD, str(args.data))
     print(f"CT for the MONAI path: decode {ct['ct_decode_s']:.2f} s, resample onto PET {ct['ct_resample_s']:.2f} s "

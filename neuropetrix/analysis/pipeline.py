@@ -87,9 +87,17 @@ def _landmarks(anatomy: Anatomy, pet: Volume) -> dict[str, tuple[float, float, f
     out = {}
     for name, mask in (("body", anatomy.body), ("bone", anatomy.masks.get("bone"))):
         if mask is not None and mask.any():
-            centre = pet.index_to_mm(np.stack(np.nonzero(mask), axis=1).mean(axis=0))
+            centre = pet.index_to_mm(_centroid(mask))
             out[name] = (float(centre[0]), float(centre[1]), float(centre[2]))
     return out
+
+
+def _centroid(mask: np.ndarray) -> np.ndarray:
+    """The mean (k, r, c) index of a mask's voxels, from its counts along each axis: exact integer
+    sums, so the value the mean of `np.nonzero`'s indices gives, without listing every voxel."""
+    counts = [np.count_nonzero(mask, axis=tuple(a for a in range(3) if a != axis)) for axis in range(3)]
+    total = int(counts[0].sum())
+    return np.array([int(np.dot(c.astype(np.int64), np.arange(c.size, dtype=np.int64))) / total for c in counts])
 
 
 def _physiology(labels: np.ndarray, suv: np.ndarray, pet: Volume, anatomy: Anatomy,

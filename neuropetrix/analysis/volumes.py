@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import (
     EnhancedPETImageStorage,
@@ -290,6 +291,8 @@ def _check_and_sort(planes: list[_Plane], label: str) -> tuple[list[_Plane], np.
 
 
 _NATIVE_LE = (ImplicitVRLittleEndian, ExplicitVRLittleEndian)
+_PIXEL_DATA = 0x7FE00010
+_UNDEFINED_LENGTH = 0xFFFFFFFF     # encapsulated (compressed) pixel data: pydicom's decoders read it
 
 
 def _native(ds: Dataset) -> np.ndarray | None:
@@ -302,11 +305,26 @@ def _native(ds: Dataset) -> np.ndarray | None:
             or int(ds.get("NumberOfFrames", 1) or 1) != 1 or int(ds.get("BitsStored", 16)) != 16):
         return None
     rows, cols = int(ds.Rows), int(ds.Columns)
-    data = ds.PixelData
+    data = _pixel_bytes(ds)
     if not isinstance(data, bytes) or len(data) < rows * cols * 2:
         return None
     dtype = "<i2" if int(ds.get("PixelRepresentation", 0)) == 1 else "<u2"
     return np.frombuffer(data, dtype=dtype, count=rows * cols).reshape(rows, cols)
+
+
+def _pixel_bytes(ds: Dataset) -> bytes | None:
+    """The Pixel Data value. When `read_folder` left it on disk it is read straight from where the
+    file holds it (pydicom's own deferred read checks the file twice and parses the element again,
+    four times the time); None when the file no longer holds that many bytes there."""
+    elem = ds.get_item(_PIXEL_DATA, keep_deferred=True)
+    filename = getattr(ds, "filename", None)
+    if not (isinstance(elem, RawDataElement) and elem.value is None and isinstance(filename, str)
+            and elem.length != _UNDEFINED_LENGTH):
+        return ds.PixelData
+    with open(filename, "rb") as f:
+        f.seek(elem.value_tell)
+        data = f.read(elem.length)
+    return data if len(data) == elem.length else None
 
 
 def _pixels(ds: Dataset, cache: dict[int, np.ndarray]) -> np.ndarray:
@@ -318,6 +336,24 @@ def _pixels(ds: Dataset, cache: dict[int, np.ndarray]) -> np.ndarray:
         except Exception as exc:  # noqa: BLE001 - every decoder plugin has its own errors
             raise AnalysisError(f"{_where(ds)}: cannot decode pixel data ({type(exc).__name__}: {exc})") from None
     return cache[key]
+
+
+def _block_mean(frame: np.ndarray, block: int, rows: int, cols: int) -> np.ndarray:
+    """The mean of each block × block tile (float32). Integer pixels are summed as integers, row
+    offsets then column offsets, which is exact and gives what float32 `mean` gives for 16-bit
+    values at a sixth of its time."""
+    tiles = frame[:rows * block, :cols * block]
+    if tiles.dtype.kind not in "iu" or tiles.dtype.itemsize > 2:
+        return tiles.reshape(rows, block, cols, block).mean(axis=(1, 3), dtype=np.float32)
+    by_rows = tiles[0::block].astype(np.int32)
+    for i in range(1, block):
+        by_rows += tiles[i::block]
+    sums = by_rows[:, 0::block].copy()
+    for j in range(1, block):
+        sums += by_rows[:, j::block]
+    out = sums.astype(np.float32)
+    out /= np.float32(block * block)
+    return out
 
 
 def load_volume(series: SeriesFiles, with_pixels: bool = True, block: int = 1, release: bool = False) -> Volume:
@@ -343,8 +379,7 @@ def load_volume(series: SeriesFiles, with_pixels: bool = True, block: int = 1, r
             if frame.shape != (rows, cols):
                 raise AnalysisError(f"{_where(plane.dataset)}: pixel data is not {rows}×{cols}")
             if block > 1:
-                frame = frame[:out_rows * block, :out_cols * block].reshape(
-                    out_rows, block, out_cols, block).mean(axis=(1, 3), dtype=np.float32)
+                frame = _block_mean(frame, block, out_rows, out_cols)
             np.multiply(frame, plane.slope, out=data[k], casting="unsafe")
             if plane.intercept:
                 data[k] += plane.intercept
@@ -370,8 +405,23 @@ def resample_to(source: Volume, target: Volume, fill: float) -> np.ndarray:
     offset = (target.origin - source.origin) @ source_steps_inv
     if np.allclose(matrix, np.diag(np.diag(matrix)), atol=1e-9):
         matrix = np.diag(matrix)          # axis-aligned grids: scipy's much faster separable path
+        if abs(matrix[0] - 1.0) < 1e-9 and abs(offset[0] - round(offset[0])) < 1e-9:
+            return _resample_slices(source.data, matrix[1:], offset, target.data.shape, fill)
     return ndimage.affine_transform(source.data, matrix, offset=offset, output_shape=target.data.shape,
                                     order=1, mode="constant", cval=fill, output=np.float32)
+
+
+def _resample_slices(data: np.ndarray, inplane: np.ndarray, offset: np.ndarray, shape: tuple[int, ...],
+                     fill: float) -> np.ndarray:
+    """Axis-aligned grids on the same slices (a PET/CT's CT on its PET): each target slice is the
+    bilinear resampling of its source slice, the values the trilinear 3-D transform gives there (its
+    slice weights are 1 and 0) at two thirds of its time."""
+    out = np.full(shape, fill, dtype=np.float32)
+    first = int(round(offset[0]))
+    for k in range(max(0, -first), min(shape[0], data.shape[0] - first)):
+        ndimage.affine_transform(data[k + first], inplane, offset=offset[1:], output_shape=shape[1:], order=1,
+                                 mode="constant", cval=fill, output=out[k])
+    return out
 
 
 def inplane_block(ct: SeriesFiles, pet: Volume) -> int:

@@ -14,7 +14,6 @@ from collections.abc import Callable, Sequence
 from neuropetrix.config.filemodes import apply_private_umask
 from neuropetrix.config.loader import ConfigError, load_settings
 from neuropetrix.config.settings import Settings
-from neuropetrix.store.migrate import SchemaNotCurrent
 
 # Each top-level command and the module under neuropetrix.cli that adds it. A command imports only its
 # own module: `users add` need not load the analysis, the engine and scipy (seconds on a busy 2-core box).
@@ -48,6 +47,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _user_errors() -> tuple[type[Exception], ...]:
+    """The errors shown as one line. The store's SchemaNotCurrent only once the store is loaded (it
+    cannot have been raised before): importing it loads alembic and SQLAlchemy, about a second that a
+    command without a database (`analyze`) need not pay."""
+    migrate = sys.modules.get("neuropetrix.store.migrate")
+    return (ConfigError, CommandError) + ((migrate.SchemaNotCurrent,) if migrate is not None else ())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv[0] if argv else None)
@@ -56,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     apply_private_umask()         # every command may create the database, keys or results
     try:
         return handler(args)
-    except (ConfigError, CommandError, SchemaNotCurrent) as exc:
+    except _user_errors() as exc:
         print(f"neuropetrix: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,8 +1,10 @@
 """Analysis in a separate process, so the CPU-heavy work never holds the GIL the SCP needs.
 
-One long-lived child per analysis lane imports the analysis code once and then takes studies one at
-a time over a pipe. It asks the kernel to kill it when the node dies (PR_SET_PDEATHSIG), so a killed
-node leaves no analysis running unseen; the job's lease then expires and the analysis runs again.
+One long-lived child per analysis lane imports the analysis code once, warms it up on a small
+phantom (`warm_up`: the libraries' first-use tables, paid once per process, not per study) and then
+takes studies one at a time over a pipe (a study sent during the warm-up waits for it). It asks the
+kernel to kill it when the node dies (PR_SET_PDEATHSIG), so a killed node leaves no analysis running
+unseen; the job's lease then expires and the analysis runs again.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import logging
 import multiprocessing
 import signal
 import threading
+import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -63,11 +66,47 @@ def analyze_into(study_dir: Path, out_dir: Path, settings: Settings, params: dic
                if result.response is not None else {})}
 
 
+# The warm-up study: a coarse whole-body phantom (16 mm voxels, chest to abdomen) with one lesion, so
+# that every report, the SEG included, is made once.
+_WARM_LESION = ("warm-up", "liver", (-110.0, -30.0, 150.0), 60.0, 9.0)
+
+
+def warm_up(settings: Settings) -> dict | None:
+    """Pay every cost that is paid once per process before the first study rather than in it:
+    the imports and what the libraries load on first use (highdicom's IOD tables, fhir.resources'
+    model classes, hl7apy's message structures, matplotlib's fonts, reportlab's), by analysing a
+    small phantom with `settings` into a temporary folder and writing every report. Its log lines
+    are held back (they would name a study nobody sent); a failure is logged and leaves the process
+    serving: the first study then pays what is left. Returns the warm-up study's summary (None if
+    it failed)."""
+    import tempfile
+
+    from neuropetrix.phantoms.wholebody import LesionTruth, write_study
+
+    started = time.perf_counter()
+    logging.disable(logging.WARNING)
+    try:
+        with tempfile.TemporaryDirectory(prefix="neuropetrix-warm-") as tmp:
+            study, out = Path(tmp) / "study", Path(tmp) / "out"
+            write_study(study, pet_matrix=32, z_range_mm=(40.0, 280.0), noise=0.0,
+                        lesions=[LesionTruth(*_WARM_LESION)])
+            summary = analyze_into(study, out, settings)
+    except Exception as exc:                            # noqa: BLE001 — the process serves regardless
+        logging.disable(logging.NOTSET)
+        log.warning("analysis warm-up failed (%s: %s); the first study pays the first-use costs",
+                    type(exc).__name__, exc)
+        return None
+    finally:
+        logging.disable(logging.NOTSET)
+    log.info("analysis process warmed up in %.1f s", time.perf_counter() - started)
+    return summary
+
+
 def _child(conn: Connection, log_level: str) -> None:
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)      # the node stops us; Ctrl-C goes to the node
     setup_logging(log_level)                          # the analysis's own log lines, in the node's format
-    import neuropetrix.engine.offline  # noqa: F401  (import once, before the first study)
+    warm_up(Settings())                               # imports and first-use tables, once, before the first study
     from neuropetrix.analysis.errors import AnalysisError
     from neuropetrix.reports.errors import ReportError
 

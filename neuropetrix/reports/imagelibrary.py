@@ -54,15 +54,16 @@ def _with(item: Dataset, **values: object) -> Dataset:
     return Dataset(elements)
 
 
-def _entry(template: Dataset, ds: Dataset) -> Dataset:
-    """`template`'s image entry for the image `ds` of the same geometry: new datasets where the UID and
-    the position go, the template's unchanged descriptor items shared (pydicom writes a shared item
-    as it writes any other)."""
-    position = ds.ImagePositionPatient
+def _entry(template: Dataset, source: Dataset, ds: Dataset) -> Dataset:
+    """`template`'s image entry (made from the image `source`) for the image `ds` of the same geometry:
+    new datasets where the UID and the position go, the template's unchanged descriptor items shared
+    (pydicom writes a shared item as it writes any other); a position value equal to the source's (the
+    x and y of an axial stack) keeps the template's item."""
+    position, same = ds.ImagePositionPatient, source.ImagePositionPatient
     descriptors = []
     for item in template.ContentSequence:
         axis = _POSITION_AXIS.get(item.ConceptNameCodeSequence[0].CodeValue)
-        if axis is not None:                  # the values as NumContentItem sets them
+        if axis is not None and str(position[axis]) != str(same[axis]):   # the values as NumContentItem sets them
             measured = _with(item.MeasuredValueSequence[0], NumericValue=DS(position[axis], auto_format=True),
                              FloatingPointValue=position[axis])
             item = _with(item, MeasuredValueSequence=[measured])
@@ -92,7 +93,7 @@ def image_library(datasets: Sequence[Dataset]) -> hd.sr.ContainerContentItem:
             source = datasets[first[key]]
             template = templates[str(source.SOPInstanceUID)]
             if id(template) in mine:
-                entries.append(template if ds is source else _entry(template, ds))
+                entries.append(template if ds is source else _entry(template, source, ds))
         group[_CONTENT_SEQUENCE] = DataElement(_CONTENT_SEQUENCE, "SQ", head + entries)
     return library
 

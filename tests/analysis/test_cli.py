@@ -68,3 +68,17 @@ def test_cuda_without_a_gpu_is_one_line(tmp_path: Path):
     done = _run(_tiny(tmp_path / "s"), "--out", tmp_path / "out", "--device", "cuda")
     assert done.returncode != 0 and len(done.stderr.strip().splitlines()) == 1
     assert "no usable CUDA device" in done.stderr
+
+
+def test_analyze_loads_neither_the_database_nor_the_network_stack(tmp_path: Path):
+    """`neuropetrix analyze` imports what the analysis and its reports need: no alembic/SQLAlchemy
+    (about a second of imports), no torch unless a model or a GPU is asked for."""
+    code = ("import sys; from neuropetrix.cli import main; code = main(sys.argv[1:]); "
+            "print(sorted(m for m in ('alembic', 'sqlalchemy', 'torch', 'aiohttp') if m in sys.modules)); "
+            "sys.exit(code)")
+    done = subprocess.run([sys.executable, "-c", code, "analyze", str(_tiny(tmp_path / "s")), "--out",
+                           str(tmp_path / "out"), "--device", "cpu"], capture_output=True, text=True, timeout=240,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert (tmp_path / "out" / "analysis.json").is_file()

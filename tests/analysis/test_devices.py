@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from neuropetrix.analysis.devices import cuda_available
+from neuropetrix.analysis.devices import cuda_available, resolve_device
+from neuropetrix.analysis.errors import AnalysisError
 from neuropetrix.analysis.pipeline import analyze_volumes
 from neuropetrix.config.settings import AnalysisSettings
 
@@ -28,3 +29,12 @@ def test_cpu_and_gpu_model_inference_agree(volumes, tmp_path):
     gpu = analyze_volumes(pet, ct, settings, "cuda")
     agree = np.mean((cpu.label_map > 0) == (gpu.label_map > 0))
     assert agree > 0.999          # float rounding may flip voxels whose two logits are nearly equal
+
+
+@pytest.mark.skipif(cuda_available(), reason="this machine has a GPU")
+def test_without_a_gpu_auto_is_the_cpu_and_cuda_is_refused():
+    assert resolve_device("auto") == "cpu" and resolve_device("cpu") == "cpu"
+    with pytest.raises(AnalysisError, match="no usable CUDA device on this machine"):
+        resolve_device("cuda")
+    with pytest.raises(AnalysisError, match="must be one of auto, cpu, cuda"):
+        resolve_device("tpu")

@@ -80,3 +80,45 @@ def test_bad_weights_and_missing_ct_are_refused(phantom_dir, volumes, tmp_path: 
         analyze_volumes(pet, ct, AnalysisSettings(method="model", model=tmp_path / "junk.pt"), "cpu")
     with pytest.raises(AnalysisError, match="needs the CT"):
         analyze_dir(phantom_dir(), method="model", model=_save(tmp_path / "ok.pt", _network()))
+
+
+def _threshold_network(suv_level: float, pet_scale: float):
+    """A SegResNet that computes "SUV above `suv_level`" voxel by voxel: the first convolution passes the
+    PET channel through (centre tap), the residual blocks add nothing, the batch norms are identities
+    and the final 1×1 convolution compares with the level."""
+    kwargs = {"spatial_dims": 3, "in_channels": 2, "out_channels": 2, "init_filters": 2, "blocks_down": (1,),
+              "blocks_up": (), "norm": "BATCH"}
+    network = nets.SegResNet(**kwargs)
+    with torch.no_grad():
+        for module in network.modules():
+            if isinstance(module, torch.nn.Conv3d):
+                module.weight.zero_()
+                if module.bias is not None:
+                    module.bias.zero_()
+            elif isinstance(module, torch.nn.BatchNorm3d):
+                module.running_mean.zero_()
+                module.running_var.fill_(1.0 - module.eps)       # (x - 0) / sqrt(var + eps) = x
+                module.weight.fill_(1.0)
+                module.bias.zero_()
+        network.convInit.conv.weight[0, 0, 1, 1, 1] = 1.0        # channel 0 = SUV / pet_scale
+        final = network.conv_final[2].conv
+        final.weight[1, 0, 0, 0, 0] = pet_scale                  # class 1 logit = SUV - level, class 0 = 0
+        final.bias[1] = -suv_level
+    return network, kwargs
+
+
+def test_the_network_path_on_torchs_cpu_device_finds_the_threshold_paths_lesions(volumes, tmp_path: Path):
+    """The device path end to end without a GPU: weights loaded onto torch's CPU device, sliding windows
+    stitched, components labelled and measured. A network that is a fixed SUV threshold finds the
+    lesions the threshold path finds, voxel for voxel, with the same measures."""
+    pet, ct = volumes
+    network, kwargs = _threshold_network(3.0, 10.0)
+    weights = _save(tmp_path / "threshold.pt", network, kwargs=kwargs)
+    model = analyze_volumes(pet, ct, AnalysisSettings(method="model", model=weights, min_volume_ml=0.5), "cpu")
+    threshold = analyze_volumes(pet, ct, AnalysisSettings(method="fixed", threshold=3.0, min_volume_ml=0.5,
+                                                          exclude_physiological=False), "cpu")
+    assert model.device == "cpu" and len(threshold.lesions) >= 3
+    assert np.array_equal(model.label_map > 0, threshold.label_map > 0)
+    key = [(les.voxel_count, round(les.suv_max, 4), round(les.suv_peak, 4)) for les in threshold.lesions]
+    assert sorted((les.voxel_count, round(les.suv_max, 4), round(les.suv_peak, 4))
+                  for les in model.lesions) == sorted(key)

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from neuropetrix.analysis.errors import AnalysisError
-from neuropetrix.analysis.volumes import choose_pet, load_volume, read_folder, resample_to
+from neuropetrix.analysis.volumes import Volume, _block_mean, choose_pet, load_volume, read_folder, resample_to
 from tests.analysis.helpers import analyze_dir
 from tests.support.phantom import small_spec, standard_phantom, write_phantom
 
@@ -102,3 +103,64 @@ def test_a_broken_ct_stops_only_the_analysis_that_uses_it(tmp_path: Path):
     assert analyze_dir(folder).ct_series_instance_uid is None
     with pytest.raises(AnalysisError, match="CT series .*missing slice"):
         analyze_dir(folder, method="model", model=tmp_path / "weights.pt")
+
+
+def _grid(shape: tuple[int, int, int], spacing: tuple[float, float, float], origin: tuple[float, float, float],
+          data: np.ndarray | None = None) -> Volume:
+    return Volume(data=np.zeros(shape, np.float32) if data is None else data, origin=np.array(origin),
+                  axes=np.eye(3)[::-1].copy(), spacing=spacing, slice_datasets=[], frame_numbers=None,
+                  acquisition_datetimes=[], frame_durations_s=[])
+
+
+@pytest.mark.parametrize("first_slice", [0.0, 6.0, -9.0])
+def test_ct_on_the_same_slices_resamples_as_the_3d_transform(first_slice: float):
+    """The per-slice path for a CT on its PET's slices gives the trilinear transform's values exactly,
+    slices outside the CT included (filled)."""
+    rng = np.random.default_rng(7)
+    ct = _grid((20, 37, 41), (3.0, 0.98, 1.07), (-20.0, -18.0, first_slice),
+               rng.normal(0.0, 400.0, (20, 37, 41)).astype(np.float32))
+    pet = _grid((24, 13, 15), (3.0, 3.5, 3.5), (-23.0, -25.0, 0.0))
+    target_steps, source_steps = pet.axes * np.array(pet.spacing)[:, None], ct.axes * np.array(ct.spacing)[:, None]
+    inverse = np.linalg.inv(source_steps)
+    expected = ndimage.affine_transform(ct.data, np.diag((target_steps @ inverse).T),
+                                        offset=(pet.origin - ct.origin) @ inverse, output_shape=pet.data.shape,
+                                        order=1, mode="constant", cval=-1000.0, output=np.float32)
+    hu = resample_to(ct, pet, fill=-1000.0)
+    assert (hu == -1000.0).all(axis=(1, 2)).any() and (hu > -1000.0).any()     # both kinds of slice occur
+    np.testing.assert_array_equal(hu, expected)
+
+
+@pytest.mark.parametrize("dtype, block", [("<i2", 3), ("<u2", 3), ("<i2", 2), ("<u2", 4)])
+def test_block_averaging_is_the_float32_mean(dtype: str, block: int):
+    rng = np.random.default_rng(3)
+    frame = rng.integers(np.iinfo(dtype).min, np.iinfo(dtype).max, (511, 509), endpoint=True).astype(dtype)
+    rows, cols = 511 // block, 509 // block
+    expected = frame[:rows * block, :cols * block].reshape(rows, block, cols, block).mean(axis=(1, 3),
+                                                                                          dtype=np.float32)
+    np.testing.assert_array_equal(_block_mean(frame, block, rows, cols), expected)
+
+
+def test_landmark_centroid_is_the_mean_of_the_voxel_indices():
+    from neuropetrix.analysis.pipeline import _centroid
+
+    mask = np.random.default_rng(5).random((61, 47, 53)) > 0.8
+    np.testing.assert_array_equal(_centroid(mask), np.stack(np.nonzero(mask), axis=1).mean(axis=0))
+
+
+def test_compressed_pixel_data_gives_the_uncompressed_volume(tmp_path: Path):
+    """Uncompressed pixels are read straight from the file; encapsulated ones (RLE here) go through
+    pydicom's decoders, to the same volume."""
+    import pydicom
+    from pydicom.uid import RLELossless
+
+    plain = _tiny(tmp_path / "plain")
+    rle = tmp_path / "rle"
+    rle.mkdir()
+    for path in (plain / "PT").iterdir():
+        ds = pydicom.dcmread(path)
+        ds.compress(RLELossless)
+        ds.save_as(rle / path.name)
+    expected = load_volume(choose_pet(read_folder(plain)))
+    got = load_volume(choose_pet(read_folder(rle)))
+    assert str(got.header.file_meta.TransferSyntaxUID) == RLELossless
+    np.testing.assert_array_equal(got.data, expected.data)

@@ -18,6 +18,7 @@ from PIL import Image
 from neuropetrix.config.settings import HbysSettings, MllpOut
 from neuropetrix.dicom_uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, UUID_ROOT
 from neuropetrix.reports.errors import ReportError
+from neuropetrix.reports.source import study_info
 from neuropetrix.reports.writer import FILES, delivery_refusals, write_reports
 from tests.reports.conftest import dciodvfy
 from tests.support.peers import orthanc, upload
@@ -150,3 +151,37 @@ def test_a_failed_write_replaces_nothing(result, pet_study, tmp_path):
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
         signal.signal(signal.SIGXFSZ, old_handler)
     assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
+
+
+@pytest.mark.parametrize("charset, name, algorithm", [
+    ("ISO_IR 100", "MÜLLER^JÜRGEN", "Eşik SUV"),        # Latin-1 cannot hold ş: SEG and SR go UTF-8
+    ("ISO_IR 148", "ŞAHİN^IŞIL", "SUV ≥ 4"),           # nor Latin-5 ≥
+])
+def test_a_name_read_from_files_in_another_character_set_survives(result, renamed, tmp_path, charset, name,
+                                                                   algorithm):
+    """PET files read from disk hold their text as raw bytes in the PET's character set; objects that
+    declare another set (UTF-8 here) must carry the name decoded, not those bytes re-read as UTF-8."""
+    folder = tmp_path / "pet"
+    folder.mkdir()
+    for i, ds in enumerate(renamed(SpecificCharacterSet=charset, PatientName=name, InstitutionName="Ankara")):
+        ds.save_as(folder / f"{i:04d}.dcm", enforce_file_format=True)
+    datasets = [pydicom.dcmread(p) for p in sorted(folder.iterdir())]
+    assert datasets[0].get_item("PatientName").__class__.__name__ == "RawDataElement"
+    result = dataclasses.replace(result, segmentation=dataclasses.replace(result.segmentation,
+                                                                           algorithm_name=algorithm))
+    written = write_reports(result, datasets, tmp_path / "out", HbysSettings())
+    for kind in ("seg", "sr", "report_dcm"):
+        ds = pydicom.dcmread(written[kind])
+        assert str(ds.PatientName) == name, kind
+        if kind != "report_dcm":
+            assert ds.SpecificCharacterSet == "ISO_IR 192", kind
+        texts = [e.value for e in ds.iterall() if e.keyword in ("SegmentAlgorithmName", "TextValue")]
+        assert kind == "report_dcm" or algorithm in texts, kind
+    family, given = name.split("^")
+    info = study_info(result, datasets, require_accession=True)        # what the PDF's patient row prints
+    assert (info.patient_family_name, info.patient_given_name) == (family, given)
+    oru = written["oru"].read_bytes().decode("utf-8")
+    assert f"|{family}^{given}|" in oru
+    bundle = json.loads(written["fhir_bundle"].read_text("utf-8"))
+    patients = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"]
+    assert patients[0]["name"][0]["family"] == family

@@ -1,0 +1,51 @@
+"""The engine's long-lived analysis process: warmed up once on a phantom, then serving real studies."""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+
+import pytest
+
+from neuropetrix.config.settings import Settings
+from neuropetrix.engine.analysis_runner import AnalysisProcess, warm_up
+
+
+def test_warm_up_makes_every_report_once(caplog: pytest.LogCaptureFixture):
+    """The warm-up study has a lesion, so the SEG path (highdicom's tables) is paid for too; its own
+    log lines are held back and one line says it is done."""
+    with caplog.at_level(logging.INFO, logger="neuropetrix"):
+        summary = warm_up(Settings())
+    assert summary is not None and summary["lesions"] >= 1
+    assert {"read", "segmentation", "write"} <= set(summary["timings_s"])
+    messages = [r.getMessage() for r in caplog.records if r.name.startswith("neuropetrix")]
+    assert len(messages) == 1 and messages[0].startswith("analysis process warmed up in ")
+
+
+def test_a_failed_warm_up_is_one_warning_and_analysis_logs_again(monkeypatch, caplog: pytest.LogCaptureFixture):
+    import neuropetrix.phantoms.wholebody as wholebody
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(wholebody, "write_study", full_disk)
+    with caplog.at_level(logging.INFO, logger="neuropetrix"):
+        assert warm_up(Settings()) is None
+        logging.getLogger("neuropetrix.analysis").warning("after the warm-up")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings[0].startswith("analysis warm-up failed (OSError") and warnings[1] == "after the warm-up"
+
+
+def test_the_warmed_process_analyses_studies_one_after_another(phantom_dir, tmp_path: Path):
+    process = AnalysisProcess("WARNING")
+    settings = Settings.model_validate({"analysis": {"threshold": 3.0, "min_volume_ml": 0.1}})
+    try:
+        process.warm()
+        first = process.run(phantom_dir(), tmp_path / "a", settings, threading.Event())
+        second = process.run(phantom_dir(), tmp_path / "b", settings, threading.Event())
+    finally:
+        process.close()
+    assert first["lesions"] == second["lesions"] == 5
+    for out in ("a", "b"):
+        doc = json.loads((tmp_path / out / "analysis.json").read_text())
+        assert doc["lesion_count"] == 5 and (tmp_path / out / "seg.dcm").stat().st_size > 0
