@@ -134,12 +134,13 @@ def _response_observation(result: AnalysisResult, report_uid: str, patient: str,
 
 def build_bundle(result: AnalysisResult, info: StudyInfo, settings: HbysSettings, sop_classes: Mapping[str, str],
                  pdf: bytes | None = None, now: datetime | None = None,
-                 version: ResultVersion = AUTOMATIC) -> Bundle:
+                 version: ResultVersion = AUTOMATIC, prior: str | None = None) -> Bundle:
     """The transaction Bundle, validated by fhir.resources (R4B models); `pdf` goes into presentedForm,
     `now` (default: the clock, in the study's zone) is the report's `issued`.
     `sop_classes`: SOP Class UID of each PET instance (PET, Enhanced PET, Legacy Converted), as stored.
     `version` gives the status (preliminary, final, amended); every version updates the same
-    DiagnosticReport and Observations, identified by the analysis."""
+    DiagnosticReport and Observations, identified by the analysis. `prior` names the prior study of a
+    response in the conclusion (PriorStudy.description), as the PDF does."""
     values = measures(result) + response_measures(result)
     zone = info.study_datetime.tzinfo
     now = (now or datetime.now(zone)).astimezone(zone).replace(microsecond=0)
@@ -213,7 +214,7 @@ def build_bundle(result: AnalysisResult, info: StudyInfo, settings: HbysSettings
         "issued": now.isoformat(),
         "result": [{"reference": url} for url, _ in observations],
         "imagingStudy": [{"reference": study_url}],
-        "conclusion": summary(result) + (f" Impression: {version.impression}" if version.impression else ""),
+        "conclusion": summary(result, prior) + (f" Impression: {version.impression}" if version.impression else ""),
     }
     if version.signer is not None:
         report["resultsInterpreter"] = [{"display": version.signer.display_name or version.signer.username}]

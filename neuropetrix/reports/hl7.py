@@ -83,9 +83,11 @@ def _person(pn: str | None) -> str:
 
 
 def build_oru(result: AnalysisResult, info: StudyInfo, destination: MllpOut,
-              now: datetime | None = None, result_version: ResultVersion = AUTOMATIC) -> Message:
+              now: datetime | None = None, result_version: ResultVersion = AUTOMATIC,
+              prior: str | None = None) -> Message:
     """The ORU^R01 for one analysis, in the destination's version; ReportError if it cannot be valid.
-    `result_version` sets OBR-25/OBX-11 (P, F, C), the control id of a new version and the signer (OBR-32)."""
+    `result_version` sets OBR-25/OBX-11 (P, F, C), the control id of a new version and the signer (OBR-32);
+    `prior` names the prior study of a response in the summary (PriorStudy.description), as the PDF does."""
     values = measures(result) + response_measures(result)
     zone = info.study_datetime.tzinfo
     now = (now or datetime.now(zone)).astimezone(zone)
@@ -192,7 +194,7 @@ def build_oru(result: AnalysisResult, info: StudyInfo, destination: MllpOut,
         obx.obx_2 = "TX"
         obx.obx_3 = join_components("121111", "Summary", "DCM")
         obx.obx_4 = "0"
-        text = summary(result) + (f" Impression: {status.impression}" if status.impression else "")
+        text = summary(result, prior) + (f" Impression: {status.impression}" if status.impression else "")
         for line in tx_lines(text):
             obx.add_field("OBX_5").value = escape(line)
         obx.obx_11 = status.hl7_status
@@ -214,6 +216,7 @@ def encode_oru(message: Message, charset: str) -> bytes:
 
 
 def oru_bytes(result: AnalysisResult, info: StudyInfo, destination: MllpOut,
-              now: datetime | None = None, version: ResultVersion = AUTOMATIC) -> bytes:
+              now: datetime | None = None, version: ResultVersion = AUTOMATIC, prior: str | None = None) -> bytes:
     """Build, validate and encode the ORU^R01 for `destination`."""
-    return encode_oru(build_oru(result, info, destination, now, result_version=version), destination.charset)
+    return encode_oru(build_oru(result, info, destination, now, result_version=version, prior=prior),
+                      destination.charset)

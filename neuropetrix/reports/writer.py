@@ -98,6 +98,7 @@ def write_reports(result: AnalysisResult, pet_datasets: list[Dataset], out_dir: 
     refused = delivery_refusals(pet_datasets, order)
     info = study_info(result, pet_datasets, require_accession=not refused, order=order)
     now = datetime.now(info.study_datetime.tzinfo)        # one creation time for every object
+    prior_words = None if prior is None else prior.description
     seg = build_seg(result, pet_datasets, now, version) if result.lesions else None
     sr = build_sr(result, pet_datasets, info, seg, now, version, prior)
     pictures = pictures or Pictures(result)
@@ -111,10 +112,10 @@ def write_reports(result: AnalysisResult, pet_datasets: list[Dataset], out_dir: 
                                           now, version)
     contents = {"sr": _dicom_bytes(sr), "mip": mip, "report_pdf": pdf, "report_dcm": _dicom_bytes(encapsulated)}
     if "oru" not in refused:
-        contents["oru"] = oru_bytes(result, info, settings.mllp, now, version)
+        contents["oru"] = oru_bytes(result, info, settings.mllp, now, version, prior_words)
     if "fhir_bundle" not in refused:
         contents["fhir_bundle"] = bundle_json(build_bundle(result, info, settings, _sop_classes(pet_datasets), pdf,
-                                                           now, version)).encode("utf-8")
+                                                           now, version, prior_words)).encode("utf-8")
     if seg is not None:
         contents["seg"] = _dicom_bytes(seg)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,21 +1,26 @@
 """The PDF with a comparison still fits one page at its fullest: a long lesion list, a pair that is not
-assessable for several reasons, both MIPs and the key images."""
+assessable for several reasons, both MIPs and the key images; the PDF, ORU and FHIR summaries name the
+prior by its date and accession."""
 from __future__ import annotations
 
 import copy
 import dataclasses
 import io
+import json
 import re
 
+import hl7
 import numpy as np
 from PIL import Image
 from pypdf import PdfReader
 
 from neuropetrix.analysis.response import Alignment, Check, Deauville, Response
+from neuropetrix.config.settings import HbysSettings
 from neuropetrix.reports.comparison import PriorStudy
 from neuropetrix.reports.images import axial_png, suv_volume
 from neuropetrix.reports.pdf import build_pdf
 from neuropetrix.reports.source import study_info
+from neuropetrix.reports.writer import write_reports
 
 
 def _response(result, prior_uid: str) -> Response:
@@ -77,3 +82,24 @@ def test_the_summary_names_the_prior_by_its_date_and_accession_not_its_uid(resul
     pdf = build_pdf(current, study_info(current, pet_study.datasets), _tall_mip(), {}, sr_uid="1.2.3",
                     seg_uid="1.2.4", prior=prior, prior_mip=_tall_mip())
     assert "versus the prior study of 2026-06-02: not assessable" in _text(pdf)
+
+
+def test_the_oru_and_fhir_summaries_name_the_prior_as_the_pdf_does(result, pet_study, tmp_path):
+    """HBYS users read the ORU's summary and the DiagnosticReport's conclusion: the prior by its date and
+    accession there too."""
+    prior_uid = "1.2.826.0.1.3680043.10.40.1"
+    datasets = copy.deepcopy(pet_study.datasets)
+    for ds in datasets:
+        ds.StudyDate, ds.AccessionNumber = "20260602", "ACC2026-PRIOR"
+    prior = PriorStudy(dataclasses.replace(result, study_instance_uid=prior_uid), datasets)
+    current = dataclasses.replace(result, response=_response(result, prior_uid))
+    written = write_reports(current, pet_study.datasets, tmp_path, HbysSettings(), prior=prior)
+    words = "PERCIST 1.0 versus the prior study of 2026-06-02 (accession ACC2026-PRIOR): not assessable"
+    oru = hl7.parse(written["oru"].read_bytes().decode("utf-8").replace("\r", "\n").strip().replace("\n", "\r"))
+    summary = "".join(str(field) for obx in oru.segments("OBX") if str(obx[3]).startswith("121111")
+                      for field in obx[5])
+    assert words in summary and prior_uid not in summary
+    bundle = json.loads(written["fhir_bundle"].read_text())
+    conclusion, = [e["resource"]["conclusion"] for e in bundle["entry"]
+                   if e["resource"]["resourceType"] == "DiagnosticReport"]
+    assert words in conclusion and prior_uid not in conclusion
