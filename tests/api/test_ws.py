@@ -2,7 +2,6 @@
 a gap, events written by another process, and closing when the access token expires."""
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 
