@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,6 +30,8 @@ from sqlalchemy.pool import ConnectionPoolEntry, Pool
 
 from neuropetrix.api.database import Database
 from neuropetrix.api.permissions import event_permission
+from neuropetrix.metrics import EVENT_FANOUT_SECONDS, EVENT_FEED_LAG
+from neuropetrix.store.db import utcnow
 from neuropetrix.store.eventlog import EventKind, settled_up_to
 from neuropetrix.store.models import Event
 
@@ -147,9 +150,14 @@ class EventFeed:
                     log.exception("reading the event log failed; will retry")
                     items = []
                 if items:
+                    read_at = utcnow()
+                    for item in items:
+                        EVENT_FEED_LAG.observe((read_at - item.created_at).total_seconds())
                     self.last_id = items[-1].id
                     self._publish(items)
+                    started = time.perf_counter()
                     await self._fan_out(items)
+                    EVENT_FANOUT_SECONDS.observe(time.perf_counter() - started)
                 if len(items) < PAGE:
                     # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation that comes
                     # as the wake-up does, and the feed then never stops (the app's cleanup waits for ever)
