@@ -47,7 +47,7 @@ from tests.support.synthetic import StudySpec, write_petct_study  # noqa: E402
 
 PASSWORD = "benchmark password"
 # the node's own stage timings (neuropetrix/metrics.py), read from /metrics around the WebSocket phase
-STAGES = {"feed_lag_ms": "neuropetrix_event_feed_lag_seconds",
+STAGES = {"feed_lag_ms": "neuropetrix_event_feed_lag_seconds", "commit_to_read_ms": "neuropetrix_event_read_seconds",
           "fan_out_per_batch_ms": "neuropetrix_event_fanout_seconds"}
 
 FLOOR_SERVER = r"""

@@ -30,7 +30,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, Pool
 
 from neuropetrix.api.database import Database
 from neuropetrix.api.permissions import event_permission
-from neuropetrix.metrics import EVENT_FANOUT_SECONDS, EVENT_FEED_LAG
+from neuropetrix.metrics import EVENT_FANOUT_SECONDS, EVENT_FEED_LAG, EVENT_READ_SECONDS
 from neuropetrix.store.db import utcnow
 from neuropetrix.store.eventlog import EventKind, settled_up_to
 from neuropetrix.store.models import Event
@@ -139,7 +139,13 @@ class EventFeed:
         """Read new events whenever this process commits one, and every `poll` seconds for the others."""
         wake = asyncio.Event()
         loop = asyncio.get_running_loop()
-        watch = _CommitWatch(lambda: loop.call_soon_threadsafe(wake.set))
+        committed: list[float] = []      # when this process's commits not yet read were made (a stage metric)
+
+        def woken() -> None:             # in the committing thread
+            committed.append(time.perf_counter())
+            loop.call_soon_threadsafe(wake.set)
+
+        watch = _CommitWatch(woken)
         try:
             self.last_id = await self.db(last_event_id)
             while True:
@@ -153,6 +159,9 @@ class EventFeed:
                     read_at = utcnow()
                     for item in items:
                         EVENT_FEED_LAG.observe((read_at - item.created_at).total_seconds())
+                    if committed:
+                        EVENT_READ_SECONDS.observe(time.perf_counter() - committed[0])
+                        committed.clear()
                     self.last_id = items[-1].id
                     self._publish(items)
                     started = time.perf_counter()
