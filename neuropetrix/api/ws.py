@@ -54,6 +54,8 @@ class _Stream:
         self.ws, self.who, self.cursor = ws, who, cursor
         self.permissions, self.user_id = who.permissions, who.user_id    # fixed for the token's life
         self.transport, self.protocol = request.transport, request.protocol
+        # what the socket's write buffer may hold, less one frame header, before a write would pause it
+        self.room = (self.transport.get_write_buffer_limits()[1] if self.transport else 0) - FRAME_HEADER
         self.db, self.feed, self.auth = app[DATABASE], app[FEED], app[AUTH]
         self.beat = app[SETTINGS].api.heartbeat_seconds
         self.live = False          # the fan-out writes to it (set once caught up with the feed)
@@ -64,7 +66,13 @@ class _Stream:
         """From the fan-out: send now, or fall behind (and catch up from the table) if it cannot."""
         if not self.live or item.id <= self.cursor:
             return                 # catching up, or already sent from the table
-        if not self._room_for(len(item.data)):
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            self.live = False      # the client went: its handler ends as the socket closes
+            return
+        # room below the high-water mark means the write cannot pause the socket, so it never waits
+        # for this client (the websockets library's broadcast() passes over slow clients the same way)
+        if self.protocol.writing_paused or transport.get_write_buffer_size() + len(item.data) > self.room:
             self.live = False
             self.cursor = item.id - 1
             self.wake.set()
@@ -73,17 +81,9 @@ class _Stream:
             return
         self.cursor = item.id
         try:
-            await self.ws.send_frame(item.data, WSMsgType.TEXT)      # fits below the high-water mark: no wait
+            await self.ws.send_frame(item.data, WSMsgType.TEXT)
         except ConnectionResetError:
-            self.live = False      # the client went; its handler ends when the socket closes
-
-    def _room_for(self, size: int) -> bool:
-        """Whether a frame fits in the socket's write buffer without pausing it, so writing it does not
-        wait for the client (the way the websockets library's broadcast() skips slow clients)."""
-        transport = self.transport
-        if transport is None or transport.is_closing() or self.ws.closed or self.protocol.writing_paused:
-            return False
-        return transport.get_write_buffer_size() + size + FRAME_HEADER <= transport.get_write_buffer_limits()[1]
+            self.live = False      # closing (4001/4003, or the node stopping)
 
     def revoke(self) -> None:
         self.revoked, self.live = True, False
