@@ -17,6 +17,13 @@ with the gaps between their `created_at`, and broadcasts each to its 500 clients
 `created_at` stamped just before); for REST it returns the body our node gave for the same request,
 as bytes, to the same 50-client closed loop. Printed: ours, the floor and the ratio of the p99s, per
 round and the median over `--rounds`. Targets: event p99 within 2× the floor, REST p99 within 3×.
+The floor broadcasts while no study arrives (nothing else runs in its process), so it is the harder
+floor: our node fans out while its SCP threads ingest, on the same two cores.
+
+Beside the clients' split, the node's own stages from its /metrics (`node_stages`, histogram means
+and the bucket bounds p50/p99 fall under): `feed_lag_ms` (an event's creation to the feed's read: the
+writer's commit, the wake-up, the read), `commit_to_read_ms` (of that, from the commit in the node's
+process to the read) and `fan_out_per_batch_ms` (one batch written to all 500 sockets).
 """
 from __future__ import annotations
 
@@ -37,6 +44,7 @@ from pathlib import Path
 
 import aiohttp
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -45,6 +53,9 @@ from tests.support.nodeproc import free_port, running_node, wait_for_port  # noq
 from tests.support.synthetic import StudySpec, write_petct_study  # noqa: E402
 
 PASSWORD = "benchmark password"
+# the node's own stage timings (neuropetrix/metrics.py), read from /metrics around the WebSocket phase
+STAGES = {"feed_lag_ms": "neuropetrix_event_feed_lag_seconds", "commit_to_read_ms": "neuropetrix_event_read_seconds",
+          "fan_out_per_batch_ms": "neuropetrix_event_fanout_seconds"}
 
 FLOOR_SERVER = r"""
 import asyncio, json, sys
@@ -73,7 +84,7 @@ async def broadcast(plan):
     for delay, message in plan:
         await asyncio.sleep(delay)
         message["created_at"] = datetime.now(UTC).replace(tzinfo=None).isoformat() + "Z"
-        text = json.dumps(message)
+        text = json.dumps(message, ensure_ascii=False)     # as the node serialises it: the same bytes
         for sock in list(clients):
             await sock.send_str(text)
 
@@ -219,6 +230,39 @@ async def ws_phase(base: str, token: str, clients: int, expected: int,
             "fan_out_spread_ms": {"p50": round(pct(spread, 50), 1), "max": round(max(spread), 1)}}, messages
 
 
+async def stage_histograms(base: str) -> dict[str, dict]:
+    """The node's stage histograms from /metrics: cumulative bucket counts by upper bound, sum, count."""
+    async with aiohttp.ClientSession() as http, http.get(f"{base}/metrics") as r:
+        text = await r.text()
+    out: dict[str, dict] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name in STAGES.values():
+            h = out.setdefault(family.name, {"buckets": {}, "sum": 0.0, "count": 0.0})
+            for sample in family.samples:
+                if sample.name.endswith("_bucket"):
+                    h["buckets"][float(sample.labels["le"])] = sample.value
+                elif sample.name.endswith("_sum"):
+                    h["sum"] = sample.value
+                elif sample.name.endswith("_count"):
+                    h["count"] = sample.value
+    return out
+
+
+def stage_figures(before: dict, after: dict) -> dict:
+    """Per stage between two readings: how many, the mean, and the bucket bounds p50 and p99 fall under."""
+    figures = {}
+    for key, name in STAGES.items():
+        a, b = after.get(name), before.get(name, {"buckets": {}, "sum": 0.0, "count": 0.0})
+        n = (a["count"] - b["count"]) if a else 0
+        if not n:
+            continue
+        counts = {le: a["buckets"][le] - b["buckets"].get(le, 0.0) for le in sorted(a["buckets"])}
+        under = {q: 1000 * next(le for le, c in counts.items() if c >= q * n) for q in (0.5, 0.99)}
+        figures[key] = {"n": int(n), "mean": round(1000 * (a["sum"] - b["sum"]) / n, 2),
+                        "p50_under": under[0.5], "p99_under": under[0.99]}
+    return figures
+
+
 async def rest_phase(base: str, token: str, clients: int, seconds: float) -> dict:
     """`clients` in a closed loop on GET /api/studies?limit=50 for `seconds`."""
     latencies: list[float] = []
@@ -300,9 +344,11 @@ def main() -> None:
                 rounds = []
                 for k in range(args.rounds):
                     batch = studies[k * args.studies:(k + 1) * args.studies]
+                    before = await stage_histograms(base)
                     with Usage(node.proc.pid) as ws_usage:
                         ws, messages = await ws_phase(base, token, args.clients, 2 * len(batch),
                                                       lambda batch=batch: send_studies(batch, node.dicom_port))
+                    ws["node_stages"] = stage_figures(before, await stage_histograms(base))
                     with Usage(node.proc.pid) as rest_usage:
                         rest = await rest_phase(base, token, args.rest_clients, args.rest_seconds)
                     async with aiohttp.ClientSession() as http, http.get(

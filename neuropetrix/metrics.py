@@ -31,3 +31,15 @@ API_SECONDS = Histogram("neuropetrix_api_request_duration_seconds", "API request
                         ["method", "route", "status"],
                         buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5))
 WS_CLIENTS = Gauge("neuropetrix_websocket_clients", "WebSocket clients connected")
+# the event stream's stages (api/event_feed.py): an event's creation to the feed having read it (the
+# writer's commit, the wake-up or poll, the read); of that, from a commit in this process to the read
+# (the wake-up and the read); and one batch's fan-out to every live WebSocket
+EVENT_FEED_LAG = Histogram("neuropetrix_event_feed_lag_seconds",
+                           "From an event's creation to the API's feed reading it",
+                           buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+EVENT_READ_SECONDS = Histogram("neuropetrix_event_read_seconds",
+                               "From an event's commit in this process to the API's feed reading it",
+                               buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1))
+EVENT_FANOUT_SECONDS = Histogram("neuropetrix_event_fanout_seconds",
+                                 "Writing one batch of events to every live WebSocket",
+                                 buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1))

@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from neuropetrix.api.auth import PRINCIPAL, AuthError, authenticate
 from neuropetrix.api.database import DATABASE
+from neuropetrix.api.group_commit import GroupCommit
 from neuropetrix.api.node_config import SETTINGS
 from neuropetrix.api.params import MAX_ID, parse_json, read_body
 from neuropetrix.store.audit import FAILURE, SUCCESS, Access, AuditTrail
@@ -100,6 +101,7 @@ async def _login_user(request: web.Request) -> str:
 
 def audit_middleware(trusted_proxies: list[str]) -> Callable:
     proxies = _networks(trusted_proxies)
+    writes: GroupCommit[Access] = GroupCommit()     # this app's rows: one commit for those that arrive together
 
     @web.middleware
     async def audited(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -119,7 +121,7 @@ def audit_middleware(trusted_proxies: list[str]) -> Callable:
                 who = (await authenticate(request, allow_query=True)).username
             except AuthError:
                 pass
-            await _record(request, action, who, SUCCESS if who else FAILURE, address)
+            await _record(writes, request, action, who, SUCCESS if who else FAILURE, address)
             return await handler(request)
         response: web.StreamResponse | None = None
         try:
@@ -127,16 +129,18 @@ def audit_middleware(trusted_proxies: list[str]) -> Callable:
             return response
         finally:
             status = response.status if response is not None else 500
-            await _record(request, action, await _who(request, action), SUCCESS if status < 400 else FAILURE,
+            await _record(writes, request, action, await _who(request, action),
+                          SUCCESS if status < 400 else FAILURE,
                           address, f"{request.method} {request.path_qs} → {status}")
 
     return audited
 
 
-async def _record(request: web.Request, action: str, who: str, outcome: str, address: str,
-                  detail: str = "") -> None:
+async def _record(writes: GroupCommit[Access], request: web.Request, action: str, who: str, outcome: str,
+                  address: str, detail: str = "") -> None:
     patient = request.match_info.get("patient", "")     # /api/patients/{patient}: the row's id, digits
     patient_pk = int(patient) if patient and len(patient) <= 19 and int(patient) <= MAX_ID else None
     access = Access(who or "?", "user", action, outcome, address, study_uid=request.match_info.get("study_uid", ""),
                     detail=detail or request.path_qs, patient_pk=patient_pk)
-    await request.app[DATABASE].run(request.app[AUDIT].record, access)
+    app = request.app
+    await writes(access, lambda batch: app[DATABASE].run(app[AUDIT].record_many, batch))

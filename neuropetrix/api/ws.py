@@ -8,6 +8,11 @@ Protocol (server → client, JSON text frames):
 A client that reconnects with `?after=<last id seen>` gets every event after it, then the live stream;
 the socket closes with code 4001 when the access token expires (reconnect with a fresh one), and with
 4003 when the account is disabled, its role or password changed, or it logs out everywhere.
+
+A stream is live (the feed's fan-out writes each event to it directly) while it keeps up; it reads the
+`events` table instead after connecting and whenever its socket's write buffer is too full to take the
+next message without waiting (a slow client): it then sends at the client's pace and goes live again
+once it reaches the feed. So a slow client never holds up the others, and misses nothing.
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ from pydantic import BaseModel, Field
 from neuropetrix.api.auth import AUTH, PRINCIPAL, Principal
 from neuropetrix.api.database import DATABASE
 from neuropetrix.api.endpoint import endpoint
-from neuropetrix.api.event_feed import FEED, PAGE, FeedItem, Subscription, read_after
+from neuropetrix.api.event_feed import FEED, PAGE, FeedItem, read_after
 from neuropetrix.api.node_config import SETTINGS
 from neuropetrix.api.params import MAX_ID
 from neuropetrix.api.users import ACCOUNT_REVOKED
@@ -30,6 +35,7 @@ from neuropetrix.metrics import WS_CLIENTS
 
 TOKEN_EXPIRED = 4001
 ACCESS_REVOKED = 4003
+FRAME_HEADER = 10                  # the most a WebSocket frame's header adds to its message
 log = logging.getLogger("neuropetrix.api")
 SOCKETS = web.AppKey("websockets", set[web.WebSocketResponse])     # open ones, closed when the node stops
 
@@ -40,29 +46,63 @@ class StreamQuery(BaseModel):
 
 
 class _Stream:
-    def __init__(self, app: web.Application, ws: web.WebSocketResponse, who: Principal, sub: Subscription,
-                 cursor: int) -> None:
-        self.ws, self.who, self.sub, self.cursor = ws, who, sub, cursor
+    """One client's stream and the feed's subscriber (event_feed.Subscriber): live from the fan-out
+    while it keeps up, from the table while it catches up. `cursor`: the last event id dealt with."""
+
+    def __init__(self, request: web.Request, ws: web.WebSocketResponse, who: Principal, cursor: int) -> None:
+        app = request.app
+        self.ws, self.who, self.cursor = ws, who, cursor
+        self.permissions, self.user_id = who.permissions, who.user_id    # fixed for the token's life
+        self.transport, self.protocol = request.transport, request.protocol
+        # what the socket's write buffer may hold, less one frame header, before a write would pause it
+        self.room = (self.transport.get_write_buffer_limits()[1] if self.transport else 0) - FRAME_HEADER
         self.db, self.feed, self.auth = app[DATABASE], app[FEED], app[AUTH]
         self.beat = app[SETTINGS].api.heartbeat_seconds
+        self.live = False          # the fan-out writes to it (set once caught up with the feed)
+        self.revoked = False
+        self.wake = asyncio.Event()
 
-    async def _send(self, items: list[FeedItem]) -> None:
-        for item in items:
-            if item.id <= self.cursor:
-                continue             # already sent from the table while catching up
-            self.cursor = item.id
-            if item.kind == ACCOUNT_REVOKED and item.payload.get("user_id") == self.who.user_id:
-                await self.ws.close(code=ACCESS_REVOKED, message=b"account changed; sign in again")
-                return
-            if item.permission in self.who.permissions:
-                await self.ws.send_str(item.text)
+    async def deliver(self, item: FeedItem) -> None:
+        """From the fan-out: send now, or fall behind (and catch up from the table) if it cannot."""
+        if not self.live or item.id <= self.cursor:
+            return                 # catching up, or already sent from the table
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            self.live = False      # the client went: its handler ends as the socket closes
+            return
+        # room below the high-water mark means the write cannot pause the socket, so it never waits
+        # for this client (the websockets library's broadcast() passes over slow clients the same way)
+        if self.protocol.writing_paused or transport.get_write_buffer_size() + len(item.data) > self.room:
+            self.live = False
+            self.cursor = item.id - 1
+            self.wake.set()
+            log.warning("event stream to %s fell behind (a slow client): it goes on from the event log",
+                        self.who.username)
+            return
+        self.cursor = item.id
+        try:
+            await self.ws.send_frame(item.data, WSMsgType.TEXT)
+        except ConnectionResetError:
+            self.live = False      # closing (4001/4003, or the node stopping)
+
+    def revoke(self) -> None:
+        self.revoked, self.live = True, False
+        self.wake.set()
 
     async def catch_up(self) -> None:
-        """Everything after the cursor, from the table, page by page."""
-        while not self.ws.closed:
+        """Everything after the cursor, from the table, page by page at the client's pace; live again
+        once at the feed's position (no await between that check and going live: nothing falls between)."""
+        while not self.ws.closed and not self.revoked:
             items = await self.db(read_after, self.cursor, PAGE)
-            await self._send(items)
-            if len(items) < PAGE:
+            for item in items:
+                self.cursor = item.id
+                if item.kind == ACCOUNT_REVOKED and item.payload.get("user_id") == self.user_id:
+                    self.revoked = True
+                    return
+                if item.permission in self.permissions:
+                    await self.ws.send_frame(item.data, WSMsgType.TEXT)
+            if len(items) < PAGE and self.cursor >= self.feed.last_id:
+                self.live = True
                 return
 
     async def run(self) -> None:
@@ -77,28 +117,26 @@ class _Stream:
     async def _run(self) -> None:
         await self.ws.send_str(json.dumps({"type": "hello", "user": self.who.username, "role": self.who.role,
                                            "after": self.cursor}))
-        await self.catch_up()
         while not self.ws.closed:
-            if self.auth.seconds_left(self.who) <= 0:
+            if self.revoked:
+                await self.ws.close(code=ACCESS_REVOKED, message=b"account changed; sign in again")
+                return
+            left = self.auth.seconds_left(self.who)
+            if left <= 0:
                 await self.ws.close(code=TOKEN_EXPIRED, message=b"access token expired")
                 return
-            if self.sub.lagging:
-                self.sub.queue = asyncio.Queue(maxsize=self.sub.queue.maxsize)
-                self.sub.lagging = False
+            if not self.live:
                 await self.catch_up()
-            try:
-                # asyncio.timeout, not wait_for: wait_for wraps each get in a new Task, 500 clients × every event
-                async with asyncio.timeout(min(self.beat, max(0.01, self.auth.seconds_left(self.who)))):
-                    item = await self.sub.queue.get()
-            except TimeoutError:
-                self.cursor = max(self.cursor, self.feed.last_id)
-                await self.ws.send_str(json.dumps({"type": "heartbeat", "last_event_id": self.cursor}))
                 continue
-            batch = [item]
-            while not self.sub.queue.empty():
-                batch.append(self.sub.queue.get_nowait())
-            await self._send(batch)
-
+            self.wake.clear()
+            try:
+                # asyncio.timeout, not wait_for: wait_for wraps each wait in a new Task
+                async with asyncio.timeout(min(self.beat, max(0.01, left))):
+                    await self.wake.wait()         # woken only to catch up or close, not per event
+            except TimeoutError:
+                if self.live:      # the fan-out has given it every event up to the feed's position
+                    self.cursor = max(self.cursor, self.feed.last_id)
+                    await self.ws.send_str(json.dumps({"type": "heartbeat", "last_event_id": self.cursor}))
 
 
 @endpoint(None, query=StreamQuery, token_in_query=True)
@@ -109,20 +147,21 @@ async def websocket(request: web.Request, query: StreamQuery) -> web.StreamRespo
     cursor = query.after if query.after is not None else feed.last_id
     ws = web.WebSocketResponse(heartbeat=request.app[SETTINGS].api.heartbeat_seconds * 2, compress=False)
     await ws.prepare(request)
-    sub = feed.subscribe()           # before reading the backlog, so nothing falls in between
+    stream = _Stream(request, ws, who, cursor)
+    feed.subscribe(stream)           # not live yet: it first reads the table up to the feed's position
     sockets = request.app[SOCKETS]
     sockets.add(ws)
     WS_CLIENTS.inc()
-    stream = asyncio.create_task(_Stream(request.app, ws, who, sub, cursor).run())
+    task = asyncio.create_task(stream.run())
     try:
         async for msg in ws:         # reading keeps pings answered and notices the client leaving
             if msg.type == WSMsgType.ERROR:
                 break
     finally:
-        stream.cancel()
+        task.cancel()
         with contextlib.suppress(asyncio.CancelledError, ConnectionResetError):
-            await stream
-        feed.unsubscribe(sub)
+            await task
+        feed.unsubscribe(stream)
         sockets.discard(ws)
         WS_CLIENTS.dec()
     return ws

@@ -41,8 +41,8 @@ async def test_concurrent_study_lists_share_one_token_check_and_one_page_read(se
     assert len(bodies) == 1
     page = json.loads(bodies.pop())
     assert (page["total"], len(page["items"])) == (7, 5)
-    # read_after: the event feed's own poll; AuditTrail.record: each read is an audit row (written, not read)
-    asked = sorted(r for r in reads if r not in ("read_after", "AuditTrail.record"))
+    # read_after: the event feed's own poll; AuditTrail.record_many: the reads' audit rows (written, not read)
+    asked = sorted(r for r in reads if r not in ("read_after", "AuditTrail.record_many"))
     assert asked == ["Auth.principal", "studies.<locals>.read"], asked   # 30 of each before
 
 

@@ -2,14 +2,13 @@
 a gap, events written by another process, and closing when the access token expires."""
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 
 import aiohttp
 import pytest
 
-from neuropetrix.api.event_feed import EventFeed, Subscription, _CommitWatch
+from neuropetrix.api.event_feed import _CommitWatch
 from neuropetrix.api.tokens import TokenSigner, load_signing_key
 from neuropetrix.api.ws import TOKEN_EXPIRED
 from neuropetrix.store.db import utcnow
@@ -115,22 +114,6 @@ async def test_the_socket_closes_when_the_access_token_expires(client, env):
     assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == TOKEN_EXPIRED
 
 
-async def test_a_client_too_slow_for_its_queue_catches_up_from_the_table(client, env, monkeypatch):
-    def small_queue(feed: EventFeed) -> Subscription:
-        sub = Subscription(queue=asyncio.Queue(maxsize=5))
-        feed._subs.add(sub)
-        return sub
-
-    monkeypatch.setattr(EventFeed, "subscribe", small_queue)
-    ws = await client.ws_connect("/api/ws", headers=bearer(await login(client, "viewer")))
-    await _next(ws, "hello")
-    with env.sessions.begin() as s:        # 300 at once: the feed publishes them in one go, the queue overflows
-        s.add_all([Event(kind="study.received", study_uid=UID, created_at=utcnow(), payload={"n": i})
-                   for i in range(300)])
-    assert [(await _next(ws))["payload"]["n"] for _ in range(300)] == list(range(300))
-    await ws.close()
-
-
 async def test_commits_of_events_in_this_process_wake_the_feed(env):
     woken = []
     watch = _CommitWatch(lambda: woken.append(1))
@@ -140,3 +123,24 @@ async def test_commits_of_events_in_this_process_wake_the_feed(env):
     watch.remove()
     env.add_event("analysis.done", UID)            # after remove(): not watched
     assert woken == [1, 1]
+
+
+async def test_a_slow_client_holds_up_no_one_and_catches_up_from_the_table(client, env, caplog):
+    """A client that stops reading fills its socket: the fan-out leaves it (a log line) and goes on to
+    the others; when it reads again it gets every event, in order, from the event log."""
+    slow = await client.ws_connect("/api/ws", headers=bearer(await login(client, "viewer")))
+    fast = await client.ws_connect("/api/ws", headers=bearer(await login(client, "technologist")))
+    await _next(slow, "hello")
+    await _next(fast, "hello")
+    bulk = "x" * 20_000                    # 400 × 20 kB: more than the loopback socket buffers hold
+    with env.sessions.begin() as s:
+        s.add_all([Event(kind="study.received", study_uid=UID, created_at=utcnow(), payload={"n": i, "bulk": bulk})
+                   for i in range(400)])
+    assert [(await _next(fast))["payload"]["n"] for _ in range(400)] == list(range(400))   # slow has read nothing
+    assert any("fell behind" in r.getMessage() for r in caplog.records)
+    live = env.add_event("study.complete", UID)
+    assert (await _next(fast))["id"] == live
+    got = [await _next(slow) for _ in range(401)]
+    assert [m["payload"].get("n") for m in got[:400]] == list(range(400)) and got[400]["id"] == live
+    await slow.close()
+    await fast.close()

@@ -1,8 +1,8 @@
 // NeuroPETRIX dashboard: plain ES modules, no build step. Tokens live in sessionStorage (one tab, one
 // login); the access token is refreshed before it expires; the WebSocket resumes from the last event id.
-import { $, api as call, refreshTokens as renew, session } from "/static/session.js";
+import { $, api as call, keepEventsOpen, refreshTokens as renew, session } from "/static/session.js";
 
-let socket = null, lastEventId = null, refreshTimer = null, reloadTimer = null, reconnectDelay = 500;
+let events = null, lastEventId = null, refreshTimer = null, reloadTimer = null;
 const freshStudies = new Set();
 
 async function api(path, options = {}) {
@@ -25,7 +25,7 @@ function scheduleRefresh() {
 
 function signedOut() {
   session.clear();
-  if (socket) { socket.onclose = null; socket.close(); socket = null; }
+  if (events) { events.close(); events = null; }
   clearTimeout(refreshTimer);
   $("#nav").hidden = true;
   location.hash = "#/login";
@@ -79,29 +79,22 @@ $("#logout-all").addEventListener("click", async () => {
 
 // ---- live events ----
 function connect() {
-  const proto = location.protocol === "https:" ? "wss" : "ws";
-  const after = lastEventId === null ? "" : `&after=${lastEventId}`;
-  socket = new WebSocket(`${proto}://${location.host}/api/ws?token=${encodeURIComponent(session.access)}${after}`);
-  socket.onopen = () => { $("#live").className = "live on"; reconnectDelay = 500; };
-  socket.onmessage = (msg) => {
-    const m = JSON.parse(msg.data);
-    if (m.type === "hello") {   // (re)connected: reload once, in case something changed while away
-      if (lastEventId === null) lastEventId = m.after;
+  if (events) events.close();
+  events = keepEventsOpen({
+    after: () => lastEventId,
+    state: (open) => { $("#live").className = open ? "live on" : "live off"; },
+    message: (m) => {
+      if (m.type === "hello") {   // (re)connected: reload once, in case something changed while away
+        if (lastEventId === null) lastEventId = m.after;
+        onEvent(m);
+        return;
+      }
+      if (m.type === "heartbeat") { lastEventId = Math.max(lastEventId ?? 0, m.last_event_id); return; }
+      lastEventId = m.id;
       onEvent(m);
-      return;
-    }
-    if (m.type === "heartbeat") { lastEventId = Math.max(lastEventId ?? 0, m.last_event_id); return; }
-    lastEventId = m.id;
-    onEvent(m);
-  };
-  socket.onclose = async (ev) => {
-    $("#live").className = "live off";
-    socket = null;
-    if (!session.access) return;
-    if (ev.code === 4001 && !(await refreshTokens())) { signedOut(); return; }
-    setTimeout(connect, reconnectDelay);
-    reconnectDelay = Math.min(reconnectDelay * 2, 10000);
-  };
+    },
+    signedOut,
+  }, refreshTokens);
 }
 
 const awaitingReview = new Set();

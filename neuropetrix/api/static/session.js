@@ -45,3 +45,37 @@ export async function signedInUser() {
   $("#whoami").textContent = `${me.username} (${me.role})`;
   return me;
 }
+
+// Keeps the event stream (/api/ws) open for a page. `on.message(m)` gets each message, `on.state(open)`
+// hears it open and close, `on.after()` names the event id to resume after (null: from now) and
+// `on.signedOut()` is called when the tokens cannot be refreshed. Each (re)connect reads the access
+// token as it is then; a socket closed because its token ran out (4001), or a token this tab knows
+// has expired, is refreshed with `renew` first, so a reconnect never offers the stale token again.
+// Between tries the wait doubles, 0.5 s up to 10 s. Returns { close() } to stop for good.
+export function keepEventsOpen(on, renew = refreshTokens) {
+  let socket = null, stopped = false, expired = false, delay = 500;
+  const again = () => { setTimeout(connect, delay); delay = Math.min(delay * 2, 10000); };
+  async function connect() {
+    if (stopped || !session.access) return;
+    try {
+      if ((expired || session.expires <= Date.now()) && !(await renew())) { on.signedOut(); return; }
+    } catch { again(); return; }                     // the node is unreachable: try again later
+    if (stopped) return;
+    expired = false;
+    const proto = location.protocol === "https:" ? "wss" : "ws";
+    const after = on.after?.() ?? null;
+    socket = new WebSocket(`${proto}://${location.host}/api/ws?token=${encodeURIComponent(session.access)}` +
+                           (after === null ? "" : `&after=${after}`));
+    socket.onopen = () => { delay = 500; on.state?.(true); };
+    socket.onmessage = (msg) => on.message(JSON.parse(msg.data));
+    socket.onclose = (ev) => {
+      socket = null;
+      on.state?.(false);
+      if (stopped) return;
+      expired = ev.code === 4001;
+      again();
+    };
+  }
+  connect();
+  return { close() { stopped = true; if (socket) socket.close(); } };
+}

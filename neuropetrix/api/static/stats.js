@@ -2,7 +2,7 @@
 // medians and 90th percentiles, per-destination job counts and queue depth, from GET /api/stats; read
 // again whenever the event stream says something happened; notifications with their Acknowledge
 // buttons and the on-call list (editable by administrators). Sign-in is the dashboard's (sessionStorage).
-import { $, api, session, signedInUser } from "/static/session.js";
+import { $, api, keepEventsOpen, signedInUser } from "/static/session.js";
 
 const SVG = "http://www.w3.org/2000/svg";
 const SPANS = { image_to_analysis: "Last image → analysis done", analysis_to_signed: "Analysis → signed",
@@ -130,13 +130,13 @@ async function load() {
 function live() {
   // any event may change a number: read the stats again, at most once a second
   let pending = null;
-  const proto = location.protocol === "https:" ? "wss" : "ws";
-  const socket = new WebSocket(`${proto}://${location.host}/api/ws?token=${encodeURIComponent(session.access)}`);
-  socket.onmessage = (m) => {
-    if (JSON.parse(m.data).type !== "event" || pending) return;
-    pending = setTimeout(() => { pending = null; load(); }, 1000);
-  };
-  socket.onclose = () => setTimeout(live, 5000);
+  keepEventsOpen({
+    message: (m) => {
+      if (m.type !== "event" || pending) return;
+      pending = setTimeout(() => { pending = null; load(); }, 1000);
+    },
+    signedOut: () => { $("#signed-out").hidden = false; },
+  });
 }
 
 async function start() {
