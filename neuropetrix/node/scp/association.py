@@ -385,10 +385,11 @@ class Association:
             log.warning("association from %s (%s) ended mid-transfer of %s; partial data discarded",
                         self.calling_ae, self.host, request.sop_instance_uid)
             raise
-        outcome = incoming.commit()
+        # answered as soon as the instance is durable; its index row is written while the peer sends the next
+        outcome = incoming.commit(lambda answer: self._respond(
+            context_id, C_STORE_RSP, request.sop_class_uid, cmd.message_id, answer.status,
+            request.sop_instance_uid, answer.message))
         self._count(outcome, incoming.size)
-        self._respond(context_id, C_STORE_RSP, request.sop_class_uid, cmd.message_id, outcome.status,
-                      request.sop_instance_uid, outcome.message)
 
     def _procedure_step(self, context_id: int, cmd: Command) -> None:
         """N-CREATE or N-SET of an MPPS: the small dataset decoded, the engine's handler answers."""
