@@ -26,8 +26,9 @@ log = logging.getLogger("neuropetrix.store")
 
 
 class IncomingInstance:
-    def __init__(self, ingest: Ingest, request: StoreRequest, preamble: bytes) -> None:
-        """Begin: open the temporary file and write `preamble` (the file meta) in front of the data."""
+    def __init__(self, ingest: Ingest, request: StoreRequest, preamble: bytes, temp: TempFile | None = None) -> None:
+        """Begin: open the temporary file (or take `temp`, an empty one opened beforehand) and write
+        `preamble` (the file meta) in front of the data."""
         self.ingest = ingest
         self.request = request
         self.temp: TempFile | None = None
@@ -37,7 +38,7 @@ class IncomingInstance:
         self._fp: BinaryIO | None = None
         self._offset = len(preamble)
         try:
-            self.temp = ingest.files.new_temp()
+            self.temp = temp if temp is not None else ingest.files.new_temp()
             self._fp = open(self.temp.fd, "wb", closefd=False)   # read back (pread) only where a dataset outgrows `head`
             self._fp.write(preamble)
         except OSError as exc:
