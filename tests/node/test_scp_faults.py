@@ -52,9 +52,16 @@ def receiving(files: FileStore) -> int:
     return count
 
 
-def nothing_in_incoming(files: FileStore) -> bool:
-    """No partial file left behind: neither a name in `incoming` nor an open nameless file."""
-    return not list(files.incoming.iterdir()) and receiving(files) == 0
+def nothing_in_incoming(files: FileStore, within: float = 5.0) -> bool:
+    """No partial file left behind: neither a name in `incoming` nor an open nameless file, once the
+    associations have ended (`within` seconds: an association also holds the empty file it opened
+    for its next instance until it ends)."""
+    deadline = time.monotonic() + within
+    while list(files.incoming.iterdir()) or receiving(files):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def make_server(tmp_path: Path, files_class=FileStore, **limits) -> tuple[DicomServer, FileStore]:
