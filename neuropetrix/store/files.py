@@ -136,7 +136,8 @@ class FileStore:
         if replace:                 # the file there was never indexed: never acknowledged
             final.unlink(missing_ok=True)
         try:
-            os.link(os.path.abspath(temp.path), final, src_dir_fd=_any_dir_fd())    # atomic, and fails rather than overwrite
+            # atomic, and fails rather than overwrite
+            os.link(os.path.abspath(temp.path), final, src_dir_fd=_any_dir_fd())
         except FileExistsError:
             return False
         return True

@@ -1,11 +1,12 @@
-"""One instance being received, from its first byte to `commit` (stored, indexed, answered) or
+"""One instance being received, from its first byte to `commit` (stored, answered, indexed) or
 `abort` (nothing kept).
 
-The writer owns the temporary file (store/files.py: nameless where the file system allows): it opens
-it when the C-STORE request arrives, writes the bytes as they come off the wire (memory does not grow
-with the instance; the first `HEAD_BYTES` are also kept so the header is parsed without re-reading
-the file), makes the data durable with fdatasync at commit and discards the file on abort or failure. A write error does not raise: the caller still
-reads the rest of the dataset off the wire, and `commit` answers Out of Resources.
+The writer owns the temporary file (store/files.py: nameless where the file system allows), opened
+when the C-STORE request arrives or handed over ready by the association: it writes the bytes as they
+come off the wire (memory does not grow with the instance; the first `HEAD_BYTES` are also kept so
+the header is parsed without re-reading the file), makes the data durable with fdatasync at commit
+and discards the file on abort or failure. A write error does not raise: the caller still reads the
+rest of the dataset off the wire, and `commit` answers Out of Resources.
 """
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ class IncomingInstance:
         self._offset = len(preamble)
         try:
             self.temp = temp if temp is not None else ingest.files.new_temp()
-            self._fp = open(self.temp.fd, "wb", closefd=False)   # read back (pread) only where a dataset outgrows `head`
+            # read back (pread) only where a dataset outgrows `head`
+            self._fp = open(self.temp.fd, "wb", closefd=False)
             self._fp.write(preamble)
         except OSError as exc:
             self._fail(exc)

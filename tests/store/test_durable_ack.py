@@ -75,6 +75,19 @@ def serve(tmp_path: Path, files: FileStore, index_class: type[StudyIndex]) -> tu
     return server, index
 
 
+def store_all(tmp_path: Path, files: FileStore, index_class: type[StudyIndex],
+              paths: list[Path]) -> tuple[DicomServer, StudyIndex]:
+    """Send `paths` with storescu to a server over `files`, stop it, check every file is stored as sent."""
+    srv, index = serve(tmp_path, files, index_class)
+    try:
+        result = storescu(srv.port, *paths)
+    finally:
+        srv.stop(grace=2)
+    assert result.returncode == 0, result.stderr
+    assert all(dataset_bytes(stored(files, f)) == dataset_bytes(f) for f in paths)
+    return srv, index
+
+
 def test_answer_comes_once_data_and_name_are_durable_before_the_index_row(tmp_path, small_study):
     _, sent = small_study
     ct = next(f for f in sent if f.name.startswith("CT"))
@@ -102,13 +115,7 @@ def test_a_row_that_fails_after_the_answer_keeps_the_file_for_recovery(tmp_path,
     _, sent = small_study
     ct = [f for f in sent if f.name.startswith("CT")][:2]
     files = FileStore(tmp_path / "storage")
-    srv, index = serve(tmp_path, files, FailingIndex)
-    try:
-        result = storescu(srv.port, *ct)
-    finally:
-        srv.stop(grace=2)
-    assert result.returncode == 0, result.stderr          # both acknowledged: both files are durable
-    assert all(dataset_bytes(stored(files, f)) == dataset_bytes(f) for f in ct)
+    srv, index = store_all(tmp_path, files, FailingIndex, ct)    # both acknowledged: both files are durable
     first, second = (pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in ct)
     assert not index.contains(first) and index.contains(second)
     assert srv.ingest.unindexed == 1                       # the run marker is kept for it (runtime.stop)
@@ -128,12 +135,6 @@ class NamedTemps(FileStore):
 def test_without_nameless_files_named_temporary_files_are_used_and_removed(tmp_path, small_study):
     _, sent = small_study
     files = NamedTemps(tmp_path / "storage")
-    srv, index = serve(tmp_path, files, StudyIndex)
-    try:
-        result = storescu(srv.port, *sent)
-    finally:
-        srv.stop(grace=2)
-    assert result.returncode == 0, result.stderr
-    assert all(dataset_bytes(stored(files, f)) == dataset_bytes(f) for f in sent)
+    _, index = store_all(tmp_path, files, StudyIndex, sent)
     assert all(index.contains(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in sent)
     assert nothing_in_incoming(files)
