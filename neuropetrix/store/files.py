@@ -133,11 +133,14 @@ class FileStore:
     def _link(self, temp: TempFile, final: Path, replace: bool) -> bool:
         if final.parent not in self._known_dirs:
             self._ensure_dir(final.parent)
-        if replace:                 # the file there was never indexed: never acknowledged
-            final.unlink(missing_ok=True)
+        source = os.path.abspath(temp.path)
+        if replace:    # a file with no index row (an interrupted run's, or one whose row failed): swapped atomically
+            side = final.with_name(f".{final.name}.{uuid.uuid4().hex}.part")
+            os.link(source, side, src_dir_fd=_any_dir_fd())
+            os.replace(side, final)
+            return True
         try:
-            # atomic, and fails rather than overwrite
-            os.link(os.path.abspath(temp.path), final, src_dir_fd=_any_dir_fd())
+            os.link(source, final, src_dir_fd=_any_dir_fd())   # atomic, and fails rather than overwrite
         except FileExistsError:
             return False
         return True

@@ -138,3 +138,15 @@ def test_without_nameless_files_named_temporary_files_are_used_and_removed(tmp_p
     _, index = store_all(tmp_path, files, StudyIndex, sent)
     assert all(index.contains(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in sent)
     assert nothing_in_incoming(files)
+
+
+def test_a_stored_file_without_a_row_is_swapped_for_the_copy_received(tmp_path, small_study):
+    _, sent = small_study
+    ct = next(f for f in sent if f.name.startswith("CT"))
+    files = FileStore(tmp_path / "storage")
+    leftover = stored(files, ct)          # an interrupted run's file, or one whose row failed
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"left by an earlier run")
+    _, index = store_all(tmp_path, files, StudyIndex, [ct])
+    assert index.contains(pydicom.dcmread(ct, stop_before_pixels=True).SOPInstanceUID)
+    assert [p.name for p in leftover.parent.iterdir()] == [leftover.name], "no side file left"
