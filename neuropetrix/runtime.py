@@ -125,4 +125,8 @@ class Node:
         self.worker.stop()
         self.engine.dispose()
         self.index_engine.dispose()
-        self.marker.end()
+        if self.ingest.unindexed:   # acknowledged, stored, row not written: the next start re-indexes them
+            log.error("%d stored instance(s) could not be indexed; keeping the run marker so that the next "
+                      "start re-indexes them from storage", self.ingest.unindexed)
+        else:
+            self.marker.end()

@@ -1,16 +1,18 @@
-"""One instance being received, from its first byte to `commit` (stored, indexed, answered) or
+"""One instance being received, from its first byte to `commit` (stored, answered, indexed) or
 `abort` (nothing kept).
 
-The writer owns the temporary file: it opens it when the C-STORE request arrives, writes the bytes
-as they come off the wire (memory does not grow with the instance; the first `HEAD_BYTES` are also
-kept so the header is parsed without re-reading the file), makes the data durable with fdatasync at
-commit and discards the file on abort or failure. A write error does not raise: the caller still
-reads the rest of the dataset off the wire, and `commit` answers Out of Resources.
+The writer owns the temporary file (store/files.py: nameless where the file system allows), opened
+when the C-STORE request arrives or handed over ready by the association: it writes the bytes as they
+come off the wire (memory does not grow with the instance; the first `HEAD_BYTES` are also kept so
+the header is parsed without re-reading the file), makes the data durable with fdatasync at commit
+and discards the file on abort or failure. A write error does not raise: the caller still reads the
+rest of the dataset off the wire, and `commit` answers Out of Resources.
 """
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, BinaryIO
 
 from neuropetrix.node.scp.status import CANNOT_UNDERSTAND, OUT_OF_RESOURCES
@@ -18,24 +20,28 @@ from neuropetrix.store.header import truncation
 from neuropetrix.store.ingest import HEAD_BYTES, Outcome, StoreRequest, is_disk_full
 
 if TYPE_CHECKING:
+    from neuropetrix.store.files import TempFile
     from neuropetrix.store.ingest import Ingest
 
 log = logging.getLogger("neuropetrix.store")
 
 
 class IncomingInstance:
-    def __init__(self, ingest: Ingest, request: StoreRequest, preamble: bytes) -> None:
-        """Begin: open the temporary file and write `preamble` (the file meta) in front of the data."""
+    def __init__(self, ingest: Ingest, request: StoreRequest, preamble: bytes, temp: TempFile | None = None) -> None:
+        """Begin: open the temporary file (or take `temp`, an empty one opened beforehand) and write
+        `preamble` (the file meta) in front of the data."""
         self.ingest = ingest
         self.request = request
-        self.temp = ingest.files.new_temp()
+        self.temp: TempFile | None = None
         self.size = 0
         self.head = bytearray()
         self.failure: Outcome | None = None
         self._fp: BinaryIO | None = None
         self._offset = len(preamble)
         try:
-            self._fp = open(self.temp, "w+b")     # read back only where a dataset outgrows `head`
+            self.temp = temp if temp is not None else ingest.files.new_temp()
+            # read back (pread) only where a dataset outgrows `head`
+            self._fp = open(self.temp.fd, "wb", closefd=False)
             self._fp.write(preamble)
         except OSError as exc:
             self._fail(exc)
@@ -51,28 +57,31 @@ class IncomingInstance:
         except OSError as exc:
             self._fail(exc)
 
-    def commit(self) -> Outcome:
-        """The dataset's last fragment arrived: check it is whole, make it durable, place and index
-        it; never raises."""
-        if self._fp is not None:
+    def commit(self, acknowledge: Callable[[Outcome], None]) -> Outcome:
+        """The dataset's last fragment arrived: check it is whole, make it durable, place it, call
+        `acknowledge` with the status to answer (once, as soon as the file alone keeps the instance),
+        then index it. Returns how it went; raises only what `acknowledge` raised."""
+        if self._fp is not None and self.temp is not None:
             try:
                 self._fp.flush()
                 cut = truncation(bytes(self.head), self.size, self._read_at, self.request.transfer_syntax)
                 if cut is not None:
-                    return self._refuse(cut)
-                if self.ingest.files.fsync:
-                    os.fdatasync(self._fp.fileno())   # the data and its size; the folder comes later
-                self._fp.close()
-                self._fp = None
+                    outcome = self._refuse(cut)
+                    acknowledge(outcome)
+                    return outcome
+                self._close()
+                self.ingest.files.sync_file(self.temp)   # the data and its size; the name comes later
             except OSError as exc:
                 self._fail(exc)
         if self.failure is not None:
+            acknowledge(self.failure)
             return self.failure
-        return self.ingest.accept(self.temp, self.request, bytes(self.head))
+        assert self.temp is not None
+        return self.ingest.accept(self.temp, self.request, bytes(self.head), acknowledge)
 
     def _read_at(self, pos: int, n: int) -> bytes:
-        assert self._fp is not None
-        return os.pread(self._fp.fileno(), n, self._offset + pos)
+        assert self.temp is not None
+        return os.pread(self.temp.fd, n, self._offset + pos)
 
     def _refuse(self, why: str) -> Outcome:
         self.abort()
@@ -84,7 +93,8 @@ class IncomingInstance:
     def abort(self) -> None:
         """The association ended mid-dataset: nothing was acknowledged, nothing is kept."""
         self._close()
-        self.ingest.files.discard(self.temp)
+        if self.temp is not None:
+            self.ingest.files.discard(self.temp)
 
     def _close(self) -> None:
         if self._fp is not None:

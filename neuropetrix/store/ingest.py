@@ -1,8 +1,9 @@
 """Taking in one received instance: check it, put its file in place, index it, say how it went.
 
 The SCP streams what arrived into a temporary file (file meta + the dataset bytes exactly as sent) and
-hands it here. The answer is a DIMSE status: success only once the file is fsync'd, renamed and
-indexed, so a scanner that got 0x0000 never loses that image.
+hands it here. The answer is a DIMSE status: success only once the file's data and its name are
+fsync'd, so a scanner that got 0x0000 never loses that image; its index row is written right after
+the answer went out (a row lost to a crash is rebuilt from the file: store/recovery.py).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from neuropetrix.node.scp.status import (
     OUT_OF_RESOURCES,
     SUCCESS,
 )
-from neuropetrix.store.files import FileStore, relative_path
+from neuropetrix.store.files import FileStore, TempFile, relative_path
 from neuropetrix.store.header import LAST_TAG, InstanceKeys, int_value, keys_of, scan_keys
 from neuropetrix.store.index import InstanceRecord, StudyIndex
 
@@ -124,49 +125,79 @@ class Ingest:
         # One SOP Instance UID is placed and indexed by one association at a time: otherwise a second
         # copy arriving between the first one's link and its index row would look like a leftover.
         self._placing = [threading.Lock() for _ in range(_LOCK_STRIPES)]
+        self.unindexed = 0          # stored and acknowledged instances whose row could not be written
+        self._unindexed_lock = threading.Lock()
 
-    def _read(self, temp: Path, head: bytes, transfer_syntax: str) -> tuple[InstanceKeys, dict[str, object]]:
+    def _read(self, temp: TempFile, head: bytes, transfer_syntax: str) -> tuple[InstanceKeys, dict[str, object]]:
         """The instance's keys, from its first bytes when they suffice; and, for a series the index
         does not know yet, its patient, study and series attributes (pydicom reads those)."""
         keys = scan_keys(head, transfer_syntax, whole=len(head) < HEAD_BYTES)
         ds = None
         if keys is None:
-            ds = read_header(temp, head, transfer_syntax)
+            ds = read_header(temp.path, head, transfer_syntax)
             keys = keys_of(ds)
         if self.index.knows_series(keys.series_uid):
             return keys, {}
-        return keys, described(ds if ds is not None else read_header(temp, head, transfer_syntax))
+        return keys, described(ds if ds is not None else read_header(temp.path, head, transfer_syntax))
 
-    def _transform(self, temp: Path, transform: Callable[[Dataset], None],
-                   transfer_syntax: str) -> tuple[InstanceKeys, dict[str, object], str]:
-        """Apply a peer's inbound transform to the received file (re-encoding it in the same transfer
-        syntax); returns the keys, attributes and place of what is now to be stored."""
-        ds = dcmread(temp)
+    def _transform(self, temp: TempFile, transform: Callable[[Dataset], None],
+                   transfer_syntax: str) -> tuple[TempFile, InstanceKeys, dict[str, object], str]:
+        """Apply a peer's inbound transform to the received file, re-encoded in the same transfer
+        syntax into a new temporary file (durable before it gets its name, as received files are);
+        returns that file and the keys, attributes and place of what is now to be stored."""
+        ds = dcmread(temp.path)
         transform(ds)
-        ds.save_as(temp, enforce_file_format=True)
-        self.files.sync_file(temp)             # durable before it gets its name, as received files are
-        keys, attributes = self._read(temp, b"", transfer_syntax)
-        return keys, attributes, relative_path(keys.study_uid, keys.series_uid,
-                                               check_uid(keys.sop_instance_uid, "SOPInstanceUID"))
+        rewritten = self.files.new_temp()
+        try:
+            with open(rewritten.fd, "wb", closefd=False) as fp:
+                ds.save_as(fp, enforce_file_format=True)
+            self.files.sync_file(rewritten)
+            keys, attributes = self._read(rewritten, b"", transfer_syntax)
+            rel = relative_path(keys.study_uid, keys.series_uid, check_uid(keys.sop_instance_uid, "SOPInstanceUID"))
+        except BaseException:
+            self.files.discard(rewritten)
+            raise
+        self.files.discard(temp)
+        return rewritten, keys, attributes, rel
 
-    def accept(self, temp: Path, request: StoreRequest, head: bytes = b"") -> Outcome:
-        """Check, place and index the instance in `temp` (fdatasync'd by the caller); never raises
-        for bad input.
+    def accept(self, temp: TempFile, request: StoreRequest, head: bytes = b"",
+               acknowledge: Callable[[Outcome], None] | None = None) -> Outcome:
+        """Check, place and index the instance in `temp` (fdatasync'd by the caller), which is
+        closed when this returns; never raises for bad input.
 
+        `acknowledge` is called once with the status to answer, as soon as the answer is known: for
+        a stored instance, once its data and name are durable and before its index row is written
+        (the file alone is enough to rebuild the row: store/recovery.py), so the row's write overlaps
+        the peer sending its next instance. What `acknowledge` raises is raised after indexing.
         `head` is the start of the dataset as received, when the caller kept it: the header is then
         read from memory instead of from the file."""
+        answered: list[Outcome] = []
+
+        def answer(outcome: Outcome) -> None:
+            answered.append(outcome)
+            if acknowledge is not None:
+                acknowledge(outcome)
         try:
-            return self._accept(temp, request, head)
+            outcome = self._accept(temp, request, head, answer)
         except Exception as exc:
             self.files.discard(temp)
-            r = request
-            if is_disk_full(exc) or isinstance(exc, OperationalError) and "full" in str(exc).lower():
-                log.error("out of storage space, refusing %s from %s: %s", r.sop_instance_uid, r.calling_ae, exc)
-                return Outcome(OUT_OF_RESOURCES, "out of storage space")
-            log.exception("storing %s from %s failed", r.sop_instance_uid, r.calling_ae)
-            return Outcome(OUT_OF_RESOURCES, f"cannot store: {type(exc).__name__}")
+            if answered:       # acknowledge failed (the peer went away): the instance is stored anyway
+                raise
+            outcome = self._failure(request, exc)
+        if not answered:
+            answer(outcome)
+        return outcome
 
-    def _accept(self, temp: Path, request: StoreRequest, head: bytes) -> Outcome:
+    def _failure(self, request: StoreRequest, exc: Exception) -> Outcome:
+        r = request
+        if is_disk_full(exc) or isinstance(exc, OperationalError) and "full" in str(exc).lower():
+            log.error("out of storage space, refusing %s from %s: %s", r.sop_instance_uid, r.calling_ae, exc)
+            return Outcome(OUT_OF_RESOURCES, "out of storage space")
+        log.exception("storing %s from %s failed", r.sop_instance_uid, r.calling_ae)
+        return Outcome(OUT_OF_RESOURCES, f"cannot store: {type(exc).__name__}")
+
+    def _accept(self, temp: TempFile, request: StoreRequest, head: bytes,
+                acknowledge: Callable[[Outcome], None]) -> Outcome:
         sop_instance_uid, calling_ae, calling_host = request.sop_instance_uid, request.calling_ae, request.calling_host
         transfer_syntax = request.transfer_syntax
         try:
@@ -189,38 +220,51 @@ class Ingest:
             return Outcome(DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc)[:64])
         transform = self.inbound.get(calling_ae)
         if transform is not None:
-            keys, attributes, rel = self._transform(temp, transform, transfer_syntax)
+            temp, keys, attributes, rel = self._transform(temp, transform, transfer_syntax)
             sop = keys.sop_instance_uid
 
-        study_uid = keys.study_uid
-        size = temp.stat().st_size
-        with self._placing[hash(sop) % _LOCK_STRIPES]:
-            added = self._place_and_index(temp, rel, keys, size, transfer_syntax, calling_ae, calling_host,
-                                          attributes)
-        if not added:
-            log.info("duplicate %s from %s: already stored, kept the first", sop, calling_ae)
-            return Outcome(SUCCESS, duplicate=True, study_uid=study_uid)
+        try:
+            size = temp.size()
+            rec = instance_record(keys, rel, size, transfer_syntax, calling_ae, calling_host, attributes)
+            with self._placing[hash(sop) % _LOCK_STRIPES]:
+                if not self._place(temp, rec):
+                    log.info("duplicate %s from %s: already stored, kept the first", sop, calling_ae)
+                    return Outcome(SUCCESS, duplicate=True, study_uid=keys.study_uid)
+                try:
+                    acknowledge(Outcome(SUCCESS, study_uid=keys.study_uid))
+                finally:
+                    added = self._index(rec)
+        finally:
+            self.files.discard(temp)     # closed already once placed; a rewritten one otherwise leaks
         metrics.INSTANCES_RECEIVED.inc()
         metrics.BYTES_RECEIVED.inc(size)
-        return Outcome(SUCCESS, study_uid=study_uid)
+        return Outcome(SUCCESS, duplicate=not added, study_uid=keys.study_uid)
 
-    def _place_and_index(self, temp: Path, rel: str, keys: InstanceKeys, size: int, transfer_syntax: str,
-                         calling_ae: str, calling_host: str, attributes: dict[str, object]) -> bool:
-        """Give the file its name and its index row; False (and `temp` discarded) for a duplicate.
-        Called with the instance's lock held, so a file without a row is never another association's
-        copy in flight: it is one an interrupted run placed and never indexed, and it is replaced."""
-        if not self.files.place(temp, rel):
-            if self.index.contains(keys.sop_instance_uid):
+    def _place(self, temp: TempFile, rec: InstanceRecord) -> bool:
+        """Give the file its name and make the name durable; False (and `temp` discarded) for a
+        duplicate. Called with the instance's lock held, which is kept until its row is written, so
+        a file without a row is never another association's copy in flight: it is one an
+        interrupted run placed and never indexed, and it is replaced."""
+        if not self.files.place(temp, rec.path):
+            if self.index.contains(rec.sop_instance_uid):
                 self.files.discard(temp)
                 return False
-            self.files.place(temp, rel, replace=True)
+            self.files.place(temp, rec.path, replace=True)
         # The data was fdatasync'd before it got its name; now the name is made durable. From here on
-        # the file alone is enough to rebuild its index row (store/recovery.py), so the index commit
-        # need not wait for the disk.
-        self.files.sync_dir(rel)
-        rec = instance_record(keys, rel, size, transfer_syntax, calling_ae, calling_host, attributes)
+        # the file alone is enough to rebuild its index row (store/recovery.py), so the instance may
+        # be acknowledged, and the index commit need not wait for the disk.
+        self.files.sync_dir(rec.path)
+        return True
+
+    def _index(self, rec: InstanceRecord) -> bool:
+        """Write the row of an instance already stored and acknowledged; False when it was there
+        (another node sharing the database indexed it first). A row that cannot be written now is
+        left to recovery: the run is marked for it (`unindexed`) and the file stays."""
         try:
-            return self.index.add(rec)   # False: another node sharing the database indexed it first
+            return self.index.add(rec)
         except Exception:
-            self.files.path_of(rel).unlink(missing_ok=True)   # not indexed → not acknowledged → not kept
-            raise
+            with self._unindexed_lock:
+                self.unindexed += 1
+            log.exception("indexing %s failed; its file is stored and the next start re-indexes it",
+                          rec.sop_instance_uid)
+            return True

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from neuropetrix.store.models import Instance
 from tests.conftest import storescu
-from tests.node.test_scp_faults import make_server
+from tests.node.test_scp_faults import make_server, nothing_in_incoming
 
 
 def test_racing_duplicates_leave_the_row_of_the_kept_file(tmp_path, small_study):
@@ -38,4 +38,4 @@ def test_racing_duplicates_leave_the_row_of_the_kept_file(tmp_path, small_study)
         if (str(meta.TransferSyntaxUID), kept.stat().st_size) != (row.transfer_syntax_uid, row.size_bytes):
             wrong.append(uid)
     assert not wrong, f"{len(wrong)} of {len(rows)} index rows describe a copy that was not kept"
-    assert not list(files.incoming.iterdir())
+    assert nothing_in_incoming(files)

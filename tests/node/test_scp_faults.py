@@ -20,7 +20,7 @@ from neuropetrix.node.scp.policy import AcceptancePolicy, ServerLimits
 from neuropetrix.node.scp.server import DicomServer
 from neuropetrix.node.scp.wire import ABORT
 from neuropetrix.store.db import open_database
-from neuropetrix.store.files import FileStore
+from neuropetrix.store.files import FileStore, TempFile
 from neuropetrix.store.index import StudyIndex
 from neuropetrix.store.ingest import Ingest
 from tests.conftest import storescu
@@ -33,11 +33,35 @@ class FullDisk(FileStore):
 
     full = True
 
-    def new_temp(self) -> Path:
-        temp = super().new_temp()
+    def new_temp(self) -> TempFile:
         if self.full:
-            os.symlink("/dev/full", temp)
-        return temp
+            return TempFile(os.open("/dev/full", os.O_RDWR))
+        return super().new_temp()
+
+
+def receiving(files: FileStore) -> int:
+    """How many temporary files in `files.incoming` this process holds open (nameless ones have no
+    directory entry to count): files being received, or leaked."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        count += target.startswith(str(files.incoming.absolute()) + "/")
+    return count
+
+
+def nothing_in_incoming(files: FileStore, within: float = 5.0) -> bool:
+    """No partial file left behind: neither a name in `incoming` nor an open nameless file, once the
+    associations have ended (`within` seconds: an association also holds the empty file it opened
+    for its next instance until it ends)."""
+    deadline = time.monotonic() + within
+    while list(files.incoming.iterdir()) or receiving(files):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def make_server(tmp_path: Path, files_class=FileStore, **limits) -> tuple[DicomServer, FileStore]:
@@ -114,7 +138,7 @@ def test_silent_garbage_and_aborting_connections_do_not_starve_a_scanner(server,
         assert s.recv(16) == b"", "a silent connection must be closed by the node"
         s.close()
     garbage.close()
-    assert not list(files.incoming.iterdir()), "the aborted transfer left a partial file"
+    assert nothing_in_incoming(files), "the aborted transfer left a partial file"
     assert "expected A-ASSOCIATE-RQ" in caplog.text
     assert "ended mid-transfer" in caplog.text
     assert "closed before association" in caplog.text or "silent for too long" in caplog.text
@@ -176,8 +200,9 @@ def test_stop_has_one_deadline_for_all_associations(tmp_path):
     for raw in stuck:     # an instance in hand that never finishes
         raw.send_store(generate_uid(), os.urandom(5000), last=False)
     deadline = time.monotonic() + 10
-    while len(list(files.incoming.iterdir())) < len(stuck) and time.monotonic() < deadline:
+    while receiving(files) < len(stuck) and time.monotonic() < deadline:
         time.sleep(0.02)
+    assert receiving(files) == len(stuck), "each instance in hand is being written"
     started = time.monotonic()
     srv.stop(grace=1.0)
     took = time.monotonic() - started
@@ -187,7 +212,7 @@ def test_stop_has_one_deadline_for_all_associations(tmp_path):
         assert raw.sock.recv(16) == b"", "a cut-off association must be closed"
     while srv.active_associations and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert not list(files.incoming.iterdir()), "an unanswered instance must not be kept"
+    assert nothing_in_incoming(files), "an unanswered instance must not be kept"
 
 
 def test_idle_association_is_aborted_after_the_dimse_timeout(tmp_path, caplog):
@@ -226,4 +251,4 @@ def test_truncated_datasets_are_refused_not_acknowledged(server, small_study, ca
     raw.abort()
     assert dataset_bytes(stored(files, ct)) == encoded
     assert f"declares {length} bytes, {length // 2} arrived" in caplog.text
-    assert not list(files.incoming.iterdir())
+    assert nothing_in_incoming(files)

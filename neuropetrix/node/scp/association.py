@@ -84,6 +84,7 @@ from neuropetrix.node.scp.wire import (
     split_file,
 )
 from neuropetrix.node.scu.dicom import SendError, send_files
+from neuropetrix.store.files import TempFile
 from neuropetrix.store.incoming import IncomingInstance
 from neuropetrix.store.ingest import Outcome, StoreRequest
 
@@ -158,6 +159,7 @@ class Association:
         self._chunk = bytearray(CHUNK)
         self._pdu_left = 0                # bytes of the current P-DATA-TF not read yet
         self._cancel_seen = False         # a C-CANCEL read while waiting for a C-GET sub-operation's answer
+        self._spare: TempFile | None = None  # opened after an instance was answered, for the next one
 
     # -- reading --------------------------------------------------------------------------------
     def _read(self, n: int) -> bytes:
@@ -182,11 +184,14 @@ class Association:
     def _next_pdv(self, idle: bool) -> tuple[int, int, int] | None:
         """(context id, control header, data length) of the next PDV, its data not read yet; None when
         the peer releases the association, which it may only do between requests (`idle`)."""
+        # waiting for the next request: the DIMSE timeout; within one: the network's (two system calls
+        # each way, skipped when they are the same)
+        switch = idle and self.limits.dimse_timeout != self.limits.network_timeout
         while self._pdu_left == 0:
-            if idle:    # waiting for the next request: the DIMSE timeout; within one: the network's
+            if switch:
                 self.sock.settimeout(self.limits.dimse_timeout)
             pdu_type, length = self._read_header()
-            if idle:
+            if switch:
                 self.sock.settimeout(self.limits.network_timeout)
             if pdu_type == P_DATA_TF:
                 self._pdu_left = length
@@ -376,8 +381,9 @@ class Association:
         """C-STORE: the dataset streams into the store's writer; the answer is the store's."""
         request = StoreRequest(cmd.sop_class_uid, cmd.sop_instance_uid, self.contexts[context_id][1],
                                self.calling_ae, self.host)
+        spare, self._spare = self._spare, None
         incoming = IncomingInstance(self.server.ingest, request, file_header(
-            request.sop_class_uid, request.sop_instance_uid, request.transfer_syntax, self.calling_ae))
+            request.sop_class_uid, request.sop_instance_uid, request.transfer_syntax, self.calling_ae), spare)
         try:
             self._read_dataset(context_id, incoming.write)
         except BaseException:
@@ -385,10 +391,13 @@ class Association:
             log.warning("association from %s (%s) ended mid-transfer of %s; partial data discarded",
                         self.calling_ae, self.host, request.sop_instance_uid)
             raise
-        outcome = incoming.commit()
+        # answered as soon as the instance is durable; its index row is written while the peer sends the next
+        outcome = incoming.commit(lambda answer: self._respond(
+            context_id, C_STORE_RSP, request.sop_class_uid, cmd.message_id, answer.status,
+            request.sop_instance_uid, answer.message))
         self._count(outcome, incoming.size)
-        self._respond(context_id, C_STORE_RSP, request.sop_class_uid, cmd.message_id, outcome.status,
-                      request.sop_instance_uid, outcome.message)
+        if outcome.status == SUCCESS:   # the next instance's file, opened while it comes (not after a failed write)
+            self._spare = self.server.ingest.files.spare_temp()
 
     def _procedure_step(self, context_id: int, cmd: Command) -> None:
         """N-CREATE or N-SET of an MPPS: the small dataset decoded, the engine's handler answers."""
@@ -634,6 +643,8 @@ class Association:
             log.exception("association from %s (%s) failed", self.calling_ae, self.host)
             self.abort()
         finally:
+            if self._spare is not None:
+                self.server.ingest.files.discard(self._spare)
             self.server.release(self)
             try:
                 self.rfile.close()

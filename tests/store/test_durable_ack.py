@@ -1,0 +1,152 @@
+"""When a C-STORE is answered: after the instance's data and its name are on disk, before its index
+row is written (a row lost then is rebuilt from the file), and what happens when the row fails."""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pydicom
+from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom.sop_class import CTImageStorage
+from sqlalchemy.exc import OperationalError
+
+from neuropetrix.node.scp.policy import AcceptancePolicy, ServerLimits
+from neuropetrix.node.scp.server import DicomServer
+from neuropetrix.store.db import open_database
+from neuropetrix.store.files import FileStore, TempFile
+from neuropetrix.store.index import InstanceRecord, StudyIndex
+from neuropetrix.store.ingest import Ingest
+from neuropetrix.store.recovery import reindex_since
+from tests.conftest import storescu
+from tests.node.test_scp_faults import nothing_in_incoming, stored
+from tests.support.dicomfiles import dataset_bytes
+from tests.support.rawdicom import RawAssociation
+
+
+class RecordingFiles(FileStore):
+    """Storage that notes when an instance's data and its name are made durable."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root, fsync=True)
+        self.events: list[str] = []
+
+    def sync_file(self, temp: TempFile) -> None:
+        super().sync_file(temp)
+        self.events.append("data")
+
+    def sync_dir(self, relative: str) -> None:
+        super().sync_dir(relative)
+        self.events.append(f"name {relative}")
+
+
+class GatedIndex(StudyIndex):
+    """An index whose row writes wait until the test lets them through."""
+
+    def __init__(self, sessions) -> None:
+        super().__init__(sessions)
+        self.gate = threading.Event()
+        self.written = threading.Event()
+
+    def add(self, rec: InstanceRecord) -> bool:
+        self.gate.wait(10)
+        added = super().add(rec)
+        self.written.set()
+        return added
+
+
+class FailingIndex(StudyIndex):
+    """An index whose next row write fails (the database locked past its timeout)."""
+
+    failures = 1
+
+    def add(self, rec: InstanceRecord) -> bool:
+        if self.failures:
+            self.failures -= 1
+            raise OperationalError("INSERT INTO instances", {}, Exception("database is locked"))
+        return super().add(rec)
+
+
+def serve(tmp_path: Path, files: FileStore, index_class: type[StudyIndex]) -> tuple[DicomServer, StudyIndex]:
+    _, sessions = open_database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    index = index_class(sessions)
+    policy = AcceptancePolicy("NEUROPETRIX", frozenset({"STORESCU", "PYNETDICOM"}))
+    server = DicomServer("127.0.0.1", 0, policy, Ingest(files, index), ServerLimits(network_timeout=20.0))
+    server.start()
+    return server, index
+
+
+def store_all(tmp_path: Path, files: FileStore, index_class: type[StudyIndex],
+              paths: list[Path]) -> tuple[DicomServer, StudyIndex]:
+    """Send `paths` with storescu to a server over `files`, stop it, check every file is stored as sent."""
+    srv, index = serve(tmp_path, files, index_class)
+    try:
+        result = storescu(srv.port, *paths)
+    finally:
+        srv.stop(grace=2)
+    assert result.returncode == 0, result.stderr
+    assert all(dataset_bytes(stored(files, f)) == dataset_bytes(f) for f in paths)
+    return srv, index
+
+
+def test_answer_comes_once_data_and_name_are_durable_before_the_index_row(tmp_path, small_study):
+    _, sent = small_study
+    ct = next(f for f in sent if f.name.startswith("CT"))
+    sop, encoded = pydicom.dcmread(ct, stop_before_pixels=True).SOPInstanceUID, dataset_bytes(ct)
+    files = RecordingFiles(tmp_path / "storage")
+    srv, index = serve(tmp_path, files, GatedIndex)
+    try:
+        raw = RawAssociation(srv.port, CTImageStorage, ExplicitVRLittleEndian)
+        raw.sock.settimeout(5)      # an answer that waited for the gated row would come after 10 s
+        assert raw.store_status(sop, encoded) == 0x0000
+        rel = stored(files, ct).relative_to(files.root).as_posix()
+        assert files.events == ["data", f"name {rel}"], "answered before the file and its name were durable"
+        assert dataset_bytes(stored(files, ct)) == encoded
+        assert not index.contains(sop), "the row is written after the answer, not before"
+        index.gate.set()
+        assert index.written.wait(10)
+        assert index.contains(sop)
+        raw.abort()
+    finally:
+        index.gate.set()
+        srv.stop(grace=2)
+
+
+def test_a_row_that_fails_after_the_answer_keeps_the_file_for_recovery(tmp_path, small_study, caplog):
+    _, sent = small_study
+    ct = [f for f in sent if f.name.startswith("CT")][:2]
+    files = FileStore(tmp_path / "storage")
+    srv, index = store_all(tmp_path, files, FailingIndex, ct)    # both acknowledged: both files are durable
+    first, second = (pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in ct)
+    assert not index.contains(first) and index.contains(second)
+    assert srv.ingest.unindexed == 1                       # the run marker is kept for it (runtime.stop)
+    assert f"indexing {first} failed; its file is stored and the next start re-indexes it" in caplog.text
+    assert reindex_since(files, index, since=0.0) == 1     # what the next start does
+    assert index.contains(first)
+
+
+class NamedTemps(FileStore):
+    """Storage on a file system without nameless files (NFS): named `.part` files instead."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.nameless = False
+
+
+def test_without_nameless_files_named_temporary_files_are_used_and_removed(tmp_path, small_study):
+    _, sent = small_study
+    files = NamedTemps(tmp_path / "storage")
+    _, index = store_all(tmp_path, files, StudyIndex, sent)
+    assert all(index.contains(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in sent)
+    assert nothing_in_incoming(files)
+
+
+def test_a_stored_file_without_a_row_is_swapped_for_the_copy_received(tmp_path, small_study):
+    _, sent = small_study
+    ct = next(f for f in sent if f.name.startswith("CT"))
+    files = FileStore(tmp_path / "storage")
+    leftover = stored(files, ct)          # an interrupted run's file, or one whose row failed
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"left by an earlier run")
+    _, index = store_all(tmp_path, files, StudyIndex, [ct])
+    assert index.contains(pydicom.dcmread(ct, stop_before_pixels=True).SOPInstanceUID)
+    assert [p.name for p in leftover.parent.iterdir()] == [leftover.name], "no side file left"
