@@ -67,6 +67,8 @@ class TempFile:
 class FileStore:
     """The storage folder. Thread-safe: each association's thread writes its own temporary files."""
 
+    SIDE_NAMES = ".*.dcm.*.part"          # a swap's second name for the new copy (`_link`), until renamed
+
     def __init__(self, root: Path, fsync: bool = True) -> None:
         self.root = Path(root)
         # per host: a node cleaning up after itself never touches files another node (sharing this
@@ -135,7 +137,7 @@ class FileStore:
             self._ensure_dir(final.parent)
         source = os.path.abspath(temp.path)
         if replace:    # a file with no index row (an interrupted run's, or one whose row failed): swapped atomically
-            side = final.with_name(f".{final.name}.{uuid.uuid4().hex}.part")
+            side = final.with_name(f".{final.name}.{uuid.uuid4().hex}.part")      # SIDE_NAMES
             os.link(source, side, src_dir_fd=_any_dir_fd())
             os.replace(side, final)
             return True

@@ -56,12 +56,17 @@ class RunMarker:
 
 
 def reindex_since(files: FileStore, index: StudyIndex, since: float) -> int:
-    """Index every stored file under a series folder changed after `since` that the index lacks."""
+    """Index every stored file under a series folder changed after `since` that the index lacks, and
+    remove the side names of swaps a crash interrupted (`FileStore.SIDE_NAMES`: the instance's own name
+    holds a whole copy either way)."""
     restored = 0
     for study_dir in sorted(p for p in files.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for series_dir in sorted(p for p in study_dir.iterdir() if p.is_dir()):
             if series_dir.stat().st_mtime < since - MTIME_SLACK_S:
                 continue
+            for side in series_dir.glob(FileStore.SIDE_NAMES):
+                log.info("recovery: removing %s, left by an interrupted swap", side.name)
+                side.unlink(missing_ok=True)
             for path in sorted(series_dir.glob("*.dcm")):
                 if index.contains(path.stem):
                     continue

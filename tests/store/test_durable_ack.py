@@ -150,3 +150,14 @@ def test_a_stored_file_without_a_row_is_swapped_for_the_copy_received(tmp_path, 
     _, index = store_all(tmp_path, files, StudyIndex, [ct])
     assert index.contains(pydicom.dcmread(ct, stop_before_pixels=True).SOPInstanceUID)
     assert [p.name for p in leftover.parent.iterdir()] == [leftover.name], "no side file left"
+
+
+def test_recovery_removes_the_side_name_of_a_swap_a_crash_interrupted(tmp_path, small_study):
+    _, sent = small_study
+    files = FileStore(tmp_path / "storage")
+    _, index = store_all(tmp_path, files, StudyIndex, sent[:1])
+    kept = stored(files, sent[0])
+    side = kept.with_name(f".{kept.name}.0123abcd.part")     # linked, not yet renamed over the instance
+    side.write_bytes(kept.read_bytes())
+    assert reindex_since(files, index, since=0.0) == 0
+    assert [p.name for p in kept.parent.iterdir()] == [kept.name]
