@@ -58,15 +58,14 @@ from neuropetrix.config.settings import AnalysisSettings, Settings
 from neuropetrix.engine.analysis_runner import warm_up
 from neuropetrix.engine.offline import analyze_folder
 t0 = time.perf_counter()
-warm_up(Settings(), fork_writers=True)             # as the engine's analysis child does
+warm_up(Settings())
 warmed = time.perf_counter() - t0
 settings = AnalysisSettings(method=sys.argv[3], threshold=0.41 if sys.argv[3] == "percent_max" else 4.0)
 times, stages = [], {}
 for _ in range(2):
     with tempfile.TemporaryDirectory(dir=sys.argv[2]) as out:
         t0 = time.perf_counter()
-        stages = dict(analyze_folder(Path(sys.argv[1]), Path(out), settings, "cpu",
-                                     fork_writers=True).result.timings_s)
+        stages = dict(analyze_folder(Path(sys.argv[1]), Path(out), settings, "cpu").result.timings_s)
         times.append(time.perf_counter() - t0)      # the analysis is dropped, as the engine drops it
 print(json.dumps({"warm_up_s": warmed, "first_s": times[0], "second_s": times[1], "stages": stages}))
 """

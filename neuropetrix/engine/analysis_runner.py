@@ -42,13 +42,11 @@ def _die_with_parent() -> None:
 
 
 def analyze_into(study_dir: Path, out_dir: Path, settings: Settings, params: dict | None = None,
-                 hbys_order: OrderFacts | None = None, prior_dir: Path | None = None,
-                 fork_writers: bool = False) -> dict:
+                 hbys_order: OrderFacts | None = None, prior_dir: Path | None = None) -> dict:
     """Analyse `study_dir` and write every result file into `out_dir`, as the version the job's
     `params` ask for (engine/review_result.py), with a key image per lesion, and with the HBYS's
     `hbys_order` when the study was reconciled with one, compared with the study in `prior_dir`
-    when the patient has one (engine/priors.py); returns a short summary. `fork_writers`: the SEG and SR
-    are written by a forked helper meanwhile (the analysis child, which forks safely; not a test process)."""
+    when the patient has one (engine/priors.py); returns a short summary."""
     from neuropetrix.config.settings import AnalysisSettings
     from neuropetrix.engine.offline import analyze_folder
     from neuropetrix.engine.review_result import order_of
@@ -58,8 +56,7 @@ def analyze_into(study_dir: Path, out_dir: Path, settings: Settings, params: dic
     analysis_settings = settings.analysis if not order.analysis else AnalysisSettings.model_validate(
         {**settings.analysis.model_dump(), **order.analysis})
     analysis = analyze_folder(study_dir, out_dir, analysis_settings, hbys=settings.hbys, order=order,
-                              hbys_order=hbys_order, prior_dir=prior_dir, prior_optional=True,
-                              fork_writers=fork_writers)
+                              hbys_order=hbys_order, prior_dir=prior_dir, prior_optional=True)
     write_key_images(analysis.result, out_dir, analysis.pictures)
     result = analysis.result
     return {"lesions": len(result.lesions), "suv_max": result.suv_max, "tmtv_ml": result.tmtv_ml,
@@ -74,7 +71,7 @@ def analyze_into(study_dir: Path, out_dir: Path, settings: Settings, params: dic
 _WARM_LESION = ("warm-up", "liver", (-110.0, -30.0, 150.0), 60.0, 9.0)
 
 
-def warm_up(settings: Settings, fork_writers: bool = False) -> dict | None:
+def warm_up(settings: Settings) -> dict | None:
     """Pay every cost that is paid once per process before the first study rather than in it:
     the imports and what the libraries load on first use (highdicom's IOD tables, fhir.resources'
     model classes, hl7apy's message structures, matplotlib's fonts, reportlab's), by analysing a
@@ -93,7 +90,7 @@ def warm_up(settings: Settings, fork_writers: bool = False) -> dict | None:
             study, out = Path(tmp) / "study", Path(tmp) / "out"
             write_study(study, pet_matrix=32, z_range_mm=(40.0, 280.0), noise=0.0,
                         lesions=[LesionTruth(*_WARM_LESION)])
-            summary = analyze_into(study, out, settings, fork_writers=fork_writers)
+            summary = analyze_into(study, out, settings)
     except Exception as exc:                            # noqa: BLE001 — the process serves regardless
         logging.disable(logging.NOTSET)
         log.warning("analysis warm-up failed (%s: %s); the first study pays the first-use costs",
@@ -109,7 +106,7 @@ def _child(conn: Connection, log_level: str) -> None:
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)      # the node stops us; Ctrl-C goes to the node
     setup_logging(log_level)                          # the analysis's own log lines, in the node's format
-    warm_up(Settings(), fork_writers=True)            # imports and first-use tables, once, before the first study
+    warm_up(Settings())                               # imports and first-use tables, once, before the first study
     from neuropetrix.analysis.errors import AnalysisError
     from neuropetrix.reports.errors import ReportError
 
@@ -119,8 +116,7 @@ def _child(conn: Connection, log_level: str) -> None:
         except EOFError:
             return
         try:
-            conn.send(("ok", analyze_into(study_dir, out_dir, settings, params, hbys_order, prior_dir,
-                                          fork_writers=True)))
+            conn.send(("ok", analyze_into(study_dir, out_dir, settings, params, hbys_order, prior_dir)))
         except (AnalysisError, ReportError) as exc:
             conn.send(("refused", f"{type(exc).__name__}: {exc}"))
         except Exception as exc:                        # noqa: BLE001 — reported to the job, not lost

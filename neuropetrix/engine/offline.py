@@ -92,9 +92,8 @@ def write_analysis_json(analysis: OfflineAnalysis) -> Path:
     return path
 
 
-def write_outputs(analysis: OfflineAnalysis, version: ResultVersion = AUTOMATIC, fork: bool = False) -> None:
-    """Write every output file into `analysis.out_dir`, recording each in `analysis.files` (`fork`: the
-    SEG and SR by a forked helper, in a process that forks safely; see `write_reports`).
+def write_outputs(analysis: OfflineAnalysis, version: ResultVersion = AUTOMATIC) -> None:
+    """Write every output file into `analysis.out_dir`, recording each in `analysis.files`.
 
     analysis.json goes first, so that it exists even when a report writer fails; its timings therefore
     end before the writing, whose time is kept in `analysis.result.timings_s["write"]` afterwards.
@@ -110,7 +109,7 @@ def write_outputs(analysis: OfflineAnalysis, version: ResultVersion = AUTOMATIC,
     analysis.files.update({p.name: p for p in write_reports(analysis.result, analysis.pet_datasets,
                                                             analysis.out_dir, analysis.hbys, version,
                                                             analysis.hbys_order, analysis.prior,
-                                                            analysis.pictures, fork).values()})
+                                                            analysis.pictures).values()})
     analysis.result.timings_s["write"] = time.perf_counter() - t0
 
 
@@ -132,8 +131,7 @@ def analyze_folder(study_dir: Path, out_dir: Path, settings: AnalysisSettings,
                    device: str | None = None, hbys: HbysSettings | None = None,
                    organ_labels: Path | None = None, organ_source: str | None = None,
                    order: VersionOrder | None = None, hbys_order: OrderFacts | None = None,
-                   prior_dir: Path | None = None, prior_optional: bool = False,
-                   fork_writers: bool = False) -> OfflineAnalysis:
+                   prior_dir: Path | None = None, prior_optional: bool = False) -> OfflineAnalysis:
     """Analyse the PET/CT study in `study_dir` and write the results into `out_dir`.
 
     `device` ("cpu", "cuda", "auto") overrides `settings.device`. `organ_labels` is a site segmentation
@@ -143,8 +141,7 @@ def analyze_folder(study_dir: Path, out_dir: Path, settings: AnalysisSettings,
     default; `hbys_order` is the HBYS's order when the study was reconciled with one. `prior_dir` is an
     earlier study of the patient: it is analysed with the same settings (nothing is written for it) and
     the response to it (`analysis.response`) goes into the results; with `prior_optional` (a prior the
-    engine chose) a prior that cannot be analysed is logged and the study analysed alone. `fork_writers`:
-    the SEG and SR are written by a forked helper meanwhile (the engine's analysis process). Raises `AnalysisError` (with
+    engine chose) a prior that cannot be analysed is logged and the study analysed alone. Raises `AnalysisError` (with
     `InputRefused` for SUV inputs) with a one-line message when the study cannot be analysed.
     """
     from neuropetrix.analysis.organlabels import read_organ_masks
@@ -171,5 +168,5 @@ def analyze_folder(study_dir: Path, out_dir: Path, settings: AnalysisSettings,
         result.response = assess(result, prior.result, pet)
     analysis = OfflineAnalysis(result=result, pet=pet, ct=ct, out_dir=Path(out_dir), hbys=hbys or HbysSettings(),
                                hbys_order=hbys_order, prior=prior)
-    write_outputs(analysis, version, fork_writers)
+    write_outputs(analysis, version)
     return analysis

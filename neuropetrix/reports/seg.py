@@ -68,11 +68,6 @@ def segment_color(index: int) -> hd.color.CIELabColor:
     return hd.color.CIELabColor.from_rgb(*(int(rgb[k:k + 2], 16) for k in (0, 2, 4)))
 
 
-def seg_instance_uid(result: AnalysisResult, version: ResultVersion = AUTOMATIC) -> str:
-    """The SEG's SOP Instance UID as `version` writes it (the PDF names it before the SEG is built)."""
-    return derived_uid(result, "seg", "instance", *version.uid_suffix)
-
-
 def lesion_tracking_uid(result: AnalysisResult, label: int) -> str:
     """The lesion's Tracking UID, shared by its SEG segment and its SR measurement group."""
     return derived_uid(result, "lesion", str(label))
@@ -151,7 +146,7 @@ def build_seg(result: AnalysisResult, pet_datasets: list[Dataset],
         segment_descriptions=descriptions,
         series_instance_uid=derived_uid(result, "seg", "series"),
         series_number=SERIES_NUMBER,
-        sop_instance_uid=seg_instance_uid(result, version),
+        sop_instance_uid=derived_uid(result, "seg", "instance", *version.uid_suffix),
         instance_number=version.version,
         manufacturer=MANUFACTURER,
         manufacturer_model_name=MANUFACTURER,

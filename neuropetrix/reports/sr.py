@@ -55,10 +55,9 @@ LOCAL_SCHEME = CodingSchemeIdentificationItem(
     designator=LOCAL_SYSTEM, name="NeuroPETRIX local codes", responsible_organization="NeuroPETRIX")
 
 
-def sr_instance_uid(result: AnalysisResult, version: ResultVersion | None = None) -> str:
-    """The SR's SOP Instance UID as `version` writes it; without a version, the analysis's own, which
-    also identifies the FHIR DiagnosticReport of the same analysis."""
-    return derived_uid(result, "sr", "instance", *(() if version is None else version.uid_suffix))
+def sr_instance_uid(result: AnalysisResult) -> str:
+    """The SR's SOP Instance UID, which also identifies the FHIR DiagnosticReport of the same analysis."""
+    return derived_uid(result, "sr", "instance")
 
 
 def _algorithm(result: AnalysisResult) -> hd.sr.AlgorithmIdentification:
@@ -190,7 +189,7 @@ def build_sr(result: AnalysisResult, pet_datasets: list[Dataset], info: StudyInf
         content=report[0],
         series_instance_uid=derived_uid(result, "sr", "series"),
         series_number=SERIES_NUMBER,
-        sop_instance_uid=sr_instance_uid(result, version),
+        sop_instance_uid=derived_uid(result, "sr", "instance", *version.uid_suffix),
         instance_number=version.version,
         manufacturer=MANUFACTURER,
         is_complete=version.status != "preliminary",

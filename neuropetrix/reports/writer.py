@@ -27,14 +27,13 @@ from neuropetrix.reports.comparison import PriorStudy
 from neuropetrix.reports.dicombytes import dicom_bytes
 from neuropetrix.reports.encapsulated import build_encapsulated_pdf
 from neuropetrix.reports.fhir import build_bundle, bundle_json
-from neuropetrix.reports.forked import Pending
 from neuropetrix.reports.hl7 import oru_bytes
 from neuropetrix.reports.images import Pictures
 from neuropetrix.reports.measures import measures
 from neuropetrix.reports.pdf import MAX_KEY_IMAGES, build_pdf
-from neuropetrix.reports.seg import build_seg, seg_instance_uid
-from neuropetrix.reports.source import OrderFacts, StudyInfo, study_info
-from neuropetrix.reports.sr import build_sr, sr_instance_uid
+from neuropetrix.reports.seg import build_seg
+from neuropetrix.reports.source import OrderFacts, study_info
+from neuropetrix.reports.sr import build_sr
 from neuropetrix.reports.version import AUTOMATIC, ResultVersion
 
 FILES = {"seg": "seg.dcm", "sr": "sr.dcm", "oru": "oru.hl7", "fhir_bundle": "fhir_bundle.json",
@@ -82,64 +81,44 @@ def delivery_refusals(pet_datasets: list[Dataset], order: OrderFacts | None = No
     return {"oru": NO_ACCESSION, "fhir_bundle": NO_ACCESSION}
 
 
-def _dicom_objects(result: AnalysisResult, pet_datasets: list[Dataset], info: StudyInfo, now: datetime,
-                   version: ResultVersion, prior: PriorStudy | None) -> tuple[dict[str, bytes], list[Dataset]]:
-    """The SEG (with lesions) and the SR as Part 10 bytes, and for each its SOP class and instance UID
-    (what the Encapsulated PDF references); the part of the writing a helper process can do alone."""
-    seg = build_seg(result, pet_datasets, now, version) if result.lesions else None
-    sr = build_sr(result, pet_datasets, info, seg, now, version, prior)
-    contents = {"sr": _dicom_bytes(sr), **({"seg": _dicom_bytes(seg)} if seg is not None else {})}
-    references = []
-    for ds in [sr] + ([seg] if seg is not None else []):
-        reference = Dataset()
-        reference.SOPClassUID, reference.SOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
-        references.append(reference)
-    return contents, references
-
-
 def write_reports(result: AnalysisResult, pet_datasets: list[Dataset], out_dir: Path,
                   settings: HbysSettings, version: ResultVersion = AUTOMATIC,
                   order: OrderFacts | None = None, prior: PriorStudy | None = None,
-                  pictures: Pictures | None = None, fork: bool = False) -> dict[str, Path]:
+                  pictures: Pictures | None = None) -> dict[str, Path]:
     """Write every report of `result` into `out_dir`; returns {kind: path} for what was written.
 
     `pet_datasets[k]` is the source dataset of `result.label_map[k]` (the same multi-frame dataset for
     every k of an Enhanced PET); `version` is the status and signer every object carries; `order` the HBYS's
     order when the study was reconciled with one; `prior` the study `result.response` compares with (the SR
     references it, the PDF shows it beside the current one); `pictures` the analysis's pictures when the
-    caller draws more of them afterwards (keyimages.py), so the MIP and key images are computed once. With
-    `fork` (a process that forks safely: the engine's analysis process) the SEG and SR are built by a forked
-    helper while this process draws the pictures, the PDF and the messages (reports/forked.py). Raises
+    caller draws more of them afterwards (keyimages.py), so the MIP and key images are computed once. Raises
     ReportError, having written nothing, when an object cannot be made.
     """
     measures(result)
     refused = delivery_refusals(pet_datasets, order)
     info = study_info(result, pet_datasets, require_accession=not refused, order=order)
     now = datetime.now(info.study_datetime.tzinfo)        # one creation time for every object
-    dicom = Pending(lambda: _dicom_objects(result, pet_datasets, info, now, version, prior), fork)
-    try:
-        pictures = pictures or Pictures(result)
-        hottest = sorted(result.lesions, key=lambda les: les.suv_max, reverse=True)[:MAX_KEY_IMAGES]
-        mip = pictures.mip_png()
-        prior_mip = None if prior is None else Pictures(prior.result).mip_png()
-        pdf = build_pdf(result, info, mip, {les.label: pictures.axial_png(les) for les in hottest},
-                        sr_uid=sr_instance_uid(result, version),
-                        seg_uid=seg_instance_uid(result, version) if result.lesions else None,
-                        version=version, prior=prior, prior_mip=prior_mip)
-        contents = {"mip": mip, "report_pdf": pdf}
-        if "oru" not in refused:
-            contents["oru"] = oru_bytes(result, info, settings.mllp, now, version)
-        if "fhir_bundle" not in refused:
-            contents["fhir_bundle"] = bundle_json(build_bundle(result, info, settings, _sop_classes(pet_datasets),
-                                                               pdf, now, version)).encode("utf-8")
-    except BaseException:
-        dicom.cancel()
-        raise
-    dicom_contents, references = dicom.result()
-    encapsulated = build_encapsulated_pdf(result, pet_datasets[0], pdf, references, now, version)
-    contents.update(dicom_contents, report_dcm=_dicom_bytes(encapsulated))
+    seg = build_seg(result, pet_datasets, now, version) if result.lesions else None
+    sr = build_sr(result, pet_datasets, info, seg, now, version, prior)
+    pictures = pictures or Pictures(result)
+    hottest = sorted(result.lesions, key=lambda les: les.suv_max, reverse=True)[:MAX_KEY_IMAGES]
+    mip = pictures.mip_png()
+    prior_mip = None if prior is None else Pictures(prior.result).mip_png()
+    pdf = build_pdf(result, info, mip, {les.label: pictures.axial_png(les) for les in hottest},
+                    sr_uid=str(sr.SOPInstanceUID), seg_uid=None if seg is None else str(seg.SOPInstanceUID),
+                    version=version, prior=prior, prior_mip=prior_mip)
+    encapsulated = build_encapsulated_pdf(result, pet_datasets[0], pdf, [sr] + ([seg] if seg is not None else []),
+                                          now, version)
+    contents = {"sr": _dicom_bytes(sr), "mip": mip, "report_pdf": pdf, "report_dcm": _dicom_bytes(encapsulated)}
+    if "oru" not in refused:
+        contents["oru"] = oru_bytes(result, info, settings.mllp, now, version)
+    if "fhir_bundle" not in refused:
+        contents["fhir_bundle"] = bundle_json(build_bundle(result, info, settings, _sop_classes(pet_datasets), pdf,
+                                                           now, version)).encode("utf-8")
+    if seg is not None:
+        contents["seg"] = _dicom_bytes(seg)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = _write_all(out_dir, contents)
-    for kind in [*refused, *([] if result.lesions else ["seg"])]:
+    for kind in [*refused, *([] if seg is not None else ["seg"])]:
         (out_dir / FILES[kind]).unlink(missing_ok=True)       # left from an earlier run
     return written

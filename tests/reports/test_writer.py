@@ -5,11 +5,9 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import os
 import re
 import resource
 import signal
-from datetime import datetime
 
 import highdicom as hd
 import numpy as np
@@ -20,7 +18,6 @@ from PIL import Image
 from neuropetrix.config.settings import HbysSettings, MllpOut
 from neuropetrix.dicom_uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, UUID_ROOT
 from neuropetrix.reports.errors import ReportError
-from neuropetrix.reports import writer
 from neuropetrix.reports.source import study_info
 from neuropetrix.reports.writer import FILES, delivery_refusals, write_reports
 from tests.reports.conftest import dciodvfy
@@ -188,48 +185,3 @@ def test_a_name_read_from_files_in_another_character_set_survives(result, rename
     bundle = json.loads(written["fhir_bundle"].read_text("utf-8"))
     patients = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"]
     assert patients[0]["name"][0]["family"] == family
-
-
-class _Frozen(datetime):
-    """A clock stopped at one instant, so that two writes of one analysis make the same bytes."""
-
-    @classmethod
-    def now(cls, tz=None):
-        return datetime(2026, 3, 4, 10, 20, 30, tzinfo=tz)
-
-
-def test_the_forked_writers_write_the_same_files(result, pet_study, tmp_path, monkeypatch):
-    """With `fork` the SEG and SR come from a helper process: every file is byte for byte what the
-    writing in one process makes, but for the stamps not taken from the analysis's one creation time:
-    the SEG's and SR's ContributionDateTime and the SEG's DimensionOrganizationUID (highdicom's clock and
-    its new UID) and the ORU's message control id (new per message)."""
-    monkeypatch.setattr(writer, "datetime", _Frozen)
-    alone = write_reports(result, pet_study.datasets, tmp_path / "alone", HbysSettings())
-    forked = write_reports(result, pet_study.datasets, tmp_path / "forked", HbysSettings(), fork=True)
-    assert set(forked) == set(alone) == set(FILES)
-    assert sorted(p.name for p in (tmp_path / "forked").iterdir()) == sorted(FILES.values())
-    for kind in set(FILES) - {"oru", "sr", "seg"}:
-        assert forked[kind].read_bytes() == alone[kind].read_bytes(), kind
-
-    def elements(path):
-        return [(e.tag, e.VR, e.value if e.VR != "SQ" else len(e.value)) for e in pydicom.dcmread(path).iterall()
-                if e.keyword not in ("ContributionDateTime", "DimensionOrganizationUID")]
-    for kind in ("seg", "sr"):
-        assert elements(forked[kind]) == elements(alone[kind]), kind
-    control_id = re.compile(rb"^(MSH(?:\|[^|]*){8})\|[^|]*", re.M)
-    assert (control_id.sub(rb"\1|", forked["oru"].read_bytes())
-            == control_id.sub(rb"\1|", alone["oru"].read_bytes()))
-
-
-def test_a_failure_in_the_forked_helper_is_the_same_error_and_writes_nothing(result, pet_study, tmp_path,
-                                                                             monkeypatch):
-    no_frame = dataclasses.replace(result, frame_of_reference_uid=None)
-    with pytest.raises(ReportError, match="no frame of reference UID"):
-        write_reports(no_frame, pet_study.datasets, tmp_path / "a", HbysSettings())
-    with pytest.raises(ReportError, match="no frame of reference UID"):
-        write_reports(no_frame, pet_study.datasets, tmp_path / "b", HbysSettings(), fork=True)
-    # A helper killed before it answers (the kernel's OOM killer, say) is a clear error too.
-    monkeypatch.setattr(writer, "_dicom_objects", lambda *args: os.kill(os.getpid(), signal.SIGKILL))
-    with pytest.raises(ReportError, match="helper process ended without an answer"):
-        write_reports(result, pet_study.datasets, tmp_path / "c", HbysSettings(), fork=True)
-    assert not any((tmp_path / d).exists() and any((tmp_path / d).iterdir()) for d in "abc")
