@@ -21,7 +21,7 @@ If no candidate exists the placement fails with a message asking for `analysis.l
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage
@@ -56,14 +56,22 @@ def sphere_stats(suv: np.ndarray, geometry: Volume, center_mm: np.ndarray,
     return float(values.mean()), float(values.std(ddof=1)), int(values.size)
 
 
-def place_liver_sphere(suv: np.ndarray, geometry: Volume, allowed: np.ndarray | None = None) -> np.ndarray:
-    """Centre (LPS mm) of the liver sphere by the documented automatic method.
+@dataclass
+class LiverSearch:
+    """Steps 0–2 of the automatic method without a restriction, on the coarse grid: what a search within
+    the anatomy's liver region and the PET-only search that follows when that region holds no candidate
+    have in common, computed once."""
 
-    The search runs on a grid of about 6 mm (every 2nd voxel of a 3–4 mm PET), eight times fewer voxels:
-    it only has to find the organ, and the sphere's statistics are then taken at full resolution.
-    `allowed` (on the PET grid), when given, is where the liver may be (from the CT or an organ mask):
-    a candidate cube must lie wholly inside it.
-    """
+    step: tuple[int, ...]
+    coarse: Volume
+    size: list[int]
+    candidates: np.ndarray
+
+
+def liver_search(suv: np.ndarray, geometry: Volume) -> LiverSearch:
+    """The candidates of the documented automatic method, on a grid of about 6 mm (every 2nd voxel of a
+    3–4 mm PET), eight times fewer voxels: it only has to find the organ, and the sphere's statistics are
+    then taken at full resolution."""
     step = tuple(max(1, round(_SEARCH_GRID_MM / s)) for s in geometry.spacing)
     coarse = replace(geometry, data=np.empty(0), spacing=tuple(s * f for s, f in zip(geometry.spacing, step)))
     values = np.ascontiguousarray(suv[::step[0], ::step[1], ::step[2]], dtype=np.float32)
@@ -79,11 +87,24 @@ def place_liver_sphere(suv: np.ndarray, geometry: Volume, allowed: np.ndarray | 
     inside = ndimage.uniform_filter(body.astype(np.float32), size, mode="constant") > 0.999
     x = coordinate(coarse, values.shape, 0)
     right = x < float(np.broadcast_to(x, body.shape)[body].mean())
-    if allowed is not None:
-        region = np.ascontiguousarray(allowed[::step[0], ::step[1], ::step[2]], dtype=np.float32)
-        inside &= ndimage.uniform_filter(region, size, mode="constant") > 0.999
     candidates = (inside & right & (mean >= _MEAN_RANGE[0] * background)
                   & (mean <= _MEAN_RANGE[1] * background) & (sd < _MAX_CV * mean))
+    return LiverSearch(step, coarse, size, candidates)
+
+
+def place_liver_sphere(suv: np.ndarray, geometry: Volume, allowed: np.ndarray | None = None,
+                       search: LiverSearch | None = None) -> np.ndarray:
+    """Centre (LPS mm) of the liver sphere by the documented automatic method.
+
+    `allowed` (on the PET grid), when given, is where the liver may be (from the CT or an organ mask):
+    a candidate cube must lie wholly inside it. `search` is `liver_search(suv, geometry)` when the caller
+    has it already.
+    """
+    search = search or liver_search(suv, geometry)
+    step, coarse, candidates = search.step, search.coarse, search.candidates
+    if allowed is not None:
+        region = np.ascontiguousarray(allowed[::step[0], ::step[1], ::step[2]], dtype=np.float32)
+        candidates = candidates & (ndimage.uniform_filter(region, search.size, mode="constant") > 0.999)
     labels, n = ndimage.label(candidates)
     if n == 0:
         where = ("in the liver region the CT or organ map allows" if allowed is not None
@@ -99,15 +120,17 @@ def place_liver_sphere(suv: np.ndarray, geometry: Volume, allowed: np.ndarray | 
 
 
 def liver_reference(suv: np.ndarray, geometry: Volume, center_mm: tuple[float, float, float] | None = None,
-                    allowed: np.ndarray | None = None, allowed_by: str = "") -> LiverReference:
+                    allowed: np.ndarray | None = None, allowed_by: str = "",
+                    search: LiverSearch | None = None) -> LiverReference:
     """The liver reference at the user's centre, or at the automatically placed one.
 
-    `allowed` restricts the automatic placement (see `place_liver_sphere`); `allowed_by` says what it came from.
+    `allowed` restricts the automatic placement (see `place_liver_sphere`); `allowed_by` says what it came
+    from; `search` is the automatic method's shared work, when the caller has it.
     """
     if center_mm is not None:
         center, method = np.asarray(center_mm, dtype=np.float64), "user"
     else:
-        center = place_liver_sphere(suv, geometry, allowed)
+        center = place_liver_sphere(suv, geometry, allowed, search)
         method = AUTO_METHOD if allowed is None else f"{AUTO_METHOD}, within {allowed_by}"
     mean, sd, _ = sphere_stats(suv, geometry, center)
     return LiverReference(suv_mean=mean, suv_sd=sd, center_mm=tuple(float(v) for v in center),  # type: ignore[arg-type]

@@ -15,7 +15,7 @@ from neuropetrix.analysis import anatomy as anatomy_of
 from neuropetrix.analysis import lesion_metrics, physiology, segmentation, suvpeak
 from neuropetrix.analysis.anatomy import Anatomy
 from neuropetrix.analysis.errors import AnalysisError
-from neuropetrix.analysis.liver import liver_reference
+from neuropetrix.analysis.liver import liver_reference, liver_search
 from neuropetrix.analysis.references import blood_pool, liver_region
 from neuropetrix.analysis.results import (
     AnalysisResult,
@@ -52,15 +52,16 @@ def _liver(suv: np.ndarray, pet: Volume, settings: AnalysisSettings, allowed: np
     """The liver reference; its failure stops only a PERCIST analysis (else it is reported as absent).
 
     When the anatomy's liver region holds no candidate (an atypical CT), the PET-only placement is
-    tried and the method says so.
+    tried (from the same search, not a second one) and the method says so.
     """
     try:
+        search = None if settings.liver_center_mm is not None else liver_search(suv, pet)
         try:
-            return liver_reference(suv, pet, settings.liver_center_mm, allowed, allowed_by), None
+            return liver_reference(suv, pet, settings.liver_center_mm, allowed, allowed_by, search), None
         except AnalysisError:
             if allowed is None or settings.liver_center_mm is not None:
                 raise
-            found = liver_reference(suv, pet)
+            found = liver_reference(suv, pet, search=search)
             return replace(found, method=f"{found.method} (no candidate within {allowed_by})"), None
     except AnalysisError as exc:
         if settings.method == "percist":
