@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import pytest
 import pytest_asyncio
 import yaml
@@ -111,6 +112,16 @@ def env(make_env) -> ApiEnv:
 @pytest_asyncio.fixture
 async def client(env, aiohttp_client):
     return await aiohttp_client(env.app())
+
+
+async def served(aiohttp_server, app) -> tuple[str, dict]:
+    """`app` served on a loopback port for a browser: its base URL and the admin's tokens."""
+    server = await aiohttp_server(app)
+    base = str(server.make_url("")).rstrip("/")
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{base}/api/auth/login", json={"username": "admin", "password": PASSWORD}) as r:
+            assert r.status == 200, await r.text()
+            return base, await r.json()
 
 
 async def login(client, username: str, password: str = PASSWORD) -> dict:

@@ -7,11 +7,10 @@ import asyncio
 import json
 from collections.abc import Callable
 
-import aiohttp
 import pytest
 
 from neuropetrix.api.ws import SOCKETS
-from tests.api.conftest import PASSWORD
+from tests.api.conftest import served
 from tests.support.browser import Chromium
 
 pytestmark = pytest.mark.asyncio
@@ -29,11 +28,7 @@ async def _until(condition: Callable[[], bool], what: str, timeout: float = 30) 
 
 async def test_the_department_page_reconnects_with_a_fresh_token_after_its_own_expired(env, aiohttp_server, tmp_path):
     app = env.app()
-    server = await aiohttp_server(app)
-    base = str(server.make_url("")).rstrip("/")
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{base}/api/auth/login", json={"username": "admin", "password": PASSWORD}) as r:
-            tokens = await r.json()
+    base, tokens = await served(aiohttp_server, app)
     async with Chromium(tmp_path / "chromium") as page:
         await page.goto(f"{base}/")
         await page.evaluate(f"sessionStorage.setItem('access', {json.dumps(tokens['access_token'])}); "

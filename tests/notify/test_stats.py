@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-import aiohttp
 import numpy as np
 import pytest
 from sqlalchemy import select, update
@@ -16,7 +15,7 @@ from neuropetrix.engine.notifications import NotificationPlanner, oncall_list
 from neuropetrix.store.db import utcnow
 from neuropetrix.store.jobs_models import Job
 from neuropetrix.store.models import Event, Study
-from tests.api.conftest import PASSWORD, bearer, login
+from tests.api.conftest import bearer, login, served
 from tests.notify.conftest import notifications, notify_event
 from tests.support.browser import Chromium
 from tests.support.nodeproc import ROOT
@@ -94,11 +93,7 @@ async def test_department_page_shows_the_numbers_acks_and_sets_the_on_call_list(
     notify_event(env, "1.2.826.0.1.3680043.10.18.50", users=["physician"], priority="urgent", channels=["push"])
     planner.run_once()
     [urgent] = notifications(env)
-    server = await aiohttp_server(env.app())
-    base = str(server.make_url("")).rstrip("/")
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{base}/api/auth/login", json={"username": "admin", "password": PASSWORD}) as r:
-            tokens = await r.json()
+    base, tokens = await served(aiohttp_server, env.app())
     with env.sessions() as s:
         in_db = {state: n for state, n in
                  ((st, len(s.scalars(select(Job.id).where(Job.destination == "dicom:pacs", Job.state == st)).all()))
@@ -158,11 +153,7 @@ async def test_department_page_refreshes_an_expired_access_token(notify_env, aio
     takes is refreshed once with the refresh token, and the page loads instead of saying "not signed in"."""
     env = notify_env({})
     _seed(env)
-    server = await aiohttp_server(env.app())
-    base = str(server.make_url("")).rstrip("/")
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{base}/api/auth/login", json={"username": "admin", "password": PASSWORD}) as r:
-            tokens = await r.json()
+    base, tokens = await served(aiohttp_server, env.app())
     async with Chromium(tmp_path / "chromium") as page:
         await page.goto(f"{base}/")
         await page.evaluate("sessionStorage.setItem('access', 'expired.or.revoked'); "

@@ -63,13 +63,19 @@ def _text(pdf: bytes) -> str:
     return " ".join(" ".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages).split())
 
 
-def test_the_summary_names_the_prior_by_its_date_and_accession_not_its_uid(result, pet_study):
+def _compared(result, pet_study) -> tuple[PriorStudy, object]:
+    """A prior study of 2026-06-02 (accession ACC2026-PRIOR) and the current result's response to it."""
     prior_uid = "1.2.826.0.1.3680043.10.40.1"
     datasets = copy.deepcopy(pet_study.datasets)
     for ds in datasets:
         ds.StudyDate, ds.AccessionNumber = "20260602", "ACC2026-PRIOR"
     prior = PriorStudy(dataclasses.replace(result, study_instance_uid=prior_uid), datasets)
-    current = dataclasses.replace(result, response=_response(result, prior_uid))
+    return prior, dataclasses.replace(result, response=_response(result, prior_uid))
+
+
+def test_the_summary_names_the_prior_by_its_date_and_accession_not_its_uid(result, pet_study):
+    prior, current = _compared(result, pet_study)
+    prior_uid, datasets = prior.result.study_instance_uid, prior.pet_datasets
     pdf = build_pdf(current, study_info(current, pet_study.datasets), _tall_mip(), {}, sr_uid="1.2.3",
                     seg_uid="1.2.4", prior=prior, prior_mip=_tall_mip())
     text = _text(pdf)
@@ -87,12 +93,8 @@ def test_the_summary_names_the_prior_by_its_date_and_accession_not_its_uid(resul
 def test_the_oru_and_fhir_summaries_name_the_prior_as_the_pdf_does(result, pet_study, tmp_path):
     """HBYS users read the ORU's summary and the DiagnosticReport's conclusion: the prior by its date and
     accession there too."""
-    prior_uid = "1.2.826.0.1.3680043.10.40.1"
-    datasets = copy.deepcopy(pet_study.datasets)
-    for ds in datasets:
-        ds.StudyDate, ds.AccessionNumber = "20260602", "ACC2026-PRIOR"
-    prior = PriorStudy(dataclasses.replace(result, study_instance_uid=prior_uid), datasets)
-    current = dataclasses.replace(result, response=_response(result, prior_uid))
+    prior, current = _compared(result, pet_study)
+    prior_uid = prior.result.study_instance_uid
     written = write_reports(current, pet_study.datasets, tmp_path, HbysSettings(), prior=prior)
     words = "PERCIST 1.0 versus the prior study of 2026-06-02 (accession ACC2026-PRIOR): not assessable"
     oru = hl7.parse(written["oru"].read_bytes().decode("utf-8").replace("\r", "\n").strip().replace("\n", "\r"))
