@@ -27,6 +27,19 @@ def chromium_binary() -> str:
     pytest.fail("Chromium is not installed: run `make test`, which installs Debian's chromium")
 
 
+# what DevTools answers an evaluation that a navigation (a click that sets location) cut off
+NAVIGATING = ("Inspected target navigated or closed", "Execution context was destroyed",
+              "Cannot find context with specified id")
+
+
+class Navigating(RuntimeError):
+    """The page navigated while a command ran in it."""
+
+
+def _failure(what: str, detail: str) -> RuntimeError:
+    return (Navigating if any(m in detail for m in NAVIGATING) else RuntimeError)(f"{what}: {detail}")
+
+
 class Page:
     def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         self.ws = ws
@@ -39,22 +52,25 @@ class Page:
             msg = await self.ws.receive_json(timeout=60)
             if msg.get("id") == msg_id:
                 if "error" in msg:
-                    raise RuntimeError(f"{method}: {msg['error']}")
+                    raise _failure(method, str(msg["error"]))
                 return msg["result"]
 
     async def evaluate(self, expression: str) -> Any:
         result = await self.send("Runtime.evaluate", expression=expression, returnByValue=True,
                                  awaitPromise=True)
         if "exceptionDetails" in result:
-            raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
+            raise _failure(expression, str(result["exceptionDetails"]))
         return result["result"].get("value")
 
     async def wait_for(self, expression: str, what: str, timeout: float = 60) -> None:
         """Until `expression` is truthy in the page; fails naming `what` after `timeout` seconds."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if await self.evaluate(f"Boolean({expression})"):     # a DOM node comes back as {}
-                return
+            try:
+                if await self.evaluate(f"Boolean({expression})"):     # a DOM node comes back as {}
+                    return
+            except Navigating:        # asked while the page was being replaced: ask the new one
+                pass
             await asyncio.sleep(0.1)
         raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
