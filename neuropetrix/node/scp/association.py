@@ -311,10 +311,11 @@ class Association:
             refusal = (*LOCAL_LIMIT_EXCEEDED, "too many associations")
         if refusal is not None:
             result, source, reason, why = refusal
-            self._audit_association(called, False, why)     # recorded before the caller hears
-            self._send(associate_rj(result, source, reason))
-            metrics.ASSOCIATIONS.labels("rejected").inc()
+            # recorded and logged before the caller hears: whoever reads the log after a refusal finds why
+            self._audit_association(called, False, why)
             log.warning("refused association from %s (%s) to %s: %s", self.calling_ae, self.host, called, why)
+            metrics.ASSOCIATIONS.labels("rejected").inc()
+            self._send(associate_rj(result, source, reason))
             return False
 
         roles = {item.sop_class_uid: (item.scu_role, item.scp_role)
