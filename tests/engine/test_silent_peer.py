@@ -86,9 +86,10 @@ def test_a_silent_pacs_holds_one_lane_and_the_healthy_one_gets_every_study(tmp_p
 
                 wait_for("every study delivered to the healthy PACS", healthy_done, node, timeout=25)
                 silent_jobs = [j for j in jobs_of(node) if j["destination"] == "dicom:silent"]
-                # the silent peer's first attempt is still waiting for its association answer (30 s)
-                assert len(silent_jobs) == STUDIES and all(not j["last_error"] for j in silent_jobs), silent_jobs
-                assert sum(j["state"] == "running" for j in silent_jobs) == 1
+                # the silent peer's attempts wait in turn for an association answer (30 s each, so on a
+                # slow run the first may have timed out and another begun): never more than one at once
+                assert len(silent_jobs) == STUDIES and not any(j["state"] == "done" for j in silent_jobs), silent_jobs
+                assert sum(j["state"] == "running" for j in silent_jobs) <= 1, silent_jobs
                 assert silent.most_open == 1
                 assert len(pacs.get("/studies")) == STUDIES
                 silent.close()                      # the stuck attempt fails now; the node stops at once
