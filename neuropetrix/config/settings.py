@@ -115,6 +115,7 @@ class Peer(Section):
     # inbound transforms an instance is stored exactly as it arrived)
     transforms_in: list[TransformStep] = []
     tls: bool = False                              # call it over TLS (node.tls's certificate and trust list)
+    timeout: float = Field(30.0, gt=0)             # seconds for the connection and each answer (C-STORE, C-FIND)
 
     _ae = field_validator("ae_title")(classmethod(lambda cls, v: check_ae_title(v)))
 

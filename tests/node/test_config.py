@@ -31,6 +31,8 @@ def test_environment_overrides_any_key():
     ("node: {ae_title: 'WAY_TOO_LONG_AE_TITLE'}",
      "node.ae_title: Value error, 'WAY_TOO_LONG_AE_TITLE' is not a valid AE title"),
     ("peers: [{name: a, ae_title: A, host: h}]", "peers.0.port: Field required"),
+    ("peers: [{name: a, ae_title: A, host: h, port: 1, timeout: 0}]",
+     "peers.0.timeout: Input should be greater than 0"),
     ("peers: [{name: a, ae_title: A, host: h, port: 1}, {name: a, ae_title: B, host: h, port: 2}]",
      "duplicate peer name(s) a"),
     ("node: [1, 2", "not valid YAML"),

@@ -57,7 +57,7 @@ def _transformed(path: Path, transform: Callable[[Dataset], None]) -> Dataset:
     return ds
 
 
-def send_files(peer: Peer, files: list[Path], calling_ae: str, timeout: float = 30.0,
+def send_files(peer: Peer, files: list[Path], calling_ae: str, timeout: float | None = None,
                transform: Callable[[Dataset], None] | None = None,
                commitment: Callable[[list[tuple[str, str]]], str | None] | None = None,
                originator: tuple[str, int] | None = None,
@@ -94,8 +94,9 @@ def send_files(peer: Peer, files: list[Path], calling_ae: str, timeout: float = 
     if not readable:
         return report
     ae = node_ae(calling_ae)
-    # every step has a deadline: the TCP connect, the association, each DIMSE answer, a silent socket
-    ae.connection_timeout = ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
+    # every step has a deadline (the peer's own unless given): the TCP connect, the association, each
+    # DIMSE answer, a silent socket
+    ae.connection_timeout = ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout or peer.timeout
     for sop, ts in contexts:
         syntaxes = [ts] + [t for t in (ExplicitVRLittleEndian, ImplicitVRLittleEndian) if t != ts]
         ae.add_requested_context(sop, syntaxes)

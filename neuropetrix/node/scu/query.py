@@ -50,11 +50,11 @@ def _associate(peer: Peer, calling_ae: str, sop_class: str, timeout: float, tls:
     return assoc
 
 
-def find(peer: Peer, calling_ae: str, identifier: Dataset, timeout: float = 30.0,
+def find(peer: Peer, calling_ae: str, identifier: Dataset, timeout: float | None = None,
          tls: TlsSettings | None = None) -> list[Dataset]:
     """Every match of a Study Root C-FIND at `peer`, at the identifier's level; DeliveryError when it
     cannot answer."""
-    assoc = _associate(peer, calling_ae, StudyRootQueryRetrieveInformationModelFind, timeout, tls)
+    assoc = _associate(peer, calling_ae, StudyRootQueryRetrieveInformationModelFind, timeout or peer.timeout, tls)
     matches: list[Dataset] = []
     try:
         for status, match in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind):
