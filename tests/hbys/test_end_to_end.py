@@ -65,6 +65,8 @@ def test_order_in_study_in_result_against_the_order(tmp_path: Path, petct_study:
                               "timeout": 5},
                      "mllp_listen": {"enabled": True, "host": "127.0.0.1", "port": listen_port},
                      "order_status": True},
+            # every job is counted: a study must complete once, even when a loaded machine pauses storescu
+            "node": {"study_quiet_seconds": 8},
             "engine": {"poll_seconds": 0.1}, "routes": [ROUTE]}) as node:
         # the HBYS orders two examinations for the patient, spelling the name its own way
         assert send_hl7(listen_port, corpus.orm("E2E1", "PL7001", "ACC2026001", name="Yılmaz^Ayşe",
