@@ -2,7 +2,7 @@
 
 The SCP streams what arrived into a temporary file (file meta + the dataset bytes exactly as sent) and
 hands it here. The answer is a DIMSE status: success only once the file's data and its name are
-fsync'd, so a scanner that got 0x0000 never loses that image; its index row is written right after
+fsync'd (store/files.py says in which order), so a scanner that got 0x0000 never loses that image; its index row is written right after
 the answer went out (a row lost to a crash is rebuilt from the file: store/recovery.py).
 """
 from __future__ import annotations
@@ -143,7 +143,7 @@ class Ingest:
     def _transform(self, temp: TempFile, transform: Callable[[Dataset], None],
                    transfer_syntax: str) -> tuple[TempFile, InstanceKeys, dict[str, object], str]:
         """Apply a peer's inbound transform to the received file, re-encoded in the same transfer
-        syntax into a new temporary file (durable before it gets its name, as received files are);
+        syntax into a new temporary file (unsealed: `_place` flushes its data before naming it);
         returns that file and the keys, attributes and place of what is now to be stored."""
         ds = dcmread(temp.path)
         transform(ds)
@@ -151,7 +151,6 @@ class Ingest:
         try:
             with open(rewritten.fd, "wb", closefd=False) as fp:
                 ds.save_as(fp, enforce_file_format=True)
-            self.files.sync_file(rewritten)
             keys, attributes = self._read(rewritten, b"", transfer_syntax)
             rel = relative_path(keys.study_uid, keys.series_uid, check_uid(keys.sop_instance_uid, "SOPInstanceUID"))
         except BaseException:
@@ -235,24 +234,37 @@ class Ingest:
                 finally:
                     added = self._index(rec)
         finally:
-            self.files.discard(temp)     # closed already once placed; a rewritten one otherwise leaks
+            self.files.discard(temp)     # closes it (a named one keeps only its new name)
         metrics.INSTANCES_RECEIVED.inc()
         metrics.BYTES_RECEIVED.inc(size)
         return Outcome(SUCCESS, duplicate=not added, study_uid=keys.study_uid)
 
     def _place(self, temp: TempFile, rec: InstanceRecord) -> bool:
-        """Give the file its name and make the name durable; False (and `temp` discarded) for a
-        duplicate. Called with the instance's lock held, which is kept until its row is written, so
-        a file without a row is never another association's copy in flight: it is one an
-        interrupted run placed and never indexed, and it is replaced."""
-        if not self.files.place(temp, rec.path):
-            if self.index.contains(rec.sop_instance_uid):
-                self.files.discard(temp)
-                return False
-            self.files.place(temp, rec.path, replace=True)
-        # The data was fdatasync'd before it got its name; now the name is made durable. From here on
-        # the file alone is enough to rebuild its index row (store/recovery.py), so the instance may
-        # be acknowledged, and the index commit need not wait for the disk.
+        """Give the file its name and make its data and name durable; False (and `temp` discarded)
+        for a duplicate. Called with the instance's lock held, which is kept until its row is
+        written, so a file without a row is never another association's copy in flight: it is one an
+        interrupted run placed and never indexed (or whose row failed), and it is replaced.
+
+        A sealed file is named first and then flushed, data and folder at once (a crash in between
+        leaves a copy recovery can tell is cut short: `FileStore.intact`); an unsealed one, and any
+        copy that replaces a file already there (which may be an acknowledged instance), has its
+        data flushed before it takes the name. From then on the file alone is enough to rebuild its
+        index row (store/recovery.py), so the instance may be acknowledged, and the index commit
+        need not wait for the disk."""
+        if not temp.sealed:
+            self.files.sync_file(temp)
+        if self.files.place(temp, rec.path):
+            if temp.sealed:
+                self.files.sync_placed(temp, rec.path)
+            else:
+                self.files.sync_dir(rec.path)
+            return True
+        if self.index.contains(rec.sop_instance_uid):
+            self.files.discard(temp)
+            return False
+        if temp.sealed:
+            self.files.sync_file(temp)
+        self.files.place(temp, rec.path, replace=True)
         self.files.sync_dir(rec.path)
         return True
 

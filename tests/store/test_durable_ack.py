@@ -1,7 +1,9 @@
 """When a C-STORE is answered: after the instance's data and its name are on disk, before its index
-row is written (a row lost then is rebuilt from the file), and what happens when the row fails."""
+row is written (a row lost then is rebuilt from the file), and what happens when the row fails; a
+file named before its data was flushed, cut short by a crash, is told from a whole one by its seal."""
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from sqlalchemy.exc import OperationalError
 from neuropetrix.node.scp.policy import AcceptancePolicy, ServerLimits
 from neuropetrix.node.scp.server import DicomServer
 from neuropetrix.store.db import open_database
-from neuropetrix.store.files import FileStore, TempFile
+from neuropetrix.store.files import CHECKSUM_XATTR, FileStore, TempFile
 from neuropetrix.store.index import InstanceRecord, StudyIndex
 from neuropetrix.store.ingest import Ingest
 from neuropetrix.store.recovery import reindex_since
@@ -99,8 +101,10 @@ def test_answer_comes_once_data_and_name_are_durable_before_the_index_row(tmp_pa
         raw.sock.settimeout(5)      # an answer that waited for the gated row would come after 10 s
         assert raw.store_status(sop, encoded) == 0x0000
         rel = stored(files, ct).relative_to(files.root).as_posix()
-        assert files.events == ["data", f"name {rel}"], "answered before the file and its name were durable"
+        # sealed, the file is named first and both flushes run at once: both done before the answer
+        assert sorted(files.events) == ["data", f"name {rel}"], "answered before the file and its name were durable"
         assert dataset_bytes(stored(files, ct)) == encoded
+        assert FileStore.intact(stored(files, ct)) and os.getxattr(stored(files, ct), CHECKSUM_XATTR)
         assert not index.contains(sop), "the row is written after the answer, not before"
         index.gate.set()
         assert index.written.wait(10)
@@ -161,3 +165,49 @@ def test_recovery_removes_the_side_name_of_a_swap_a_crash_interrupted(tmp_path, 
     side.write_bytes(kept.read_bytes())
     assert reindex_since(files, index, since=0.0) == 0
     assert [p.name for p in kept.parent.iterdir()] == [kept.name]
+
+
+class NoAttributes(RecordingFiles):
+    """Storage on a file system that keeps no extended attributes."""
+
+    def seal(self, temp: TempFile, crc: int, size: int) -> None:
+        self.sealing = False
+
+
+def test_unsealed_files_have_their_data_flushed_before_their_name(tmp_path, small_study):
+    _, sent = small_study
+    files = NoAttributes(tmp_path / "storage")
+    store_all(tmp_path, files, StudyIndex, sent[:2])
+    names = [f"name {stored(files, f).relative_to(files.root).as_posix()}" for f in sent[:2]]
+    assert files.events == ["data", names[0], "data", names[1]]
+
+
+def test_a_copy_replacing_a_file_without_a_row_is_flushed_before_it_takes_the_name(tmp_path, small_study):
+    _, sent = small_study
+    ct = next(f for f in sent if f.name.startswith("CT"))
+    files = RecordingFiles(tmp_path / "storage")
+    leftover = stored(files, ct)        # may be an acknowledged instance whose row failed: never swapped for
+    leftover.parent.mkdir(parents=True)  # a copy that is not yet on disk
+    leftover.write_bytes(b"left by an earlier run")
+    store_all(tmp_path, files, StudyIndex, [ct])
+    assert files.events == ["data", f"name {leftover.relative_to(files.root).as_posix()}"]
+
+
+def test_recovery_removes_a_sealed_file_cut_short_and_the_resent_copy_is_stored(tmp_path, small_study):
+    _, sent = small_study
+    files = FileStore(tmp_path / "storage")
+    _, index = store_all(tmp_path, files, StudyIndex, sent[:2])
+    cut, whole = stored(files, sent[0]), stored(files, sent[1])
+    # what a power cut between the link and the flushes leaves: the name, part of the data, the seal
+    sop = pydicom.dcmread(cut, stop_before_pixels=True).SOPInstanceUID
+    with open(cut, "r+b") as fp:
+        fp.truncate(cut.stat().st_size // 2)
+    assert os.getxattr(cut, CHECKSUM_XATTR), "the seal stays with the file"
+    with index.engine.begin() as conn:          # never acknowledged: no row
+        conn.exec_driver_sql("DELETE FROM instances WHERE sop_instance_uid = ?", (sop,))
+    assert not FileStore.intact(cut) and FileStore.intact(whole)
+    assert reindex_since(files, index, since=0.0) == 0
+    assert not cut.exists() and whole.exists()
+    assert not index.contains(sop)
+    _, index = store_all(tmp_path, files, StudyIndex, sent[:1])      # the scanner sends it again
+    assert index.contains(sop) and dataset_bytes(cut) == dataset_bytes(sent[0])
