@@ -22,6 +22,7 @@ import socket
 import threading
 import uuid
 import zlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ log = logging.getLogger("neuropetrix.store")
 # what open(2) answers where the file system cannot make a nameless file
 _NO_TMPFILE = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT}
 CHECKSUM_XATTR = "user.neuropetrix.crc32"   # "<crc32 hex> <size>" of a sealed file (`FileStore.seal`)
-_FLUSHERS = 8                               # folder flushes in flight at once (one per busy association)
+_FLUSHERS = 8                               # flushes in flight at once (two per busy association)
 
 
 def relative_path(study_uid: str, series_uid: str, sop_uid: str) -> str:
@@ -159,18 +160,25 @@ class FileStore:
         if self.fsync:
             fsync_dir((self.root / relative).parent)
 
-    def sync_placed(self, temp: TempFile, relative: str) -> None:
-        """Make a sealed file placed at `relative` durable, data and name: both flushes at once, the
-        folder's on a helper thread (each waits for the disk; side by side they wait about once)."""
+    def sync_placed(self, temp: TempFile, relative: str, meanwhile: Callable[[], None] | None = None) -> None:
+        """Make a sealed file placed at `relative` durable, data and name: both flushes at once on
+        helper threads (each waits for the disk; side by side they wait about once), while this
+        thread runs `meanwhile` (work that needs no disk: the index rows of earlier instances)."""
         if not self.fsync:
+            if meanwhile is not None:
+                meanwhile()
             return
         if self._flusher is None:
             with self._lock:
                 if self._flusher is None:
-                    self._flusher = ThreadPoolExecutor(_FLUSHERS, thread_name_prefix="fsync-dir")
-        name = self._flusher.submit(self.sync_dir, relative)
-        self.sync_file(temp)
-        name.result()
+                    self._flusher = ThreadPoolExecutor(_FLUSHERS, thread_name_prefix="fsync")
+        flushes = [self._flusher.submit(self.sync_dir, relative), self._flusher.submit(self.sync_file, temp)]
+        try:
+            if meanwhile is not None:
+                meanwhile()
+        finally:
+            for flush in flushes:
+                flush.result()
 
     def _link(self, temp: TempFile, final: Path, replace: bool) -> bool:
         if final.parent not in self._known_dirs:

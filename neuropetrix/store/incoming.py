@@ -23,6 +23,7 @@ from neuropetrix.store.ingest import HEAD_BYTES, Outcome, StoreRequest, is_disk_
 
 if TYPE_CHECKING:
     from neuropetrix.store.files import TempFile
+    from neuropetrix.store.index import InstanceRecord
     from neuropetrix.store.ingest import Ingest
 
 log = logging.getLogger("neuropetrix.store")
@@ -63,10 +64,11 @@ class IncomingInstance:
         except OSError as exc:
             self._fail(exc)
 
-    def commit(self, acknowledge: Callable[[Outcome], None]) -> Outcome:
+    def commit(self, acknowledge: Callable[[Outcome], None], rows: list[InstanceRecord] | None = None) -> Outcome:
         """The dataset's last fragment arrived: check it is whole, make it durable, place it, call
         `acknowledge` with the status to answer (once, as soon as the file alone keeps the instance),
-        then index it. Returns how it went; raises only what `acknowledge` raised."""
+        then index it (or add its row to `rows`: `Ingest.accept`). Returns how it went; raises only
+        what `acknowledge` raised."""
         if self._fp is not None and self.temp is not None:
             try:
                 self._fp.flush()
@@ -84,7 +86,7 @@ class IncomingInstance:
             acknowledge(self.failure)
             return self.failure
         assert self.temp is not None
-        return self.ingest.accept(self.temp, self.request, bytes(self.head), acknowledge)
+        return self.ingest.accept(self.temp, self.request, bytes(self.head), acknowledge, rows)
 
     def _read_at(self, pos: int, n: int) -> bytes:
         assert self.temp is not None

@@ -12,15 +12,18 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom.sop_class import CTImageStorage
 from sqlalchemy.exc import OperationalError
 
+from neuropetrix.node.scp import association
+from neuropetrix.node.scp.wire import RELEASE_RP_PDU
 from neuropetrix.node.scp.policy import AcceptancePolicy, ServerLimits
 from neuropetrix.node.scp.server import DicomServer
 from neuropetrix.store.db import open_database
 from neuropetrix.store.files import CHECKSUM_XATTR, FileStore, TempFile
 from neuropetrix.store.index import InstanceRecord, StudyIndex
+from neuropetrix.store import ingest
 from neuropetrix.store.ingest import Ingest
 from neuropetrix.store.recovery import reindex_since
 from tests.conftest import storescu
-from tests.node.test_scp_faults import nothing_in_incoming, stored
+from tests.node.test_scp_faults import nothing_in_incoming, pynetdicom_association, stored
 from tests.support.dicomfiles import dataset_bytes
 from tests.support.rawdicom import RawAssociation
 
@@ -211,3 +214,65 @@ def test_recovery_removes_a_sealed_file_cut_short_and_the_resent_copy_is_stored(
     assert not index.contains(sop)
     _, index = store_all(tmp_path, files, StudyIndex, sent[:1])      # the scanner sends it again
     assert index.contains(sop) and dataset_bytes(cut) == dataset_bytes(sent[0])
+
+
+class FailingSecondCommit(StudyIndex):
+    """An index whose second commit fails (the database locked past its timeout), whatever it holds:
+    with instances coming back to back, a group of rows."""
+
+    commits = 0
+
+    def add_many(self, records: list[InstanceRecord]) -> int:
+        self.commits += 1
+        if self.commits == 2:
+            self.failed = [rec.sop_instance_uid for rec in records]
+            raise OperationalError("INSERT INTO instances", {}, Exception("database is locked"))
+        return super().add_many(records)
+
+
+def test_a_failed_group_commit_leaves_every_file_of_it_for_recovery(tmp_path, small_study, caplog):
+    _, sent = small_study
+    ct = sorted(f for f in sent if f.name.startswith("CT"))
+    files = FileStore(tmp_path / "storage")
+    srv, index = store_all(tmp_path, files, FailingSecondCommit, ct)    # all acknowledged, all stored
+    sops = [pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in ct]
+    missing = [sop for sop in sops if not index.contains(sop)]
+    assert missing and sorted(missing) == sorted(index.failed)
+    assert srv.ingest.unindexed == len(missing)           # the run marker is kept for them (runtime.stop)
+    assert f"indexing {', '.join(index.failed)} failed" in caplog.text
+    assert reindex_since(files, index, since=0.0) == len(missing)
+    assert all(index.contains(sop) for sop in sops)
+
+
+class NotedRows(StudyIndex):
+    """An index that notes each commit of rows (how many) in `events`."""
+
+    events: list = []
+
+    def add_many(self, records: list[InstanceRecord]) -> int:
+        added = super().add_many(records)
+        self.events.append(("rows", len(records)))
+        return added
+
+
+def test_rows_held_for_a_group_commit_are_written_before_the_release_is_answered(tmp_path, small_study,
+                                                                                 monkeypatch):
+    monkeypatch.setattr(association, "ROWS_WAIT_S", 30.0)    # the peer never seems idle,
+    monkeypatch.setattr(ingest, "ROW_GROUP", 1000)           # and no group fills: only the release writes them
+    events: list = []
+    monkeypatch.setattr(NotedRows, "events", events)
+    send = association.Association._send
+    monkeypatch.setattr(association.Association, "_send", lambda self, data: (
+        events.append("A-RELEASE-RP") if data == RELEASE_RP_PDU else None, send(self, data)))
+    _, sent = small_study
+    ct = sorted(f for f in sent if f.name.startswith("CT"))
+    srv, index = serve(tmp_path, FileStore(tmp_path / "storage"), NotedRows)
+    try:
+        assoc = pynetdicom_association(srv.port)
+        assert all(assoc.send_c_store(pydicom.dcmread(f)).Status == 0x0000 for f in ct)
+        assoc.release()
+    finally:
+        srv.stop(grace=2)
+    # the first instance's row made its series known at once; the other nine waited for the release
+    assert events == [("rows", 1), ("rows", len(ct) - 1), "A-RELEASE-RP"]
+    assert all(index.contains(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in ct)
