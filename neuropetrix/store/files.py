@@ -196,12 +196,17 @@ class FileStore:
         return True
 
     def _ensure_dir(self, folder: Path) -> None:
-        new = not folder.exists()
-        folder.mkdir(parents=True, exist_ok=True)
-        if new and self.fsync:
-            fsync_dir(folder.parent)
-            fsync_dir(folder.parent.parent)
+        """Make `folder` exist with a durable name before a file in it can be acknowledged. Checking,
+        creating, flushing its parents and remembering it are one step under the lock (once per
+        folder): a second association never takes a folder another has made but not yet flushed."""
         with self._lock:
+            if folder in self._known_dirs:
+                return
+            new = not folder.exists()
+            folder.mkdir(parents=True, exist_ok=True)
+            if new and self.fsync:
+                fsync_dir(folder.parent)
+                fsync_dir(folder.parent.parent)
             self._known_dirs.add(folder)
 
     def discard(self, temp: TempFile) -> None:

@@ -17,6 +17,7 @@ from neuropetrix.node.scp.wire import RELEASE_RP_PDU
 from neuropetrix.node.scp.policy import AcceptancePolicy, ServerLimits
 from neuropetrix.node.scp.server import DicomServer
 from neuropetrix.store.db import open_database
+from neuropetrix.store import files as files_module
 from neuropetrix.store.files import CHECKSUM_XATTR, FileStore, TempFile
 from neuropetrix.store.index import InstanceRecord, StudyIndex
 from neuropetrix.store import ingest
@@ -276,3 +277,30 @@ def test_rows_held_for_a_group_commit_are_written_before_the_release_is_answered
     # the first instance's row made its series known at once; the other nine waited for the release
     assert events == [("rows", 1), ("rows", len(ct) - 1), "A-RELEASE-RP"]
     assert all(index.contains(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in ct)
+
+
+def test_a_new_folder_is_taken_by_a_second_association_only_once_its_parents_are_flushed(tmp_path, monkeypatch):
+    files = FileStore(tmp_path / "storage")
+    folder = files.root / "1.2.3" / "1.2.3.4"
+    order: list[str] = []
+    flushing, release = threading.Event(), threading.Event()
+    flush = files_module.fsync_dir
+
+    def slow_fsync_dir(path: Path) -> None:     # the first association's flush of the new folder's parents
+        if threading.current_thread().name == "first":
+            flushing.set()
+            release.wait(10)
+        flush(path)
+        order.append(f"{threading.current_thread().name} flushed {path.name}")
+    monkeypatch.setattr(files_module, "fsync_dir", slow_fsync_dir)
+    first = threading.Thread(target=files._ensure_dir, args=(folder,), name="first")
+    first.start()
+    assert flushing.wait(10)
+    second = threading.Thread(target=lambda: (files._ensure_dir(folder), order.append("second took it")),
+                              name="second")
+    second.start()
+    second.join(0.2)              # room to run ahead, were it not held until the flushes are done
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert order == ["first flushed 1.2.3", "first flushed storage", "second took it"]
