@@ -1,10 +1,15 @@
 """Instance files under `storage/`, laid out by UIDs, written so that nothing acknowledged is lost.
 
 An instance is written to a nameless file (`O_TMPFILE`) opened in `storage/.incoming/<host>/`,
-fdatasync'd, linked to `storage/<study>/<series>/<sop>.dcm` and that folder fsync'd: one new name and
-two flushes per instance, nothing to rename or unlink, and nothing left behind by a crash (a nameless
-file vanishes with its process). Where the file system has no `O_TMPFILE` (NFS, some FUSE mounts) the
-file is a named `<random>.part` in the same folder, linked and then unlinked. Only UIDs that pass
+sealed (its CRC-32 and size in the extended attribute `CHECKSUM_XATTR`), linked to
+`storage/<study>/<series>/<sop>.dcm`, and then the file and that folder are fsync'd at once, on two
+threads: one new name and two flushes per instance that wait for the disk side by side, nothing to
+rename or unlink, and nothing left behind by a crash (a nameless file vanishes with its process).
+A crash between the link and the flushes can leave a named file whose data never reached the disk;
+it was never acknowledged, and its seal tells recovery so (`intact`). Where the file system keeps no
+extended attributes the data is flushed before the link, the folder after it. Where it has no
+`O_TMPFILE` (NFS, some FUSE mounts) the file is a named `<random>.part` in the same folder, linked
+and then unlinked. Only UIDs that pass
 `dicom_uids.check_uid` become path components, so a hostile UID can never climb out of the storage folder.
 """
 from __future__ import annotations
@@ -16,6 +21,9 @@ import os
 import socket
 import threading
 import uuid
+import zlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +33,8 @@ log = logging.getLogger("neuropetrix.store")
 
 # what open(2) answers where the file system cannot make a nameless file
 _NO_TMPFILE = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT}
+CHECKSUM_XATTR = "user.neuropetrix.crc32"   # "<crc32 hex> <size>" of a sealed file (`FileStore.seal`)
+_FLUSHERS = 8                               # flushes in flight at once (two per busy association)
 
 
 def relative_path(study_uid: str, series_uid: str, sop_uid: str) -> str:
@@ -54,6 +64,7 @@ class TempFile:
 
     fd: int
     name: Path | None = None
+    sealed: bool = False      # its checksum is attached: it may be named before its data is flushed
 
     @property
     def path(self) -> Path:
@@ -77,6 +88,8 @@ class FileStore:
         self.incoming.mkdir(parents=True, exist_ok=True)
         self.fsync = fsync
         self.nameless = True                 # O_TMPFILE works here (until open says otherwise)
+        self.sealing = fsync                 # extended attributes work here (until setxattr says otherwise)
+        self._flusher: ThreadPoolExecutor | None = None
         self._known_dirs: set[Path] = set()
         self._lock = threading.Lock()
 
@@ -107,9 +120,9 @@ class FileStore:
             return None
 
     def place(self, temp: TempFile, relative: str, replace: bool = False) -> bool:
-        """Give a finished temporary file its name and close it. False, leaving `temp` open, when a
+        """Give a finished temporary file its name (it stays open: `discard` closes it). False when a
         file is already there (the first copy of an instance is kept) unless `replace` is set. The
-        new name is durable only after `sync_dir`."""
+        new name is durable only after `sync_dir` (or `sync_placed`)."""
         final = self.root / relative
         try:
             placed = self._link(temp, final, replace)
@@ -118,19 +131,54 @@ class FileStore:
                 self._known_dirs.discard(final.parent)
             self._ensure_dir(final.parent)
             placed = self._link(temp, final, replace)
-        if placed:
-            self.discard(temp)             # closes it; a named one has its second name now
         return placed
 
+    def seal(self, temp: TempFile, crc: int, size: int) -> None:
+        """Attach the file's CRC-32 and size (what `intact` checks), so that it may be named before
+        its data is flushed: a copy a crash cut short is then told from a whole one. Left unsealed
+        where the file system keeps no extended attributes (its data is then flushed before its name)."""
+        if not self.sealing:
+            return
+        try:
+            os.setxattr(temp.fd, CHECKSUM_XATTR, f"{crc:08x} {size}".encode())
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):
+                raise
+            log.info("%s keeps no extended attributes (%s): flushing each instance's data before naming it",
+                     self.root, exc.strerror)
+            self.sealing = False
+            return
+        temp.sealed = True
+
     def sync_file(self, temp: TempFile) -> None:
-        """Make a temporary file's data (and size) durable before it gets its name."""
+        """Make a temporary file's data (and size; a sealed one's seal too) durable."""
         if self.fsync:
-            os.fdatasync(temp.fd)
+            (os.fsync if temp.sealed else os.fdatasync)(temp.fd)
 
     def sync_dir(self, relative: str) -> None:
         """Make a placed file's name durable (after `place`, before acknowledging the instance)."""
         if self.fsync:
             fsync_dir((self.root / relative).parent)
+
+    def sync_placed(self, temp: TempFile, relative: str, meanwhile: Callable[[], None] | None = None) -> None:
+        """Make a sealed file placed at `relative` durable, data and name: both flushes at once on
+        helper threads (each waits for the disk; side by side they wait about once), while this
+        thread runs `meanwhile` (work that needs no disk: the index rows of earlier instances)."""
+        if not self.fsync:
+            if meanwhile is not None:
+                meanwhile()
+            return
+        if self._flusher is None:
+            with self._lock:
+                if self._flusher is None:
+                    self._flusher = ThreadPoolExecutor(_FLUSHERS, thread_name_prefix="fsync")
+        flushes = [self._flusher.submit(self.sync_dir, relative), self._flusher.submit(self.sync_file, temp)]
+        try:
+            if meanwhile is not None:
+                meanwhile()
+        finally:
+            for flush in flushes:
+                flush.result()
 
     def _link(self, temp: TempFile, final: Path, replace: bool) -> bool:
         if final.parent not in self._known_dirs:
@@ -148,12 +196,17 @@ class FileStore:
         return True
 
     def _ensure_dir(self, folder: Path) -> None:
-        new = not folder.exists()
-        folder.mkdir(parents=True, exist_ok=True)
-        if new and self.fsync:
-            fsync_dir(folder.parent)
-            fsync_dir(folder.parent.parent)
+        """Make `folder` exist with a durable name before a file in it can be acknowledged. Checking,
+        creating, flushing its parents and remembering it are one step under the lock (once per
+        folder): a second association never takes a folder another has made but not yet flushed."""
         with self._lock:
+            if folder in self._known_dirs:
+                return
+            new = not folder.exists()
+            folder.mkdir(parents=True, exist_ok=True)
+            if new and self.fsync:
+                fsync_dir(folder.parent)
+                fsync_dir(folder.parent.parent)
             self._known_dirs.add(folder)
 
     def discard(self, temp: TempFile) -> None:
@@ -167,6 +220,23 @@ class FileStore:
         if temp.name is not None:
             temp.name.unlink(missing_ok=True)
             temp.name = None
+
+    @staticmethod
+    def intact(path: Path) -> bool:
+        """False for a sealed file whose content does not match its seal: one named before its data
+        was flushed and cut short by a crash, so never acknowledged. An unsealed file had its data
+        flushed before it got its name."""
+        try:
+            seal = os.getxattr(path, CHECKSUM_XATTR).decode()
+        except OSError as exc:
+            if exc.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
+                return True
+            raise
+        crc, size = 0, 0
+        with open(path, "rb", buffering=0) as fp:
+            while chunk := fp.read(1 << 20):
+                crc, size = zlib.crc32(chunk, crc), size + len(chunk)
+        return seal == f"{crc:08x} {size}"
 
     def clean_incoming(self) -> int:
         """Remove named temporary files left by a crash: they were never acknowledged."""

@@ -4,14 +4,16 @@
 The writer owns the temporary file (store/files.py: nameless where the file system allows), opened
 when the C-STORE request arrives or handed over ready by the association: it writes the bytes as they
 come off the wire (memory does not grow with the instance; the first `HEAD_BYTES` are also kept so
-the header is parsed without re-reading the file), makes the data durable with fdatasync at commit
-and discards the file on abort or failure. A write error does not raise: the caller still reads the
+the header is parsed without re-reading the file) and their CRC-32, seals the file with it at commit
+(store/files.py: the data is then flushed together with its name) and discards the file on abort or
+failure. A write error does not raise: the caller still reads the
 rest of the dataset off the wire, and `commit` answers Out of Resources.
 """
 from __future__ import annotations
 
 import logging
 import os
+import zlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -21,6 +23,7 @@ from neuropetrix.store.ingest import HEAD_BYTES, Outcome, StoreRequest, is_disk_
 
 if TYPE_CHECKING:
     from neuropetrix.store.files import TempFile
+    from neuropetrix.store.index import InstanceRecord
     from neuropetrix.store.ingest import Ingest
 
 log = logging.getLogger("neuropetrix.store")
@@ -38,6 +41,8 @@ class IncomingInstance:
         self.failure: Outcome | None = None
         self._fp: BinaryIO | None = None
         self._offset = len(preamble)
+        self._checksum = ingest.files.sealing    # what the seal needs; nothing to check without flushes
+        self._crc = zlib.crc32(preamble) if self._checksum else 0
         try:
             self.temp = temp if temp is not None else ingest.files.new_temp()
             # read back (pread) only where a dataset outgrows `head`
@@ -52,15 +57,18 @@ class IncomingInstance:
             self.head += chunk[:HEAD_BYTES - len(self.head)]
         if self._fp is None:
             return   # failed earlier: the rest of the dataset is dropped
+        if self._checksum:
+            self._crc = zlib.crc32(chunk, self._crc)
         try:
             self._fp.write(chunk)
         except OSError as exc:
             self._fail(exc)
 
-    def commit(self, acknowledge: Callable[[Outcome], None]) -> Outcome:
+    def commit(self, acknowledge: Callable[[Outcome], None], rows: list[InstanceRecord] | None = None) -> Outcome:
         """The dataset's last fragment arrived: check it is whole, make it durable, place it, call
         `acknowledge` with the status to answer (once, as soon as the file alone keeps the instance),
-        then index it. Returns how it went; raises only what `acknowledge` raised."""
+        then index it (or add its row to `rows`: `Ingest.accept`). Returns how it went; raises only
+        what `acknowledge` raised."""
         if self._fp is not None and self.temp is not None:
             try:
                 self._fp.flush()
@@ -70,14 +78,15 @@ class IncomingInstance:
                     acknowledge(outcome)
                     return outcome
                 self._close()
-                self.ingest.files.sync_file(self.temp)   # the data and its size; the name comes later
+                # flushed when it has its name (Ingest._place), the seal with it
+                self.ingest.files.seal(self.temp, self._crc, self._offset + self.size)
             except OSError as exc:
                 self._fail(exc)
         if self.failure is not None:
             acknowledge(self.failure)
             return self.failure
         assert self.temp is not None
-        return self.ingest.accept(self.temp, self.request, bytes(self.head), acknowledge)
+        return self.ingest.accept(self.temp, self.request, bytes(self.head), acknowledge, rows)
 
     def _read_at(self, pos: int, n: int) -> bytes:
         assert self.temp is not None

@@ -83,40 +83,50 @@ class StudyIndex:
                 _instances.c.sop_instance_uid == sop_instance_uid)) is not None
 
     def add(self, rec: InstanceRecord) -> bool:
-        """Index `rec`; False when the instance was already indexed (a duplicate).
+        """Index `rec`; False when the instance was already indexed (a duplicate)."""
+        return self.add_many([rec]) == 1
+
+    def add_many(self, records: list[InstanceRecord]) -> int:
+        """Index `records` in one transaction (a group commit of instances that came back to back);
+        how many were new (the others were indexed already: duplicates).
 
         Two associations may bring the first instances of one study at once; the loser of that race
         gets an IntegrityError and simply runs again, finding the rows the winner made.
         """
         for attempt in range(3):
             try:
-                return self._add(rec)
+                return self._add_many(records)
             except IntegrityError:
                 self.forget_cache()
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
 
-    def _add(self, rec: InstanceRecord) -> bool:
-        """One insert and one update in the common case (series already known)."""
+    def _add_many(self, records: list[InstanceRecord]) -> int:
+        """One insert per instance and one update per study in the common case (series known)."""
         now = utcnow()
         with self.engine.begin() as conn:
-            series_pk, study_pk = self._series_of(conn, rec, now)
-            inserted = conn.execute(self._insert_instance, {
-                "sop_instance_uid": rec.sop_instance_uid, "sop_class_uid": rec.sop_class_uid,
-                "series_pk": series_pk, "instance_number": rec.instance_number,
-                "transfer_syntax_uid": rec.transfer_syntax_uid, "path": rec.path, "size_bytes": rec.size_bytes,
-                "received_at": now, "calling_ae": rec.calling_ae, "calling_host": rec.calling_host}).first()
-            if inserted is None:
-                return False
-            touched = conn.execute(self._touch_study, {"pk": study_pk, "at": now}).rowcount
-            if not touched:   # the study was complete: this instance re-opens it
-                conn.execute(update(_studies).where(_studies.c.id == study_pk)
-                             .values(state="receiving", last_received_at=now))
-                conn.execute(_events.insert().values(kind=EventKind.STUDY_REOPENED, study_uid=rec.study_uid,
-                                                     created_at=now, payload={"calling_ae": rec.calling_ae}))
-                log.info("study %s re-opened: new instance from %s", rec.study_uid, rec.calling_ae)
-        return True
+            studies: dict[int, InstanceRecord] = {}     # study pk → an instance of it that is new
+            added = 0
+            for rec in records:
+                series_pk, study_pk = self._series_of(conn, rec, now)
+                inserted = conn.execute(self._insert_instance, {
+                    "sop_instance_uid": rec.sop_instance_uid, "sop_class_uid": rec.sop_class_uid,
+                    "series_pk": series_pk, "instance_number": rec.instance_number,
+                    "transfer_syntax_uid": rec.transfer_syntax_uid, "path": rec.path, "size_bytes": rec.size_bytes,
+                    "received_at": now, "calling_ae": rec.calling_ae, "calling_host": rec.calling_host}).first()
+                if inserted is not None:
+                    studies.setdefault(study_pk, rec)
+                    added += 1
+            for study_pk, rec in studies.items():
+                touched = conn.execute(self._touch_study, {"pk": study_pk, "at": now}).rowcount
+                if not touched:   # the study was complete: this instance re-opens it
+                    conn.execute(update(_studies).where(_studies.c.id == study_pk)
+                                 .values(state="receiving", last_received_at=now))
+                    conn.execute(_events.insert().values(kind=EventKind.STUDY_REOPENED, study_uid=rec.study_uid,
+                                                         created_at=now, payload={"calling_ae": rec.calling_ae}))
+                    log.info("study %s re-opened: new instance from %s", rec.study_uid, rec.calling_ae)
+        return added
 
     def _series_of(self, conn: Connection, rec: InstanceRecord, now: datetime) -> tuple[int, int]:
         cached = self._series_cache.get(rec.series_uid)

@@ -2,7 +2,7 @@
 
 The SCP streams what arrived into a temporary file (file meta + the dataset bytes exactly as sent) and
 hands it here. The answer is a DIMSE status: success only once the file's data and its name are
-fsync'd, so a scanner that got 0x0000 never loses that image; its index row is written right after
+fsync'd (store/files.py says in which order), so a scanner that got 0x0000 never loses that image; its index row is written right after
 the answer went out (a row lost to a crash is rebuilt from the file: store/recovery.py).
 """
 from __future__ import annotations
@@ -36,6 +36,7 @@ from neuropetrix.store.index import InstanceRecord, StudyIndex
 log = logging.getLogger("neuropetrix.store")
 
 HEAD_BYTES = 64 * 1024             # how much of each dataset the SCP keeps in memory for the header
+ROW_GROUP = 8                      # an association's rows written in one commit (a third of the CPU each)
 _LOCK_STRIPES = 64                 # instances placed at once never need more; collisions only wait
 
 
@@ -127,6 +128,7 @@ class Ingest:
         self._placing = [threading.Lock() for _ in range(_LOCK_STRIPES)]
         self.unindexed = 0          # stored and acknowledged instances whose row could not be written
         self._unindexed_lock = threading.Lock()
+        self._unwritten: set[str] = set()    # SOP Instance UIDs whose rows associations hold (`write_rows`)
 
     def _read(self, temp: TempFile, head: bytes, transfer_syntax: str) -> tuple[InstanceKeys, dict[str, object]]:
         """The instance's keys, from its first bytes when they suffice; and, for a series the index
@@ -143,7 +145,7 @@ class Ingest:
     def _transform(self, temp: TempFile, transform: Callable[[Dataset], None],
                    transfer_syntax: str) -> tuple[TempFile, InstanceKeys, dict[str, object], str]:
         """Apply a peer's inbound transform to the received file, re-encoded in the same transfer
-        syntax into a new temporary file (durable before it gets its name, as received files are);
+        syntax into a new temporary file (unsealed: `_place` flushes its data before naming it);
         returns that file and the keys, attributes and place of what is now to be stored."""
         ds = dcmread(temp.path)
         transform(ds)
@@ -151,7 +153,6 @@ class Ingest:
         try:
             with open(rewritten.fd, "wb", closefd=False) as fp:
                 ds.save_as(fp, enforce_file_format=True)
-            self.files.sync_file(rewritten)
             keys, attributes = self._read(rewritten, b"", transfer_syntax)
             rel = relative_path(keys.study_uid, keys.series_uid, check_uid(keys.sop_instance_uid, "SOPInstanceUID"))
         except BaseException:
@@ -161,7 +162,8 @@ class Ingest:
         return rewritten, keys, attributes, rel
 
     def accept(self, temp: TempFile, request: StoreRequest, head: bytes = b"",
-               acknowledge: Callable[[Outcome], None] | None = None) -> Outcome:
+               acknowledge: Callable[[Outcome], None] | None = None,
+               rows: list[InstanceRecord] | None = None) -> Outcome:
         """Check, place and index the instance in `temp` (fdatasync'd by the caller), which is
         closed when this returns; never raises for bad input.
 
@@ -170,7 +172,11 @@ class Ingest:
         (the file alone is enough to rebuild the row: store/recovery.py), so the row's write overlaps
         the peer sending its next instance. What `acknowledge` raises is raised after indexing.
         `head` is the start of the dataset as received, when the caller kept it: the header is then
-        read from memory instead of from the file."""
+        read from memory instead of from the file. `rows`, an association's unwritten index rows:
+        this instance's row joins them instead of being written at once; once `ROW_GROUP` wait
+        there, they are written in one commit while an instance's flushes wait for the disk, and
+        the caller writes what is left (`write_rows`) before it waits for its peer, answers another
+        request or a release."""
         answered: list[Outcome] = []
 
         def answer(outcome: Outcome) -> None:
@@ -178,7 +184,7 @@ class Ingest:
             if acknowledge is not None:
                 acknowledge(outcome)
         try:
-            outcome = self._accept(temp, request, head, answer)
+            outcome = self._accept(temp, request, head, answer, rows)
         except Exception as exc:
             self.files.discard(temp)
             if answered:       # acknowledge failed (the peer went away): the instance is stored anyway
@@ -197,7 +203,7 @@ class Ingest:
         return Outcome(OUT_OF_RESOURCES, f"cannot store: {type(exc).__name__}")
 
     def _accept(self, temp: TempFile, request: StoreRequest, head: bytes,
-                acknowledge: Callable[[Outcome], None]) -> Outcome:
+                acknowledge: Callable[[Outcome], None], rows: list[InstanceRecord] | None) -> Outcome:
         sop_instance_uid, calling_ae, calling_host = request.sop_instance_uid, request.calling_ae, request.calling_host
         transfer_syntax = request.transfer_syntax
         try:
@@ -227,44 +233,92 @@ class Ingest:
             size = temp.size()
             rec = instance_record(keys, rel, size, transfer_syntax, calling_ae, calling_host, attributes)
             with self._placing[hash(sop) % _LOCK_STRIPES]:
-                if not self._place(temp, rec):
+                group = rows is not None and len(rows) >= ROW_GROUP
+                if not self._place(temp, rec, (lambda: self.write_rows(rows)) if group else None):
                     log.info("duplicate %s from %s: already stored, kept the first", sop, calling_ae)
                     return Outcome(SUCCESS, duplicate=True, study_uid=keys.study_uid)
                 try:
                     acknowledge(Outcome(SUCCESS, study_uid=keys.study_uid))
                 finally:
-                    added = self._index(rec)
+                    if rows is None:
+                        added = self._index([rec]) == 1
+                    else:     # written with a later instance's flushes, or when the association waits
+                        with self._unindexed_lock:
+                            self._unwritten.add(sop)
+                        rows.append(rec)
+                        added = True
+                        if attributes:   # a new series: made known now, its next instances then need no pydicom
+                            self.write_rows(rows)
         finally:
-            self.files.discard(temp)     # closed already once placed; a rewritten one otherwise leaks
+            self.files.discard(temp)     # closes it (a named one keeps only its new name)
         metrics.INSTANCES_RECEIVED.inc()
         metrics.BYTES_RECEIVED.inc(size)
         return Outcome(SUCCESS, duplicate=not added, study_uid=keys.study_uid)
 
-    def _place(self, temp: TempFile, rec: InstanceRecord) -> bool:
-        """Give the file its name and make the name durable; False (and `temp` discarded) for a
-        duplicate. Called with the instance's lock held, which is kept until its row is written, so
-        a file without a row is never another association's copy in flight: it is one an
-        interrupted run placed and never indexed, and it is replaced."""
-        if not self.files.place(temp, rec.path):
-            if self.index.contains(rec.sop_instance_uid):
-                self.files.discard(temp)
-                return False
-            self.files.place(temp, rec.path, replace=True)
-        # The data was fdatasync'd before it got its name; now the name is made durable. From here on
-        # the file alone is enough to rebuild its index row (store/recovery.py), so the instance may
-        # be acknowledged, and the index commit need not wait for the disk.
+    def _place(self, temp: TempFile, rec: InstanceRecord, meanwhile: Callable[[], None] | None = None) -> bool:
+        """Give the file its name and make its data and name durable; False (and `temp` discarded)
+        for a duplicate. Called with the instance's lock held, which is kept until its row is
+        written, so a file without a row is never another association's copy in flight: it is one an
+        interrupted run placed and never indexed (or whose row failed), and it is replaced.
+
+        A sealed file is named first and then flushed, data and folder at once (a crash in between
+        leaves a copy recovery can tell is cut short: `FileStore.intact`); an unsealed one, and any
+        copy that replaces a file already there (which may be an acknowledged instance), has its
+        data flushed before it takes the name. From then on the file alone is enough to rebuild its
+        index row (store/recovery.py), so the instance may be acknowledged, and the index commit
+        need not wait for the disk. `meanwhile` runs while the flushes wait (or right away)."""
+        if meanwhile is not None and not temp.sealed:
+            meanwhile()
+        if not temp.sealed:
+            self.files.sync_file(temp)
+        if self.files.place(temp, rec.path):
+            if temp.sealed:
+                self.files.sync_placed(temp, rec.path, meanwhile)
+            else:
+                self.files.sync_dir(rec.path)
+            return True
+        if meanwhile is not None and temp.sealed:
+            meanwhile()
+        if self._indexed(rec.sop_instance_uid):
+            self.files.discard(temp)
+            return False
+        if temp.sealed:
+            self.files.sync_file(temp)
+        self.files.place(temp, rec.path, replace=True)
         self.files.sync_dir(rec.path)
         return True
 
-    def _index(self, rec: InstanceRecord) -> bool:
-        """Write the row of an instance already stored and acknowledged; False when it was there
-        (another node sharing the database indexed it first). A row that cannot be written now is
-        left to recovery: the run is marked for it (`unindexed`) and the file stays."""
+    def _indexed(self, sop_instance_uid: str) -> bool:
+        """Whether the instance has its row, or an association holds it to write (a file there is
+        then not a leftover to replace but the first copy)."""
+        with self._unindexed_lock:
+            if sop_instance_uid in self._unwritten:
+                return True
+        return self.index.contains(sop_instance_uid)
+
+    def write_rows(self, rows: list[InstanceRecord]) -> None:
+        """Write an association's unwritten rows (`accept`'s `rows`) in one commit and empty the list."""
+        if not rows:
+            return
+        batch = list(rows)
+        rows.clear()
         try:
-            return self.index.add(rec)
+            self._index(batch)
+        finally:
+            with self._unindexed_lock:
+                self._unwritten.difference_update(rec.sop_instance_uid for rec in batch)
+
+    def _index(self, records: list[InstanceRecord]) -> int:
+        """Write the rows of instances already stored and acknowledged; how many were new (the
+        others another node sharing the database indexed first). Rows that cannot be written now
+        are left to recovery: the run is marked for them (`unindexed`) and the files stay."""
+        try:
+            return self.index.add_many(records) if len(records) > 1 else int(self.index.add(records[0]))
         except Exception:
             with self._unindexed_lock:
-                self.unindexed += 1
-            log.exception("indexing %s failed; its file is stored and the next start re-indexes it",
-                          rec.sop_instance_uid)
-            return True
+                self.unindexed += len(records)
+            log.exception("indexing %s failed; %s stored and the next start re-indexes %s",
+                          ", ".join(rec.sop_instance_uid for rec in records),
+                          "its file is" if len(records) == 1 else "their files are",
+                          "it" if len(records) == 1 else "them")
+            return len(records)

@@ -1,7 +1,9 @@
 """After an unclean stop, put back in the index every stored file it lost.
 
-Received instances are made durable by their files: the data is fdatasync'd before it gets its name
-and the name is fsync'd before the success status goes back. The index row is committed without
+Received instances are made durable by their files: the data and the name are fsync'd before the
+success status goes back. A file named before its data was flushed carries a seal (its CRC-32 and
+size, store/files.py); one whose content no longer matches it was cut short by the crash, never
+acknowledged, and is removed rather than indexed. The index row is committed without
 waiting for the disk (store/db.py), so a power loss may take the last rows, never a file. A marker
 file says the node is running; found at start-up, it means the last run did not stop cleanly, and
 every series folder changed since that run began is compared with the index and what is missing is
@@ -56,8 +58,9 @@ class RunMarker:
 
 
 def reindex_since(files: FileStore, index: StudyIndex, since: float) -> int:
-    """Index every stored file under a series folder changed after `since` that the index lacks, and
-    remove the side names of swaps a crash interrupted (`FileStore.SIDE_NAMES`: the instance's own name
+    """Index every stored file under a series folder changed after `since` that the index lacks (and
+    remove those whose seal says a crash cut them short), and remove the side names of swaps a crash
+    interrupted (`FileStore.SIDE_NAMES`: the instance's own name
     holds a whole copy either way)."""
     restored = 0
     for study_dir in sorted(p for p in files.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -69,6 +72,10 @@ def reindex_since(files: FileStore, index: StudyIndex, since: float) -> int:
                 side.unlink(missing_ok=True)
             for path in sorted(series_dir.glob("*.dcm")):
                 if index.contains(path.stem):
+                    continue
+                if not files.intact(path):
+                    log.warning("recovery: removing %s, cut short by the crash before it was acknowledged", path)
+                    path.unlink(missing_ok=True)
                     continue
                 try:
                     ds = dcmread(path, stop_before_pixels=True)

@@ -14,6 +14,7 @@ request in hand, never cuts one.
 from __future__ import annotations
 
 import logging
+import select
 import socket
 import ssl
 import struct
@@ -86,6 +87,7 @@ from neuropetrix.node.scp.wire import (
 from neuropetrix.node.scu.dicom import SendError, send_files
 from neuropetrix.store.files import TempFile
 from neuropetrix.store.incoming import IncomingInstance
+from neuropetrix.store.index import InstanceRecord
 from neuropetrix.store.ingest import Outcome, StoreRequest
 
 if TYPE_CHECKING:
@@ -96,6 +98,7 @@ log = logging.getLogger("neuropetrix.scp")
 MAX_CONTROL_PDU = 1 << 20   # A-ASSOCIATE-RQ and friends; P-DATA is streamed whatever its length
 MAX_COMMAND = 1 << 16
 MAX_SMALL_DATASET = 1 << 20  # an MPPS dataset or a C-FIND identifier is a few KiB; more is refused
+ROWS_WAIT_S = 0.005          # a peer silent this long after an answer: its instances' rows are written now
 CHUNK = 1 << 20
 _NAMES = {C_FIND_RQ: "C-FIND", C_MOVE_RQ: "C-MOVE", C_GET_RQ: "C-GET"}
 UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)   # re-encoded between each other for a C-GET
@@ -160,6 +163,8 @@ class Association:
         self._pdu_left = 0                # bytes of the current P-DATA-TF not read yet
         self._cancel_seen = False         # a C-CANCEL read while waiting for a C-GET sub-operation's answer
         self._spare: TempFile | None = None  # opened after an instance was answered, for the next one
+        self._rows: list[InstanceRecord] = []  # index rows of answered instances, not written yet
+        self._poll: select.poll | None = None
 
     # -- reading --------------------------------------------------------------------------------
     def _read(self, n: int) -> bytes:
@@ -187,6 +192,8 @@ class Association:
         # waiting for the next request: the DIMSE timeout; within one: the network's (two system calls
         # each way, skipped when they are the same)
         switch = idle and self.limits.dimse_timeout != self.limits.network_timeout
+        if idle and self._rows and not self._input_waiting(ROWS_WAIT_S):
+            self._write_rows()      # nothing coming at once: no next instance's flush to write them under
         while self._pdu_left == 0:
             if switch:
                 self.sock.settimeout(self.limits.dimse_timeout)
@@ -197,6 +204,7 @@ class Association:
                 self._pdu_left = length
             elif pdu_type == RELEASE_RQ and idle:
                 self._read(length)
+                self._write_rows()      # a peer that released finds every row written
                 self._send(RELEASE_RP_PDU)
                 return None
             elif pdu_type == ABORT:
@@ -266,19 +274,28 @@ class Association:
         syntax = UID(self.contexts[context_id][1])
         return read_dataset(BytesIO(raw), syntax.is_implicit_VR, syntax.is_little_endian)
 
-    def _input_waiting(self) -> bool:
-        """Whether the peer has sent something not read yet (a C-CANCEL during a C-FIND)."""
+    def _input_waiting(self, wait: float = 0.0) -> bool:
+        """Whether the peer has sent something not read yet (a C-CANCEL during a C-FIND), or does
+        within `wait` seconds."""
         if self._pdu_left:
             return True
         if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
             return True
         self.sock.settimeout(0.0)
         try:
-            return bool(self.rfile.peek(1))
+            if self.rfile.peek(1):
+                return True
         except (ssl.SSLWantReadError, BlockingIOError):    # TLS: nothing decrypted yet
-            return False
+            pass
         finally:
             self.sock.settimeout(self.limits.network_timeout)
+        if wait <= 0:
+            return False
+        # poll, not a socket timeout: a timed-out read would leave the file object unusable
+        if self._poll is None:
+            self._poll = select.poll()
+            self._poll.register(self.sock, select.POLLIN)
+        return bool(self._poll.poll(wait * 1000))
 
     def _send(self, data: bytes) -> None:
         self.sock.sendall(data)
@@ -373,6 +390,8 @@ class Association:
             handler = self._handlers.get(field_)
             if handler is None or not cmd.has_dataset:
                 raise ProtocolError(f"unsupported DIMSE command 0x{field_:04x}")
+            if field_ != C_STORE_RQ:
+                self._write_rows()      # a query or retrieve finds the instances stored before it
             with self.busy:
                 if self.closing:
                     raise PeerClosed("node is shutting down")
@@ -392,10 +411,10 @@ class Association:
             log.warning("association from %s (%s) ended mid-transfer of %s; partial data discarded",
                         self.calling_ae, self.host, request.sop_instance_uid)
             raise
-        # answered as soon as the instance is durable; its index row is written while the peer sends the next
+        # answered as soon as the instance is durable; its index row is written with the next one's flushes
         outcome = incoming.commit(lambda answer: self._respond(
             context_id, C_STORE_RSP, request.sop_class_uid, cmd.message_id, answer.status,
-            request.sop_instance_uid, answer.message))
+            request.sop_instance_uid, answer.message), self._rows)
         self._count(outcome, incoming.size)
         if outcome.status == SUCCESS:   # the next instance's file, opened while it comes (not after a failed write)
             self._spare = self.server.ingest.files.spare_temp()
@@ -598,6 +617,9 @@ class Association:
         C_STORE_RQ: _store, N_CREATE_RQ: _procedure_step, N_SET_RQ: _procedure_step, C_FIND_RQ: _find,
         C_MOVE_RQ: _retrieve, C_GET_RQ: _retrieve}
 
+    def _write_rows(self) -> None:
+        self.server.ingest.write_rows(self._rows)
+
     def _count(self, outcome: Outcome, size: int) -> None:
         if outcome.status != SUCCESS:
             self.stats.failed += 1
@@ -644,6 +666,7 @@ class Association:
             log.exception("association from %s (%s) failed", self.calling_ae, self.host)
             self.abort()
         finally:
+            self._write_rows()
             if self._spare is not None:
                 self.server.ingest.files.discard(self._spare)
             self.server.release(self)
