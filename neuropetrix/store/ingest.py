@@ -2,8 +2,9 @@
 
 The SCP streams what arrived into a temporary file (file meta + the dataset bytes exactly as sent) and
 hands it here. The answer is a DIMSE status: success only once the file's data and its name are
-fsync'd (store/files.py says in which order), so a scanner that got 0x0000 never loses that image; its index row is written right after
-the answer went out (a row lost to a crash is rebuilt from the file: store/recovery.py).
+fsync'd (store/files.py says in which order), so a scanner that got 0x0000 never loses that image; its
+index row is written after the answer went out (a row lost to a crash is rebuilt from the file:
+store/recovery.py).
 """
 from __future__ import annotations
 

@@ -13,14 +13,14 @@ from pynetdicom.sop_class import CTImageStorage
 from sqlalchemy.exc import OperationalError
 
 from neuropetrix.node.scp import association
-from neuropetrix.node.scp.wire import RELEASE_RP_PDU
 from neuropetrix.node.scp.policy import AcceptancePolicy, ServerLimits
 from neuropetrix.node.scp.server import DicomServer
-from neuropetrix.store.db import open_database
+from neuropetrix.node.scp.wire import RELEASE_RP_PDU
 from neuropetrix.store import files as files_module
+from neuropetrix.store import ingest
+from neuropetrix.store.db import open_database
 from neuropetrix.store.files import CHECKSUM_XATTR, FileStore, TempFile
 from neuropetrix.store.index import InstanceRecord, StudyIndex
-from neuropetrix.store import ingest
 from neuropetrix.store.ingest import Ingest
 from neuropetrix.store.recovery import reindex_since
 from tests.conftest import storescu
