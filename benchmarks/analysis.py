@@ -17,7 +17,8 @@ the rounds (the ratio is the median of the per-round ratios, so a load spike hit
 ratio). Target: `analyze` (imports included) within 2× the floor.
 
 Also per round, the engine's case: a process warmed up as the engine's analysis process is
-(`engine/analysis_runner.py:warm_up`, once) then analysing the study twice; the second study's time is
+(`engine/analysis_runner.py:warm_up` and `collect_between_studies`, once) then analysing the study
+twice, with a full garbage collection after each as that process makes; the second study's time is
 compared with the floor's read time (a warm process pays no imports, as the floor's read does not).
 """
 from __future__ import annotations
@@ -52,13 +53,14 @@ print(json.dumps({"stages": stages, "analyze_s": total, "lesions": len(analysis.
 """
 
 WARM_CHILD = r"""
-import json, sys, tempfile, time
+import gc, json, sys, tempfile, time
 from pathlib import Path
 from neuropetrix.config.settings import AnalysisSettings, Settings
-from neuropetrix.engine.analysis_runner import warm_up
+from neuropetrix.engine.analysis_runner import collect_between_studies, warm_up
 from neuropetrix.engine.offline import analyze_folder
 t0 = time.perf_counter()
 warm_up(Settings())
+collect_between_studies()
 warmed = time.perf_counter() - t0
 settings = AnalysisSettings(method=sys.argv[3], threshold=0.41 if sys.argv[3] == "percent_max" else 4.0)
 times, stages = [], {}
@@ -67,6 +69,7 @@ for _ in range(2):
         t0 = time.perf_counter()
         stages = dict(analyze_folder(Path(sys.argv[1]), Path(out), settings, "cpu").result.timings_s)
         times.append(time.perf_counter() - t0)      # the analysis is dropped, as the engine drops it
+    gc.collect()                                    # as the engine's process does once a study's reply is sent
 print(json.dumps({"warm_up_s": warmed, "first_s": times[0], "second_s": times[1], "stages": stages}))
 """
 

@@ -9,6 +9,7 @@ unseen; the job's lease then expires and the analysis runs again.
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import multiprocessing
 import signal
@@ -71,14 +72,33 @@ def analyze_into(study_dir: Path, out_dir: Path, settings: Settings, params: dic
 _WARM_LESION = ("warm-up", "liver", (-110.0, -30.0, 150.0), 60.0, 9.0)
 
 
+# Young collections as usual (every 700 allocations, the middle generation every 10 of them); a full
+# one only after this many middle ones, i.e. practically never during a study (`collect_between_studies`).
+_FULL_COLLECTION_AFTER = 1_000_000
+
+
+def collect_between_studies() -> None:
+    """Full garbage collections between studies, not during them (the analysis process's setting,
+    made once after its warm-up; `_child` collects after each study). What is alive after the warm-up
+    (modules, classes, the libraries' tables: most of the process's objects, none of them ever garbage)
+    is frozen out of the collector's reach, and a full collection is left to the end of each study,
+    when its objects are freed: during a whole-body study Python's own rule started two or three,
+    each walking every object of the process (about 1 s a study in all). Cyclic garbage of a study
+    still goes in the young collections (hl7apy's message trees, most of it); what outlives them waits
+    for the end of the study."""
+    gc.collect()
+    gc.freeze()
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, _FULL_COLLECTION_AFTER)
+
+
 def warm_up(settings: Settings) -> dict | None:
     """Pay every cost that is paid once per process before the first study rather than in it:
     the imports and what the libraries load on first use (highdicom's IOD tables, fhir.resources'
     model classes, hl7apy's message structures, matplotlib's fonts, reportlab's), by analysing a
     small phantom with `settings` into a temporary folder and writing every report. Its log lines
     are held back (they would name a study nobody sent); a failure is logged and leaves the process
-    serving: the first study then pays what is left. Returns the warm-up study's summary (None if
-    it failed)."""
+    serving: the first study then pays what is left. Returns the warm-up study's summary (None if it failed)."""
     import tempfile
 
     from neuropetrix.phantoms.wholebody import LesionTruth, write_study
@@ -107,6 +127,7 @@ def _child(conn: Connection, log_level: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)      # the node stops us; Ctrl-C goes to the node
     setup_logging(log_level)                          # the analysis's own log lines, in the node's format
     warm_up(Settings())                               # imports and first-use tables, once, before the first study
+    collect_between_studies()
     from neuropetrix.analysis.errors import AnalysisError
     from neuropetrix.reports.errors import ReportError
 
@@ -121,6 +142,7 @@ def _child(conn: Connection, log_level: str) -> None:
             conn.send(("refused", f"{type(exc).__name__}: {exc}"))
         except Exception as exc:                        # noqa: BLE001 — reported to the job, not lost
             conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        gc.collect()                                  # the study's garbage, once its reply is sent
 
 
 class AnalysisProcess:

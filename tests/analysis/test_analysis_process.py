@@ -1,15 +1,17 @@
 """The engine's long-lived analysis process: warmed up once on a phantom, then serving real studies."""
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import threading
+import weakref
 from pathlib import Path
 
 import pytest
 
 from neuropetrix.config.settings import Settings
-from neuropetrix.engine.analysis_runner import AnalysisProcess, warm_up
+from neuropetrix.engine.analysis_runner import AnalysisProcess, collect_between_studies, warm_up
 
 
 def test_warm_up_makes_every_report_once(caplog: pytest.LogCaptureFixture):
@@ -21,6 +23,34 @@ def test_warm_up_makes_every_report_once(caplog: pytest.LogCaptureFixture):
     assert {"read", "segmentation", "write"} <= set(summary["timings_s"])
     messages = [r.getMessage() for r in caplog.records if r.name.startswith("neuropetrix")]
     assert len(messages) == 1 and messages[0].startswith("analysis process warmed up in ")
+
+
+class _Node:
+    """An object in a reference cycle: only the garbage collector frees it."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_between_studies_the_process_is_frozen_and_full_collections_wait():
+    """After the warm-up, the process's objects are out of the collector's reach and a study's
+    allocations start no full collection (each walked every object of the process); a study's cyclic
+    garbage still goes in the young collections."""
+    threshold = gc.get_threshold()
+    try:
+        collect_between_studies()
+        assert gc.get_freeze_count() > 0
+        full = gc.get_stats()[2]["collections"]
+        node = _Node()
+        gone = weakref.ref(node)
+        del node
+        held = [[] for _ in range(300_000)]          # by Python's own rule, several full collections
+        assert gone() is None
+        assert gc.get_stats()[2]["collections"] == full
+        del held
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
 
 
 def test_a_failed_warm_up_is_one_warning_and_analysis_logs_again(monkeypatch, caplog: pytest.LogCaptureFixture):
