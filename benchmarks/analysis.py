@@ -16,9 +16,9 @@ imports pydicom and numpy and does nothing but `dcmread` and `pixel_array` on ev
 the rounds (the ratio is the median of the per-round ratios, so a load spike hits both sides of one
 ratio). Target: `analyze` (imports included) within 2× the floor.
 
-Also per round, the engine's case: a process warmed up as the engine's analysis process is
-(`engine/analysis_runner.py:warm_up` and `collect_between_studies`, once) then analysing the study
-twice, with a full garbage collection after each as that process makes; the second study's time is
+Also per round, the engine's case: a process set up as the engine's analysis process is
+(engine/analysis_runner.py: `keep_freed_memory`, `warm_up`, `collect_between_studies`), then analysing
+the study twice, with a full garbage collection after each as that process makes; the second study's time is
 compared with the floor's read time (a warm process pays no imports, as the floor's read does not).
 """
 from __future__ import annotations
@@ -53,12 +53,13 @@ print(json.dumps({"stages": stages, "analyze_s": total, "lesions": len(analysis.
 """
 
 WARM_CHILD = r"""
-import gc, json, sys, tempfile, time
+import gc, json, resource, sys, tempfile, time
 from pathlib import Path
 from neuropetrix.config.settings import AnalysisSettings, Settings
-from neuropetrix.engine.analysis_runner import collect_between_studies, warm_up
+from neuropetrix.engine.analysis_runner import collect_between_studies, keep_freed_memory, warm_up
 from neuropetrix.engine.offline import analyze_folder
 t0 = time.perf_counter()
+keep_freed_memory()
 warm_up(Settings())
 collect_between_studies()
 warmed = time.perf_counter() - t0
@@ -70,7 +71,8 @@ for _ in range(2):
         stages = dict(analyze_folder(Path(sys.argv[1]), Path(out), settings, "cpu").result.timings_s)
         times.append(time.perf_counter() - t0)      # the analysis is dropped, as the engine drops it
     gc.collect()                                    # as the engine's process does once a study's reply is sent
-print(json.dumps({"warm_up_s": warmed, "first_s": times[0], "second_s": times[1], "stages": stages}))
+print(json.dumps({"warm_up_s": warmed, "first_s": times[0], "second_s": times[1], "stages": stages,
+                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
 FLOOR_CHILD = r"""
@@ -164,7 +166,8 @@ def main() -> int:
     print(f"warm analysis process (the engine's: warmed up once, then studies): second study {second:.2f} s "
           f"(first {first:.2f} s, warm-up {statistics.median(w['warm_up_s'] for w in warms):.2f} s); ratio to "
           f"the floor's read {statistics.median(warm):.2f} (rounds: {', '.join(f'{v:.2f}' for v in warm)})")
-    print("  its stages: " + ", ".join(f"{k} {v:.2f}" for k, v in warms[len(warms) // 2]["stages"].items()))
+    print("  its stages: " + ", ".join(f"{k} {v:.2f}" for k, v in warms[len(warms) // 2]["stages"].items())
+          + f"; peak RSS {max(w['peak_rss_mib'] for w in warms):.0f} MiB")
     print(f"load average at end: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     ct = _child(CT_CHILD, str(args.data))
     print(f"CT for the MONAI path: decode {ct['ct_decode_s']:.2f} s, resample onto PET {ct['ct_resample_s']:.2f} s "
