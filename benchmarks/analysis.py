@@ -4,7 +4,8 @@
 
 The study (PET 200×200×400 at 3.5×3.5×3 mm, CT 512×512×400 on the same slices, 400 + 400 files) is
 written once into --data and reused. Each run is a fresh Python process (imports included, as a user
-running `neuropetrix analyze` pays them) that reports the stage timings of `analyze_folder`:
+running `neuropetrix analyze` pays them, and the process set up as that command sets it up) that
+reports the stage timings of `analyze_folder`:
 read/decode (PET, and the CT at the PET's pixel size for the anatomy), SUV, anatomy (organs from the CT
 on the PET grid), segmentation (references and physiological uptake included), measures, writing
 (analysis.json and the report files), and its peak RSS. The full-resolution CT decoding and resampling
@@ -40,10 +41,13 @@ import json, resource, sys, time
 from pathlib import Path
 t0 = time.perf_counter()
 from neuropetrix.config.settings import AnalysisSettings
+from neuropetrix.engine.analysis_memory import collect_between_studies, keep_freed_memory
 from neuropetrix.engine.offline import analyze_folder
 imported = time.perf_counter() - t0
 settings = AnalysisSettings(method=sys.argv[3], threshold=0.41 if sys.argv[3] == "percent_max" else 4.0)
 t0 = time.perf_counter()
+keep_freed_memory()                  # as `neuropetrix analyze` does before its study
+collect_between_studies()
 analysis = analyze_folder(Path(sys.argv[1]), Path(sys.argv[2]), settings, "cpu")
 total = time.perf_counter() - t0
 stages = dict(analysis.result.timings_s)
@@ -56,7 +60,8 @@ WARM_CHILD = r"""
 import gc, json, resource, sys, tempfile, time
 from pathlib import Path
 from neuropetrix.config.settings import AnalysisSettings, Settings
-from neuropetrix.engine.analysis_runner import collect_between_studies, keep_freed_memory, warm_up
+from neuropetrix.engine.analysis_memory import collect_between_studies, keep_freed_memory
+from neuropetrix.engine.analysis_runner import warm_up
 from neuropetrix.engine.offline import analyze_folder
 t0 = time.perf_counter()
 keep_freed_memory()

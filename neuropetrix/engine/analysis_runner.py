@@ -19,13 +19,13 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from neuropetrix.config.settings import Settings
+from neuropetrix.engine.analysis_memory import collect_between_studies, keep_freed_memory
 from neuropetrix.engine.clock import SYSTEM, Clock
 from neuropetrix.logs import setup_logging
 from neuropetrix.reports.source import OrderFacts
 
 log = logging.getLogger("neuropetrix.analysis")
 _PR_SET_PDEATHSIG = 1
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4            # glibc's mallopt parameters (malloc.h)
 
 
 class AnalysisFailed(Exception):
@@ -41,20 +41,6 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
         pass                                  # not Linux: the lease still recovers the job
-
-
-def keep_freed_memory() -> bool:
-    """Let freed memory be reused by the next array instead of going back to the kernel: glibc maps
-    every block above 128 KiB-32 MiB afresh and unmaps it when freed, so each whole-body array (a
-    16 MB mask, a 64 MB volume) arrived as new pages the kernel zeroed and faulted in, a third of a
-    warm study's CPU time. With no mmap and no trimming, the process's heap grows to one study's peak
-    (about 0.9 GiB for a whole-body PET/CT) and stays there for the next. Returns whether glibc took
-    both settings (elsewhere nothing changes)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
-    except (OSError, AttributeError):
-        return False                          # not glibc: its allocator's own policy
 
 
 def analyze_into(study_dir: Path, out_dir: Path, settings: Settings, params: dict | None = None,
@@ -85,26 +71,6 @@ def analyze_into(study_dir: Path, out_dir: Path, settings: Settings, params: dic
 # The warm-up study: a coarse whole-body phantom (16 mm voxels, chest to abdomen) with one lesion, so
 # that every report, the SEG included, is made once.
 _WARM_LESION = ("warm-up", "liver", (-110.0, -30.0, 150.0), 60.0, 9.0)
-
-
-# Young collections as usual (every 700 allocations, the middle generation every 10 of them); a full
-# one only after this many middle ones, i.e. practically never during a study (`collect_between_studies`).
-_FULL_COLLECTION_AFTER = 1_000_000
-
-
-def collect_between_studies() -> None:
-    """Full garbage collections between studies, not during them (the analysis process's setting,
-    made once after its warm-up; `_child` collects after each study). What is alive after the warm-up
-    (modules, classes, the libraries' tables: most of the process's objects, none of them ever garbage)
-    is frozen out of the collector's reach, and a full collection is left to the end of each study,
-    when its objects are freed: during a whole-body study Python's own rule started two or three,
-    each walking every object of the process (about 1 s a study in all). Cyclic garbage of a study
-    still goes in the young collections (hl7apy's message trees, most of it); what outlives them waits
-    for the end of the study."""
-    gc.collect()
-    gc.freeze()
-    young, middle, _ = gc.get_threshold()
-    gc.set_threshold(young, middle, _FULL_COLLECTION_AFTER)
 
 
 def warm_up(settings: Settings) -> dict | None:

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from neuropetrix.config.settings import Settings
-from neuropetrix.engine.analysis_runner import AnalysisProcess, collect_between_studies, warm_up
+from neuropetrix.engine.analysis_memory import collect_between_studies
+from neuropetrix.engine.analysis_runner import AnalysisProcess, warm_up
 
 
 def test_warm_up_makes_every_report_once(caplog: pytest.LogCaptureFixture):
@@ -59,7 +60,7 @@ def test_between_studies_the_process_is_frozen_and_full_collections_wait():
 _REFILL = """
 import resource, sys
 import numpy as np
-from neuropetrix.engine.analysis_runner import keep_freed_memory
+from neuropetrix.engine.analysis_memory import keep_freed_memory
 kept = keep_freed_memory() if sys.argv[1] == "keep" else None
 np.ones(16_000_000, dtype=np.float32)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
