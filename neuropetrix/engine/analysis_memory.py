@@ -15,10 +15,10 @@ _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4            # glibc's mallopt parameters 
 def keep_freed_memory() -> bool:
     """Let freed memory be reused by the next array instead of going back to the kernel: glibc maps
     every block above 128 KiB-32 MiB afresh and unmaps it when freed, so each whole-body array (a
-    16 MB mask, a 64 MB volume) arrived as new pages the kernel zeroed and faulted in, a third of a
-    warm study's CPU time. With no mmap and no trimming, the process's heap grows to one study's peak
-    (about 0.9 GiB for a whole-body PET/CT) and stays there for the next. Returns whether glibc took
-    both settings (elsewhere nothing changes)."""
+    16 MB mask, a 64 MB volume) arrived as new pages the kernel zeroed and faulted in: about a quarter
+    of a warm study's CPU time. With no mmap and no trimming, the process's heap grows to one study's
+    peak (about 0.9 GiB for a whole-body PET/CT) and stays there for the next. Returns whether glibc
+    took both settings (elsewhere nothing changes)."""
     try:
         libc = ctypes.CDLL("libc.so.6")
         return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))

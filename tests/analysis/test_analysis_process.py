@@ -78,7 +78,7 @@ def _refill_faults(mode: str) -> tuple[str, int]:
 
 def test_the_analysis_process_reuses_freed_memory():
     """A freed whole-body array's memory serves the next one: no new pages (glibc unmapped it, and
-    the kernel zeroed and faulted in 64 MB again: a third of a warm study's CPU time)."""
+    the kernel zeroed and faulted in 64 MB again: about a quarter of a warm study's CPU time)."""
     kept, faults = _refill_faults("keep")
     assert kept == "True" and faults < 20
     assert _refill_faults("default")[1] > 5 * (faults + 10)   # 4 KiB pages: ~16000; transparent huge ones: ~300
