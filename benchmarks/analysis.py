@@ -4,7 +4,8 @@
 
 The study (PET 200×200×400 at 3.5×3.5×3 mm, CT 512×512×400 on the same slices, 400 + 400 files) is
 written once into --data and reused. Each run is a fresh Python process (imports included, as a user
-running `neuropetrix analyze` pays them) that reports the stage timings of `analyze_folder`:
+running `neuropetrix analyze` pays them, and the process set up as that command sets it up) that
+reports the stage timings of `analyze_folder`:
 read/decode (PET, and the CT at the PET's pixel size for the anatomy), SUV, anatomy (organs from the CT
 on the PET grid), segmentation (references and physiological uptake included), measures, writing
 (analysis.json and the report files), and its peak RSS. The full-resolution CT decoding and resampling
@@ -16,8 +17,9 @@ imports pydicom and numpy and does nothing but `dcmread` and `pixel_array` on ev
 the rounds (the ratio is the median of the per-round ratios, so a load spike hits both sides of one
 ratio). Target: `analyze` (imports included) within 2× the floor.
 
-Also per round, the engine's case: a process warmed up as the engine's analysis process is
-(`engine/analysis_runner.py:warm_up`, once) then analysing the study twice; the second study's time is
+Also per round, the engine's case: a process set up as the engine's analysis process is
+(engine/analysis_runner.py: `keep_freed_memory`, `warm_up`, `collect_between_studies`), then analysing
+the study twice, with a full garbage collection after each as that process makes; the second study's time is
 compared with the floor's read time (a warm process pays no imports, as the floor's read does not).
 """
 from __future__ import annotations
@@ -39,10 +41,13 @@ import json, resource, sys, time
 from pathlib import Path
 t0 = time.perf_counter()
 from neuropetrix.config.settings import AnalysisSettings
+from neuropetrix.engine.analysis_memory import collect_between_studies, keep_freed_memory
 from neuropetrix.engine.offline import analyze_folder
 imported = time.perf_counter() - t0
 settings = AnalysisSettings(method=sys.argv[3], threshold=0.41 if sys.argv[3] == "percent_max" else 4.0)
 t0 = time.perf_counter()
+keep_freed_memory()                  # as `neuropetrix analyze` does before its study
+collect_between_studies()
 analysis = analyze_folder(Path(sys.argv[1]), Path(sys.argv[2]), settings, "cpu")
 total = time.perf_counter() - t0
 stages = dict(analysis.result.timings_s)
@@ -52,13 +57,16 @@ print(json.dumps({"stages": stages, "analyze_s": total, "lesions": len(analysis.
 """
 
 WARM_CHILD = r"""
-import json, sys, tempfile, time
+import gc, json, resource, sys, tempfile, time
 from pathlib import Path
 from neuropetrix.config.settings import AnalysisSettings, Settings
+from neuropetrix.engine.analysis_memory import collect_between_studies, keep_freed_memory
 from neuropetrix.engine.analysis_runner import warm_up
 from neuropetrix.engine.offline import analyze_folder
 t0 = time.perf_counter()
+keep_freed_memory()
 warm_up(Settings())
+collect_between_studies()
 warmed = time.perf_counter() - t0
 settings = AnalysisSettings(method=sys.argv[3], threshold=0.41 if sys.argv[3] == "percent_max" else 4.0)
 times, stages = [], {}
@@ -67,7 +75,9 @@ for _ in range(2):
         t0 = time.perf_counter()
         stages = dict(analyze_folder(Path(sys.argv[1]), Path(out), settings, "cpu").result.timings_s)
         times.append(time.perf_counter() - t0)      # the analysis is dropped, as the engine drops it
-print(json.dumps({"warm_up_s": warmed, "first_s": times[0], "second_s": times[1], "stages": stages}))
+    gc.collect()                                    # as the engine's process does once a study's reply is sent
+print(json.dumps({"warm_up_s": warmed, "first_s": times[0], "second_s": times[1], "stages": stages,
+                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
 FLOOR_CHILD = r"""
@@ -161,7 +171,8 @@ def main() -> int:
     print(f"warm analysis process (the engine's: warmed up once, then studies): second study {second:.2f} s "
           f"(first {first:.2f} s, warm-up {statistics.median(w['warm_up_s'] for w in warms):.2f} s); ratio to "
           f"the floor's read {statistics.median(warm):.2f} (rounds: {', '.join(f'{v:.2f}' for v in warm)})")
-    print("  its stages: " + ", ".join(f"{k} {v:.2f}" for k, v in warms[len(warms) // 2]["stages"].items()))
+    print("  its stages: " + ", ".join(f"{k} {v:.2f}" for k, v in warms[len(warms) // 2]["stages"].items())
+          + f"; peak RSS {max(w['peak_rss_mib'] for w in warms):.0f} MiB")
     print(f"load average at end: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     ct = _child(CT_CHILD, str(args.data))
     print(f"CT for the MONAI path: decode {ct['ct_decode_s']:.2f} s, resample onto PET {ct['ct_resample_s']:.2f} s "

@@ -25,9 +25,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from neuropetrix.analysis.errors import AnalysisError
+    from neuropetrix.engine.analysis_memory import collect_between_studies, keep_freed_memory
     from neuropetrix.engine.offline import analyze_folder
     from neuropetrix.reports.errors import ReportError
 
+    keep_freed_memory()                 # this process runs one study, set up as the engine's analysis process is
+    collect_between_studies()
     settings = settings_from(args)
     try:
         analysis = analyze_folder(args.study_dir, args.out, settings.analysis, args.device, hbys=settings.hbys,

@@ -9,6 +9,7 @@ unseen; the job's lease then expires and the analysis runs again.
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import multiprocessing
 import signal
@@ -18,6 +19,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from neuropetrix.config.settings import Settings
+from neuropetrix.engine.analysis_memory import collect_between_studies, keep_freed_memory
 from neuropetrix.engine.clock import SYSTEM, Clock
 from neuropetrix.logs import setup_logging
 from neuropetrix.reports.source import OrderFacts
@@ -77,8 +79,7 @@ def warm_up(settings: Settings) -> dict | None:
     model classes, hl7apy's message structures, matplotlib's fonts, reportlab's), by analysing a
     small phantom with `settings` into a temporary folder and writing every report. Its log lines
     are held back (they would name a study nobody sent); a failure is logged and leaves the process
-    serving: the first study then pays what is left. Returns the warm-up study's summary (None if
-    it failed)."""
+    serving: the first study then pays what is left. Returns the warm-up study's summary (None if it failed)."""
     import tempfile
 
     from neuropetrix.phantoms.wholebody import LesionTruth, write_study
@@ -106,7 +107,9 @@ def _child(conn: Connection, log_level: str) -> None:
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)      # the node stops us; Ctrl-C goes to the node
     setup_logging(log_level)                          # the analysis's own log lines, in the node's format
+    keep_freed_memory()
     warm_up(Settings())                               # imports and first-use tables, once, before the first study
+    collect_between_studies()
     from neuropetrix.analysis.errors import AnalysisError
     from neuropetrix.reports.errors import ReportError
 
@@ -121,6 +124,7 @@ def _child(conn: Connection, log_level: str) -> None:
             conn.send(("refused", f"{type(exc).__name__}: {exc}"))
         except Exception as exc:                        # noqa: BLE001 — reported to the job, not lost
             conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        gc.collect()                                  # the study's garbage, once its reply is sent
 
 
 class AnalysisProcess:

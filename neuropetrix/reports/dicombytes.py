@@ -51,6 +51,7 @@ class _Encoder:
     def __init__(self, implicit: bool) -> None:
         self.implicit = implicit
         self.items: dict[tuple[int, tuple[str, ...]], bytes] = {}
+        self.charsets: dict[tuple[str, ...], list[str]] = {}
 
     def header(self, tag: int, length: int) -> bytes:
         """A sequence element's tag, VR (explicit VR: "SQ" and two reserved bytes) and length."""
@@ -60,8 +61,15 @@ class _Encoder:
 
     def sequence(self, elem: DataElement, encodings: Encodings | None) -> bytes:
         """The value of a sequence element: its items, framed."""
-        converted = convert_encodings(encodings or [default_encoding])
+        converted = self.converted(encodings or [default_encoding])
         return b"".join(self.item(item, converted) for item in elem.value)
+
+    def converted(self, encodings: Encodings) -> list[str]:
+        """pydicom's `convert_encodings`, once per distinct character set (not once per sequence)."""
+        key = (encodings,) if isinstance(encodings, str) else tuple(encodings)
+        if key not in self.charsets:
+            self.charsets[key] = convert_encodings(encodings)
+        return self.charsets[key]
 
     def item(self, item: Dataset, encodings: list[str]) -> bytes:
         key = (id(item), tuple(encodings))
@@ -78,7 +86,7 @@ class _Encoder:
         fp = DicomBytesIO()
         fp.is_little_endian = True
         fp.is_implicit_VR = self.implicit
-        for tag in sorted(ds.keys()):
+        for tag in sorted(ds.keys(), key=int):      # compared as ints: Tag's own comparison is Python code
             if tag.element == 0 and tag.group > 6:
                 continue
             elem = ds[tag]                  # a raw element decoded in the dataset's character set

@@ -24,7 +24,6 @@ from pydicom.sr.codedict import codes
 from pydicom.tag import Tag
 from pydicom.valuerep import DS
 
-_CONTENT_SEQUENCE = 0x0040A730
 _POSITION_AXIS = {codes.DCM.ImagePositionPatientX.value: 0, codes.DCM.ImagePositionPatientY.value: 1,
                   codes.DCM.ImagePositionPatientZ.value: 2}
 _CROSS_SECTIONAL = ("CT", "MR", "PT")     # the modalities highdicom describes by TID 1604
@@ -42,34 +41,56 @@ def _geometry(ds: Dataset) -> Hashable:
     return tuple(key)
 
 
-def _with(item: Dataset, **values: object) -> Dataset:
+def _element(keyword: str) -> tuple[int, str]:
+    tag = tag_for_keyword(keyword)
+    assert tag is not None
+    return Tag(tag), dictionary_VR(tag)
+
+
+_NUMERIC, _FLOAT, _MEASURED, _UID, _REFERENCED, _CONTENT = (_element(keyword) for keyword in (
+    "NumericValue", "FloatingPointValue", "MeasuredValueSequence", "ReferencedSOPInstanceUID",
+    "ReferencedSOPSequence", "ContentSequence"))
+
+
+def _with(item: Dataset, values: dict[tuple[int, str], object]) -> Dataset:
     """A new dataset holding `item`'s elements (the same element objects: nothing changes them) but
-    those named in `values`, which get new elements (setting an existing one would change it in place).
-    Built from a dict of elements, as pydicom's reader builds a dataset: setting them one by one was
-    most of the library's time."""
-    replaced = {Tag(tag_for_keyword(keyword)): value for keyword, value in values.items()}
+    those in `values` ({(tag, VR): value}), which get new elements (setting an existing one would
+    change it in place). Built from a dict of elements, as pydicom's reader builds a dataset: setting
+    them one by one was most of the library's time."""
+    replaced = {tag for tag, _ in values}
     elements = {tag: item.get_item(tag) for tag in item.keys() if tag not in replaced}
-    for tag, value in replaced.items():
-        elements[tag] = DataElement(tag, dictionary_VR(tag), value)
+    for (tag, vr), value in values.items():
+        elements[tag] = DataElement(tag, vr, value)
     return Dataset(elements)
 
 
-def _entry(template: Dataset, source: Dataset, ds: Dataset) -> Dataset:
-    """`template`'s image entry (made from the image `source`) for the image `ds` of the same geometry:
-    new datasets where the UID and the position go, the template's unchanged descriptor items shared
-    (pydicom writes a shared item as it writes any other); a position value equal to the source's (the
-    x and y of an axial stack) keeps the template's item."""
-    position, same = ds.ImagePositionPatient, source.ImagePositionPatient
-    descriptors = []
-    for item in template.ContentSequence:
-        axis = _POSITION_AXIS.get(item.ConceptNameCodeSequence[0].CodeValue)
-        if axis is not None and str(position[axis]) != str(same[axis]):   # the values as NumContentItem sets them
-            measured = _with(item.MeasuredValueSequence[0], NumericValue=DS(position[axis], auto_format=True),
-                             FloatingPointValue=position[axis])
-            item = _with(item, MeasuredValueSequence=[measured])
-        descriptors.append(item)
-    reference = _with(template.ReferencedSOPSequence[0], ReferencedSOPInstanceUID=ds.SOPInstanceUID)
-    return _with(template, ReferencedSOPSequence=[reference], ContentSequence=descriptors)
+class _Template:
+    """One geometry's entry as highdicom made it from the image `source`, with what each other
+    slice's entry looks up in it: the source's position values and which descriptor gives which axis."""
+
+    def __init__(self, entry: Dataset, source: Dataset) -> None:
+        self.entry = entry
+        self.source = source
+        self.position = [str(v) for v in source.ImagePositionPatient]     # as NumContentItem sets them
+        self.descriptors = [(item, _POSITION_AXIS.get(item.ConceptNameCodeSequence[0].CodeValue))
+                            for item in entry.ContentSequence]
+        self.reference = entry.ReferencedSOPSequence[0]
+
+    def entry_for(self, ds: Dataset) -> Dataset:
+        """The entry of the image `ds` of the same geometry: new datasets where the UID and the
+        position go, the template's unchanged descriptor items shared (pydicom writes a shared item as
+        it writes any other); a position value equal to the source's (the x and y of an axial stack)
+        keeps the template's item."""
+        position = ds.ImagePositionPatient
+        descriptors = []
+        for item, axis in self.descriptors:
+            if axis is not None and str(position[axis]) != self.position[axis]:
+                measured = _with(item.MeasuredValueSequence[0], {
+                    _NUMERIC: DS(position[axis], auto_format=True), _FLOAT: position[axis]})
+                item = _with(item, {_MEASURED: [measured]})
+            descriptors.append(item)
+        reference = _with(self.reference, {_UID: ds.SOPInstanceUID})
+        return _with(self.entry, {_REFERENCED: [reference], _CONTENT: descriptors})
 
 
 def image_library(datasets: Sequence[Dataset]) -> hd.sr.ContainerContentItem:
@@ -82,19 +103,19 @@ def image_library(datasets: Sequence[Dataset]) -> hd.sr.ContainerContentItem:
     for index, key in enumerate(keys):
         first.setdefault(key, index)
     library = hd.sr.ImageLibrary([datasets[i] for i in first.values()])[0]
-    templates = {str(item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID): item
-                 for group in library.ContentSequence for item in group.ContentSequence
-                 if item.ValueType == "IMAGE"}
+    made = {str(item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID): item
+            for group in library.ContentSequence for item in group.ContentSequence
+            if item.ValueType == "IMAGE"}
+    templates = {key: _Template(made[str(datasets[i].SOPInstanceUID)], datasets[i]) for key, i in first.items()}
     for group in library.ContentSequence:
         head = [item for item in group.ContentSequence if item.ValueType != "IMAGE"]
         mine = {id(item) for item in group.ContentSequence}
         entries = []
         for ds, key in zip(datasets, keys, strict=True):
-            source = datasets[first[key]]
-            template = templates[str(source.SOPInstanceUID)]
-            if id(template) in mine:
-                entries.append(template if ds is source else _entry(template, source, ds))
-        group[_CONTENT_SEQUENCE] = DataElement(_CONTENT_SEQUENCE, "SQ", head + entries)
+            template = templates[key]
+            if id(template.entry) in mine:
+                entries.append(template.entry if ds is template.source else template.entry_for(ds))
+        group[_CONTENT[0]] = DataElement(*_CONTENT, head + entries)
     return library
 
 
