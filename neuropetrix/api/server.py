@@ -10,8 +10,6 @@ new one is answered 503 and closed at once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import logging
 import ssl
 import threading
@@ -25,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from neuropetrix.api.app import create_app
 from neuropetrix.api.database import Database
 from neuropetrix.api.ops import Readiness
+from neuropetrix.api.threadnames import name_os_thread, named_pool
 from neuropetrix.api.tokens import TokenSigner, load_signing_key
 from neuropetrix.config.settings import Settings
 
@@ -73,13 +72,6 @@ class CappedSite(web.BaseSite):
             self._protocol, self._host, self._port, ssl=self._ssl_context, reuse_address=True)
 
 
-def name_os_thread(name: str) -> None:
-    """Give the calling thread `name` in the OS too (Linux; Python does so itself only from 3.14), so
-    that `top -H`, py-spy and benchmarks/api.py can tell the API's event loop from the SCP's threads."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).prctl(15, name.encode()[:15], 0, 0, 0)     # PR_SET_NAME
-
-
 def build_app(settings: Settings, sessions: sessionmaker[Session], readiness: Readiness,
               clock: Callable[[], float] = time.time) -> web.Application:
     """What the app needs, built: the signing key (created on first use) and the database pool; then
@@ -114,6 +106,7 @@ class ApiServer:
 
     async def _serve(self, started: Future[None]) -> None:
         name_os_thread("api")
+        self._loop.set_default_executor(named_pool(None, "api-io"))
         self._stopping = asyncio.Event()
         runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=5,
                                keepalive_timeout=self.limits.idle_timeout_seconds)
