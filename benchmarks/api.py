@@ -23,7 +23,11 @@ floor: our node fans out while its SCP threads ingest, on the same two cores.
 Beside the clients' split, the node's own stages from its /metrics (`node_stages`, histogram means
 and the bucket bounds p50/p99 fall under): `feed_lag_ms` (an event's creation to the feed's read: the
 writer's commit, the wake-up, the read), `commit_to_read_ms` (of that, from the commit in the node's
-process to the read) and `fan_out_per_batch_ms` (one batch written to all 500 sockets).
+process to the read) and `fan_out_per_batch_ms` (one batch written to all 500 sockets). And for each
+phase the serving thread's time, ours (the node's event loop, the OS thread named "api") and the
+floor's (its one thread), from Linux's schedstat: seconds on a CPU and seconds runnable but waiting for
+one. On a loaded machine the second is most of a tail, ours and the floor's alike; our extra CPU per
+request or event is what we own.
 """
 from __future__ import annotations
 
@@ -119,11 +123,29 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
-class Usage:
-    """CPU seconds and peak RSS of the node process (and its children) while a phase runs."""
+def thread_named(pid: int, name: str) -> int:
+    """The id of the process's thread called `name` (the node's event loop runs in "api")."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        if (task / "comm").read_text().strip() == name:
+            return int(task.name)
+    raise LookupError(f"no thread {name!r} in process {pid}")
 
-    def __init__(self, pid: int) -> None:
+
+def schedstat(pid: int, tid: int) -> tuple[float, float]:
+    """A thread's seconds on a CPU and seconds runnable but waiting for one (Linux schedstat)."""
+    on_cpu, waiting, _ = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()
+    return int(on_cpu) / 1e9, int(waiting) / 1e9
+
+
+class Usage:
+    """CPU seconds and peak RSS of the node process (and its children) while a phase runs, and of the
+    thread that serves (the node's event loop, the floor's main thread): its CPU seconds and the
+    seconds it was runnable but waited for a CPU (the machine's other load, and the process's own
+    threads: the GIL hands over on each socket write)."""
+
+    def __init__(self, pid: int, serving_thread: str | None = None) -> None:
         self.proc = psutil.Process(pid)
+        self.tid = thread_named(pid, serving_thread) if serving_thread else pid
         self.peak_rss = 0
         self._stop = threading.Event()
 
@@ -142,6 +164,7 @@ class Usage:
 
     def __enter__(self) -> Usage:
         self.cpu0, self.t0 = self._cpu(), time.monotonic()
+        self.sched0 = schedstat(self.proc.pid, self.tid)
         threading.Thread(target=self._sample, daemon=True).start()
         return self
 
@@ -153,10 +176,12 @@ class Usage:
         self._stop.set()
         self.cpu_s = self._cpu() - self.cpu0
         self.wall_s = time.monotonic() - self.t0
+        self.sched = [b - a for a, b in zip(self.sched0, schedstat(self.proc.pid, self.tid), strict=True)]
 
     def report(self) -> dict:
         return {"cpu_percent_of_one_core": round(100 * self.cpu_s / self.wall_s, 1),
-                "peak_rss_mib": round(self.peak_rss / 2**20, 1), "wall_s": round(self.wall_s, 1)}
+                "peak_rss_mib": round(self.peak_rss / 2**20, 1), "wall_s": round(self.wall_s, 1),
+                "serving_thread": {"cpu_s": round(self.sched[0], 2), "waited_for_cpu_s": round(self.sched[1], 2)}}
 
 
 async def send_studies(studies: list[Path], dicom_port: int) -> None:
@@ -289,19 +314,19 @@ async def rest_phase(base: str, token: str, clients: int, seconds: float) -> dic
 
 
 @contextmanager
-def floor_server() -> Iterator[str]:
-    """The bare aiohttp floor in its own process; yields its base URL."""
+def floor_server() -> Iterator[tuple[str, int]]:
+    """The bare aiohttp floor in its own process; yields its base URL and process id."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-c", FLOOR_SERVER, str(port)])
     try:
         wait_for_port(port)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", proc.pid
     finally:
         proc.terminate()
         proc.wait(10)
 
 
-async def floor_round(base: str, clients: int, rest_clients: int, rest_seconds: float,
+async def floor_round(base: str, pid: int, clients: int, rest_clients: int, rest_seconds: float,
                       messages: dict[int, dict], rest_body: bytes) -> tuple[dict, dict]:
     """The floor's WebSocket phase (our `messages` replayed) and REST phase (our `rest_body`)."""
     async def cause() -> None:
@@ -310,8 +335,11 @@ async def floor_round(base: str, clients: int, rest_clients: int, rest_seconds: 
 
     async with aiohttp.ClientSession() as http, http.post(f"{base}/rest", data=rest_body) as r:
         assert r.status == 200
-    ws, _ = await ws_phase(base, "floor", clients, len(messages), cause)
-    return ws, await rest_phase(base, "floor", rest_clients, rest_seconds)
+    with Usage(pid) as ws_usage:
+        ws, _ = await ws_phase(base, "floor", clients, len(messages), cause)
+    with Usage(pid) as rest_usage:
+        rest = await rest_phase(base, "floor", rest_clients, rest_seconds)
+    return {**ws, "server": ws_usage.report()}, {**rest, "server": rest_usage.report()}
 
 
 def main() -> None:
@@ -332,7 +360,7 @@ def main() -> None:
                                                 accession_number=f"BENCH{i:03d}"))
             studies.append(folder)
         with running_node(work / "node", {"node": {"study_quiet_seconds": 1, "log_level": "WARNING"}}) as node, \
-                floor_server() as floor_base:
+                floor_server() as (floor_base, floor_pid):
             added = node.cli("users", "add", "bench", "--role", "physician", input=PASSWORD + "\n")
             assert added.returncode == 0, added.stderr
             base = f"http://127.0.0.1:{node.api_port}"
@@ -345,16 +373,16 @@ def main() -> None:
                 for k in range(args.rounds):
                     batch = studies[k * args.studies:(k + 1) * args.studies]
                     before = await stage_histograms(base)
-                    with Usage(node.proc.pid) as ws_usage:
+                    with Usage(node.proc.pid, "api") as ws_usage:
                         ws, messages = await ws_phase(base, token, args.clients, 2 * len(batch),
                                                       lambda batch=batch: send_studies(batch, node.dicom_port))
                     ws["node_stages"] = stage_figures(before, await stage_histograms(base))
-                    with Usage(node.proc.pid) as rest_usage:
+                    with Usage(node.proc.pid, "api") as rest_usage:
                         rest = await rest_phase(base, token, args.rest_clients, args.rest_seconds)
                     async with aiohttp.ClientSession() as http, http.get(
                             f"{base}/api/studies?limit=50", headers={"Authorization": f"Bearer {token}"}) as r:
                         body = await r.read()
-                    floor_ws, floor_rest = await floor_round(floor_base, args.clients, args.rest_clients,
+                    floor_ws, floor_rest = await floor_round(floor_base, floor_pid, args.clients, args.rest_clients,
                                                              args.rest_seconds, messages, body)
                     rounds.append({"websocket": {**ws, "node": ws_usage.report()},
                                    "rest": {**rest, "node": rest_usage.report()},
@@ -379,6 +407,13 @@ def main() -> None:
         print(f"{name:<10} ours {statistics.median(ours):7.1f} ms  floor {statistics.median(floor):7.1f} ms  "
               f"ratio {statistics.median(ratios):5.2f} (target ≤ {target}; rounds "
               f"{', '.join(f'{o:.0f}/{f:.0f}' for o, f in zip(ours, floor))})")
+    for phase in ("websocket", "rest"):
+        ours = [r[phase]["node"]["serving_thread"] for r in rounds]
+        floor = [r["floor"][phase]["server"]["serving_thread"] for r in rounds]
+        print(f"{phase:<10} serving thread: ours CPU {statistics.median(t['cpu_s'] for t in ours):5.2f} s, "
+              f"waited for a CPU {statistics.median(t['waited_for_cpu_s'] for t in ours):5.2f} s; floor CPU "
+              f"{statistics.median(t['cpu_s'] for t in floor):5.2f} s, waited "
+              f"{statistics.median(t['waited_for_cpu_s'] for t in floor):5.2f} s (medians)")
     missed = sum(r["websocket"]["missed"] + r["floor"]["websocket"]["missed"] for r in rounds)
     if missed:
         print(f"MISSED deliveries: {missed}")

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from aiohttp import web
 from sqlalchemy.orm import Session, sessionmaker
+
+from neuropetrix.api.threadnames import named_pool
 
 T = TypeVar("T")
 
@@ -18,7 +19,7 @@ class Database:
 
     def __init__(self, sessions: sessionmaker[Session], workers: int = 8) -> None:
         self.sessions = sessions
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="api-db")
+        self._pool = named_pool(workers, "api-db")
 
     async def __call__(self, fn: Callable[..., T], *args: Any) -> T:
         """`fn(session, *args)` in one transaction, in a worker thread."""

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from neuropetrix.api.app import create_app
 from neuropetrix.api.database import Database
 from neuropetrix.api.ops import Readiness
+from neuropetrix.api.threadnames import name_os_thread, named_pool
 from neuropetrix.api.tokens import TokenSigner, load_signing_key
 from neuropetrix.config.settings import Settings
 
@@ -104,6 +105,8 @@ class ApiServer:
         log.info("API and dashboard on %s://%s:%d/", "https" if self.ssl_context else "http", self.host, self.port)
 
     async def _serve(self, started: Future[None]) -> None:
+        name_os_thread("api")
+        self._loop.set_default_executor(named_pool(None, "api-io"))
         self._stopping = asyncio.Event()
         runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=5,
                                keepalive_timeout=self.limits.idle_timeout_seconds)

@@ -20,7 +20,7 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
 )
-from sqlalchemy import DateTime, Index, Integer, String, select
+from sqlalchemy import DateTime, Index, Integer, String, insert, select
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from neuropetrix.config.settings import Settings
@@ -90,23 +90,23 @@ class AuditTrail:
         self.record_many([access])
 
     def record_many(self, accesses: list[Access]) -> None:
-        """`record` for several in one transaction: one commit (one fsync) for a group of API requests."""
+        """`record` for several in one transaction: one commit (one fsync) for a group of API requests.
+        One multi-row INSERT, not the ORM's unit of work: with 50 dashboards polling, building and
+        flushing ORM rows was a third of the process's GIL time; the rows are made for the sink only."""
         try:
             with self.sessions() as s, s.begin():
-                rows = [AuditEvent(at=self.clock(), user=_cut(a.user, 64), user_kind=a.user_kind, action=a.action,
-                                   patient_id=a.patient_id or self._patient_of(s, a.study_uid, a.patient_pk),
-                                   study_uid=a.study_uid, address=_cut(a.address, 64), outcome=a.outcome,
-                                   detail=_cut(a.detail, 512)) for a in accesses]
-                s.add_all(rows)
-                s.flush()
-                for row in rows:
-                    s.expunge(row)
+                values = [{"at": self.clock(), "user": _cut(a.user, 64), "user_kind": a.user_kind, "action": a.action,
+                           "patient_id": a.patient_id or self._patient_of(s, a.study_uid, a.patient_pk),
+                           "study_uid": a.study_uid, "address": _cut(a.address, 64), "outcome": a.outcome,
+                           "detail": _cut(a.detail, 512)} for a in accesses]
+                ids = s.scalars(insert(AuditEvent).returning(AuditEvent.id, sort_by_parameter_order=True),
+                                values).all()
         except Exception:
             for a in accesses:
                 log.exception("audit: cannot record %s by %s from %s", a.action, a.user, a.address)
             return
         if self.sink is not None:
-            for row in rows:
+            for row in (AuditEvent(id=i, **v) for i, v in zip(ids, values, strict=True)):
                 try:
                     self.sink(row)
                 except Exception as exc:      # the collector's problem is logged, never the caller's

@@ -1,5 +1,6 @@
 """The API as `neuropetrix serve` runs it, in one process with the SCP: ready when the DICOM port is
-open, WebSocket clients told "going away" on SIGTERM, and a clean exit."""
+open, its event loop's thread named "api" in the OS (what `top -H` and benchmarks/api.py look for),
+WebSocket clients told "going away" on SIGTERM, and a clean exit."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,6 +21,8 @@ async def test_serve_runs_the_api_and_stops_it_cleanly(tmp_path: Path):
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{base}/readyz") as r:          # up as soon as the DICOM port is
                 assert r.status == 200 and (await r.json())["checks"]["dicom"] == "ok"
+            threads = [(task / "comm").read_text().strip() for task in Path(f"/proc/{node.proc.pid}/task").iterdir()]
+            assert threads.count("api") == 1, threads
             async with http.post(f"{base}/api/auth/login", json={"username": "tech", "password": PASSWORD}) as r:
                 token = (await r.json())["access_token"]
             sockets = [await http.ws_connect(f"{base}/api/ws", params={"token": token}) for _ in range(3)]
