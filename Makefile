@@ -50,7 +50,7 @@ demo: $(STAMP)
 # `make test-unit` is the fast loop: no external programs, faults or slow tests.
 TEST_WORKERS ?= 2
 test: $(STAMP) peers $(NODE_STAMP) lint
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=25
 
 test-unit: $(STAMP)
 	$(PY) -m pytest -m "not peers and not slow and not faults"
