@@ -53,6 +53,7 @@ async def _index(_request: web.Request) -> web.FileResponse:
 
 
 async def _background(app: web.Application) -> AsyncIterator[None]:
+    await app[FEED].start()
     feed = asyncio.create_task(app[FEED].run(), name="event-feed")
     yield
     feed.cancel()

@@ -137,8 +137,15 @@ class EventFeed:
         """Call `fn` with each batch of new events (metrics, push), on the event loop."""
         self._listeners.append(fn)
 
+    async def start(self) -> None:
+        """Take the log's current end as the feed's position; done before the app serves, so no stream
+        connects while the position is still unknown (it would go live at 0, and an event committed
+        before the feed's first read would reach no one)."""
+        self.last_id = await self.db(last_event_id)
+
     async def run(self) -> None:
-        """Read new events whenever this process commits one, and every `poll` seconds for the others."""
+        """Read new events whenever this process commits one, and every `poll` seconds for the others
+        (after `start`)."""
         wake = asyncio.Event()
         loop = asyncio.get_running_loop()
         committed: list[float] = []      # when this process's commits not yet read were made (a stage metric)
@@ -149,7 +156,6 @@ class EventFeed:
 
         watch = _CommitWatch(woken)
         try:
-            self.last_id = await self.db(last_event_id)
             while True:
                 wake.clear()
                 try:

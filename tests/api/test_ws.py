@@ -2,13 +2,16 @@
 a gap, events written by another process, and closing when the access token expires."""
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
+import threading
 
 import aiohttp
 import pytest
 
-from neuropetrix.api.event_feed import _CommitWatch
+from neuropetrix.api import event_feed
+from neuropetrix.api.event_feed import _CommitWatch, last_event_id
 from neuropetrix.api.tokens import TokenSigner, load_signing_key
 from neuropetrix.api.ws import TOKEN_EXPIRED
 from neuropetrix.store.db import utcnow
@@ -20,11 +23,13 @@ UID = "1.2.826.0.1.3680043.10.3.1"
 
 
 async def _next(ws, kind: str = "event") -> dict:
-    """The next message of `kind`, skipping others (heartbeats)."""
-    while True:
-        msg = await ws.receive_json(timeout=10)
-        if msg["type"] == kind:
-            return msg
+    """The next message of `kind` within 10 s, skipping others (heartbeats, which alone would keep a
+    wait for a lost event going for ever)."""
+    async with asyncio.timeout(10):
+        while True:
+            msg = await ws.receive_json()
+            if msg["type"] == kind:
+                return msg
 
 
 async def test_refused_without_a_valid_token(client):
@@ -75,6 +80,25 @@ async def test_resume_after_reconnect_misses_nothing(client, env):
     assert [(await _next(ws))["id"] for _ in missed] == missed
     live = env.add_event("study.complete", UID)
     assert (await _next(ws))["id"] == live
+    await ws.close()
+
+
+async def test_an_event_just_after_start_reaches_a_client_that_connected_first(env, aiohttp_client,
+                                                                             monkeypatch):
+    """The feed's first read of the log's end may be slow (a busy database); a client served before it
+    went live at position 0, and the event committed meanwhile reached no one."""
+    committed = threading.Event()
+
+    def slow_end(s):                  # answers once the event is in, or after 2 s if it is served first
+        committed.wait(2)
+        return last_event_id(s)
+    monkeypatch.setattr(event_feed, "last_event_id", slow_end)
+    client = await aiohttp_client(env.app())
+    ws = await client.ws_connect("/api/ws", headers=bearer(await login(client, "admin")))
+    await _next(ws, "hello")
+    first = env.add_event("study.received", UID)
+    committed.set()
+    assert (await _next(ws))["id"] == first
     await ws.close()
 
 
