@@ -2,6 +2,7 @@
 of what its role may see and seeing nothing else; the cursor it ends on resumes the WebSocket."""
 from __future__ import annotations
 
+import asyncio
 import itertools
 
 import pytest
@@ -51,9 +52,10 @@ async def test_offline_across_50_changes_catches_up_in_order_missing_none(env, a
     assert nothing == {"items": [], "next": end, "more": False}
     async with client.ws_connect(f"/api/ws?after={end}", headers=headers) as ws:   # the stream resumes there
         env.add_event("study.received", "1.2.3.99", n=50)
-        msg = await ws.receive_json(timeout=10)
-        while msg.get("type") != "event":
-            msg = await ws.receive_json(timeout=10)
+        async with asyncio.timeout(10):                             # heartbeats alone never end it
+            msg = await ws.receive_json()
+            while msg.get("type") != "event":
+                msg = await ws.receive_json()
         assert msg["id"] == end + 1 and msg["kind"] == "study.received"
 
 

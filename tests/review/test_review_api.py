@@ -103,12 +103,13 @@ async def test_review_events_stream_to_those_who_read_results(review_client):
     async def review_events(ws, until: int | None) -> list[tuple[str, int]]:
         """Read (and so answer the server's pings) until `until` review events, or a quiet heartbeat."""
         seen: list[tuple[str, int]] = []
-        while until is None or len(seen) < until:
-            msg = await ws.receive_json(timeout=10)
-            if msg["type"] == "event" and msg["kind"].startswith("review."):
-                seen.append((msg["kind"], msg["payload"].get("version")))
-            if until is None and msg["type"] == "heartbeat" and msg["last_event_id"] >= 4:
-                return seen
+        async with asyncio.timeout(30):                             # heartbeats alone never end it
+            while until is None or len(seen) < until:
+                msg = await ws.receive_json()
+                if msg["type"] == "event" and msg["kind"].startswith("review."):
+                    seen.append((msg["kind"], msg["payload"].get("version")))
+                if until is None and msg["type"] == "heartbeat" and msg["last_event_id"] >= 4:
+                    return seen
         return seen
 
     physician = await client.ws_connect("/api/ws", params={"after": "0"}, headers=who)
