@@ -314,7 +314,7 @@ class Ingest:
         others another node sharing the database indexed first). Rows that cannot be written now
         are left to recovery: the run is marked for them (`unindexed`) and the files stay."""
         try:
-            return self.index.add_many(records) if len(records) > 1 else int(self.index.add(records[0]))
+            return self.index.add_many(records)
         except Exception:
             with self._unindexed_lock:
                 self.unindexed += len(records)

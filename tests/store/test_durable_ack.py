@@ -53,9 +53,9 @@ class GatedIndex(StudyIndex):
         self.gate = threading.Event()
         self.written = threading.Event()
 
-    def add(self, rec: InstanceRecord) -> bool:
+    def add_many(self, records: list[InstanceRecord]) -> int:
         self.gate.wait(10)
-        added = super().add(rec)
+        added = super().add_many(records)
         self.written.set()
         return added
 
@@ -65,11 +65,11 @@ class FailingIndex(StudyIndex):
 
     failures = 1
 
-    def add(self, rec: InstanceRecord) -> bool:
+    def add_many(self, records: list[InstanceRecord]) -> int:
         if self.failures:
             self.failures -= 1
             raise OperationalError("INSERT INTO instances", {}, Exception("database is locked"))
-        return super().add(rec)
+        return super().add_many(records)
 
 
 def serve(tmp_path: Path, files: FileStore, index_class: type[StudyIndex]) -> tuple[DicomServer, StudyIndex]:
